@@ -1,0 +1,109 @@
+"""Composition root: builds every part from settings and owns the start / stop order."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import aiohttp
+import structlog
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from service.api.app import build_api
+from service.kafka_topics import ensure_topics
+from service.metrics import Metrics
+from service.pipeline.apply import ApplyStage
+from service.pipeline.rekey import RekeyStage
+from service.scim.client import ScimClient
+from service.scim.retry import RetryPolicy
+from service.settings import Settings
+from service.tenants.models import TokenCipher
+from service.tenants.store import TenantStore
+
+log = structlog.get_logger(__name__)
+
+
+class Service:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.tenants = TenantStore(settings, TokenCipher(settings.token_key.get_secret_value()), self.metrics)
+        self._http: aiohttp.ClientSession | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._runner: web.AppRunner | None = None
+        self.rekey: RekeyStage | None = None
+        self.apply: ApplyStage | None = None
+        self.api_port: int | None = None
+
+    def is_ready(self) -> bool:
+        return bool(
+            self.tenants.loaded.is_set()
+            and self.rekey is not None
+            and self.rekey.assigned.is_set()
+            and self.apply is not None
+            and self.apply.assigned.is_set()
+        )
+
+    async def start(self) -> None:
+        s = self.settings
+        await ensure_topics(s)
+        await self.tenants.start()
+        connector = aiohttp.TCPConnector(limit=s.http_connections, limit_per_host=s.http_connections)
+        self._http = aiohttp.ClientSession(connector=connector)
+        scim = ScimClient(
+            self._http,
+            self.metrics,
+            RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds),
+            s.http_timeout_seconds,
+        )
+        self._producer = AIOKafkaProducer(
+            **s.kafka_client_options(), acks="all", enable_idempotence=True, linger_ms=5
+        )
+        await self._producer.start()
+        api = build_api(
+            admin_token=s.admin_token.get_secret_value(),
+            tenants=self.tenants,
+            scim=scim,
+            metrics=self.metrics,
+            readiness=self,
+            max_body_bytes=s.api_max_body_bytes,
+        )
+        self._runner = web.AppRunner(api, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.api_host, s.api_port)
+        await site.start()
+        self.api_port = self._runner.addresses[0][1]
+        self.apply = ApplyStage(s, self.metrics, self.tenants, scim, self._producer)
+        await self.apply.start()
+        self.rekey = RekeyStage(s, self.metrics)
+        await self.rekey.start()
+        log.info("service.started", api_port=self.api_port)
+
+    async def stop(self) -> None:
+        """Intake first, then the apply stage drains and commits, then the clients close."""
+        if self.rekey:
+            await self.rekey.stop()
+        if self.apply:
+            await self.apply.stop()
+        if self._runner:
+            await self._runner.cleanup()
+        if self._producer:
+            await self._producer.stop()
+        if self._http:
+            await self._http.close()
+        await self.tenants.stop()
+        log.info("service.stopped")
+
+
+async def run(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    service = Service(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    await stop.wait()
+    log.info("service.stopping")
+    await service.stop()

@@ -1,0 +1,107 @@
+"""Console entry point: `outbound-scim run | tenants ... | gen-key`.
+
+`tenants` commands call the admin HTTP API of a running service, so the CLI and the API share one
+implementation. Downstream tokens are read from an environment variable or stdin, never from argv
+(argv is visible to every local user in `ps`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="outbound-scim", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(required=True, metavar="command")
+
+    run = sub.add_parser("run", help="run the service (settings from OUTBOUND_SCIM_* variables)")
+    run.set_defaults(func=_run)
+
+    gen = sub.add_parser("gen-key", help="print a new key for OUTBOUND_SCIM_TOKEN_KEY")
+    gen.set_defaults(func=lambda _: print(Fernet.generate_key().decode()))
+
+    tenants = sub.add_parser("tenants", help="manage tenants through the admin API")
+    tenants.add_argument("--api-url", default=os.environ.get("OUTBOUND_SCIM_API_URL", "http://127.0.0.1:8080"))
+    tsub = tenants.add_subparsers(required=True, metavar="action")
+    tsub.add_parser("list", help="list enabled tenants").set_defaults(func=_list)
+    show = tsub.add_parser("show", help="show one tenant")
+    show.add_argument("realm")
+    show.set_defaults(func=_show)
+    enable = tsub.add_parser("enable", help="enable or rotate (validates the downstream first)")
+    enable.add_argument("realm")
+    enable.add_argument("--base-url", required=True)
+    enable.add_argument("--delete-policy", choices=["ignore", "deactivate", "delete"], default="ignore")
+    enable.add_argument("--token-env", default="OUTBOUND_SCIM_DOWNSTREAM_TOKEN",
+                        help="environment variable holding the downstream token (default: %(default)s)")
+    enable.add_argument("--token-stdin", action="store_true", help="read the downstream token from stdin")
+    enable.set_defaults(func=_enable)
+    disable = tsub.add_parser("disable", help="disable: events for the realm stop propagating")
+    disable.add_argument("realm")
+    disable.set_defaults(func=_disable)
+    return parser
+
+
+def _run(_: argparse.Namespace) -> int:
+    from service.app import run
+    from service.logs import configure_logging
+    from service.settings import Settings
+
+    settings = Settings()  # type: ignore[call-arg]
+    configure_logging(settings.log_level)
+    asyncio.run(run(settings))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    return _call(args, "GET", "/tenants")
+
+
+def _show(args: argparse.Namespace) -> int:
+    return _call(args, "GET", f"/tenants/{args.realm}")
+
+
+def _disable(args: argparse.Namespace) -> int:
+    return _call(args, "DELETE", f"/tenants/{args.realm}")
+
+
+def _enable(args: argparse.Namespace) -> int:
+    token = sys.stdin.readline().strip() if args.token_stdin else os.environ.get(args.token_env, "")
+    if not token:
+        print(f"no downstream token: set {args.token_env} or pass --token-stdin", file=sys.stderr)
+        return 2
+    body = {"base_url": args.base_url, "token": token, "delete_policy": args.delete_policy}
+    return _call(args, "PUT", f"/tenants/{args.realm}", body)
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> int:
+    admin_token = os.environ.get("OUTBOUND_SCIM_ADMIN_TOKEN", "")
+    request = urllib.request.Request(  # noqa: S310 - the operator chooses the API URL
+        args.api_url.rstrip("/") + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            print(json.dumps(json.loads(response.read()), indent=2))
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(json.dumps(json.loads(exc.read() or b"{}"), indent=2), file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(f"cannot reach {args.api_url}: {exc.reason}", file=sys.stderr)
+        return 1

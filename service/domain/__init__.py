@@ -1,0 +1,1 @@
+"""Pure decisions: no Kafka, no HTTP, no awaits. Time is passed in."""

@@ -1,0 +1,162 @@
+"""Turn a `KeycloakEvent` into a `UserChange`: the normalized unit the keyed pipeline orders and applies.
+
+A change carries only the attributes its event actually set (a partial admin UPDATE patches only what
+it contains). Attribute names are the SCIM-side ones: userName, givenName, familyName, email, active.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from service.domain.keycloak import KeycloakEvent
+from service.errors import PoisonRecord
+
+ATTRIBUTES = ("userName", "givenName", "familyName", "email", "active")
+
+ChangeOp = Literal["upsert", "delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserChange:
+    realm: str
+    user_id: str
+    op: ChangeOp
+    time_ms: int
+    event_type: str
+    event_id: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The Kafka key of the keyed topic: all changes of one user land on one partition."""
+        return f"{self.realm}/{self.user_id}"
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> UserChange:
+        try:
+            doc = json.loads(raw)
+            return cls(
+                realm=doc["realm"],
+                user_id=doc["user_id"],
+                op=doc["op"],
+                time_ms=int(doc["time_ms"]),
+                event_type=doc["event_type"],
+                event_id=doc.get("event_id"),
+                attributes={k: v for k, v in (doc.get("attributes") or {}).items() if k in ATTRIBUTES},
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PoisonRecord("malformed_change", str(exc)[:200]) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """The event needs no downstream call; `reason` is a short stable label for metrics."""
+
+    reason: str
+
+
+def change_from_event(event: KeycloakEvent) -> UserChange | Skip:
+    """Decide which user change, if any, an event describes."""
+    if event.error or event.type.endswith("_ERROR"):
+        return Skip("failed_action")
+    if event.kind == "admin":
+        return _from_admin(event)
+    return _from_user_event(event)
+
+
+def _from_admin(event: KeycloakEvent) -> UserChange | Skip:
+    if event.resource_type != "USER":
+        return Skip("not_a_user_resource")
+    if event.user_id is None:
+        return Skip("no_user_id")
+    rep = event.representation or {}
+    if event.operation_type == "DELETE":
+        return _change(event, "delete", {})
+    if event.operation_type == "CREATE":
+        attrs = _from_representation(rep)
+        # Keycloak creates a user disabled unless the request says enabled=true.
+        attrs.setdefault("active", False)
+        return _change(event, "upsert", attrs)
+    if event.operation_type == "UPDATE":
+        attrs = _from_representation(rep)
+        return _change(event, "upsert", attrs) if attrs else Skip("no_scim_attributes")
+    return Skip("admin_action")
+
+
+_REPRESENTATION_KEYS = {
+    "username": "userName",
+    "firstName": "givenName",
+    "lastName": "familyName",
+    "email": "email",
+    "enabled": "active",
+}
+
+
+def _from_representation(rep: Mapping[str, Any]) -> dict[str, Any]:
+    """Only keys the admin actually sent: an absent key was not sent, it was not cleared."""
+    attrs: dict[str, Any] = {}
+    for key, attr in _REPRESENTATION_KEYS.items():
+        if key in rep:
+            attrs[attr] = _clean(attr, rep[key])
+    return attrs
+
+
+_USER_EVENT_DETAILS = {
+    "REGISTER": {"username": "userName", "first_name": "givenName", "last_name": "familyName", "email": "email"},
+    "UPDATE_PROFILE": {
+        "updated_username": "userName",
+        "updated_first_name": "givenName",
+        "updated_last_name": "familyName",
+        "updated_email": "email",
+    },
+    "UPDATE_EMAIL": {"updated_email": "email"},
+}
+
+
+def _from_user_event(event: KeycloakEvent) -> UserChange | Skip:
+    if event.user_id is None:
+        return Skip("no_user_id")
+    if event.type == "DELETE_ACCOUNT":
+        return _change(event, "delete", {})
+    if event.type == "USER_DISABLED_BY_PERMANENT_LOCKOUT":
+        return _change(event, "upsert", {"active": False})
+    mapping = _USER_EVENT_DETAILS.get(event.type)
+    if mapping is None:
+        return Skip("not_a_user_change")
+    attrs = {attr: _clean(attr, event.details[key]) for key, attr in mapping.items() if key in event.details}
+    if event.type == "REGISTER":
+        attrs["active"] = True
+    return _change(event, "upsert", attrs) if attrs else Skip("no_scim_attributes")
+
+
+def _change(event: KeycloakEvent, op: ChangeOp, attrs: dict[str, Any]) -> UserChange:
+    assert event.user_id is not None
+    return UserChange(
+        realm=event.realm,
+        user_id=event.user_id,
+        op=op,
+        time_ms=event.time_ms,
+        event_type=event.type,
+        event_id=event.event_id,
+        attributes=attrs,
+    )
+
+
+def _clean(attr: str, value: object) -> Any:
+    if attr == "active":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise PoisonRecord("wrong_shape", f"enabled is {type(value).__name__}, not a boolean")
+    if value is None or value == "":
+        return None  # cleared
+    if not isinstance(value, str):
+        raise PoisonRecord("wrong_shape", f"{attr} is {type(value).__name__}, not a string")
+    return value

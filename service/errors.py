@@ -1,0 +1,83 @@
+"""The error taxonomy, named for what the caller does next.
+
+    ServiceError (retriable = False)
+    ├── ConfigError          bad settings -> refuse to start
+    ├── PoisonRecord         unparseable / unsupported record -> count, dead-letter, advance the offset
+    ├── EnableRefused        a downstream failed validation -> 4xx with a reason, nothing stored
+    └── ScimError            status, scim_type, method, path (never the body: it holds personal data)
+        ├── ScimTransient    connect error, timeout, 429, 5xx: retriable, honours Retry-After
+        ├── ScimNotFound     404: re-resolve or re-create
+        ├── ScimConflict     409: look up by externalId / userName and adopt
+        └── ScimRejected     other 4xx: not retriable (401/403 mean the token is refused)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ServiceError(Exception):
+    retriable: ClassVar[bool] = False
+
+
+class ConfigError(ServiceError):
+    """Settings that cannot work; the service refuses to start."""
+
+
+class PoisonRecord(ServiceError):
+    """A Kafka record that can never be processed; `reason` is a short stable label for metrics."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class EnableRefused(ServiceError):
+    """A downstream failed validation; `reason` is one of not_found, unauthorized, not_scim, unreachable,
+    invalid_url."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class ScimError(ServiceError):
+    def __init__(
+        self,
+        status: int | None,
+        method: str,
+        path: str,
+        scim_type: str | None = None,
+        detail: str = "",
+    ) -> None:
+        self.status = status
+        self.method = method
+        self.path = path
+        self.scim_type = scim_type
+        self.detail = detail
+        label = status if status is not None else "no response"
+        super().__init__(f"{method} {path} -> {label}{f' ({scim_type})' if scim_type else ''} {detail}".strip())
+
+
+class ScimTransient(ScimError):
+    retriable = True
+
+    def __init__(self, *args: object, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class ScimNotFound(ScimError):
+    pass
+
+
+class ScimConflict(ScimError):
+    pass
+
+
+class ScimRejected(ScimError):
+    @property
+    def unauthorized(self) -> bool:
+        return self.status in (401, 403)

@@ -1,0 +1,62 @@
+"""Prometheus metrics, built on an explicit registry (no import-time globals, so tests get their own).
+
+Labels are bounded: never a user id. `tenant` is a realm name: operators run a short list of them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from service import __version__
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.build_info = Info("outbound_scim_build", "Version of the running service", registry=r)
+        self.build_info.info({"version": __version__})
+        self.events = Counter(
+            "outbound_scim_events_total",
+            "Keycloak events read from the source topics, by event type and what became of them",
+            ["type", "outcome"],
+            registry=r,
+        )
+        self.changes = Counter(
+            "outbound_scim_changes_total",
+            "User changes applied from the keyed topic, by tenant and outcome",
+            ["tenant", "outcome"],
+            registry=r,
+        )
+        self.scim_requests = Counter(
+            "outbound_scim_scim_requests_total",
+            "HTTP requests sent to SCIM downstreams",
+            ["tenant", "method", "status_class"],
+            registry=r,
+        )
+        self.scim_latency = Histogram(
+            "outbound_scim_scim_request_duration_seconds",
+            "Latency of SCIM requests",
+            ["method"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.retries = Counter(
+            "outbound_scim_scim_retries_total", "SCIM requests retried after a transient failure",
+            ["tenant"], registry=r,
+        )
+        self.dead_letters = Counter(
+            "outbound_scim_dead_letters_total", "Records or changes written to the dead-letter topic",
+            ["reason"], registry=r,
+        )
+        self.in_flight = Gauge(
+            "outbound_scim_changes_in_flight", "Changes being applied downstream right now", registry=r
+        )
+        self.buffered = Gauge(
+            "outbound_scim_changes_buffered", "Changes polled and not yet finished (queued + in flight)",
+            registry=r,
+        )
+        self.tenants = Gauge("outbound_scim_tenants", "Tenants with outbound SCIM enabled", registry=r)
+        self.commits = Counter(
+            "outbound_scim_offset_commits_total", "Offset commits of the apply stage", registry=r
+        )

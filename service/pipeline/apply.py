@@ -1,0 +1,258 @@
+"""Stage 2: apply the keyed changes to the tenants' downstreams, one at a time per user.
+
+Records of the changes topic are queued per key (`<realm>/<user id>`) and run concurrently across
+keys up to a global cap. Offsets are committed per partition only below the first unfinished record.
+On revocation, queued work is handed back, running work is drained, finished offsets are committed;
+work of an old assignment that completes late is ignored (assignment epoch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+from service.domain.changes import UserChange
+from service.domain.plan import plan_change
+from service.errors import PoisonRecord, ScimError, ScimRejected, ScimTransient
+from service.metrics import Metrics
+from service.pipeline.dead_letters import dead_letter
+from service.pipeline.offsets import PartitionOffsets
+from service.pipeline.scheduler import KeyedScheduler
+from service.pipeline.user_state import UserStateStore
+from service.scim.client import ScimClient
+from service.scim.executor import execute
+from service.scim.retry import RetryPolicy
+from service.settings import Settings
+from service.tenants.store import TenantStore
+
+log = structlog.get_logger(__name__)
+
+COMMIT_INTERVAL_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    record: ConsumerRecord[bytes, bytes]
+    epoch: int
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.record.topic, self.record.partition)
+
+
+class ApplyStage(ConsumerRebalanceListener):
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        tenants: TenantStore,
+        scim: ScimClient,
+        producer: AIOKafkaProducer,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._tenants = tenants
+        self._scim = scim
+        self._producer = producer
+        self._states = UserStateStore(settings, producer)
+        self._scheduler: KeyedScheduler[Work] = KeyedScheduler(self._process, settings.max_in_flight)
+        self._offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._epoch = 0
+        self._backoff = RetryPolicy(1, settings.retry_base_seconds, settings.retry_max_seconds)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.assigned = asyncio.Event()
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            **self._settings.kafka_client_options(),
+            group_id=f"{self._settings.group_id}.apply",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            rebalance_timeout_ms=self._settings.rebalance_timeout_ms,
+            max_poll_records=5000,
+        )
+        self._consumer.subscribe([self._settings.changes_topic], listener=self)
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name="apply")
+
+    async def stop(self) -> None:
+        """Stop intake, let running work finish (bounded), commit what finished, leave the group."""
+        self._stopping = True
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._drain()
+        await self._commit()
+        if self._consumer:
+            await self._consumer.stop()
+
+    # -- rebalance listener -------------------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._drain()
+        await self._commit()
+        self._epoch += 1
+        for tp in revoked:
+            self._offsets.pop(tp, None)
+            self._committed.pop(tp, None)
+        self._states.forget({tp.partition for tp in revoked})
+        log.info("apply.revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._epoch += 1
+        for tp in assigned:
+            self._offsets[tp] = PartitionOffsets()
+        users = await self._states.restore({tp.partition for tp in assigned})
+        log.info("apply.assigned", partitions=sorted(tp.partition for tp in assigned), users_restored=users)
+        self.assigned.set()
+
+    async def _drain(self) -> None:
+        """Hand back queued work, and give running work up to drain_timeout to finish."""
+        dropped = self._scheduler.drop_where(lambda work: True)
+        try:
+            await asyncio.wait_for(self._scheduler.wait_idle(), self._settings.drain_timeout_seconds)
+        except TimeoutError:
+            log.warning("apply.drain.timeout", seconds=self._settings.drain_timeout_seconds)
+            await self._scheduler.cancel()
+        self._epoch += 1
+        if dropped:
+            log.info("apply.drain.handed_back", changes=dropped)
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        last_commit = time.monotonic()
+        while not self._stopping:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        self._accept(record)
+                self._apply_backpressure()
+                if time.monotonic() - last_commit >= COMMIT_INTERVAL_SECONDS:
+                    await self._commit()
+                    last_commit = time.monotonic()
+            except KafkaError as exc:
+                log.warning("apply.poll.failed", error=str(exc))
+                await asyncio.sleep(1)
+
+    def _accept(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets = self._offsets.get(tp)
+        if offsets is None:
+            return  # a partition we no longer own
+        if not offsets.started(record.offset):
+            return  # already handed out in this assignment
+        key = record.key.decode(errors="replace") if record.key else f"no-key/{record.offset}"
+        self._scheduler.submit(key, Work(record, self._epoch))
+
+    def _apply_backpressure(self) -> None:
+        assert self._consumer is not None
+        buffered = sum(o.unfinished for o in self._offsets.values())
+        self._metrics.buffered.set(buffered)
+        assignment = self._consumer.assignment()
+        if buffered >= self._settings.max_buffered:
+            self._consumer.pause(*assignment)
+        elif self._consumer.paused():
+            self._consumer.resume(*assignment)
+
+    async def _commit(self) -> None:
+        if self._consumer is None:
+            return
+        offsets = {
+            tp: OffsetAndMetadata(o.committable, "")
+            for tp, o in self._offsets.items()
+            if o.committable is not None and o.committable != self._committed.get(tp)
+        }
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning("apply.commit.failed", error=str(exc))
+            return
+        self._metrics.commits.inc()
+        for tp, meta in offsets.items():
+            self._committed[tp] = meta.offset
+
+    # -- one change ---------------------------------------------------------------------------------
+
+    async def _process(self, work: Work) -> None:
+        """Apply one change; never raises (the scheduler's worker must survive)."""
+        self._metrics.in_flight.inc()
+        try:
+            await self._apply(work)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not stop the consumer; the change is dead-lettered
+            log.exception("change.failed.unexpectedly", partition=work.record.partition,
+                          offset=work.record.offset)
+            await self._dead_letter(work, "internal_error", exc)
+        finally:
+            self._metrics.in_flight.dec()
+        if work.epoch == self._epoch and work.tp in self._offsets:
+            self._offsets[work.tp].finished(work.record.offset)
+
+    async def _apply(self, work: Work) -> None:
+        record = work.record
+        ctx = {"partition": record.partition, "offset": record.offset}
+        try:
+            change = UserChange.from_json(record.value or b"")
+        except PoisonRecord as exc:
+            await self._dead_letter(work, exc.reason, exc)
+            return
+        bound = log.bind(tenant=change.realm, user_id=change.user_id, event_id=change.event_id, **ctx)
+        tenant = self._tenants.get(change.realm)
+        if tenant is None:
+            self._metrics.changes.labels("unknown", "skipped_no_tenant").inc()
+            bound.info("change.skipped", reason="no_enabled_tenant")
+            return
+        attempt = 0
+        while True:
+            attempt += 1
+            state = self._states.get(change.key)
+            plan = plan_change(state, change, tenant.delete_policy)
+            try:
+                outcome = await execute(plan, change, tenant.downstream, self._scim)
+                break
+            except ScimTransient as exc:
+                delay = self._backoff.delay(min(attempt, 10), exc.retry_after)
+                bound.warning("change.retry", error=str(exc), attempt=attempt, delay=round(delay, 2))
+                await asyncio.sleep(delay)
+                tenant = self._tenants.get(change.realm) or tenant
+            except ScimRejected as exc:
+                reason = "unauthorized" if exc.unauthorized else "rejected"
+                self._metrics.changes.labels(change.realm, reason).inc()
+                bound.error("change.rejected", status=exc.status, error=str(exc))
+                await self._dead_letter(work, reason, exc)
+                return
+            except ScimError as exc:  # a conflict that could not be adopted
+                self._metrics.changes.labels(change.realm, "failed").inc()
+                bound.error("change.failed", status=exc.status, error=str(exc))
+                await self._dead_letter(work, "conflict", exc)
+                return
+        if outcome.state != state:
+            await self._states.save(change.key, record.partition, outcome.state)
+        self._metrics.changes.labels(change.realm, outcome.result).inc()
+        bound.info("change.applied", result=outcome.result, reason=outcome.reason or None,
+                   type=change.event_type, downstream_id=outcome.state.downstream_id)
+
+    async def _dead_letter(self, work: Work, reason: str, exc: BaseException) -> None:
+        letter = dead_letter(work.record, reason, exc)
+        await self._producer.send_and_wait(
+            self._settings.dead_letter_topic, key=letter.key, value=letter.value, headers=letter.headers
+        )
+        self._metrics.dead_letters.labels(reason).inc()

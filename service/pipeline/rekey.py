@@ -1,0 +1,148 @@
+"""Stage 1: plugin records -> `UserChange` records on the keyed changes topic, exactly once.
+
+The plugin writes null keys, so one user's events are spread over all source partitions. This stage
+parses each record and re-publishes the normalized change keyed `<realm>/<user id>` (Kafka Streams'
+repartition idea), in a transaction together with the input offsets: a crash either publishes a
+batch and commits its offsets, or neither. Poison records go to the dead-letter topic in the same
+transaction; events that need nothing downstream are counted and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from service.domain.changes import Skip, change_from_event
+from service.domain.keycloak import parse_record
+from service.errors import PoisonRecord
+from service.metrics import Metrics
+from service.pipeline.dead_letters import dead_letter
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Event types that get their own metric label; anything else is "other" (labels stay bounded).
+KNOWN_TYPES = frozenset(
+    {
+        "REGISTER", "UPDATE_PROFILE", "UPDATE_EMAIL", "USER_DISABLED_BY_PERMANENT_LOCKOUT", "DELETE_ACCOUNT",
+        "LOGIN", "LOGOUT", "CODE_TO_TOKEN", "USER_CREATE", "USER_UPDATE", "USER_DELETE", "USER_ACTION",
+        "GROUP_MEMBERSHIP_CREATE", "GROUP_MEMBERSHIP_DELETE", "REALM_ROLE_MAPPING_CREATE",
+    }
+)
+
+
+class RekeyStage(ConsumerRebalanceListener):
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._group_id = f"{settings.group_id}.rekey"
+        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.assigned = asyncio.Event()
+
+    async def start(self) -> None:
+        options = self._settings.kafka_client_options()
+        transactional_id = f"{self._group_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._producer = AIOKafkaProducer(**options, transactional_id=transactional_id, linger_ms=5)
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            **options,
+            group_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            fetch_max_bytes=max(52_428_800, self._settings.max_record_bytes * 2),
+            rebalance_timeout_ms=self._settings.rebalance_timeout_ms,
+        )
+        self._consumer.subscribe(self._settings.source_topics, listener=self)
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name="rekey")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        async with self._lock:  # let a batch in progress finish its transaction
+            if self._consumer:
+                await self._consumer.stop()
+            if self._producer:
+                await self._producer.stop()
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:  # a batch's transaction completes before the partitions go
+            pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.assigned.set()
+        log.info("rekey.assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
+            if not batches:
+                continue
+            async with self._lock:
+                try:
+                    await asyncio.shield(self._publish(batches))
+                except KafkaError as exc:
+                    log.warning("rekey.batch.aborted", error=str(exc))
+                    await self._rewind()
+
+    async def _publish(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        assert self._producer is not None
+        async with self._producer.transaction():
+            for records in batches.values():
+                for record in records:
+                    await self._route(record)
+            offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+            await self._producer.send_offsets_to_transaction(offsets, self._group_id)
+
+    async def _route(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        assert self._producer is not None
+        ctx = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        try:
+            if record.value is not None and len(record.value) > self._settings.max_record_bytes:
+                raise PoisonRecord("record_too_large", f"{len(record.value)} bytes")
+            event = parse_record(record.value)
+            result = change_from_event(event)
+        except PoisonRecord as exc:
+            letter = dead_letter(record, exc.reason, exc)
+            await self._producer.send(
+                self._settings.dead_letter_topic, key=letter.key, value=letter.value, headers=letter.headers
+            )
+            self._metrics.events.labels("unparsed", exc.reason).inc()
+            self._metrics.dead_letters.labels(exc.reason).inc()
+            log.warning("event.dead_lettered", reason=exc.reason, detail=exc.detail[:200], **ctx)
+            return
+        label = event.type if event.type in KNOWN_TYPES else "other"
+        if isinstance(result, Skip):
+            self._metrics.events.labels(label, result.reason).inc()
+            log.debug("event.skipped", reason=result.reason, realm=event.realm, event_id=event.event_id,
+                      type=event.type, **ctx)
+            return
+        await self._producer.send(self._settings.changes_topic, key=result.key.encode(), value=result.to_json())
+        self._metrics.events.labels(label, "forwarded").inc()
+        log.debug("event.forwarded", realm=result.realm, user_id=result.user_id, event_id=result.event_id,
+                  type=event.type, **ctx)
+
+    async def _rewind(self) -> None:
+        """After an aborted transaction, read again from the last committed offsets."""
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)

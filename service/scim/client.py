@@ -1,0 +1,155 @@
+"""An aiohttp client for SCIM 2.0 `/Users`, shared by all downstreams, retrying what is transient.
+
+HTTP statuses become errors in one function, `error_for_status`, named for what the caller does next
+(see service.errors). Bodies of failed requests are never put in errors or logs: they hold personal data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+
+from service.domain import scim
+from service.errors import ScimConflict, ScimError, ScimNotFound, ScimRejected, ScimTransient
+from service.metrics import Metrics
+from service.scim.retry import RetryPolicy, parse_retry_after
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Downstream:
+    """Where one tenant's users go. The token never appears in repr()."""
+
+    tenant: str
+    base_url: str
+    token: str = field(repr=False)
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
+
+
+def error_for_status(
+    status: int, method: str, path: str, body: object = None, retry_after: str | None = None
+) -> ScimError | None:
+    """The one status -> error mapping. None means success."""
+    if status < 400:
+        return None
+    scim_type = body.get("scimType") if isinstance(body, dict) else None
+    detail = str(body.get("detail", ""))[:200] if isinstance(body, dict) else ""
+    if status == 429 or status >= 500 or status == 408:
+        return ScimTransient(
+            status, method, path, scim_type, detail, retry_after=parse_retry_after(retry_after)
+        )
+    if status == 404:
+        return ScimNotFound(status, method, path, scim_type, detail)
+    if status == 409:
+        return ScimConflict(status, method, path, scim_type, detail)
+    return ScimRejected(status, method, path, scim_type, detail)
+
+
+class ScimClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        retry: RetryPolicy,
+        timeout_seconds: float,
+    ) -> None:
+        self._session = session
+        self._metrics = metrics
+        self._retry = retry
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+
+    async def find_user(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None:
+        doc = await self.send(ds, "GET", "Users", params={"filter": scim.eq_filter(attribute, value)})
+        resources = doc.get("Resources") if isinstance(doc, dict) else None
+        return resources[0] if resources else None
+
+    async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
+        doc = await self.send(ds, "POST", "Users", body=body)
+        if not isinstance(doc, dict) or not doc.get("id"):
+            raise ScimRejected(None, "POST", "Users", detail="response carries no id")
+        return doc
+
+    async def patch_user(self, ds: Downstream, user_id: str, operations: list[dict[str, Any]]) -> None:
+        await self.send(ds, "PATCH", f"Users/{user_id}", body=scim.patch_request(operations))
+
+    async def delete_user(self, ds: Downstream, user_id: str) -> None:
+        await self.send(ds, "DELETE", f"Users/{user_id}")
+
+    async def send(
+        self,
+        ds: Downstream,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        """Send one request, retrying transient failures with backoff; raise the final error."""
+        for attempt in range(1, self._retry.attempts + 1):
+            try:
+                return await self.send_once(ds, method, path, body=body, params=params)
+            except ScimTransient as exc:
+                if attempt == self._retry.attempts:
+                    raise
+                delay = self._retry.delay(attempt, exc.retry_after)
+                self._metrics.retries.labels(ds.tenant).inc()
+                log.info("scim.request.retry", tenant=ds.tenant, method=method, path=path,
+                         status=exc.status, attempt=attempt, delay=round(delay, 3))
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def send_once(
+        self,
+        ds: Downstream,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+        authenticated: bool = True,
+    ) -> Any:
+        headers = {"Accept": scim.CONTENT_TYPE}
+        if authenticated:
+            headers["Authorization"] = f"Bearer {ds.token}"
+        if body is not None:
+            headers["Content-Type"] = scim.CONTENT_TYPE
+        started = time.perf_counter()
+        status_class = "error"
+        try:
+            async with self._session.request(
+                method, ds.url(path), json=body, params=params, headers=headers, timeout=self._timeout
+            ) as response:
+                status_class = f"{response.status // 100}xx"
+                doc = await _read_json(response)
+                error = error_for_status(
+                    response.status, method, path, doc, response.headers.get("Retry-After")
+                )
+                if error is not None:
+                    raise error
+                return doc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ScimTransient(None, method, path, detail=type(exc).__name__) from exc
+        finally:
+            self._metrics.scim_requests.labels(ds.tenant, method, status_class).inc()
+            self._metrics.scim_latency.labels(method).observe(time.perf_counter() - started)
+
+
+async def _read_json(response: aiohttp.ClientResponse) -> Any:
+    if response.status == 204:
+        return None
+    raw = await response.read()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

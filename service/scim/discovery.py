@@ -1,0 +1,46 @@
+"""Validate a downstream before a tenant is enabled: is it a SCIM provider, and does the token work?
+
+`GET {base}/ServiceProviderConfig` must answer JSON describing a SCIM provider (it may answer without
+authentication, so it does not prove the token), then an authenticated `GET {base}/Users?count=1`
+must succeed. Failures become `EnableRefused` with a reason an operator can act on.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from service.domain import scim
+from service.errors import EnableRefused, ScimError, ScimNotFound, ScimRejected, ScimTransient
+from service.scim.client import Downstream, ScimClient
+
+
+def check_url(base_url: str) -> None:
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise EnableRefused("invalid_url", "the base URL must be an absolute http(s) URL")
+
+
+async def validate_downstream(client: ScimClient, ds: Downstream) -> None:
+    check_url(ds.base_url)
+    try:
+        config = await client.send_once(ds, "GET", "ServiceProviderConfig", authenticated=False)
+    except ScimError as exc:
+        raise _refusal(exc, "ServiceProviderConfig") from exc
+    if not scim.is_service_provider_config(config):
+        raise EnableRefused("not_scim", "ServiceProviderConfig did not answer a SCIM JSON document")
+    try:
+        listing = await client.send_once(ds, "GET", "Users", params={"count": "1"})
+    except ScimError as exc:
+        raise _refusal(exc, "Users") from exc
+    if not isinstance(listing, dict) or scim.LIST_SCHEMA not in (listing.get("schemas") or []):
+        raise EnableRefused("not_scim", "GET /Users did not answer a SCIM ListResponse")
+
+
+def _refusal(exc: ScimError, what: str) -> EnableRefused:
+    if isinstance(exc, ScimNotFound):
+        return EnableRefused("not_found", f"GET {what} answered 404: check the base URL and its path prefix")
+    if isinstance(exc, ScimRejected) and exc.unauthorized:
+        return EnableRefused("unauthorized", f"GET {what} answered {exc.status}: the token was refused")
+    if isinstance(exc, ScimTransient) and exc.status is None:
+        return EnableRefused("unreachable", f"GET {what} failed: {exc.detail or 'no response'}")
+    return EnableRefused("downstream_error", f"GET {what} answered {exc.status}")

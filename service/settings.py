@@ -1,0 +1,78 @@
+"""All settings, read from environment variables prefixed OUTBOUND_SCIM_. No I/O at import."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OUTBOUND_SCIM_", extra="ignore")
+
+    # Kafka connection
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+
+    # Topics: the plugin's input, and the service's own internal topics
+    events_topic: str = "keycloak-events"
+    admin_events_topic: str = "keycloak-admin-events"
+    changes_topic: str = "outbound-scim.changes"
+    user_state_topic: str = "outbound-scim.user-state"
+    tenants_topic: str = "outbound-scim.tenants"
+    dead_letter_topic: str = "outbound-scim.dead-letter"
+    internal_partitions: int = Field(6, ge=1, description="partitions of the changes / user-state topics")
+    internal_replication_factor: int = Field(1, ge=1)
+    group_id: str = "outbound-scim"
+    max_record_bytes: int = Field(1_000_000, ge=1024)
+
+    # Work scheduling
+    max_in_flight: int = Field(1000, ge=1, description="changes being applied at once, all users")
+    max_buffered: int = Field(20_000, ge=1, description="polled but unfinished changes before pausing")
+    drain_timeout_seconds: float = Field(20.0, gt=0)
+    rebalance_timeout_ms: int = Field(60_000, ge=1000)
+
+    # Downstream HTTP
+    http_timeout_seconds: float = Field(10.0, gt=0)
+    http_connections: int = Field(500, ge=1)
+    retry_attempts: int = Field(6, ge=1)
+    retry_base_seconds: float = Field(0.2, gt=0)
+    retry_max_seconds: float = Field(30.0, gt=0)
+
+    # Secrets
+    token_key: SecretStr = Field(description="Fernet key that encrypts downstream tokens at rest")
+    admin_token: SecretStr = Field(description="bearer token of the admin HTTP API")
+
+    # HTTP API
+    api_host: str = "0.0.0.0"
+    api_port: int = 8080
+    api_max_body_bytes: int = 64 * 1024
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def source_topics(self) -> list[str]:
+        return [self.events_topic, self.admin_events_topic]
+
+    def kafka_client_options(self) -> dict[str, object]:
+        """Connection options shared by every aiokafka client."""
+        options: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            )
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(cafile=self.kafka_ssl_cafile)
+        return options

@@ -1,0 +1,78 @@
+"""A tenant = a Keycloak realm whose users are provisioned to one SCIM downstream."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from service.domain.plan import DeletePolicy
+from service.errors import ConfigError
+from service.scim.client import Downstream
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    realm: str
+    base_url: str
+    token: str = field(repr=False)
+    delete_policy: DeletePolicy = DeletePolicy.IGNORE
+    updated_at: str = ""
+
+    @property
+    def downstream(self) -> Downstream:
+        return Downstream(self.realm, self.base_url, self.token)
+
+    def public(self) -> dict[str, Any]:
+        """What the API and CLI may show: never the token."""
+        return {
+            "realm": self.realm,
+            "status": "enabled",
+            "base_url": self.base_url,
+            "delete_policy": str(self.delete_policy),
+            "updated_at": self.updated_at,
+        }
+
+
+class TokenCipher:
+    """Encrypts downstream tokens at rest (Fernet: AES-128-CBC + HMAC-SHA256)."""
+
+    def __init__(self, key: str) -> None:
+        try:
+            self._fernet = Fernet(key.encode())
+        except (ValueError, TypeError) as exc:
+            raise ConfigError("token_key must be a Fernet key (32 url-safe base64 bytes)") from exc
+
+    def encrypt(self, token: str) -> str:
+        return self._fernet.encrypt(token.encode()).decode()
+
+    def decrypt(self, blob: str) -> str:
+        try:
+            return self._fernet.decrypt(blob.encode()).decode()
+        except InvalidToken as exc:
+            raise ConfigError("a stored tenant token does not decrypt with token_key") from exc
+
+
+def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
+    return json.dumps(
+        {
+            "realm": tenant.realm,
+            "base_url": tenant.base_url,
+            "token_encrypted": cipher.encrypt(tenant.token),
+            "delete_policy": str(tenant.delete_policy),
+            "updated_at": tenant.updated_at,
+        }
+    ).encode()
+
+
+def decode_tenant(raw: bytes, cipher: TokenCipher) -> Tenant:
+    doc = json.loads(raw)
+    return Tenant(
+        realm=doc["realm"],
+        base_url=doc["base_url"],
+        token=cipher.decrypt(doc["token_encrypted"]),
+        delete_policy=DeletePolicy(doc.get("delete_policy", "ignore")),
+        updated_at=doc.get("updated_at", ""),
+    )

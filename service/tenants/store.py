@@ -1,0 +1,116 @@
+"""The tenant store: every replica materializes the compacted tenants topic into memory.
+
+Like Kafka Connect's config topic: writes go to Kafka (key = realm, tombstone = disabled), and every
+replica reads the whole topic from the beginning, then follows it. `put` and `remove` wait until this
+replica has read its own write, so an API call returns only once the change is in effect here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from service.errors import ConfigError
+from service.metrics import Metrics
+from service.settings import Settings
+from service.tenants.models import Tenant, TokenCipher, decode_tenant, encode_tenant
+
+log = structlog.get_logger(__name__)
+
+
+class TenantStore:
+    def __init__(self, settings: Settings, cipher: TokenCipher, metrics: Metrics) -> None:
+        self._settings = settings
+        self._cipher = cipher
+        self._metrics = metrics
+        self._tenants: dict[str, Tenant] = {}
+        self._positions: dict[int, int] = {}
+        self._progress = asyncio.Condition()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.loaded = asyncio.Event()
+
+    def get(self, realm: str) -> Tenant | None:
+        return self._tenants.get(realm)
+
+    def all(self) -> list[Tenant]:
+        return sorted(self._tenants.values(), key=lambda t: t.realm)
+
+    async def start(self) -> None:
+        options = self._settings.kafka_client_options()
+        self._producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True)
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, auto_offset_reset="earliest")
+        await self._consumer.start()
+        topic = self._settings.tenants_topic
+        partitions = [TopicPartition(topic, p) for p in sorted(await self._partitions(topic))]
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_beginning(*partitions)
+        end = await self._consumer.end_offsets(partitions)
+        self._task = asyncio.create_task(self._follow(), name="tenant-store")
+        for tp, offset in end.items():
+            await self._wait_for(tp.partition, offset)
+        self.loaded.set()
+        log.info("tenants.loaded", tenants=len(self._tenants))
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer:
+            await self._consumer.stop()
+        if self._producer:
+            await self._producer.stop()
+
+    async def put(self, tenant: Tenant) -> None:
+        await self._write(tenant.realm, encode_tenant(tenant, self._cipher))
+
+    async def remove(self, realm: str) -> None:
+        await self._write(realm, None)
+
+    async def _write(self, realm: str, value: bytes | None) -> None:
+        assert self._producer is not None
+        meta = await self._producer.send_and_wait(self._settings.tenants_topic, key=realm.encode(), value=value)
+        await asyncio.wait_for(self._wait_for(meta.partition, meta.offset + 1), timeout=30)
+
+    async def _partitions(self, topic: str) -> set[int]:
+        assert self._consumer is not None
+        await self._consumer.topics()  # refreshes the metadata
+        partitions = self._consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise ConfigError(f"topic {topic} does not exist")
+        return partitions
+
+    async def _wait_for(self, partition: int, offset: int) -> None:
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._positions.get(partition, 0) >= offset)
+
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    self._apply(record.key, record.value)
+            async with self._progress:
+                for tp in self._consumer.assignment():
+                    self._positions[tp.partition] = await self._consumer.position(tp)
+                self._progress.notify_all()
+            self._metrics.tenants.set(len(self._tenants))
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        realm = key.decode()
+        if value is None:
+            self._tenants.pop(realm, None)
+            return
+        try:
+            self._tenants[realm] = decode_tenant(value, self._cipher)
+        except (ValueError, KeyError, ConfigError) as exc:
+            log.error("tenants.record.invalid", tenant=realm, error=str(exc))
