@@ -5,6 +5,7 @@ from __future__ import annotations
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from service.errors import ConfigError
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -34,3 +35,15 @@ async def ensure_topics(settings: Settings, extra: list[NewTopic] | None = None)
             log.info("kafka.topics.created", topics=[t.name for t in missing])
     finally:
         await admin.close()
+
+
+async def partitions_of(settings: Settings, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if description.get("error_code") or not description.get("partitions"):
+        raise ConfigError(f"topic {topic} is not available")
+    return sorted(p["partition"] for p in description["partitions"])

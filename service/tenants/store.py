@@ -14,6 +14,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from service.errors import ConfigError
+from service.kafka_topics import partitions_of
 from service.metrics import Metrics
 from service.settings import Settings
 from service.tenants.models import Tenant, TokenCipher, decode_tenant, encode_tenant
@@ -47,7 +48,7 @@ class TenantStore:
         self._consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, auto_offset_reset="earliest")
         await self._consumer.start()
         topic = self._settings.tenants_topic
-        partitions = [TopicPartition(topic, p) for p in sorted(await self._partitions(topic))]
+        partitions = [TopicPartition(topic, p) for p in await partitions_of(self._settings, topic)]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
         end = await self._consumer.end_offsets(partitions)
@@ -77,14 +78,6 @@ class TenantStore:
         assert self._producer is not None
         meta = await self._producer.send_and_wait(self._settings.tenants_topic, key=realm.encode(), value=value)
         await asyncio.wait_for(self._wait_for(meta.partition, meta.offset + 1), timeout=30)
-
-    async def _partitions(self, topic: str) -> set[int]:
-        assert self._consumer is not None
-        await self._consumer.topics()  # refreshes the metadata
-        partitions = self._consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise ConfigError(f"topic {topic} does not exist")
-        return partitions
 
     async def _wait_for(self, partition: int, offset: int) -> None:
         async with self._progress:
