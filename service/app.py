@@ -56,6 +56,7 @@ class Service:
             self.metrics,
             RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds),
             s.http_timeout_seconds,
+            s.tenant_max_concurrency,
         )
         self._producer = AIOKafkaProducer(
             **s.kafka_client_options(), acks="all", enable_idempotence=True, linger_ms=5

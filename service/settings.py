@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     # Downstream HTTP
     http_timeout_seconds: float = Field(10.0, gt=0)
     http_connections: int = Field(500, ge=1)
+    tenant_max_concurrency: int = Field(16, ge=1, description="requests in flight to one downstream")
     retry_attempts: int = Field(6, ge=1)
     retry_base_seconds: float = Field(0.2, gt=0)
     retry_max_seconds: float = Field(30.0, gt=0)

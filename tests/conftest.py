@@ -16,13 +16,13 @@ import pytest
 from tests.support import ROOT, ScimServer, start_scim_server
 
 KAFKA_SCRIPT = ROOT / "scripts" / "kafka" / "kafka.sh"
-SCIM_TOKEN = "downstream-token-1"  # noqa: S105
+SCIM_TOKEN = "downstream-token-1"
 
 
 def _docker_available() -> bool:
     if shutil.which("docker") is None:
         return False
-    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0  # noqa: S607
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     data = tmp_path_factory.mktemp("kafka")
     started = subprocess.run(
-        ["bash", str(KAFKA_SCRIPT), "start", "0", str(data)], capture_output=True, text=True, check=False  # noqa: S607
+        ["bash", str(KAFKA_SCRIPT), "start", "0", str(data)], capture_output=True, text=True, check=False
     )
     if started.returncode != 0:
         raise RuntimeError(f"the Kafka broker did not start:\n{started.stderr[-3000:]}")
@@ -46,7 +46,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield started.stdout.strip().splitlines()[-1]
     finally:
-        subprocess.run(["bash", str(KAFKA_SCRIPT), "stop", str(data)], check=False)  # noqa: S607
+        subprocess.run(["bash", str(KAFKA_SCRIPT), "stop", str(data)], check=False)
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from service.app import Service
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_TOKEN = "test-admin-token"  # noqa: S105
+ADMIN_TOKEN = "test-admin-token"
 
 
 def free_port() -> int:
@@ -147,7 +147,7 @@ def start_scim_server(*tokens: str) -> ScimServer:
                "--port", str(port), "--dynamic-tenants"]
     for token in tokens:
         command += ["--bearer-token", token]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -231,6 +231,6 @@ def spawn_service(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
     """The service as its own process (`outbound-scim run`), for SIGTERM / kill / multi-replica tests."""
     env = {**os.environ, **settings_env(settings)}
     log = log_path.open("ab")
-    return subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(
         [sys.executable, "-m", "service", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
     )

@@ -75,6 +75,10 @@ def _from_admin(event: KeycloakEvent) -> UserChange | Skip:
         return Skip("not_a_user_resource")
     if event.user_id is None:
         return Skip("no_user_id")
+    if event.operation_type == "ACTION":
+        return Skip("admin_action")
+    if event.user_subresource is not None:  # e.g. users/<id>/federated-identity/google
+        return Skip("user_subresource")
     rep = event.representation or {}
     if event.operation_type == "DELETE":
         return _change(event, "delete", {})
@@ -130,6 +134,10 @@ def _from_user_event(event: KeycloakEvent) -> UserChange | Skip:
     if mapping is None:
         return Skip("not_a_user_change")
     attrs = {attr: _clean(attr, event.details[key]) for key, attr in mapping.items() if key in event.details}
+    # Keycloak drops empty details: a cleared attribute shows as previous_<x> without updated_<x>.
+    for key, attr in mapping.items():
+        if key.startswith("updated_") and attr not in attrs and "previous_" + key[8:] in event.details:
+            attrs[attr] = None
     if event.type == "REGISTER":
         attrs["active"] = True
     return _change(event, "upsert", attrs) if attrs else Skip("no_scim_attributes")

@@ -26,6 +26,7 @@ class KeycloakEvent:
     type: str  # user events: the event type; admin events: "<resourceType>_<operationType>"
     user_id: str | None
     error: str | None = None
+    user_subresource: str | None = None  # admin events on users/<id>/<this>: not the user itself
     details: Mapping[str, str] = field(default_factory=dict)
     representation: Mapping[str, Any] | None = None
     resource_type: str | None = None
@@ -37,8 +38,8 @@ def parse_record(value: bytes | None) -> KeycloakEvent:
     if value is None:
         raise PoisonRecord("empty_value", "record has no value")
     try:
-        doc = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json.loads(value, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise PoisonRecord("malformed_json", str(exc)[:200]) from exc
     if not isinstance(doc, dict):
         raise PoisonRecord("wrong_shape", f"expected a JSON object, got {type(doc).__name__}")
@@ -72,6 +73,7 @@ def _parse_admin(doc: Mapping[str, Any]) -> KeycloakEvent:
     path = _str(doc, "resourcePath") or ""
     segments = path.split("/")
     user_id = segments[1] if len(segments) >= 2 and segments[0] == "users" and segments[1] else None
+    subresource = ("/".join(segments[2:]) or None) if user_id else None
     return KeycloakEvent(
         kind="admin",
         event_id=_str(doc, "id"),
@@ -79,11 +81,16 @@ def _parse_admin(doc: Mapping[str, Any]) -> KeycloakEvent:
         realm=_realm(doc),
         type=f"{resource_type}_{operation}",
         user_id=user_id,
+        user_subresource=subresource,
         error=_str(doc, "error"),
         representation=_representation(doc.get("representation")),
         resource_type=resource_type,
         operation_type=operation,
     )
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _representation(raw: object) -> Mapping[str, Any] | None:
@@ -95,8 +102,8 @@ def _representation(raw: object) -> Mapping[str, Any] | None:
     if not isinstance(raw, str):
         raise PoisonRecord("wrong_shape", "representation is neither a string nor an object")
     try:
-        decoded = json.loads(raw)
-    except json.JSONDecodeError as exc:
+        decoded = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
         raise PoisonRecord("malformed_representation", str(exc)[:200]) from exc
     if not isinstance(decoded, dict):
         return None  # e.g. a list of role mappings: never a user

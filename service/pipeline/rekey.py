@@ -17,7 +17,6 @@ import uuid
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from service.domain.changes import Skip, change_from_event
@@ -96,8 +95,9 @@ class RekeyStage(ConsumerRebalanceListener):
             async with self._lock:
                 try:
                     await asyncio.shield(self._publish(batches))
-                except KafkaError as exc:
-                    log.warning("rekey.batch.aborted", error=str(exc))
+                except Exception as exc:  # the stage must outlive a failed batch
+                    log.warning("rekey.batch.aborted", error=str(exc), error_type=type(exc).__name__)
+                    await asyncio.sleep(1)  # e.g. the broker is away: do not spin
                     await self._rewind()
 
     async def _publish(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
@@ -117,14 +117,15 @@ class RekeyStage(ConsumerRebalanceListener):
                 raise PoisonRecord("record_too_large", f"{len(record.value)} bytes")
             event = parse_record(record.value)
             result = change_from_event(event)
-        except PoisonRecord as exc:
-            letter = dead_letter(record, exc.reason, exc)
+        except Exception as exc:  # no record may stop the consumer
+            reason = exc.reason if isinstance(exc, PoisonRecord) else "unexpected_error"
+            letter = dead_letter(record, reason, exc)
             await self._producer.send(
                 self._settings.dead_letter_topic, key=letter.key, value=letter.value, headers=letter.headers
             )
-            self._metrics.events.labels("unparsed", exc.reason).inc()
-            self._metrics.dead_letters.labels(exc.reason).inc()
-            log.warning("event.dead_lettered", reason=exc.reason, detail=exc.detail[:200], **ctx)
+            self._metrics.events.labels("unparsed", reason).inc()
+            self._metrics.dead_letters.labels(reason).inc()
+            log.warning("event.dead_lettered", reason=reason, detail=str(exc)[:200], **ctx)
             return
         label = event.type if event.type in KNOWN_TYPES else "other"
         if isinstance(result, Skip):

@@ -35,7 +35,7 @@ class KeyedScheduler(Generic[Item]):
         task.add_done_callback(self._workers.discard)
 
     def drop_where(self, predicate: Callable[[Item], bool]) -> int:
-        """Forget queued (not running) items, e.g. of partitions that were revoked."""
+        """Forget queued items that have not started, e.g. of partitions that were revoked."""
         dropped = 0
         for queue in self._queues.values():
             keep = [item for item in queue if not predicate(item)]
@@ -58,11 +58,10 @@ class KeyedScheduler(Generic[Item]):
         queue = self._queues[key]
         try:
             while queue:
-                item = queue[0]
                 async with self._slots:
-                    await self._handler(item)
-                if queue and queue[0] is item:
-                    queue.popleft()
+                    if not queue:  # handed back while waiting for a slot
+                        break
+                    await self._handler(queue.popleft())
         finally:
             del self._queues[key]
             if not self._queues:

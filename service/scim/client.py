@@ -61,8 +61,11 @@ class ScimClient:
         metrics: Metrics,
         retry: RetryPolicy,
         timeout_seconds: float,
+        tenant_concurrency: int = 16,
     ) -> None:
         self._session = session
+        self._tenant_concurrency = tenant_concurrency
+        self._limits: dict[str, asyncio.Semaphore] = {}
         self._metrics = metrics
         self._retry = retry
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
@@ -122,6 +125,21 @@ class ScimClient:
             headers["Authorization"] = f"Bearer {ds.token}"
         if body is not None:
             headers["Content-Type"] = scim.CONTENT_TYPE
+        limit = self._limits.get(ds.tenant)
+        if limit is None:
+            limit = self._limits[ds.tenant] = asyncio.Semaphore(self._tenant_concurrency)
+        async with limit:
+            return await self._request(ds, method, path, headers, body, params)
+
+    async def _request(
+        self,
+        ds: Downstream,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: dict[str, Any] | None,
+        params: dict[str, str] | None,
+    ) -> Any:
         started = time.perf_counter()
         status_class = "error"
         try:

@@ -1,0 +1,617 @@
+"""The Helm chart, linted and rendered offline with helm-python-sdk (Helm as a library, no binary).
+
+Rendered manifests are validated against the Kubernetes OpenAPI schemas shipped by kubernetes-validate;
+custom resources (KEDA, Prometheus Operator) have no schema there, so their structure is asserted here.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+from cryptography.fernet import Fernet
+
+from service.metrics import Metrics
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "outbound-scim"
+KUBE_VERSION = "1.30.0"
+RELEASE, NAMESPACE = "scim", "iam"
+FULLNAME = "scim-outbound-scim"
+CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
+FERNET_KEY = "kPWUf8ehR0Yf1jOcEYWf0z0j0w0b7m0tLZ3sJ8ZQqQk="
+
+# Every optional feature on, KEDA flavour (KEDA and HPA are exclusive: HPA_FULL is the other one).
+KEDA_FULL: dict[str, Any] = {
+    "image": {"repository": "registry.example.com/iam/outbound-scim", "digest": "sha256:" + "a" * 64},
+    "imagePullSecrets": [{"name": "registry"}],
+    "partitions": 6,
+    "kafka": {
+        "bootstrapServers": "kafka-0.kafka:9093,kafka-1.kafka:9093",
+        "securityProtocol": "SASL_SSL",
+        "sasl": {
+            "mechanism": "SCRAM-SHA-512",
+            "username": "outbound-scim",
+            "existingSecret": "outbound-scim-kafka-user",
+            "existingSecretKey": "password",
+        },
+        "tls": {"caSecret": "kafka-cluster-ca-cert", "caSecretKey": "ca.crt"},
+    },
+    "adminToken": {"existingSecret": "outbound-scim-admin", "existingSecretKey": "token"},
+    "tokenKey": {"existingSecret": "outbound-scim-key", "existingSecretKey": "fernet"},
+    "config": {"max_in_flight": 2000, "max_buffered": 1000000, "retry_base_seconds": 0.5},
+    "extraEnv": [{"name": "TZ", "value": "UTC"}],
+    "podLabels": {"team": "iam"},
+    "podAnnotations": {"example.com/owner": "iam"},
+    "priorityClassName": "business-critical",
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "iam", "effect": "NoSchedule"}],
+    "serviceAccount": {"annotations": {"example.com/role": "outbound-scim"}},
+    "ingress": {
+        "enabled": True,
+        "className": "nginx",
+        "annotations": {"nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8"},
+        "hosts": [{"host": "scim-admin.example.com", "paths": [{"path": "/tenants", "pathType": "Prefix"}]}],
+        "tls": [{"secretName": "scim-admin-tls", "hosts": ["scim-admin.example.com"]}],
+    },
+    "keda": {"enabled": True, "minReplicaCount": 3, "maxReplicaCount": 6, "lagThreshold": 200},
+    "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "prometheusRule": {
+        "enabled": True,
+        "labels": {"release": "kube-prometheus-stack"},
+        "runbookBaseUrl": "https://git.example.com/iam/outbound-scim/blob/main/README.md",
+        "kafkaExporter": {"enabled": True},
+        "additionalRules": [{"alert": "Custom", "expr": "vector(1) == 0", "labels": {"severity": "info"}}],
+    },
+}
+HPA_FULL: dict[str, Any] = {
+    **copy.deepcopy(KEDA_FULL),
+    "keda": {"enabled": False},
+    "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6, "targetMemoryUtilizationPercentage": 80},
+    "kafka": {
+        "bootstrapServers": "kafka:9092",
+        "securityProtocol": "SASL_PLAINTEXT",
+        "sasl": {"mechanism": "PLAIN", "username": "scim", "password": "kafka-pass"},
+        "tls": {"caSecret": ""},
+    },
+}
+SCENARIOS = {"defaults": {}, "keda-full": KEDA_FULL, "hpa-full": HPA_FULL}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm_python.Chart]:
+    with helm_python.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render_raw(chart: helm_python.Chart, values: dict[str, Any] | None = None) -> dict[str, str]:
+    return chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+def render(chart: helm_python.Chart, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every rendered Kubernetes object (NOTES.txt excluded)."""
+    docs: list[dict[str, Any]] = []
+    for path, text in sorted(render_raw(chart, values).items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return docs
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    [c] = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env_of(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container(docs)["env"]}
+
+
+def render_error(chart: helm_python.Chart, values: dict[str, Any]) -> str:
+    with pytest.raises((helm_python.HelmRenderError, helm_python.HelmValuesError)) as caught:
+        render_raw(chart, values)
+    return str(caught.value)
+
+
+def merged(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    out.update(overrides)
+    return out
+
+
+# ------------------------------------------------------------------------------------- lint and schemas
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_lint_strict_is_clean(scenario: str) -> None:
+    report = helm_python.lint(CHART, SCENARIOS[scenario] or None, strict=True, namespace=NAMESPACE,
+                              kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == []
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == [], problems
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_manifests_validate_against_kubernetes_schemas(chart: helm_python.Chart, scenario: str) -> None:
+    docs = render(chart, SCENARIOS[scenario])
+    assert docs
+    for doc in docs:
+        assert doc["metadata"]["namespace"] == NAMESPACE
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        if doc["kind"] in CUSTOM_KINDS:
+            continue  # no schema offline: asserted by the tests below
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_default_render_has_the_core_objects_only(chart: helm_python.Chart) -> None:
+    kinds = sorted(d["kind"] for d in render(chart))
+    assert kinds == ["Deployment", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount"]
+
+
+def test_full_render_has_every_optional_object(chart: helm_python.Chart) -> None:
+    keda = sorted(d["kind"] for d in render(chart, KEDA_FULL))
+    assert keda == ["Deployment", "Ingress", "PodDisruptionBudget", "PrometheusRule", "ScaledObject",
+                    "Service", "ServiceAccount", "ServiceMonitor", "TriggerAuthentication"]
+    hpa = {d["kind"] for d in render(chart, HPA_FULL)}
+    assert "HorizontalPodAutoscaler" in hpa
+    assert "ScaledObject" not in hpa
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"typo": 1}, "additional properties 'typo'"),
+        ({"partitions": 0}, "/partitions"),
+        ({"tokenKey": {"value": "not-a-fernet-key"}}, "/tokenKey/value"),
+        ({"keda": {"minReplicaCount": 0}}, "/keda/minReplicaCount"),
+        ({"kafka": {"securityProtocol": "SASL"}}, "/kafka/securityProtocol"),
+        ({"securityContext": {"readOnlyRootFilesystem": False}}, "/securityContext/readOnlyRootFilesystem"),
+        ({"config": {"Max-In-Flight": 3}}, "'Max-In-Flight' does not match pattern"),
+    ],
+)
+def test_schema_rejects_bad_values(chart: helm_python.Chart, values: dict[str, Any], where: str) -> None:
+    assert where in render_error(chart, values)
+
+
+# ------------------------------------------------------------------------------------------- Deployment
+
+
+def test_probes(chart: helm_python.Chart) -> None:
+    docs = render(chart)
+    c = container(docs)
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    [port] = c["ports"]
+    assert port == {"name": "http", "containerPort": 8080, "protocol": "TCP"}
+    assert env_of(docs)["OUTBOUND_SCIM_API_PORT"]["value"] == "8080"
+    assert c["args"] == ["run"]
+
+
+def test_hardened_security_context(chart: helm_python.Chart) -> None:
+    docs = render(chart)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(docs)["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    # the only writable path is an emptyDir on /tmp
+    mounts = {m["mountPath"]: m for m in container(docs)["volumeMounts"]}
+    assert set(mounts) == {"/tmp"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    # no Kubernetes API credentials, no service-link variables leaking into OUTBOUND_SCIM_* settings
+    assert pod["automountServiceAccountToken"] is False
+    assert one(docs, "ServiceAccount")["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False
+
+
+def test_resources(chart: helm_python.Chart) -> None:
+    resources = container(render(chart))["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert "memory" in resources["limits"]
+
+
+def test_topology_spread_selects_the_pods(chart: helm_python.Chart) -> None:
+    pod_template = one(render(chart), "Deployment")["spec"]["template"]
+    constraints = pod_template["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in constraints} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for c in constraints:
+        assert c["labelSelector"]["matchLabels"].items() <= pod_template["metadata"]["labels"].items()
+
+
+def test_termination_grace_exceeds_the_drain(chart: helm_python.Chart) -> None:
+    docs = render(chart)
+    assert env_of(docs)["OUTBOUND_SCIM_DRAIN_TIMEOUT_SECONDS"]["value"] == "20"
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 35
+    docs = render(chart, {"drainTimeoutSeconds": 42.5})
+    assert env_of(docs)["OUTBOUND_SCIM_DRAIN_TIMEOUT_SECONDS"]["value"] == "42.5"
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 58
+    docs = render(chart, {"terminationGracePeriodSeconds": 90})
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 90
+    assert "must exceed drainTimeoutSeconds" in render_error(chart, {"terminationGracePeriodSeconds": 20})
+
+
+def test_env_names_are_service_settings(chart: helm_python.Chart) -> None:
+    """Every OUTBOUND_SCIM_* variable the chart sets is a field of service.settings.Settings."""
+    fields = {f"OUTBOUND_SCIM_{name.upper()}" for name in Settings.model_fields}
+    for scenario in SCENARIOS.values():
+        names = {n for n in env_of(render(chart, scenario)) if n.startswith("OUTBOUND_SCIM_")}
+        assert names <= fields, names - fields
+    required = {f"OUTBOUND_SCIM_{n.upper()}" for n, f in Settings.model_fields.items() if f.is_required()}
+    assert required <= set(env_of(render(chart)))
+
+
+def test_env_from_values(chart: helm_python.Chart) -> None:
+    env = env_of(render(chart, {
+        "kafka": {"bootstrapServers": "b1:9092,b2:9092"},
+        "topics": {"events": "kc-user", "changes": "scim.changes"},
+        "groupId": "scim-prod",
+        "partitions": 12,
+        "replicationFactor": 3,
+        "logLevel": "DEBUG",
+    }))
+    values = {name: e.get("value") for name, e in env.items()}
+    assert values["OUTBOUND_SCIM_KAFKA_BOOTSTRAP_SERVERS"] == "b1:9092,b2:9092"
+    assert values["OUTBOUND_SCIM_EVENTS_TOPIC"] == "kc-user"
+    assert values["OUTBOUND_SCIM_ADMIN_EVENTS_TOPIC"] == "keycloak-admin-events"
+    assert values["OUTBOUND_SCIM_CHANGES_TOPIC"] == "scim.changes"
+    assert values["OUTBOUND_SCIM_GROUP_ID"] == "scim-prod"
+    assert values["OUTBOUND_SCIM_INTERNAL_PARTITIONS"] == "12"
+    assert values["OUTBOUND_SCIM_INTERNAL_REPLICATION_FACTOR"] == "3"
+    assert values["OUTBOUND_SCIM_LOG_LEVEL"] == "DEBUG"
+    assert values["OUTBOUND_SCIM_KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+    assert "OUTBOUND_SCIM_KAFKA_SASL_PASSWORD" not in env
+    assert "OUTBOUND_SCIM_KAFKA_SSL_CAFILE" not in env
+
+
+def test_config_passthrough(chart: helm_python.Chart) -> None:
+    env = env_of(render(chart, KEDA_FULL))
+    assert env["OUTBOUND_SCIM_MAX_IN_FLIGHT"]["value"] == "2000"
+    assert env["OUTBOUND_SCIM_MAX_BUFFERED"]["value"] == "1000000"  # not 1e+06
+    assert env["OUTBOUND_SCIM_RETRY_BASE_SECONDS"]["value"] == "0.5"
+    assert env["TZ"]["value"] == "UTC"
+    message = render_error(chart, {"config": {"kafka_bootstrap_servers": "x:1"}})
+    assert "config.kafka_bootstrap_servers" in message
+
+
+def test_no_static_group_membership(chart: helm_python.Chart) -> None:
+    for scenario in SCENARIOS.values():
+        text = "\n".join(render_raw(chart, scenario).values()).lower()
+        assert "group_instance_id" not in text
+        assert "group.instance.id" not in text
+    assert "config.group_instance_id" in render_error(chart, {"config": {"group_instance_id": "pod-0"}})
+
+
+def test_image_reference(chart: helm_python.Chart) -> None:
+    assert container(render(chart))["image"] == "outbound-scim:0.1.0"
+    assert container(render(chart, {"image": {"repository": "r/o", "tag": "1.2.3"}}))["image"] == "r/o:1.2.3"
+    assert container(render(chart, KEDA_FULL))["image"] == "registry.example.com/iam/outbound-scim@sha256:" + "a" * 64
+
+
+# ---------------------------------------------------------------------------------------------- secrets
+
+
+def secret_ref(env: dict[str, dict[str, Any]], name: str) -> tuple[str, str]:
+    ref = env[name]["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def test_generated_secrets(chart: helm_python.Chart) -> None:
+    docs = render(chart)
+    secret = one(docs, "Secret")
+    assert secret["metadata"]["name"] == FULLNAME
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert set(secret["data"]) == {"admin-token", "token-key"}
+    token_key = base64.b64decode(secret["data"]["token-key"])
+    Fernet(token_key)  # a usable Fernet key
+    assert len(base64.b64decode(secret["data"]["admin-token"])) >= 32
+    env = env_of(docs)
+    assert secret_ref(env, "OUTBOUND_SCIM_ADMIN_TOKEN") == (FULLNAME, "admin-token")
+    assert secret_ref(env, "OUTBOUND_SCIM_TOKEN_KEY") == (FULLNAME, "token-key")
+    # no secret value in plain env
+    assert all("value" not in env[n] for n in ("OUTBOUND_SCIM_ADMIN_TOKEN", "OUTBOUND_SCIM_TOKEN_KEY"))
+
+
+def test_explicit_secret_values(chart: helm_python.Chart) -> None:
+    secret = one(render(chart, {"adminToken": {"value": "admin-1"}, "tokenKey": {"value": FERNET_KEY}}), "Secret")
+    assert base64.b64decode(secret["data"]["admin-token"]).decode() == "admin-1"
+    assert base64.b64decode(secret["data"]["token-key"]).decode() == FERNET_KEY
+
+
+def test_existing_secrets_swap_the_name_and_render_no_secret(chart: helm_python.Chart) -> None:
+    docs = render(chart, KEDA_FULL)
+    assert by_kind(docs, "Secret") == []
+    env = env_of(docs)
+    assert secret_ref(env, "OUTBOUND_SCIM_ADMIN_TOKEN") == ("outbound-scim-admin", "token")
+    assert secret_ref(env, "OUTBOUND_SCIM_TOKEN_KEY") == ("outbound-scim-key", "fernet")
+    assert secret_ref(env, "OUTBOUND_SCIM_KAFKA_SASL_PASSWORD") == ("outbound-scim-kafka-user", "password")
+
+
+def test_one_existing_secret_leaves_the_others_in_the_chart_secret(chart: helm_python.Chart) -> None:
+    docs = render(chart, {"tokenKey": {"existingSecret": "scim-key"}})
+    secret = one(docs, "Secret")
+    assert set(secret["data"]) == {"admin-token"}
+    assert "annotations" not in secret["metadata"]  # nothing that must outlive the release
+    env = env_of(docs)
+    assert secret_ref(env, "OUTBOUND_SCIM_TOKEN_KEY") == ("scim-key", "token-key")
+    assert secret_ref(env, "OUTBOUND_SCIM_ADMIN_TOKEN") == (FULLNAME, "admin-token")
+
+
+def test_kafka_sasl_ssl_with_ca(chart: helm_python.Chart) -> None:
+    docs = render(chart, KEDA_FULL)
+    env = env_of(docs)
+    assert env["OUTBOUND_SCIM_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+    assert env["OUTBOUND_SCIM_KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+    assert env["OUTBOUND_SCIM_KAFKA_SASL_USERNAME"]["value"] == "outbound-scim"
+    cafile = env["OUTBOUND_SCIM_KAFKA_SSL_CAFILE"]["value"]
+    mount = next(m for m in container(docs)["volumeMounts"] if cafile.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "kafka-cluster-ca-cert"
+    assert [item["path"] for item in volume["secret"]["items"]] == [cafile.rsplit("/", 1)[1]]
+
+
+def test_kafka_sasl_password_in_chart_secret(chart: helm_python.Chart) -> None:
+    docs = render(chart, HPA_FULL)
+    secret = one(docs, "Secret")
+    assert base64.b64decode(secret["data"]["kafka-sasl-password"]).decode() == "kafka-pass"
+    assert "admin-token" not in secret["data"]
+    assert secret_ref(env_of(docs), "OUTBOUND_SCIM_KAFKA_SASL_PASSWORD") == (FULLNAME, "kafka-sasl-password")
+    assert "OUTBOUND_SCIM_KAFKA_SSL_CAFILE" not in env_of(docs)
+
+
+@pytest.mark.parametrize(
+    ("kafka", "message"),
+    [
+        ({"securityProtocol": "SASL_SSL", "sasl": {"username": "u", "password": "p"}}, "kafka.sasl.mechanism"),
+        ({"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN", "password": "p"}}, "kafka.sasl.username"),
+        ({"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN", "username": "u"}},
+         "kafka.sasl.existingSecret"),
+        ({"securityProtocol": "PLAINTEXT", "sasl": {"mechanism": "PLAIN"}}, "kafka.securityProtocol is PLAINTEXT"),
+        ({"securityProtocol": "SASL_PLAINTEXT", "sasl": {"mechanism": "PLAIN", "username": "u", "password": "p"},
+          "tls": {"caSecret": "ca"}}, "kafka.tls.caSecret"),
+    ],
+)
+def test_kafka_settings_are_checked(chart: helm_python.Chart, kafka: dict[str, Any], message: str) -> None:
+    assert message in render_error(chart, {"kafka": kafka})
+
+
+# ----------------------------------------------------------------------------------- scaling (KEDA / HPA)
+
+
+def test_fixed_replicas_without_autoscaling(chart: helm_python.Chart) -> None:
+    docs = render(chart, {"replicaCount": 3})
+    assert one(docs, "Deployment")["spec"]["replicas"] == 3
+    assert by_kind(docs, "HorizontalPodAutoscaler") == by_kind(docs, "ScaledObject") == []
+
+
+def test_keda_and_hpa_are_exclusive(chart: helm_python.Chart) -> None:
+    values = merged(KEDA_FULL, autoscaling={"enabled": True})
+    assert "autoscaling.enabled and keda.enabled are mutually exclusive" in render_error(chart, values)
+
+
+@pytest.mark.parametrize(("scenario", "kind"), [("keda-full", "ScaledObject"), ("hpa-full", "HorizontalPodAutoscaler")])
+def test_autoscaling_drops_the_replicas_field(chart: helm_python.Chart, scenario: str, kind: str) -> None:
+    docs = render(chart, SCENARIOS[scenario])
+    assert "replicas" not in one(docs, "Deployment")["spec"]
+    scaler = one(docs, kind)
+    assert scaler["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    maximum = scaler["spec"].get("maxReplicaCount", scaler["spec"].get("maxReplicas"))
+    assert maximum <= SCENARIOS[scenario]["partitions"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCount": 7}, "replicaCount (7) exceeds partitions (6)"),
+        ({"autoscaling": {"enabled": True, "maxReplicas": 7}}, "autoscaling.maxReplicas (7) exceeds partitions (6)"),
+        ({"keda": {"enabled": True, "maxReplicaCount": 7}}, "keda.maxReplicaCount (7) exceeds partitions (6)"),
+        ({"partitions": 3, "keda": {"enabled": True}}, "keda.maxReplicaCount (6) exceeds partitions (3)"),
+        ({"keda": {"enabled": True, "minReplicaCount": 5, "maxReplicaCount": 4}}, "keda.minReplicaCount (5) exceeds"),
+        ({"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 4}}, "autoscaling.minReplicas (5) exceeds"),
+    ],
+)
+def test_replicas_are_capped_at_the_partition_count(
+    chart: helm_python.Chart, values: dict[str, Any], message: str
+) -> None:
+    assert message in render_error(chart, values)
+
+
+def test_max_replicas_equal_to_partitions_is_allowed(chart: helm_python.Chart) -> None:
+    docs = render(chart, {"partitions": 12, "keda": {"enabled": True, "maxReplicaCount": 12}})
+    assert one(docs, "ScaledObject")["spec"]["maxReplicaCount"] == 12
+
+
+def test_keda_scaled_object(chart: helm_python.Chart) -> None:
+    docs = render(chart, KEDA_FULL)
+    spec = one(docs, "ScaledObject")["spec"]
+    assert one(docs, "ScaledObject")["apiVersion"] == "keda.sh/v1alpha1"
+    assert spec["minReplicaCount"] == 3
+    assert spec["maxReplicaCount"] == 6
+    assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
+    [trigger] = spec["triggers"]
+    assert trigger["type"] == "kafka"
+    meta = trigger["metadata"]
+    assert all(isinstance(v, str) for v in meta.values()), "KEDA trigger metadata is a map of strings"
+    assert meta["bootstrapServers"] == "kafka-0.kafka:9093,kafka-1.kafka:9093"
+    assert meta["consumerGroup"] == "outbound-scim.apply"
+    assert meta["topic"] == "outbound-scim.changes"
+    assert meta["lagThreshold"] == "200"
+    assert meta["excludePersistentLag"] == "true"
+    assert meta["allowIdleConsumers"] == "false"
+    assert meta["sasl"] == "scram_sha512"
+    assert meta["tls"] == "enable"
+    auth = one(docs, "TriggerAuthentication")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    assert refs == {"password": ("outbound-scim-kafka-user", "password"), "ca": ("kafka-cluster-ca-cert", "ca.crt")}
+    [username] = auth["spec"]["env"]
+    assert username["parameter"] == "username"
+    assert username["name"] in env_of(docs)
+    assert username["containerName"] == container(docs)["name"]
+
+
+def test_keda_without_kafka_auth(chart: helm_python.Chart) -> None:
+    docs = render(chart, {"keda": {"enabled": True}, "groupId": "g"})
+    assert by_kind(docs, "TriggerAuthentication") == []
+    [trigger] = one(docs, "ScaledObject")["spec"]["triggers"]
+    assert "authenticationRef" not in trigger
+    assert trigger["metadata"]["consumerGroup"] == "g.apply"
+    assert {"sasl", "tls"}.isdisjoint(trigger["metadata"])
+
+
+def test_hpa(chart: helm_python.Chart) -> None:
+    spec = one(render(chart, HPA_FULL), "HorizontalPodAutoscaler")["spec"]
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 6)
+    assert {m["resource"]["name"] for m in spec["metrics"]} == {"cpu", "memory"}
+    assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+
+
+def test_pod_disruption_budget(chart: helm_python.Chart) -> None:
+    docs = render(chart)
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    pdb = one(render(chart, {"podDisruptionBudget": {"maxUnavailable": None, "minAvailable": "50%"}}),
+              "PodDisruptionBudget")
+    assert pdb["spec"] == {"minAvailable": "50%", "selector": pdb["spec"]["selector"]}
+    assert "podDisruptionBudget" in render_error(chart, {"podDisruptionBudget": {"maxUnavailable": None}})
+    assert by_kind(render(chart, {"podDisruptionBudget": {"enabled": False}}), "PodDisruptionBudget") == []
+
+
+# ------------------------------------------------------------------------------ Service, Ingress, metrics
+
+
+def test_service_exposes_metrics_and_admin_api(chart: helm_python.Chart) -> None:
+    docs = render(chart)
+    service = one(docs, "Service")
+    [port] = service["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("http", 8080, "http")
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_ingress_routes_the_admin_api(chart: helm_python.Chart) -> None:
+    ingress = one(render(chart, KEDA_FULL), "Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    [rule] = ingress["spec"]["rules"]
+    assert rule["host"] == "scim-admin.example.com"
+    [path] = rule["http"]["paths"]
+    assert path["path"] == "/tenants"
+    assert path["backend"]["service"] == {"name": FULLNAME, "port": {"number": 8080}}
+    assert ingress["spec"]["tls"] == [{"secretName": "scim-admin-tls", "hosts": ["scim-admin.example.com"]}]
+
+
+def test_service_monitor(chart: helm_python.Chart) -> None:
+    docs = render(chart, KEDA_FULL)
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    service = one(docs, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+
+
+def exported_series() -> set[str]:
+    """Series names the service exports (a counter `x` is scraped as `x_total`, a histogram as `x_bucket`...)."""
+    suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"],
+                "info": ["_info"], "gauge": [""], "summary": ["", "_sum", "_count", "_created"]}
+    names: set[str] = set()
+    for family in Metrics().registry.collect():
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, [""]))
+    return names
+
+
+def test_prometheus_rules(chart: helm_python.Chart) -> None:
+    rule = one(render(chart, KEDA_FULL), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    [group] = rule["spec"]["groups"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert {"OutboundScimDown", "OutboundScimDeadLetters", "OutboundScimChangesFailing",
+            "OutboundScimNoProgress", "OutboundScimLagGrowing", "OutboundScimIntakeStalled", "Custom"} == set(alerts)
+    assert 'outcome=~"rejected|unauthorized|failed"' in alerts["OutboundScimChangesFailing"]["expr"]
+    assert "outbound_scim_dead_letters_total" in alerts["OutboundScimDeadLetters"]["expr"]
+    assert 'consumergroup="outbound-scim.apply"' in alerts["OutboundScimLagGrowing"]["expr"]
+    exported = exported_series()
+    selector = f'job="{FULLNAME}",namespace="{NAMESPACE}"'
+    for name, alert in alerts.items():
+        if name == "Custom":
+            continue
+        assert alert["labels"]["severity"] in {"warning", "critical"}
+        assert alert["annotations"]["summary"]
+        assert alert["annotations"]["runbook_url"].endswith("#" + name.lower())
+        for metric in re.findall(r"\b(outbound_scim_[a-z_]+)\{", alert["expr"]):
+            assert metric in exported, f"{name} uses {metric}, which the service does not export"
+        for matchers in re.findall(r"\b(?:outbound_scim_[a-z_]+|up)\{([^}]*)\}", alert["expr"]):
+            assert matchers.startswith(selector), f"{name}: {matchers}"
+
+
+def test_prometheus_rules_without_kafka_exporter(chart: helm_python.Chart) -> None:
+    rule = one(render(chart, {"prometheusRule": {"enabled": True}}), "PrometheusRule")
+    alerts = {r["alert"] for r in rule["spec"]["groups"][0]["rules"]}
+    assert alerts == {"OutboundScimDown", "OutboundScimDeadLetters", "OutboundScimChangesFailing",
+                      "OutboundScimNoProgress"}
+    assert "kafka_" not in str(rule)
+
+
+# ------------------------------------------------------------------------------------------- docs, notes
+
+
+def test_notes(chart: helm_python.Chart) -> None:
+    notes = next(text for path, text in render_raw(chart).items() if path.endswith("NOTES.txt"))
+    assert f"rollout status deployment/{FULLNAME}" in notes
+    assert f"get secret {FULLNAME}" in notes
+    notes = next(text for path, text in render_raw(chart, KEDA_FULL).items() if path.endswith("NOTES.txt"))
+    assert "KEDA" in notes
+    assert "get secret outbound-scim-admin" in notes
+
+
+def leaf_keys(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from leaf_keys(value, path + ".")
+        else:
+            yield path
+
+
+def test_readme_documents_every_value() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE))
+    missing = [key for key in leaf_keys(values) if key not in documented and not any(
+        key.startswith(d + ".") for d in documented)]
+    assert missing == []

@@ -1,0 +1,193 @@
+"""SCIM 2.0 payloads built from attribute dicts: POST body, PatchOp operations, filters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from service.domain.scim import (
+    PATCH_SCHEMA,
+    USER_SCHEMA,
+    display_name,
+    eq_filter,
+    is_service_provider_config,
+    patch_operations,
+    patch_request,
+    user_resource,
+)
+
+UID = "3f6c1a2b-7d4e-4f80-a1b2-c3d4e5f60718"
+ALL = {"userName": "jdoe", "givenName": "Jane", "familyName": "Doe", "email": "jane.doe@example.com", "active": True}
+
+
+def replace(path: str, value: Any) -> dict[str, Any]:
+    return {"op": "replace", "path": path, "value": value}
+
+
+def remove(path: str) -> dict[str, Any]:
+    return {"op": "remove", "path": path}
+
+
+# -- user_resource ----------------------------------------------------------------------------------
+
+
+def test_user_resource_with_all_attributes() -> None:
+    """The POST body has externalId = Keycloak id, name parts, displayName, one work email and active."""
+    assert user_resource(UID, ALL) == {
+        "schemas": [USER_SCHEMA],
+        "externalId": UID,
+        "userName": "jdoe",
+        "active": True,
+        "name": {"givenName": "Jane", "familyName": "Doe", "formatted": "Jane Doe"},
+        "displayName": "Jane Doe",
+        "emails": [{"value": "jane.doe@example.com", "type": "work", "primary": True}],
+    }
+
+
+def test_user_resource_with_only_a_user_name() -> None:
+    """Without name or email, those keys are left out and active defaults to true."""
+    assert user_resource(UID, {"userName": "jdoe"}) == {
+        "schemas": [USER_SCHEMA],
+        "externalId": UID,
+        "userName": "jdoe",
+        "active": True,
+    }
+
+
+def test_user_resource_disabled_user_is_inactive() -> None:
+    """active=false is sent as the boolean false."""
+    assert user_resource(UID, {**ALL, "active": False})["active"] is False
+
+
+def test_user_resource_with_one_name_part_and_cleared_email() -> None:
+    """A single name part still gives a displayName; a cleared (None) email and name part are omitted."""
+    body = user_resource(UID, {"userName": "jdoe", "givenName": None, "familyName": "Doe", "email": None})
+    assert body["name"] == {"familyName": "Doe", "formatted": "Doe"}
+    assert body["displayName"] == "Doe"
+    assert "emails" not in body
+
+
+@pytest.mark.parametrize(
+    ("values", "shown"),
+    [
+        ({"givenName": "Jane", "familyName": "Doe"}, "Jane Doe"),
+        ({"givenName": "Jane"}, "Jane"),
+        ({"familyName": "Doe", "givenName": ""}, "Doe"),
+        ({}, None),
+        ({"givenName": None, "familyName": None}, None),
+    ],
+)
+def test_display_name(values: dict[str, Any], shown: str | None) -> None:
+    """displayName joins the non-empty name parts, or is None."""
+    assert display_name(values) == shown
+
+
+# -- patch_operations -------------------------------------------------------------------------------
+
+
+def test_patch_only_changed_attributes() -> None:
+    """Only the changed attributes become operations."""
+    assert patch_operations({"active": False}, {**ALL, "active": False}) == [replace("active", False)]
+    assert patch_operations({"userName": "janet"}, {**ALL, "userName": "janet"}) == [replace("userName", "janet")]
+    assert patch_operations({}, ALL) == []
+
+
+def test_patch_name_change_recomputes_display_name_and_formatted() -> None:
+    """A name part change also replaces displayName and name.formatted from the full new values."""
+    values = {**ALL, "givenName": "Janet"}
+    assert patch_operations({"givenName": "Janet"}, values) == [
+        replace("name.givenName", "Janet"),
+        replace("displayName", "Janet Doe"),
+        replace("name.formatted", "Janet Doe"),
+    ]
+
+
+def test_patch_cleared_name_part_is_removed() -> None:
+    """A cleared name part is removed; displayName falls back to the remaining part."""
+    values = {**ALL, "familyName": None}
+    assert patch_operations({"familyName": None}, values) == [
+        remove("name.familyName"),
+        replace("displayName", "Jane"),
+        replace("name.formatted", "Jane"),
+    ]
+
+
+def test_patch_both_name_parts_cleared_removes_display_name() -> None:
+    """With no name left, displayName and name.formatted are removed."""
+    values = {**ALL, "givenName": "", "familyName": None}
+    assert patch_operations({"givenName": "", "familyName": None}, values) == [
+        remove("name.givenName"),
+        remove("name.familyName"),
+        remove("displayName"),
+        remove("name.formatted"),
+    ]
+
+
+def test_patch_email_replace_and_remove() -> None:
+    """A new email replaces the emails list; a cleared email removes it."""
+    assert patch_operations({"email": "b@example.com"}, ALL) == [
+        replace("emails", [{"value": "b@example.com", "type": "work", "primary": True}])
+    ]
+    assert patch_operations({"email": None}, ALL) == [remove("emails")]
+
+
+@pytest.mark.parametrize(("value", "sent"), [(True, True), (False, False), (1, True), (0, False)])
+def test_patch_active_is_a_boolean(value: object, sent: bool) -> None:
+    """active is always sent as a JSON boolean."""
+    assert patch_operations({"active": value}, ALL) == [replace("active", sent)]
+    assert type(patch_operations({"active": value}, ALL)[0]["value"]) is bool
+
+
+def test_patch_empty_user_name_is_never_sent() -> None:
+    """userName is required downstream: an empty or None userName is not patched."""
+    assert patch_operations({"userName": None}, ALL) == []
+    assert patch_operations({"userName": ""}, ALL) == []
+
+
+def test_patch_all_attributes_in_a_stable_order() -> None:
+    """Every attribute at once: userName, name parts, derived names, emails, active."""
+    assert [op["path"] for op in patch_operations(ALL, ALL)] == [
+        "userName",
+        "name.givenName",
+        "name.familyName",
+        "displayName",
+        "name.formatted",
+        "emails",
+        "active",
+    ]
+
+
+def test_patch_request_wraps_operations() -> None:
+    """The PATCH body carries the PatchOp schema and the operations."""
+    ops = [replace("active", False)]
+    assert patch_request(ops) == {"schemas": [PATCH_SCHEMA], "Operations": ops}
+
+
+# -- filters and discovery --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("jdoe", 'userName eq "jdoe"'),
+        ('ja"ne', 'userName eq "ja\\"ne"'),
+        ("dom\\jdoe", 'userName eq "dom\\\\jdoe"'),
+        ('a\\"b', 'userName eq "a\\\\\\"b"'),
+        ("", 'userName eq ""'),
+    ],
+    ids=["plain", "quote", "backslash", "backslash-then-quote", "empty"],
+)
+def test_eq_filter_escapes_quotes_and_backslashes(value: str, expected: str) -> None:
+    """Backslashes are escaped before quotes, so the value stays one JSON string."""
+    assert eq_filter("userName", value) == expected
+    assert json.loads(expected.removeprefix("userName eq ")) == value
+
+
+def test_is_service_provider_config() -> None:
+    """Only an object listing the ServiceProviderConfig schema counts."""
+    assert is_service_provider_config({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"]})
+    assert not is_service_provider_config({"schemas": [USER_SCHEMA]})
+    assert not is_service_provider_config({"schemas": None})
+    assert not is_service_provider_config([])

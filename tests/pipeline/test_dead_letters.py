@@ -1,0 +1,51 @@
+"""dead_letter: the original record kept as it was, plus Kafka Connect style context headers."""
+
+from __future__ import annotations
+
+from aiokafka.structs import ConsumerRecord
+
+from service.errors import PoisonRecord
+from service.pipeline.dead_letters import dead_letter
+
+
+def record(headers: list[tuple[str, bytes]] | None = None) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic="keycloak-events",
+        partition=2,
+        offset=41,
+        timestamp=1764680000123,
+        timestamp_type=0,
+        key=None,
+        value=b"not json",
+        checksum=None,
+        serialized_key_size=-1,
+        serialized_value_size=8,
+        headers=headers or [],
+    )
+
+
+def test_dead_letter_keeps_key_value_and_headers() -> None:
+    """Key, value and original headers are kept byte for byte, original headers first."""
+    letter = dead_letter(record([("trace", b"abc")]), "malformed_json", PoisonRecord("malformed_json", "x"))
+    assert letter.key is None
+    assert letter.value == b"not json"
+    assert letter.headers[0] == ("trace", b"abc")
+
+
+def test_dead_letter_adds_context_headers() -> None:
+    """Topic, partition, offset, exception class and message and our reason are added as headers."""
+    letter = dead_letter(record(), "malformed_json", PoisonRecord("malformed_json", "Expecting value"))
+    assert dict(letter.headers) == {
+        "__connect.errors.topic": b"keycloak-events",
+        "__connect.errors.partition": b"2",
+        "__connect.errors.offset": b"41",
+        "__connect.errors.exception.class.name": b"service.errors.PoisonRecord",
+        "__connect.errors.exception.message": b"malformed_json: Expecting value",
+        "outbound_scim.reason": b"malformed_json",
+    }
+
+
+def test_dead_letter_message_is_bounded() -> None:
+    """A huge exception message is cut to 1000 characters."""
+    letter = dead_letter(record(), "internal_error", RuntimeError("x" * 5000))
+    assert len(dict(letter.headers)["__connect.errors.exception.message"]) == 1000

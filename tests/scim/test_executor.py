@@ -1,0 +1,291 @@
+"""execute(): a Plan becomes POST / PATCH / DELETE calls against a scripted fake of the ScimClient interface."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from service.domain import scim
+from service.domain.changes import UserChange
+from service.domain.plan import DeletePolicy, Plan, plan_change
+from service.domain.state import UserState
+from service.errors import ScimConflict, ScimNotFound, ScimTransient
+from service.scim.client import Downstream
+from service.scim.executor import Outcome, execute
+
+UID = "3f6c1a2b-7d4e-4f80-a1b2-c3d4e5f60718"
+ALL = {"userName": "jdoe", "givenName": "Jane", "familyName": "Doe", "email": "jane.doe@example.com", "active": True}
+DS = Downstream("acme", "http://scim.invalid/v2", "token-1")
+
+Script = Exception | dict[str, Any] | None | Callable[[], Any]
+
+
+class FakeScim:
+    """The ScimClient interface; each method answers from a script and records its call."""
+
+    def __init__(
+        self,
+        *,
+        find: dict[tuple[str, str], list[Script]] | None = None,
+        create: list[Script] | None = None,
+        patch: list[Script] | None = None,
+        delete: list[Script] | None = None,
+    ) -> None:
+        self.find = find or {}
+        self.create = create or []
+        self.patch = patch or []
+        self.delete = delete or []
+        self.calls: list[tuple[Any, ...]] = []
+
+    @staticmethod
+    def _answer(script: list[Script], default: Any) -> Any:
+        answer = script.pop(0) if script else default
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def find_user(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None:
+        assert ds is DS
+        self.calls.append(("find", attribute, value))
+        return self._answer(self.find.get((attribute, value), []), None)
+
+    async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
+        assert ds is DS
+        self.calls.append(("create", body))
+        return self._answer(self.create, {"id": "new-1", **body})
+
+    async def patch_user(self, ds: Downstream, user_id: str, operations: list[dict[str, Any]]) -> None:
+        assert ds is DS
+        self.calls.append(("patch", user_id, operations))
+        self._answer(self.patch, None)
+
+    async def delete_user(self, ds: Downstream, user_id: str) -> None:
+        assert ds is DS
+        self.calls.append(("delete", user_id))
+        self._answer(self.delete, None)
+
+
+def change(op: str = "upsert", time_ms: int = 10, **attributes: Any) -> UserChange:
+    return UserChange("acme", UID, op, time_ms, "USER_UPDATE", "e-1", attributes)  # type: ignore[arg-type]
+
+
+def plan_for(
+    attributes: dict[str, Any], state: UserState | None = None, policy: DeletePolicy = DeletePolicy.IGNORE
+) -> tuple[Plan, UserChange]:
+    c = change(**attributes)
+    return plan_change(state or UserState(), c, policy), c
+
+
+def not_found(method: str = "PATCH") -> ScimNotFound:
+    return ScimNotFound(404, method, "Users/x")
+
+
+def conflict() -> ScimConflict:
+    return ScimConflict(409, "POST", "Users", "uniqueness")
+
+
+# -- sync -------------------------------------------------------------------------------------------
+
+
+async def test_creates_the_user_when_absent_downstream() -> None:
+    """No link and no user with our externalId: POST the full user and remember its id."""
+    plan, c = plan_for(ALL)
+    client = FakeScim(create=[{"id": "d-1"}])
+    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    assert client.calls == [("find", "externalId", UID), ("create", scim.user_resource(UID, ALL))]
+    assert outcome == Outcome("created", UserState("d-1", ALL, dict.fromkeys(ALL, 10)))
+
+
+async def test_links_by_external_id_when_the_state_has_no_id() -> None:
+    """No stored link but the downstream knows our externalId: PATCH everything we know, no POST."""
+    plan, c = plan_for(ALL)
+    client = FakeScim(find={("externalId", UID): [{"id": "d-7"}]})
+    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    assert client.calls == [("find", "externalId", UID), ("patch", "d-7", scim.patch_operations(ALL, ALL))]
+    assert outcome.result == "updated"
+    assert outcome.state.downstream_id == "d-7"
+
+
+async def test_linked_user_is_patched_with_only_the_changes() -> None:
+    """A stored link means a PATCH of just the changed attributes, with no lookup."""
+    state = UserState("d-1", ALL, dict.fromkeys(ALL, 1))
+    plan, c = plan_for({"active": False}, state)
+    client = FakeScim()
+    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    assert client.calls == [("patch", "d-1", [{"op": "replace", "path": "active", "value": False}])]
+    assert outcome == Outcome("updated", plan.state)
+
+
+async def test_conflict_on_post_adopts_by_external_id() -> None:
+    """POST 409 (a retried POST that had succeeded): find by externalId, PATCH it with externalId, link it."""
+    plan, c = plan_for(ALL)
+    client = FakeScim(find={("externalId", UID): [None, {"id": "d-3"}]}, create=[conflict()])
+    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    expected_ops = [{"op": "replace", "path": "externalId", "value": UID}, *scim.patch_operations(ALL, ALL)]
+    assert client.calls == [
+        ("find", "externalId", UID),
+        ("create", scim.user_resource(UID, ALL)),
+        ("find", "externalId", UID),
+        ("patch", "d-3", expected_ops),
+    ]
+    assert outcome.result == "linked"
+    assert outcome.state.downstream_id == "d-3"
+
+
+async def test_conflict_on_post_adopts_by_user_name() -> None:
+    """POST 409 for a user made downstream by hand: found by userName, PATCHed with our externalId."""
+    plan, c = plan_for(ALL)
+    client = FakeScim(find={("userName", "jdoe"): [{"id": "d-4"}]}, create=[conflict()])
+    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    assert [call[:3] for call in client.calls] == [
+        ("find", "externalId", UID),
+        ("create", scim.user_resource(UID, ALL)),
+        ("find", "externalId", UID),
+        ("find", "userName", "jdoe"),
+        ("patch", "d-4", [{"op": "replace", "path": "externalId", "value": UID}, *scim.patch_operations(ALL, ALL)]),
+    ]
+    assert outcome.result == "linked"
+    assert outcome.state.downstream_id == "d-4"
+
+
+async def test_conflict_with_no_matching_user_raises_conflict() -> None:
+    """POST 409 but neither externalId nor userName matches: a ScimConflict for the caller to dead-letter."""
+    plan, c = plan_for(ALL)
+    client = FakeScim(create=[conflict()])
+    with pytest.raises(ScimConflict):
+        await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    assert not any(call[0] == "patch" for call in client.calls)
+
+
+async def test_not_found_on_patch_re_resolves_by_external_id() -> None:
+    """PATCH 404 on the stored id: look up by externalId and PATCH the user found there with everything."""
+    state = UserState("d-gone", ALL, dict.fromkeys(ALL, 1))
+    plan, c = plan_for({"givenName": "Janet"}, state)
+    client = FakeScim(find={("externalId", UID): [{"id": "d-9"}]}, patch=[not_found()])
+    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    assert client.calls[0][:2] == ("patch", "d-gone")
+    assert client.calls[1:] == [
+        ("find", "externalId", UID),
+        ("patch", "d-9", scim.patch_operations(plan.values, plan.values)),
+    ]
+    assert outcome.result == "updated"
+    assert outcome.state.downstream_id == "d-9"
+
+
+async def test_not_found_on_patch_re_creates_the_user() -> None:
+    """PATCH 404 and no user with our externalId: POST the full user again."""
+    state = UserState("d-gone", ALL, dict.fromkeys(ALL, 1))
+    plan, c = plan_for({"givenName": "Janet"}, state)
+    client = FakeScim(patch=[not_found()], create=[{"id": "d-10"}])
+    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    assert client.calls[-1] == ("create", scim.user_resource(UID, {**ALL, "givenName": "Janet"}))
+    assert outcome.result == "created"
+    assert outcome.state.downstream_id == "d-10"
+
+
+async def test_absent_user_without_user_name_is_skipped() -> None:
+    """A partial change for a user the downstream lacks, with no userName known: nothing can be created."""
+    plan, c = plan_for({"active": False})
+    client = FakeScim()
+    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    assert client.calls == [("find", "externalId", UID)]
+    assert outcome.result == "skipped"
+    assert outcome.reason == "not_in_downstream_without_username"
+    assert outcome.state.downstream_id is None
+
+
+async def test_not_found_on_patch_without_user_name_is_skipped_and_unlinked() -> None:
+    """PATCH 404, nothing found, no userName known: skipped and the stale link is dropped."""
+    state = UserState("d-gone", {"active": True}, {"active": 1})
+    plan, c = plan_for({"active": False}, state)
+    client = FakeScim(patch=[not_found()])
+    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    assert (outcome.result, outcome.state.downstream_id) == ("skipped", None)
+
+
+async def test_transient_errors_propagate_to_the_caller() -> None:
+    """A transient failure is not swallowed: the caller retries the whole plan."""
+    plan, c = plan_for(ALL)
+    client = FakeScim(create=[ScimTransient(503, "POST", "Users")])
+    with pytest.raises(ScimTransient):
+        await execute(plan, c, DS, client)  # type: ignore[arg-type]
+
+
+# -- none / deactivate / delete ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reason", "result"), [("unchanged", "unchanged"), ("superseded", "skipped"), ("delete_ignored", "skipped")]
+)
+async def test_plan_none_makes_no_call(reason: str, result: str) -> None:
+    """A plan with nothing to do makes no call; 'unchanged' is reported apart from other skips."""
+    state = UserState("d-1", ALL, dict.fromkeys(ALL, 1))
+    client = FakeScim()
+    outcome = await execute(Plan("none", state, reason=reason), change(), DS, client)  # type: ignore[arg-type]
+    assert client.calls == []
+    assert outcome == Outcome(result, state, reason)
+
+
+async def test_deactivate_patches_active_false() -> None:
+    """Delete policy DEACTIVATE on a linked user: PATCH active=false."""
+    state = UserState("d-1", ALL, dict.fromkeys(ALL, 1))
+    plan = plan_change(state, change("delete"), DeletePolicy.DEACTIVATE)
+    client = FakeScim()
+    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    assert client.calls == [("patch", "d-1", [{"op": "replace", "path": "active", "value": False}])]
+    assert outcome.result == "deactivated"
+    assert outcome.state.downstream_id == "d-1"
+
+
+async def test_deactivate_resolves_by_external_id_without_link() -> None:
+    """DEACTIVATE with no stored link finds the user by externalId first."""
+    plan = plan_change(UserState(), change("delete"), DeletePolicy.DEACTIVATE)
+    client = FakeScim(find={("externalId", UID): [{"id": "d-5"}]})
+    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    assert client.calls == [
+        ("find", "externalId", UID),
+        ("patch", "d-5", [{"op": "replace", "path": "active", "value": False}]),
+    ]
+    assert (outcome.result, outcome.state.downstream_id) == ("deactivated", "d-5")
+
+
+@pytest.mark.parametrize("policy", [DeletePolicy.DEACTIVATE, DeletePolicy.DELETE])
+async def test_deactivate_or_delete_when_absent_is_skipped(policy: DeletePolicy) -> None:
+    """Nothing downstream to deactivate or delete: skipped, no write."""
+    plan = plan_change(UserState(), change("delete"), policy)
+    client = FakeScim()
+    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    assert client.calls == [("find", "externalId", UID)]
+    assert (outcome.result, outcome.reason, outcome.state.downstream_id) == ("skipped", "not_in_downstream", None)
+
+
+@pytest.mark.parametrize("policy", [DeletePolicy.DEACTIVATE, DeletePolicy.DELETE])
+async def test_deactivate_or_delete_of_a_stale_link_is_skipped(policy: DeletePolicy) -> None:
+    """The stored id answers 404: skipped as not in downstream, and the link is dropped."""
+    state = UserState("d-gone", ALL, dict.fromkeys(ALL, 1))
+    plan = plan_change(state, change("delete"), policy)
+    client = FakeScim(patch=[not_found()], delete=[not_found("DELETE")])
+    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    assert (outcome.result, outcome.reason, outcome.state.downstream_id) == ("skipped", "not_in_downstream", None)
+
+
+async def test_delete_removes_the_user_and_the_link() -> None:
+    """Delete policy DELETE on a linked user: DELETE /Users/{id}, then the link is forgotten."""
+    state = UserState("d-1", ALL, dict.fromkeys(ALL, 1))
+    plan = plan_change(state, change("delete"), DeletePolicy.DELETE)
+    client = FakeScim()
+    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    assert client.calls == [("delete", "d-1")]
+    assert outcome.result == "deleted"
+    assert outcome.state == UserState(None, {}, dict.fromkeys(ALL, 1), deleted_ms=10)
+
+
+async def test_delete_without_link_resolves_by_external_id() -> None:
+    """Delete policy DELETE with no stored link: find by externalId, then DELETE."""
+    plan = plan_change(UserState(), change("delete"), DeletePolicy.DELETE)
+    client = FakeScim(find={("externalId", UID): [{"id": "d-6"}]})
+    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    assert client.calls == [("find", "externalId", UID), ("delete", "d-6")]
+    assert (outcome.result, outcome.state.downstream_id) == ("deleted", None)
