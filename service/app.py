@@ -46,6 +46,13 @@ class Service:
         )
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         await ensure_topics(s)
         await self.tenants.start()

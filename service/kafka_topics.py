@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -37,13 +39,19 @@ async def ensure_topics(settings: Settings, extra: list[NewTopic] | None = None)
         await admin.close()
 
 
-async def partitions_of(settings: Settings, topic: str) -> list[int]:
+async def partitions_of(settings: Settings, topic: str, wait_seconds: float = 30.0) -> list[int]:
+    """The topic's partition numbers; waits while a topic created a moment ago becomes visible."""
     admin = AIOKafkaAdminClient(**settings.kafka_client_options())
     await admin.start()
     try:
-        [description] = await admin.describe_topics([topic])
+        deadline = asyncio.get_running_loop().time() + wait_seconds
+        while True:
+            [description] = await admin.describe_topics([topic])
+            partitions = description.get("partitions") or []
+            if not description.get("error_code") and partitions and all(p["leader"] >= 0 for p in partitions):
+                return sorted(p["partition"] for p in partitions)
+            if asyncio.get_running_loop().time() > deadline:
+                raise ConfigError(f"topic {topic} is not available")
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
-    if description.get("error_code") or not description.get("partitions"):
-        raise ConfigError(f"topic {topic} is not available")
-    return sorted(p["partition"] for p in description["partitions"])

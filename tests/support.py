@@ -141,8 +141,8 @@ class ScimServer:
         self.process.wait(timeout=10)
 
 
-def start_scim_server(*tokens: str) -> ScimServer:
-    port = free_port()
+def start_scim_server(*tokens: str, port: int | None = None) -> ScimServer:
+    port = port or free_port()
     command = [str(Path(sys.executable).parent / "scim2-server"), "--hostname", "127.0.0.1",
                "--port", str(port), "--dynamic-tenants"]
     for token in tokens:

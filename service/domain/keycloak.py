@@ -70,10 +70,7 @@ def _parse_user(doc: Mapping[str, Any]) -> KeycloakEvent:
 def _parse_admin(doc: Mapping[str, Any]) -> KeycloakEvent:
     resource_type = _str(doc, "resourceType", required=True)
     operation = _str(doc, "operationType", required=True)
-    path = _str(doc, "resourcePath") or ""
-    segments = path.split("/")
-    user_id = segments[1] if len(segments) >= 2 and segments[0] == "users" and segments[1] else None
-    subresource = ("/".join(segments[2:]) or None) if user_id else None
+    user_id, subresource = _user_in_path(_str(doc, "resourcePath") or "", _str(doc, "resourceId"))
     return KeycloakEvent(
         kind="admin",
         event_id=_str(doc, "id"),
@@ -87,6 +84,18 @@ def _parse_admin(doc: Mapping[str, Any]) -> KeycloakEvent:
         resource_type=resource_type,
         operation_type=operation,
     )
+
+
+def _user_in_path(path: str, resource_id: str | None) -> tuple[str | None, str | None]:
+    """The target user of `users/<id>[/<sub-resource>]`. Keycloak 26 also sends `resourceId`, which
+    keeps ids containing a slash whole; older versions only have the path."""
+    if not path.startswith("users/"):
+        return None, None
+    rest = path[len("users/"):]
+    if resource_id and (rest == resource_id or rest.startswith(resource_id + "/")):
+        return resource_id, rest[len(resource_id) + 1:] or None
+    user_id, _, subresource = rest.partition("/")
+    return (user_id or None), (subresource or None) if user_id else None
 
 
 def _reject_constant(name: str) -> None:

@@ -25,6 +25,8 @@ from service.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "outbound-scim"
 KUBE_VERSION = "1.30.0"
+# the oldest release Chart.yaml's kubeVersion admits, and the reference one
+VALIDATE_VERSIONS = ("1.25.0", KUBE_VERSION)
 RELEASE, NAMESPACE = "scim", "iam"
 FULLNAME = "scim-outbound-scim"
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
@@ -153,8 +155,9 @@ def test_lint_strict_is_clean(scenario: str) -> None:
     assert problems == [], problems
 
 
+@pytest.mark.parametrize("version", VALIDATE_VERSIONS)
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_manifests_validate_against_kubernetes_schemas(chart: helm_python.Chart, scenario: str) -> None:
+def test_manifests_validate_against_kubernetes_schemas(chart: helm_python.Chart, scenario: str, version: str) -> None:
     docs = render(chart, SCENARIOS[scenario])
     assert docs
     for doc in docs:
@@ -162,7 +165,7 @@ def test_manifests_validate_against_kubernetes_schemas(chart: helm_python.Chart,
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
         if doc["kind"] in CUSTOM_KINDS:
             continue  # no schema offline: asserted by the tests below
-        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        kubernetes_validate.validate(doc, version, strict=True)
 
 
 def test_default_render_has_the_core_objects_only(chart: helm_python.Chart) -> None:
@@ -615,3 +618,11 @@ def test_readme_documents_every_value() -> None:
     missing = [key for key in leaf_keys(values) if key not in documented and not any(
         key.startswith(d + ".") for d in documented)]
     assert missing == []
+
+
+def test_readme_config_examples_are_settings() -> None:
+    readme = (CHART / "README.md").read_text()
+    [row] = [line for line in readme.splitlines() if line.startswith("| `config` |")]
+    named = set(re.findall(r"`([a-z_]+)`", row)) - {"config"}
+    assert named
+    assert named <= set(Settings.model_fields), named - set(Settings.model_fields)
