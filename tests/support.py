@@ -222,6 +222,12 @@ class Api:
             except ValueError:
                 return r.status, text
 
+    async def ready(self) -> bool:
+        try:
+            return (await self.call("GET", "/readyz"))[0] == 200
+        except aiohttp.ClientError:
+            return False
+
     async def enable(self, realm: str, base_url: str, token: str, delete_policy: str = "ignore") -> tuple[int, Any]:
         return await self.call("PUT", f"/tenants/{realm}",
                                {"base_url": base_url, "token": token, "delete_policy": delete_policy})

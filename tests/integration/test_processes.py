@@ -1,0 +1,132 @@
+"""The service as real processes: two replicas in one group, and SIGTERM in the middle of a burst."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from service.settings import Settings
+from tests import events as ev
+from tests.conftest import SCIM_TOKEN
+from tests.support import (
+    Api,
+    Publisher,
+    ScimServer,
+    by_external_id,
+    create_source_topics,
+    downstream_users,
+    free_port,
+    make_settings,
+    spawn_service,
+    wait_until,
+)
+
+
+async def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    async def ready() -> bool:
+        assert process.poll() is None, f"service exited:\n{log.read_text()[-3000:]}"
+        return await Api(port).ready()
+
+    await wait_until(ready, timeout=60, what=f"service on port {port} ready")
+
+
+def burst(realm: str, users: int, prefix: str) -> list[dict[str, Any]]:
+    """Per user: create, two renames, and a disable for every third user."""
+    events = [ev.create_user(realm, f"{prefix}{n}", f"{prefix}login{n}", "F", "L0") for n in range(users)]
+    for version in (1, 2):
+        events += [ev.update_user(realm, f"{prefix}{n}", lastName=f"L{version}") for n in range(users)]
+    events += [ev.update_user(realm, f"{prefix}{n}", enabled=False) for n in range(0, users, 3)]
+    return events
+
+
+async def converged(base: str, users: int, prefix: str) -> bool:
+    found = by_external_id(await downstream_users(base, SCIM_TOKEN))
+    if len(found) < users:
+        return False
+    for n in range(users):
+        matches = found.get(f"{prefix}{n}", [])
+        assert len(matches) <= 1, f"duplicate downstream users for {prefix}{n}"
+        if not matches or matches[0]["name"]["familyName"] != "L2" or matches[0]["active"] is not (n % 3 != 0):
+            return False
+    return True
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=60)
+
+
+async def test_two_replicas_in_one_group_give_one_user_each(
+    kafka_bootstrap: str, scim_server: ScimServer, tmp_path: Path
+) -> None:
+    """Two service processes share the partitions -> same final state, exactly one downstream user each."""
+    first = make_settings(kafka_bootstrap, api_port=free_port())
+    second = first.model_copy(update={"api_port": free_port()})
+    await create_source_topics(first)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    processes = [spawn_service(s, log) for s, log in zip((first, second), logs, strict=True)]
+    try:
+        for s, p, log in zip((first, second), processes, logs, strict=True):
+            await wait_ready(s.api_port, p, log)
+        realm, base = "two-replicas", scim_server.base_url()
+        assert (await Api(first.api_port).enable(realm, base, SCIM_TOKEN))[0] == 201
+
+        async def both_know_the_tenant() -> bool:
+            return (await Api(second.api_port).call("GET", f"/tenants/{realm}"))[0] == 200
+
+        await wait_until(both_know_the_tenant, what="the second replica materialized the tenant")
+        async with Publisher(kafka_bootstrap) as publisher:
+            await publisher.send_all(first.admin_events_topic, burst(realm, 300, "r"), partitions=3)
+        await wait_until(lambda: converged(base, 300, "r"), timeout=120, what="300 users converged")
+        applied = [await _changes_applied(s.api_port) for s in (first, second)]
+        assert all(count > 0 for count in applied), f"both replicas should have worked: {applied}"
+    finally:
+        for p in processes:
+            stop(p)
+
+
+async def test_sigterm_mid_stream_then_restart_loses_and_duplicates_nothing(
+    kafka_bootstrap: str, scim_server: ScimServer, tmp_path: Path
+) -> None:
+    """SIGTERM during a burst -> clean exit 0; a restart finishes the rest: every user once, in its last state."""
+    settings: Settings = make_settings(kafka_bootstrap, api_port=free_port())
+    await create_source_topics(settings)
+    log = tmp_path / "service.log"
+    process = spawn_service(settings, log)
+    await wait_ready(settings.api_port, process, log)
+    realm, base = "sigterm", scim_server.base_url()
+    assert (await Api(settings.api_port).enable(realm, base, SCIM_TOKEN))[0] == 201
+    async with Publisher(kafka_bootstrap) as publisher:
+        await publisher.send_all(settings.admin_events_topic, burst(realm, 200, "s"), partitions=3)
+
+    async def some_done() -> bool:
+        return len(await downstream_users(base, SCIM_TOKEN)) >= 20
+
+    await wait_until(some_done, what="the burst under way")
+    assert stop(process) == 0
+    assert not await converged(base, 200, "s"), "the burst finished before SIGTERM: the test proves nothing"
+    text = log.read_text()
+    assert '"event": "service.stopped"' in text
+
+    process = spawn_service(settings, log)
+    try:
+        await wait_ready(settings.api_port, process, log)
+        await wait_until(lambda: converged(base, 200, "s"), timeout=120, what="200 users converged after restart")
+    finally:
+        assert stop(process) == 0
+
+
+async def _changes_applied(port: int) -> float:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
+        text = await r.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("outbound_scim_changes_total{")
+    )
+
+
