@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from pathlib import Path
@@ -110,7 +111,13 @@ async def test_sigterm_mid_stream_then_restart_loses_and_duplicates_nothing(
     assert stop(process) == 0
     assert not await converged(base, 200, "s"), "the burst finished before SIGTERM: the test proves nothing"
     text = log.read_text()
-    assert '"event": "service.stopped"' in text
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert any(line["event"] == "service.stopped" for line in lines), "every log line is JSON; stop is logged"
+    applied = [line for line in lines if line["event"] == "change.applied"]
+    assert applied
+    assert {"tenant", "user_id", "event_id", "partition", "offset"} <= applied[0].keys()
+    assert SCIM_TOKEN not in text
+    assert settings.admin_token.get_secret_value() not in text
 
     process = spawn_service(settings, log)
     try:
