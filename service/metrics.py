@@ -57,6 +57,38 @@ class Metrics:
             registry=r,
         )
         self.tenants = Gauge("outbound_scim_tenants", "Tenants with outbound SCIM enabled", registry=r)
+        self.parked = Counter(
+            "outbound_scim_parked_total",
+            "Changes parked (retry budget exhausted, token refused, or behind a parked change of the same user)",
+            ["tenant", "reason"],
+            registry=r,
+        )
+        self.replayed = Counter(
+            "outbound_scim_replayed_total", "Parked or dead-lettered changes replayed", ["tenant"], registry=r
+        )
+        self.breaker_state = Gauge(
+            "outbound_scim_circuit_state",
+            "Circuit breaker per tenant: 0 closed (sending), 1 half-open (probing), 2 open (holding changes)",
+            ["tenant"],
+            registry=r,
+        )
+        self.tenant_unauthorized = Gauge(
+            "outbound_scim_tenant_unauthorized",
+            "1 while the tenant's downstream refuses its token (changes are parked until a rotation)",
+            ["tenant"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "outbound_scim_consumer_lag",
+            "Records of the changes topic not yet read, per partition, as this replica sees them",
+            ["partition"],
+            registry=r,
+        )
+        self.oldest_unfinished_age = Gauge(
+            "outbound_scim_oldest_unfinished_age_seconds",
+            "Age of the oldest change read but not finished (0 when idle)",
+            registry=r,
+        )
         self.commits = Counter(
             "outbound_scim_offset_commits_total", "Offset commits of the apply stage", registry=r
         )
