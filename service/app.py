@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import ssl
+from collections import defaultdict
 
 import aiohttp
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from service.api.app import build_api
+from service.api.app import ApiDeps, build_api
 from service.kafka_topics import ensure_topics
 from service.metrics import Metrics
 from service.pipeline.apply import ApplyStage
+from service.pipeline.held import HeldTopic
 from service.pipeline.rekey import RekeyStage
-from service.scim.client import ScimClient
+from service.scim.breaker import CircuitBreaker
+from service.scim.client import Downstream, ScimClient
+from service.scim.egress import EgressPolicy, GuardedResolver
+from service.scim.health import BreakerMonitor
 from service.scim.retry import RetryPolicy
 from service.settings import Settings
 from service.tenants.models import TokenCipher
@@ -35,6 +42,10 @@ class Service:
         self.rekey: RekeyStage | None = None
         self.apply: ApplyStage | None = None
         self.api_port: int | None = None
+        self.parked: HeldTopic | None = None
+        self.dead_letters: HeldTopic | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._replay_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def is_ready(self) -> bool:
         return bool(
@@ -56,7 +67,13 @@ class Service:
         s = self.settings
         await ensure_topics(s)
         await self.tenants.start()
-        connector = aiohttp.TCPConnector(limit=s.http_connections, limit_per_host=s.http_connections)
+        egress = EgressPolicy(s.http_hosts, s.allow_private_networks)
+        connector = aiohttp.TCPConnector(
+            limit=s.http_connections,
+            limit_per_host=s.http_connections,
+            resolver=GuardedResolver(egress),
+            ssl=ssl.create_default_context(cafile=s.ca_bundle),  # verified; a custom CA bundle if set
+        )
         self._http = aiohttp.ClientSession(connector=connector)
         scim = ScimClient(
             self._http,
@@ -64,18 +81,27 @@ class Service:
             RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds),
             s.http_timeout_seconds,
             s.tenant_max_concurrency,
+            CircuitBreaker(s.breaker_threshold, s.breaker_open_seconds, s.breaker_max_open_seconds),
         )
         self._producer = AIOKafkaProducer(
             **s.kafka_client_options(), acks="all", enable_idempotence=True, linger_ms=5
         )
         await self._producer.start()
+        self.parked = HeldTopic(s, s.parking_topic, self._producer)
+        self.dead_letters = HeldTopic(s, s.dead_letter_topic, self._producer)
         api = build_api(
-            admin_token=s.admin_token.get_secret_value(),
-            tenants=self.tenants,
-            scim=scim,
-            metrics=self.metrics,
-            readiness=self,
-            max_body_bytes=s.api_max_body_bytes,
+            ApiDeps(
+                admin_token=s.admin_token.get_secret_value(),
+                tenants=self.tenants,
+                scim=scim,
+                egress=egress,
+                metrics=self.metrics,
+                readiness=self,
+                parked=self.parked,
+                dead_letters=self.dead_letters,
+                replay=self.replay,
+                max_body_bytes=s.api_max_body_bytes,
+            )
         )
         self._runner = web.AppRunner(api, access_log=None)
         await self._runner.setup()
@@ -86,10 +112,33 @@ class Service:
         await self.apply.start()
         self.rekey = RekeyStage(s, self.metrics)
         await self.rekey.start()
+        monitor = BreakerMonitor(scim, self._downstream_of, self._recovered)
+        self._monitor = asyncio.create_task(monitor.run(), name="breaker-monitor")
         log.info("service.started", api_port=self.api_port)
+
+    def _downstream_of(self, realm: str) -> Downstream | None:
+        tenant = self.tenants.get(realm)
+        return tenant.downstream if tenant else None
+
+    async def _recovered(self, realm: str) -> None:
+        assert self.parked is not None
+        await self.replay(self.parked, realm)
+
+    async def replay(self, held: HeldTopic, tenant: str | None) -> int:
+        """Replay set-aside records of a tenant (or all), one replay per tenant at a time."""
+        async with self._replay_locks[f"{held.topic}/{tenant}"]:
+            sent = await held.replay(tenant)
+        if sent:
+            self.metrics.replayed.labels(tenant or "*").inc(sent)
+            log.info("replay.sent", topic=held.topic, tenant=tenant, records=sent)
+        return sent
 
     async def stop(self) -> None:
         """Intake first, then the apply stage drains and commits, then the clients close."""
+        if self._monitor:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
         if self.rekey:
             await self.rekey.stop()
         if self.apply:

@@ -3,12 +3,15 @@
     ServiceError (retriable = False)
     ├── ConfigError          bad settings -> refuse to start
     ├── PoisonRecord         unparseable / unsupported record -> count, dead-letter, advance the offset
+    ├── Parked               a change set aside until a replay (the reason is in the message)
     ├── EnableRefused        a downstream failed validation -> 4xx with a reason, nothing stored
-    └── ScimError            status, scim_type, method, path (never the body: it holds personal data)
-        ├── ScimTransient    connect error, timeout, 429, 5xx: retriable, honours Retry-After
+    └── ScimError            status, scim_type, method, path, detail (never a request body)
+        ├── ScimTransient    connect error, timeout, 408, 429, 5xx: retriable, honours Retry-After
+        │   └── CircuitOpen  the tenant's breaker holds traffic: park instead of waiting
         ├── ScimNotFound     404: re-resolve or re-create
         ├── ScimConflict     409: look up by externalId / userName and adopt
-        └── ScimRejected     other 4xx: not retriable (401/403 mean the token is refused)
+        └── ScimRejected     other 4xx (and forbidden addresses): not retriable; 401/403 mean the
+                             token is refused -> the tenant is marked unauthorized
 """
 
 from __future__ import annotations
@@ -33,9 +36,13 @@ class PoisonRecord(ServiceError):
         self.detail = detail
 
 
+class Parked(ServiceError):
+    """A change set aside in the parking topic; the message says why."""
+
+
 class EnableRefused(ServiceError):
     """A downstream failed validation; `reason` is one of not_found, unauthorized, not_scim, unreachable,
-    invalid_url."""
+    invalid_url, insecure_url, forbidden_address, downstream_error."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -67,6 +74,10 @@ class ScimTransient(ScimError):
     def __init__(self, *args: object, retry_after: float | None = None, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.retry_after = retry_after
+
+
+class CircuitOpen(ScimTransient):
+    pass
 
 
 class ScimNotFound(ScimError):

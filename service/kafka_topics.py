@@ -23,6 +23,8 @@ def internal_topics(settings: Settings) -> list[NewTopic]:
         NewTopic(settings.user_state_topic, n, rf, topic_configs=COMPACTED),
         NewTopic(settings.tenants_topic, 1, rf, topic_configs=COMPACTED),
         NewTopic(settings.dead_letter_topic, 1, rf),
+        NewTopic(settings.parking_topic, n, rf),
+        NewTopic(settings.replay_cursors_topic, 1, rf, topic_configs=COMPACTED),
     ]
 
 

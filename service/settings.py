@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     user_state_topic: str = "outbound-scim.user-state"
     tenants_topic: str = "outbound-scim.tenants"
     dead_letter_topic: str = "outbound-scim.dead-letter"
+    parking_topic: str = "outbound-scim.parked"
+    replay_cursors_topic: str = "outbound-scim.replay-cursors"
     internal_partitions: int = Field(6, ge=1, description="partitions of the changes / user-state topics")
     internal_replication_factor: int = Field(1, ge=1)
     group_id: str = "outbound-scim"
@@ -44,6 +46,17 @@ class Settings(BaseSettings):
     retry_attempts: int = Field(6, ge=1)
     retry_base_seconds: float = Field(0.2, gt=0)
     retry_max_seconds: float = Field(30.0, gt=0)
+    change_retry_budget_seconds: float = Field(
+        300.0, gt=0, description="how long one change may keep retrying before it is parked"
+    )
+    breaker_threshold: int = Field(10, ge=1, description="consecutive transient failures that open a breaker")
+    breaker_open_seconds: float = Field(5.0, gt=0, description="first open period before a probe")
+    breaker_max_open_seconds: float = Field(300.0, gt=0, description="open period cap (doubles per failed probe)")
+
+    # Egress policy for downstream URLs
+    allow_http_hosts: str = Field("", description="comma-separated hosts that may use plain http (development)")
+    allow_private_networks: bool = Field(False, description="allow downstreams on private / loopback addresses")
+    ca_bundle: str | None = Field(None, description="CA bundle (PEM) to verify downstream TLS certificates")
 
     # Secrets
     token_key: SecretStr = Field(description="Fernet key that encrypts downstream tokens at rest")
@@ -55,6 +68,10 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = 64 * 1024
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def http_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip() for h in self.allow_http_hosts.split(",") if h.strip())
 
     @property
     def source_topics(self) -> list[str]:

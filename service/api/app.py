@@ -1,9 +1,14 @@
-"""aiohttp application: `/healthz`, `/readyz`, `/metrics` open; `/tenants...` behind the admin token."""
+"""aiohttp application: `/healthz`, `/readyz`, `/metrics` open; everything else behind the admin token.
+
+Handlers are thin: they parse, call one collaborator, and shape the answer. Tokens never leave.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -14,8 +19,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.domain.plan import DeletePolicy
 from service.errors import EnableRefused
 from service.metrics import Metrics
+from service.pipeline.held import HeldTopic
+from service.scim.breaker import BreakerState
 from service.scim.client import ScimClient
 from service.scim.discovery import validate_downstream
+from service.scim.egress import EgressPolicy
 from service.tenants.models import Tenant
 from service.tenants.store import TenantStore
 
@@ -28,74 +36,110 @@ class Readiness(Protocol):
     def is_ready(self) -> bool: ...
 
 
-def build_api(
-    *,
-    admin_token: str,
-    tenants: TenantStore,
-    scim: ScimClient,
-    metrics: Metrics,
-    readiness: Readiness,
-    max_body_bytes: int,
-) -> web.Application:
+@dataclass(frozen=True)
+class ApiDeps:
+    admin_token: str
+    tenants: TenantStore
+    scim: ScimClient
+    egress: EgressPolicy
+    metrics: Metrics
+    readiness: Readiness
+    parked: HeldTopic
+    dead_letters: HeldTopic
+    replay: Callable[[HeldTopic, str | None], Awaitable[int]]
+    max_body_bytes: int
+
+
+def build_api(deps: ApiDeps) -> web.Application:
+    background: set[asyncio.Task[int]] = set()
+
     @web.middleware
     async def require_admin(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in OPEN_PATHS:
             given = request.headers.get("Authorization", "")
-            expected = f"Bearer {admin_token}"
+            expected = f"Bearer {deps.admin_token}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 return _error(401, "unauthorized", "a valid admin bearer token is required")
         return await handler(request)
+
+    def describe(tenant: Tenant) -> dict[str, Any]:
+        breaker = deps.scim.breakers().get(tenant.realm)
+        state = breaker.state if breaker else BreakerState.CLOSED
+        return {**tenant.public(), "circuit": state.name.lower()}
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        ready = readiness.is_ready()
+        ready = deps.readiness.is_ready()
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     async def prometheus(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=generate_latest(deps.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def list_tenants(_: web.Request) -> web.Response:
-        return web.json_response({"tenants": [t.public() for t in tenants.all()]})
+        return web.json_response({"tenants": [describe(t) for t in deps.tenants.all()]})
 
     async def show_tenant(request: web.Request) -> web.Response:
-        tenant = tenants.get(request.match_info["realm"])
+        tenant = deps.tenants.get(request.match_info["realm"])
         if tenant is None:
             return _error(404, "not_enabled", "outbound SCIM is not enabled for this realm")
-        return web.json_response(tenant.public())
+        return web.json_response(describe(tenant))
 
     async def enable_tenant(request: web.Request) -> web.Response:
         """Enable or rotate: validate the downstream first; store nothing if it fails."""
         realm = request.match_info["realm"]
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "invalid_request", "the body must be a JSON object")
-        if not isinstance(body, dict):
-            return _error(400, "invalid_request", "the body must be a JSON object")
+        body = await _json_object(request)
+        if isinstance(body, web.Response):
+            return body
         parsed = _parse_enable(realm, body)
         if isinstance(parsed, web.Response):
             return parsed
         try:
-            await validate_downstream(scim, parsed.downstream)
+            await validate_downstream(deps.scim, parsed.downstream, deps.egress)
         except EnableRefused as exc:
             log.info("tenant.enable.refused", tenant=realm, reason=exc.reason, detail=exc.detail)
-            return _error(422 if exc.reason != "invalid_url" else 400, exc.reason, exc.detail)
-        rotated = tenants.get(realm) is not None
-        await tenants.put(parsed)
-        log.info("tenant.enabled", tenant=realm, base_url=parsed.base_url, rotated=rotated)
-        return web.json_response(parsed.public(), status=200 if rotated else 201)
+            return _error(400 if exc.reason in ("invalid_url", "insecure_url", "forbidden_address") else 422,
+                          exc.reason, exc.detail)
+        previous = deps.tenants.get(realm)
+        tenant = replace(parsed, generation=previous.generation + 1) if previous else parsed
+        await deps.tenants.put(tenant)
+        log.info("tenant.enabled", tenant=realm, base_url=tenant.base_url, rotated=previous is not None)
+        if previous is not None:  # a rotation: what was parked (e.g. by a refused token) goes through now
+            task = asyncio.create_task(deps.replay(deps.parked, realm))
+            background.add(task)
+            task.add_done_callback(background.discard)
+        return web.json_response(describe(tenant), status=200 if previous else 201)
 
     async def disable_tenant(request: web.Request) -> web.Response:
         realm = request.match_info["realm"]
-        if tenants.get(realm) is None:
+        if deps.tenants.get(realm) is None:
             return _error(404, "not_enabled", "outbound SCIM is not enabled for this realm")
-        await tenants.remove(realm)
+        await deps.tenants.remove(realm)
         log.info("tenant.disabled", tenant=realm)
         return web.json_response({"realm": realm, "status": "disabled"})
 
-    app = web.Application(middlewares=[require_admin], client_max_size=max_body_bytes)
+    async def list_parked(request: web.Request) -> web.Response:
+        records = await deps.parked.list(request.match_info["realm"])
+        return web.json_response({"parked": [r.public() for r in records]})
+
+    async def replay_parked(request: web.Request) -> web.Response:
+        return web.json_response({"replayed": await deps.replay(deps.parked, request.match_info["realm"])})
+
+    async def list_dead_letters(request: web.Request) -> web.Response:
+        records = await deps.dead_letters.list(request.query.get("tenant"))
+        return web.json_response({"dead_letters": [r.public() for r in records]})
+
+    async def replay_dead_letters(request: web.Request) -> web.Response:
+        body = await _json_object(request, empty_ok=True)
+        if isinstance(body, web.Response):
+            return body
+        tenant = body.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            return _error(400, "invalid_request", "tenant is a string")
+        return web.json_response({"replayed": await deps.replay(deps.dead_letters, tenant)})
+
+    app = web.Application(middlewares=[require_admin], client_max_size=deps.max_body_bytes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)
@@ -103,7 +147,25 @@ def build_api(
     app.router.add_get("/tenants/{realm}", show_tenant)
     app.router.add_put("/tenants/{realm}", enable_tenant)
     app.router.add_delete("/tenants/{realm}", disable_tenant)
+    app.router.add_get("/tenants/{realm}/parked", list_parked)
+    app.router.add_post("/tenants/{realm}/parked/replay", replay_parked)
+    app.router.add_get("/dead-letters", list_dead_letters)
+    app.router.add_post("/dead-letters/replay", replay_dead_letters)
     return app
+
+
+async def _json_object(request: web.Request, empty_ok: bool = False) -> dict[str, Any] | web.Response:
+    if empty_ok and not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "invalid_request", "the body must be a JSON object")
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "too_large", "the request body is too large")
+    if not isinstance(body, dict):
+        return _error(400, "invalid_request", "the body must be a JSON object")
+    return body
 
 
 def _parse_enable(realm: str, body: dict[str, Any]) -> Tenant | web.Response:
@@ -114,7 +176,19 @@ def _parse_enable(realm: str, body: dict[str, Any]) -> Tenant | web.Response:
         policy = DeletePolicy(body.get("delete_policy", "ignore"))
     except ValueError:
         return _error(400, "invalid_request", "delete_policy is one of ignore, deactivate, delete")
-    return Tenant(realm, base_url.rstrip("/"), token, policy, datetime.now(UTC).isoformat(timespec="seconds"))
+    limits = {k: body.get(k) for k in ("max_concurrency", "rate_limit_per_minute")}
+    for name, value in limits.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            return _error(400, "invalid_request", f"{name} is a positive integer")
+    return Tenant(
+        realm,
+        base_url.rstrip("/"),
+        token,
+        policy,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        max_concurrency=limits["max_concurrency"],
+        rate_limit_per_minute=limits["rate_limit_per_minute"],
+    )
 
 
 def _error(status: int, reason: str, detail: str) -> web.Response:

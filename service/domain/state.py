@@ -21,6 +21,7 @@ class UserState:
     values: dict[str, Any] = field(default_factory=dict)  # attributes as last written downstream
     times: dict[str, int] = field(default_factory=dict)  # attribute -> time of the change that set it
     deleted_ms: int | None = None
+    parked: str | None = None  # why this user's changes go to the parking topic until a replay
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -33,6 +34,7 @@ class UserState:
             values=dict(doc.get("values") or {}),
             times={k: int(v) for k, v in (doc.get("times") or {}).items()},
             deleted_ms=doc.get("deleted_ms"),
+            parked=doc.get("parked"),
         )
 
 

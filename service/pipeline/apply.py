@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -20,9 +20,9 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from service.domain.changes import UserChange
 from service.domain.plan import plan_change
-from service.errors import PoisonRecord, ScimError, ScimRejected, ScimTransient
+from service.errors import CircuitOpen, Parked, PoisonRecord, ScimError, ScimRejected, ScimTransient
 from service.metrics import Metrics
-from service.pipeline.dead_letters import dead_letter
+from service.pipeline.dead_letters import REPLAYED, dead_letter
 from service.pipeline.offsets import PartitionOffsets
 from service.pipeline.scheduler import KeyedScheduler
 from service.pipeline.user_state import UserStateStore
@@ -154,7 +154,7 @@ class ApplyStage(ConsumerRebalanceListener):
         offsets = self._offsets.get(tp)
         if offsets is None:
             return  # a partition we no longer own
-        if not offsets.started(record.offset):
+        if not offsets.started(record.offset, time.monotonic()):
             return  # already handed out in this assignment
         key = record.key.decode(errors="replace") if record.key else f"no-key/{record.offset}"
         self._scheduler.submit(key, Work(record, self._epoch))
@@ -163,6 +163,14 @@ class ApplyStage(ConsumerRebalanceListener):
         assert self._consumer is not None
         buffered = sum(o.unfinished for o in self._offsets.values())
         self._metrics.buffered.set(buffered)
+        oldest = [t for o in self._offsets.values() if (t := o.oldest_started_at) is not None]
+        self._metrics.oldest_unfinished_age.set(time.monotonic() - min(oldest) if oldest else 0.0)
+        for tp in self._offsets:
+            highwater = self._consumer.highwater(tp)
+            last = self._consumer.last_stable_offset(tp) if highwater is None else highwater
+            position = self._offsets[tp].next_offset
+            if last is not None and position is not None:
+                self._metrics.consumer_lag.labels(str(tp.partition)).set(max(0, last - position))
         assignment = self._consumer.assignment()
         if buffered >= self._settings.max_buffered:
             self._consumer.pause(*assignment)
@@ -208,18 +216,26 @@ class ApplyStage(ConsumerRebalanceListener):
 
     async def _apply(self, work: Work) -> None:
         record = work.record
-        ctx = {"partition": record.partition, "offset": record.offset}
         try:
             change = UserChange.from_json(record.value or b"")
         except PoisonRecord as exc:
             await self._dead_letter(work, exc.reason, exc)
             return
-        bound = log.bind(tenant=change.realm, user_id=change.user_id, event_id=change.event_id, **ctx)
+        bound = log.bind(tenant=change.realm, user_id=change.user_id, event_id=change.event_id,
+                         partition=record.partition, offset=record.offset)
         tenant = self._tenants.get(change.realm)
         if tenant is None:
             self._metrics.changes.labels("unknown", "skipped_no_tenant").inc()
             bound.info("change.skipped", reason="no_enabled_tenant")
             return
+        state = self._states.get(change.key)
+        if state.parked and not is_replay(record):
+            await self._park(work, change, "behind_parked", Parked(f"an earlier change is parked ({state.parked})"))
+            return
+        if tenant.status == "unauthorized":
+            await self._park(work, change, "unauthorized", Parked("the downstream refuses the tenant's token"))
+            return
+        deadline = time.monotonic() + self._settings.change_retry_budget_seconds
         attempt = 0
         while True:
             attempt += 1
@@ -228,31 +244,66 @@ class ApplyStage(ConsumerRebalanceListener):
             try:
                 outcome = await execute(plan, change, tenant.downstream, self._scim)
                 break
+            except CircuitOpen as exc:
+                await self._park(work, change, "circuit_open", exc)
+                return
             except ScimTransient as exc:
                 delay = self._backoff.delay(min(attempt, 10), exc.retry_after)
+                if time.monotonic() + delay > deadline:
+                    await self._park(work, change, "retries_exhausted", exc)
+                    return
                 bound.warning("change.retry", error=str(exc), attempt=attempt, delay=round(delay, 2))
                 await asyncio.sleep(delay)
-                tenant = self._tenants.get(change.realm) or tenant
+                refreshed = self._tenants.get(change.realm)
+                if refreshed is None:
+                    self._metrics.changes.labels("unknown", "skipped_no_tenant").inc()
+                    bound.info("change.skipped", reason="no_enabled_tenant")
+                    return
+                tenant = refreshed
             except ScimRejected as exc:
-                reason = "unauthorized" if exc.unauthorized else "rejected"
-                self._metrics.changes.labels(change.realm, reason).inc()
+                if exc.unauthorized:
+                    await self._tenants.mark_unauthorized(tenant)
+                    await self._park(work, change, "unauthorized", exc)
+                    return
+                self._metrics.changes.labels(change.realm, "rejected").inc()
                 bound.error("change.rejected", status=exc.status, error=str(exc))
-                await self._dead_letter(work, reason, exc)
+                await self._dead_letter(work, "rejected", exc, tenant=change.realm)
                 return
             except ScimError as exc:  # a conflict that could not be adopted
                 self._metrics.changes.labels(change.realm, "failed").inc()
                 bound.error("change.failed", status=exc.status, error=str(exc))
-                await self._dead_letter(work, "conflict", exc)
+                await self._dead_letter(work, "conflict", exc, tenant=change.realm)
                 return
-        if outcome.state != state:
-            await self._states.save(change.key, record.partition, outcome.state)
+        new_state = replace(outcome.state, parked=None)  # a replayed change went through: unpark the user
+        if new_state != state:
+            await self._states.save(change.key, record.partition, new_state)
         self._metrics.changes.labels(change.realm, outcome.result).inc()
         bound.info("change.applied", result=outcome.result, reason=outcome.reason or None,
-                   type=change.event_type, downstream_id=outcome.state.downstream_id)
+                   type=change.event_type, downstream_id=outcome.state.downstream_id, replay=is_replay(record))
 
-    async def _dead_letter(self, work: Work, reason: str, exc: BaseException) -> None:
-        letter = dead_letter(work.record, reason, exc)
+    async def _park(self, work: Work, change: UserChange, reason: str, exc: BaseException) -> None:
+        """Set the change aside, and every later change of the user with it, so the offset can advance
+        while the user's order is kept. A replay (API, CLI, or automatic on recovery) brings them back."""
+        letter = dead_letter(work.record, reason, exc, tenant=change.realm)
+        await self._producer.send_and_wait(
+            self._settings.parking_topic, key=letter.key, value=letter.value, headers=letter.headers
+        )
+        state = self._states.get(change.key)
+        if state.parked is None:
+            await self._states.save(change.key, work.record.partition, replace(state, parked=reason))
+        self._metrics.parked.labels(change.realm, reason).inc()
+        self._metrics.changes.labels(change.realm, "parked").inc()
+        log.warning("change.parked", reason=reason, error=str(exc)[:300], tenant=change.realm,
+                    user_id=change.user_id, event_id=change.event_id,
+                    partition=work.record.partition, offset=work.record.offset)
+
+    async def _dead_letter(self, work: Work, reason: str, exc: BaseException, tenant: str | None = None) -> None:
+        letter = dead_letter(work.record, reason, exc, tenant=tenant)
         await self._producer.send_and_wait(
             self._settings.dead_letter_topic, key=letter.key, value=letter.value, headers=letter.headers
         )
         self._metrics.dead_letters.labels(reason).inc()
+
+
+def is_replay(record: ConsumerRecord[bytes, bytes]) -> bool:
+    return any(k == REPLAYED and v == b"1" for k, v in (record.headers or ()))

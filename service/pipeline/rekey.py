@@ -119,7 +119,7 @@ class RekeyStage(ConsumerRebalanceListener):
             result = change_from_event(event)
         except Exception as exc:  # no record may stop the consumer
             reason = exc.reason if isinstance(exc, PoisonRecord) else "unexpected_error"
-            letter = dead_letter(record, reason, exc)
+            letter = dead_letter(record, reason, exc, keep_value=reason != "record_too_large")
             await self._producer.send(
                 self._settings.dead_letter_topic, key=letter.key, value=letter.value, headers=letter.headers
             )

@@ -16,8 +16,11 @@ import aiohttp
 import structlog
 
 from service.domain import scim
-from service.errors import ScimConflict, ScimError, ScimNotFound, ScimRejected, ScimTransient
+from service.errors import CircuitOpen, ScimConflict, ScimError, ScimNotFound, ScimRejected, ScimTransient
 from service.metrics import Metrics
+from service.scim.breaker import BreakerState, CircuitBreaker
+from service.scim.egress import ForbiddenAddress
+from service.scim.ratelimit import TokenBucket
 from service.scim.retry import RetryPolicy, parse_retry_after
 
 log = structlog.get_logger(__name__)
@@ -25,14 +28,26 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Downstream:
-    """Where one tenant's users go. The token never appears in repr()."""
+    """Where one tenant's users go, and how hard they may be pushed. The token never appears in repr()."""
 
     tenant: str
     base_url: str
     token: str = field(repr=False)
+    max_concurrency: int | None = None  # None: the service-wide default
+    rate_per_minute: int | None = None  # None: unpaced
 
     def url(self, path: str) -> str:
         return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
+
+
+@dataclass
+class TenantGate:
+    """What stands between one tenant's changes and its downstream: breaker, pacing, concurrency."""
+
+    breaker: CircuitBreaker
+    slots: asyncio.Semaphore
+    size: int
+    bucket: TokenBucket | None = None
 
 
 def error_for_status(
@@ -62,13 +77,33 @@ class ScimClient:
         retry: RetryPolicy,
         timeout_seconds: float,
         tenant_concurrency: int = 16,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._session = session
-        self._tenant_concurrency = tenant_concurrency
-        self._limits: dict[str, asyncio.Semaphore] = {}
         self._metrics = metrics
         self._retry = retry
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._tenant_concurrency = tenant_concurrency
+        self._breaker_template = breaker or CircuitBreaker()
+        self._gates: dict[str, TenantGate] = {}
+
+    def gate(self, ds: Downstream) -> TenantGate:
+        """The tenant's gate, resized when its limits changed (a rotation may change them)."""
+        size = ds.max_concurrency or self._tenant_concurrency
+        gate = self._gates.get(ds.tenant)
+        if gate is None or gate.size != size:
+            t = self._breaker_template
+            breaker = gate.breaker if gate else CircuitBreaker(t.threshold, t.open_seconds, t.max_open_seconds)
+            gate = self._gates[ds.tenant] = TenantGate(breaker, asyncio.Semaphore(size), size)
+        rate = ds.rate_per_minute
+        if rate is None:
+            gate.bucket = None
+        elif gate.bucket is None or gate.bucket.rate_per_minute != rate:
+            gate.bucket = TokenBucket(rate, burst=max(1.0, min(rate / 6, 20.0)))
+        return gate
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return {tenant: gate.breaker for tenant, gate in self._gates.items()}
 
     async def find_user(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None:
         doc = await self.send(ds, "GET", "Users", params={"filter": scim.eq_filter(attribute, value)})
@@ -101,7 +136,7 @@ class ScimClient:
             try:
                 return await self.send_once(ds, method, path, body=body, params=params)
             except ScimTransient as exc:
-                if attempt == self._retry.attempts:
+                if attempt == self._retry.attempts or isinstance(exc, CircuitOpen):
                     raise
                 delay = self._retry.delay(attempt, exc.retry_after)
                 self._metrics.retries.labels(ds.tenant).inc()
@@ -119,17 +154,36 @@ class ScimClient:
         body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
         authenticated: bool = True,
+        probe: bool = False,
     ) -> Any:
+        """One request through the tenant's gate. `probe` requests pass an open breaker: they test it."""
+        gate = self.gate(ds)
+        now = time.monotonic()
+        if not probe and not gate.breaker.allows(now):
+            raise CircuitOpen(None, method, path, detail="circuit_open", retry_after=gate.breaker.retry_in(now))
+        if gate.bucket is not None:
+            wait = gate.bucket.reserve(now)
+            if wait > 0:
+                await asyncio.sleep(wait)
         headers = {"Accept": scim.CONTENT_TYPE}
         if authenticated:
             headers["Authorization"] = f"Bearer {ds.token}"
         if body is not None:
             headers["Content-Type"] = scim.CONTENT_TYPE
-        limit = self._limits.get(ds.tenant)
-        if limit is None:
-            limit = self._limits[ds.tenant] = asyncio.Semaphore(self._tenant_concurrency)
-        async with limit:
-            return await self._request(ds, method, path, headers, body, params)
+        try:
+            async with gate.slots:
+                result = await self._request(ds, method, path, headers, body, params)
+        except ScimTransient:
+            self._set_breaker(ds.tenant, gate.breaker.failed(time.monotonic()))
+            raise
+        except ScimError:
+            self._set_breaker(ds.tenant, gate.breaker.succeeded())  # the downstream answered
+            raise
+        self._set_breaker(ds.tenant, gate.breaker.succeeded())
+        return result
+
+    def _set_breaker(self, tenant: str, state: BreakerState) -> None:
+        self._metrics.breaker_state.labels(tenant).set(int(state))
 
     async def _request(
         self,
@@ -154,6 +208,10 @@ class ScimClient:
                 if error is not None:
                     raise error
                 return doc
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, ForbiddenAddress):
+                raise ScimRejected(None, method, path, detail=f"forbidden_address: {exc.os_error}") from exc
+            raise ScimTransient(None, method, path, detail=type(exc).__name__) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ScimTransient(None, method, path, detail=type(exc).__name__) from exc
         finally:

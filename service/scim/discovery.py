@@ -7,21 +7,14 @@ must succeed. Failures become `EnableRefused` with a reason an operator can act 
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from service.domain import scim
 from service.errors import EnableRefused, ScimError, ScimNotFound, ScimRejected, ScimTransient
 from service.scim.client import Downstream, ScimClient
+from service.scim.egress import EgressPolicy
 
 
-def check_url(base_url: str) -> None:
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise EnableRefused("invalid_url", "the base URL must be an absolute http(s) URL")
-
-
-async def validate_downstream(client: ScimClient, ds: Downstream) -> None:
-    check_url(ds.base_url)
+async def validate_downstream(client: ScimClient, ds: Downstream, egress: EgressPolicy) -> None:
+    await egress.check_resolved(ds.base_url)
     try:
         config = await client.send_once(ds, "GET", "ServiceProviderConfig", authenticated=False)
     except ScimError as exc:
@@ -43,4 +36,6 @@ def _refusal(exc: ScimError, what: str) -> EnableRefused:
         return EnableRefused("unauthorized", f"GET {what} answered {exc.status}: the token was refused")
     if isinstance(exc, ScimTransient) and exc.status is None:
         return EnableRefused("unreachable", f"GET {what} failed: {exc.detail or 'no response'}")
+    if isinstance(exc, ScimRejected) and exc.detail.startswith("forbidden_address"):
+        return EnableRefused("forbidden_address", exc.detail)
     return EnableRefused("downstream_error", f"GET {what} answered {exc.status}")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from service.domain.plan import DeletePolicy
 from service.errors import ConfigError
 from service.scim.client import Downstream
+
+TenantStatus = Literal["enabled", "unauthorized"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,18 +22,24 @@ class Tenant:
     token: str = field(repr=False)
     delete_policy: DeletePolicy = DeletePolicy.IGNORE
     updated_at: str = ""
+    max_concurrency: int | None = None
+    rate_limit_per_minute: int | None = None
+    status: TenantStatus = "enabled"
+    generation: int = 1  # bumped by every enable / rotate: tells a stale "unauthorized" mark apart
 
     @property
     def downstream(self) -> Downstream:
-        return Downstream(self.realm, self.base_url, self.token)
+        return Downstream(self.realm, self.base_url, self.token, self.max_concurrency, self.rate_limit_per_minute)
 
     def public(self) -> dict[str, Any]:
         """What the API and CLI may show: never the token."""
         return {
             "realm": self.realm,
-            "status": "enabled",
+            "status": self.status,
             "base_url": self.base_url,
             "delete_policy": str(self.delete_policy),
+            "max_concurrency": self.max_concurrency,
+            "rate_limit_per_minute": self.rate_limit_per_minute,
             "updated_at": self.updated_at,
         }
 
@@ -63,6 +71,10 @@ def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
             "token_encrypted": cipher.encrypt(tenant.token),
             "delete_policy": str(tenant.delete_policy),
             "updated_at": tenant.updated_at,
+            "max_concurrency": tenant.max_concurrency,
+            "rate_limit_per_minute": tenant.rate_limit_per_minute,
+            "status": tenant.status,
+            "generation": tenant.generation,
         }
     ).encode()
 
@@ -75,4 +87,8 @@ def decode_tenant(raw: bytes, cipher: TokenCipher) -> Tenant:
         token=cipher.decrypt(doc["token_encrypted"]),
         delete_policy=DeletePolicy(doc.get("delete_policy", "ignore")),
         updated_at=doc.get("updated_at", ""),
+        max_concurrency=doc.get("max_concurrency"),
+        rate_limit_per_minute=doc.get("rate_limit_per_minute"),
+        status="unauthorized" if doc.get("status") == "unauthorized" else "enabled",
+        generation=int(doc.get("generation", 1)),
     )

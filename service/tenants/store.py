@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -28,6 +29,7 @@ class TenantStore:
         self._cipher = cipher
         self._metrics = metrics
         self._tenants: dict[str, Tenant] = {}
+        self._marking: set[str] = set()
         self._positions: dict[int, int] = {}
         self._progress = asyncio.Condition()
         self._consumer: AIOKafkaConsumer | None = None
@@ -71,6 +73,20 @@ class TenantStore:
     async def put(self, tenant: Tenant) -> None:
         await self._write(tenant.realm, encode_tenant(tenant, self._cipher))
 
+    async def mark_unauthorized(self, seen: Tenant) -> None:
+        """The downstream refused `seen`'s token. Recorded for every replica, unless a rotation came since."""
+        current = self._tenants.get(seen.realm)
+        if current is None or current.generation != seen.generation or current.status == "unauthorized":
+            return
+        if seen.realm in self._marking:
+            return
+        self._marking.add(seen.realm)
+        try:
+            await self.put(replace(current, status="unauthorized"))
+            log.error("tenant.unauthorized", tenant=seen.realm, base_url=current.base_url)
+        finally:
+            self._marking.discard(seen.realm)
+
     async def remove(self, realm: str) -> None:
         await self._write(realm, None)
 
@@ -102,8 +118,11 @@ class TenantStore:
         realm = key.decode()
         if value is None:
             self._tenants.pop(realm, None)
+            self._metrics.tenant_unauthorized.labels(realm).set(0)
             return
         try:
-            self._tenants[realm] = decode_tenant(value, self._cipher)
+            tenant = self._tenants[realm] = decode_tenant(value, self._cipher)
         except (ValueError, KeyError, ConfigError) as exc:
             log.error("tenants.record.invalid", tenant=realm, error=str(exc))
+            return
+        self._metrics.tenant_unauthorized.labels(realm).set(1 if tenant.status == "unauthorized" else 0)

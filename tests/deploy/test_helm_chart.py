@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +20,8 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from service.metrics import Metrics
 from service.settings import Settings
+from tests.deploy.promql import exported_series, selectors
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "outbound-scim"
@@ -31,6 +32,14 @@ RELEASE, NAMESPACE = "scim", "iam"
 FULLNAME = "scim-outbound-scim"
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
 FERNET_KEY = "kPWUf8ehR0Yf1jOcEYWf0z0j0w0b7m0tLZ3sJ8ZQqQk="
+RUNBOOK_BASE = "https://git.example.com/iam/outbound-scim/blob/main/README.md"
+OPERATIONS = ROOT / "deploy" / "OPERATIONS.md"
+DASHBOARD = ROOT / "deploy" / "grafana" / "outbound-scim.json"
+# Alerts on the service's own metrics, and those that also need kafka_exporter (prometheusRule.kafkaExporter).
+CORE_ALERTS = {"OutboundScimDown", "OutboundScimTenantFailing", "OutboundScimTenantUnauthorized",
+               "OutboundScimCircuitOpen", "OutboundScimParkedGrowing", "OutboundScimDeadLetters",
+               "OutboundScimLagGrowing", "OutboundScimChangesDelayed", "OutboundScimNoProgress"}
+KAFKA_EXPORTER_ALERTS = {"OutboundScimIntakeStalled", "OutboundScimIntakeLagGrowing"}
 
 # Every optional feature on, KEDA flavour (KEDA and HPA are exclusive: HPA_FULL is the other one).
 KEDA_FULL: dict[str, Any] = {
@@ -70,10 +79,11 @@ KEDA_FULL: dict[str, Any] = {
     "prometheusRule": {
         "enabled": True,
         "labels": {"release": "kube-prometheus-stack"},
-        "runbookBaseUrl": "https://git.example.com/iam/outbound-scim/blob/main/README.md",
-        "kafkaExporter": {"enabled": True},
+        "runbookBaseUrl": RUNBOOK_BASE,
+        "kafkaExporter": {"enabled": True, "selector": 'job="kafka-exporter"'},
         "additionalRules": [{"alert": "Custom", "expr": "vector(1) == 0", "labels": {"severity": "info"}}],
     },
+    "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "IAM"}},
 }
 HPA_FULL: dict[str, Any] = {
     **copy.deepcopy(KEDA_FULL),
@@ -175,7 +185,7 @@ def test_default_render_has_the_core_objects_only(chart: helm_python.Chart) -> N
 
 def test_full_render_has_every_optional_object(chart: helm_python.Chart) -> None:
     keda = sorted(d["kind"] for d in render(chart, KEDA_FULL))
-    assert keda == ["Deployment", "Ingress", "PodDisruptionBudget", "PrometheusRule", "ScaledObject",
+    assert keda == ["ConfigMap", "Deployment", "Ingress", "PodDisruptionBudget", "PrometheusRule", "ScaledObject",
                     "Service", "ServiceAccount", "ServiceMonitor", "TriggerAuthentication"]
     hpa = {d["kind"] for d in render(chart, HPA_FULL)}
     assert "HorizontalPodAutoscaler" in hpa
@@ -548,46 +558,116 @@ def test_service_monitor(chart: helm_python.Chart) -> None:
     assert endpoint["path"] == "/metrics"
 
 
-def exported_series() -> set[str]:
-    """Series names the service exports (a counter `x` is scraped as `x_total`, a histogram as `x_bucket`...)."""
-    suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"],
-                "info": ["_info"], "gauge": [""], "summary": ["", "_sum", "_count", "_created"]}
-    names: set[str] = set()
-    for family in Metrics().registry.collect():
-        names.update(family.name + suffix for suffix in suffixes.get(family.type, [""]))
-    return names
+def rules(chart: helm_python.Chart, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    rule = one(render(chart, values), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    [group] = rule["spec"]["groups"]
+    return {r["alert"]: r for r in group["rules"]}
 
 
 def test_prometheus_rules(chart: helm_python.Chart) -> None:
-    rule = one(render(chart, KEDA_FULL), "PrometheusRule")
-    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
-    [group] = rule["spec"]["groups"]
-    alerts = {r["alert"]: r for r in group["rules"]}
-    assert {"OutboundScimDown", "OutboundScimDeadLetters", "OutboundScimChangesFailing",
-            "OutboundScimNoProgress", "OutboundScimLagGrowing", "OutboundScimIntakeStalled", "Custom"} == set(alerts)
-    assert 'outcome=~"rejected|unauthorized|failed"' in alerts["OutboundScimChangesFailing"]["expr"]
+    alerts = rules(chart, KEDA_FULL)
+    assert set(alerts) == CORE_ALERTS | KAFKA_EXPORTER_ALERTS | {"Custom"}
+    failing = alerts["OutboundScimTenantFailing"]
+    assert 'outcome=~"rejected|unauthorized|failed"' in failing["expr"]
+    assert failing["expr"].startswith("sum by (tenant) (rate(outbound_scim_changes_total{")
+    assert failing["expr"].endswith("> 0")
+    assert failing["for"] == "10m"
+    assert alerts["OutboundScimTenantUnauthorized"]["expr"].endswith("outbound_scim_tenant_unauthorized{"
+                                                                      f'job="{FULLNAME}",namespace="{NAMESPACE}"}}) == 1')
+    assert alerts["OutboundScimCircuitOpen"]["expr"].endswith(") == 2")
+    assert alerts["OutboundScimCircuitOpen"]["for"] == "15m"
+    assert "increase(outbound_scim_parked_total{" in alerts["OutboundScimParkedGrowing"]["expr"]
     assert "outbound_scim_dead_letters_total" in alerts["OutboundScimDeadLetters"]["expr"]
-    assert 'consumergroup="outbound-scim.apply"' in alerts["OutboundScimLagGrowing"]["expr"]
+    assert "deriv(sum(max by (partition) (outbound_scim_consumer_lag{" in alerts["OutboundScimLagGrowing"]["expr"]
+    assert alerts["OutboundScimLagGrowing"]["for"] == "15m"
+    assert alerts["OutboundScimChangesDelayed"]["expr"].endswith("> 300")
+    stalled = alerts["OutboundScimIntakeStalled"]["expr"]
+    assert 'kafka_consumergroup_lag{job="kafka-exporter",consumergroup="outbound-scim.rekey"}' in stalled
+    assert "rate(outbound_scim_events_total{" in stalled
+
+
+def test_prometheus_rules_read_exported_metrics_of_this_release(chart: helm_python.Chart) -> None:
     exported = exported_series()
-    selector = f'job="{FULLNAME}",namespace="{NAMESPACE}"'
-    for name, alert in alerts.items():
+    release = (("job", "=", FULLNAME), ("namespace", "=", NAMESPACE))
+    for name, alert in rules(chart, KEDA_FULL).items():
         if name == "Custom":
             continue
-        assert alert["labels"]["severity"] in {"warning", "critical"}
-        assert alert["annotations"]["summary"]
-        assert alert["annotations"]["runbook_url"].endswith("#" + name.lower())
-        for metric in re.findall(r"\b(outbound_scim_[a-z_]+)\{", alert["expr"]):
-            assert metric in exported, f"{name} uses {metric}, which the service does not export"
-        for matchers in re.findall(r"\b(?:outbound_scim_[a-z_]+|up)\{([^}]*)\}", alert["expr"]):
-            assert matchers.startswith(selector), f"{name}: {matchers}"
+        found = selectors(alert["expr"])
+        assert found, name
+        for selector in found:
+            if selector.name.startswith("kafka_"):
+                assert name in KAFKA_EXPORTER_ALERTS, f"{name} needs kafka_exporter"
+                continue
+            # `up` is written by Prometheus for every scrape target; everything else comes from the service
+            assert selector.name == "up" or selector.name in exported, (
+                f"{name} uses {selector.name}, which the service does not export")
+            assert selector.matchers[:2] == release, f"{name}: {selector}"
+
+
+def test_prometheus_rule_annotations_link_the_runbook(chart: helm_python.Chart) -> None:
+    for name, alert in rules(chart, KEDA_FULL).items():
+        if name == "Custom":
+            continue
+        assert alert["labels"]["severity"] in {"warning", "critical"}, name
+        annotations = alert["annotations"]
+        assert annotations["summary"], name
+        assert annotations["description"], name
+        assert annotations["runbook_url"] == f"{RUNBOOK_BASE}#runbook-{name.lower()}"
+    # without a base URL there is nothing to link to
+    for alert in rules(chart, {"prometheusRule": {"enabled": True}}).values():
+        assert "runbook_url" not in alert["annotations"]
 
 
 def test_prometheus_rules_without_kafka_exporter(chart: helm_python.Chart) -> None:
-    rule = one(render(chart, {"prometheusRule": {"enabled": True}}), "PrometheusRule")
-    alerts = {r["alert"] for r in rule["spec"]["groups"][0]["rules"]}
-    assert alerts == {"OutboundScimDown", "OutboundScimDeadLetters", "OutboundScimChangesFailing",
-                      "OutboundScimNoProgress"}
-    assert "kafka_" not in str(rule)
+    alerts = rules(chart, {"prometheusRule": {"enabled": True}})
+    assert set(alerts) == CORE_ALERTS
+    assert "kafka_" not in str(alerts)
+
+
+def test_prometheus_rule_thresholds_and_selectors(chart: helm_python.Chart) -> None:
+    alerts = rules(chart, {"groupId": "scim-prod", "prometheusRule": {
+        "enabled": True, "selector": 'service="scim"', "lagThreshold": 0, "oldestUnfinishedAgeSeconds": 600,
+        "kafkaExporter": {"enabled": True, "lagThreshold": 50}}})
+    assert all(s.matchers[0] == ("service", "=", "scim") for a in alerts.values()
+               for s in selectors(a["expr"]) if not s.name.startswith("kafka_"))
+    assert alerts["OutboundScimLagGrowing"]["expr"].split("\n")[0].endswith("> 0")
+    assert alerts["OutboundScimChangesDelayed"]["expr"].endswith("> 600")
+    growing = alerts["OutboundScimIntakeLagGrowing"]["expr"]
+    assert 'kafka_consumergroup_lag{consumergroup="scim-prod.rekey"}) > 50' in growing
+
+
+def runbook_sections() -> dict[str, str]:
+    """`### Name` subsection of `## Runbook` in deploy/OPERATIONS.md -> its text (anchor line included)."""
+    text = OPERATIONS.read_text()
+    match = re.search(r"^## Runbook\n(.*?)(?=^## |\Z)", text, flags=re.MULTILINE | re.DOTALL)
+    assert match, "deploy/OPERATIONS.md has no '## Runbook' section"
+    parts = re.split(r"^### (.+)$", match.group(1), flags=re.MULTILINE)
+    sections = dict(zip(parts[1::2], parts[2::2], strict=True))
+    # the anchor of a section sits on the line before its heading, i.e. at the end of the previous part
+    anchors = [re.findall(r'<a id="([^"]+)"></a>\s*$', part) for part in parts[0::2][:-1]]
+    return {title.strip(): (anchor[0] if anchor else "") + "\n" + body
+            for (title, body), anchor in zip(sections.items(), anchors, strict=True)}
+
+
+def test_every_alert_has_a_runbook_section(chart: helm_python.Chart) -> None:
+    sections = runbook_sections()
+    for name in rules(chart, KEDA_FULL):
+        if name == "Custom":
+            continue
+        assert name in sections, f"deploy/OPERATIONS.md has no '### {name}' under '## Runbook'"
+        anchor, body = sections[name].split("\n", 1)
+        assert anchor == f"runbook-{name.lower()}", f"{name}: put '<a id=\"runbook-{name.lower()}\"></a>' before it"
+        assert len(body.split()) >= 40, f"the runbook of {name} is too thin"
+
+
+def test_grafana_dashboard_config_map(chart: helm_python.Chart) -> None:
+    docs = render(chart, KEDA_FULL)
+    config_map = one(docs, "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "IAM"}
+    assert json.loads(config_map["data"]["outbound-scim.json"]) == json.loads(DASHBOARD.read_text())
+    assert by_kind(render(chart), "ConfigMap") == []
 
 
 # ------------------------------------------------------------------------------------------- docs, notes

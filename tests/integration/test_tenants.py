@@ -152,4 +152,8 @@ async def test_existing_downstream_user_is_linked_not_duplicated(pipeline: Pipel
     assert user["id"] == manual_id
     assert user["displayName"] == "Pre Existing"
     assert len(await pipeline.users(realm)) == 1
-    assert pipeline.counter("outbound_scim_changes_total", tenant=realm, outcome="linked") == 1
+
+    async def counted_as_linked() -> bool:
+        return pipeline.counter("outbound_scim_changes_total", tenant=realm, outcome="linked") == 1
+
+    await wait_until(counted_as_linked, what="the change counted as linked")

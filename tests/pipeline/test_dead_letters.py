@@ -42,7 +42,25 @@ def test_dead_letter_adds_context_headers() -> None:
         "__connect.errors.exception.class.name": b"service.errors.PoisonRecord",
         "__connect.errors.exception.message": b"malformed_json: Expecting value",
         "outbound_scim.reason": b"malformed_json",
+        "outbound_scim.replay_to": b"keycloak-events",
     }
+
+
+def test_dead_letter_of_an_oversized_record_keeps_only_coordinates() -> None:
+    """keep_value=False drops the value (it would not fit the topic) and records its size."""
+    letter = dead_letter(record(), "record_too_large", PoisonRecord("record_too_large"), keep_value=False)
+    assert letter.value is None
+    assert dict(letter.headers)["outbound_scim.original_size"] == b"8"
+
+
+def test_dead_letter_names_the_tenant_and_replaces_old_context() -> None:
+    """A tenant header is added; context headers of an earlier dead-lettering are not duplicated."""
+    old = [("__connect.errors.topic", b"older"), ("outbound_scim.reason", b"older")]
+    letter = dead_letter(record(old), "rejected", RuntimeError("400"), tenant="acme")
+    headers = dict(letter.headers)
+    assert headers["outbound_scim.tenant"] == b"acme"
+    assert [k for k, _ in letter.headers].count("__connect.errors.topic") == 1
+    assert headers["__connect.errors.topic"] == b"keycloak-events"
 
 
 def test_dead_letter_message_is_bounded() -> None:

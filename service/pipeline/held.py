@@ -1,0 +1,145 @@
+"""List and replay records that were set aside: parked changes and dead letters, per tenant.
+
+A replay re-publishes each record, unchanged, to the topic named by its `outbound_scim.replay_to`
+header (the changes topic for parked changes, the source topic for poison records), in the order they
+were set aside, marked `outbound_scim.replay=1` so a parked user's changes are let through. How far a
+tenant has been replayed is kept in a small compacted cursor topic, so nothing is replayed twice by
+intent (and a replay done twice is harmless: applying a change is idempotent).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from service.kafka_topics import partitions_of
+from service.pipeline.dead_letters import REASON, REPLAY_TO, REPLAYED, TENANT
+from service.settings import Settings
+
+ALL = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRecord:
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+    @property
+    def tenant(self) -> str | None:
+        return self.headers.get(TENANT)
+
+    def public(self) -> dict[str, Any]:
+        """What an operator needs to decide on a replay; attribute values (personal data) stay out."""
+        summary: dict[str, Any] = {}
+        try:
+            doc = json.loads(self.value) if self.value is not None else None
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            summary = {k: doc.get(k) for k in ("user_id", "event_type", "event_id", "op")}
+        return {
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp_ms": self.timestamp_ms,
+            "tenant": self.tenant,
+            "reason": self.headers.get(REASON),
+            "error": self.headers.get("__connect.errors.exception.message"),
+            "source": {
+                "topic": self.headers.get("__connect.errors.topic"),
+                "partition": self.headers.get("__connect.errors.partition"),
+                "offset": self.headers.get("__connect.errors.offset"),
+            },
+            "replayable": self.value is not None,
+            **summary,
+        }
+
+
+class HeldTopic:
+    def __init__(self, settings: Settings, topic: str, producer: AIOKafkaProducer) -> None:
+        self._settings = settings
+        self.topic = topic
+        self._producer = producer
+
+    async def list(self, tenant: str | None = None, limit: int = 1000) -> list[HeldRecord]:
+        """Records not replayed yet (for `tenant`, or all), oldest first."""
+        records, _ = await self._pending(tenant)
+        return records[:limit]
+
+    async def replay(self, tenant: str | None = None) -> int:
+        """Re-publish the pending records in order; returns how many were sent."""
+        records, end = await self._pending(tenant)
+        sent = 0
+        for record in records:
+            target = record.headers.get(REPLAY_TO)
+            if record.value is None or not target:
+                continue  # oversized: the original is still in its source topic at the recorded offset
+            headers = [(k, v.encode()) for k, v in record.headers.items() if k != REPLAYED] + [(REPLAYED, b"1")]
+            await self._producer.send(target, key=record.key, value=record.value, headers=headers)
+            sent += 1
+        await self._producer.flush()
+        await self._producer.send_and_wait(
+            self._settings.replay_cursors_topic,
+            key=self._cursor_key(tenant).encode(),
+            value=json.dumps({str(p): o for p, o in end.items()}).encode(),
+        )
+        return sent
+
+    def _cursor_key(self, tenant: str | None) -> str:
+        return f"{self.topic}/{tenant or ALL}"
+
+    async def _pending(self, tenant: str | None) -> tuple[list[HeldRecord], dict[int, int]]:
+        cursors = await self._cursors()
+        start = _latest(cursors.get(self._cursor_key(tenant), {}), cursors.get(self._cursor_key(None), {}))
+        records, end = await self._read(self.topic, start)
+        wanted = [r for r in records if tenant is None or r.tenant == tenant]
+        return wanted, end
+
+    async def _cursors(self) -> dict[str, dict[int, int]]:
+        records, _ = await self._read(self._settings.replay_cursors_topic, {})
+        cursors: dict[str, dict[int, int]] = {}
+        for record in records:
+            if record.key is not None and record.value is not None:
+                cursors[record.key.decode()] = {int(p): int(o) for p, o in json.loads(record.value).items()}
+        return cursors
+
+    async def _read(self, topic: str, start: dict[int, int]) -> tuple[list[HeldRecord], dict[int, int]]:
+        """Every record of `topic` from `start` (per partition) to the end as of now."""
+        tps = [TopicPartition(topic, p) for p in await partitions_of(self._settings, topic)]
+        consumer = AIOKafkaConsumer(
+            **self._settings.kafka_client_options(), enable_auto_commit=False, isolation_level="read_committed"
+        )
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            end = {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+            for tp in tps:
+                consumer.seek(tp, start.get(tp.partition, 0))
+            records: list[HeldRecord] = []
+            remaining = {tp for tp in tps if start.get(tp.partition, 0) < end[tp.partition]}
+            while remaining:
+                batches = await consumer.getmany(*remaining, timeout_ms=1000)
+                for tp, batch in batches.items():
+                    records += [
+                        HeldRecord(r.partition, r.offset, r.timestamp, r.key, r.value,
+                                   {k: v.decode(errors="replace") for k, v in r.headers})
+                        for r in batch
+                        if r.offset < end[tp.partition]
+                    ]
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= end[tp.partition]:
+                        remaining.discard(tp)
+            records.sort(key=lambda r: (r.partition, r.offset))  # a user stays in one partition: its order holds
+            return records, end
+        finally:
+            await consumer.stop()
+
+
+def _latest(a: dict[int, int], b: dict[int, int]) -> dict[int, int]:
+    return {p: max(a.get(p, 0), b.get(p, 0)) for p in a.keys() | b.keys()}
