@@ -107,6 +107,8 @@ class ApplyStage(ConsumerRebalanceListener):
         for tp in revoked:
             self._offsets.pop(tp, None)
             self._committed.pop(tp, None)
+            with contextlib.suppress(KeyError):  # another replica reports this partition from now on
+                self._metrics.consumer_lag.remove(str(tp.partition))
         self._states.forget({tp.partition for tp in revoked})
         log.info("apply.revoked", partitions=sorted(tp.partition for tp in revoked))
 

@@ -1,5 +1,6 @@
 """Records set aside (dead-lettered or parked): the original key, value and headers, plus Kafka Connect
-style context headers saying where the record came from and why it failed, and where a replay sends it."""
+style context headers saying where the record came from and why it failed, and where a replay sends it.
+An oversized record keeps an empty value (a null key and a null value cannot be produced)."""
 
 from __future__ import annotations
 
@@ -46,4 +47,4 @@ def dead_letter(
         context[ORIGINAL_SIZE] = str(len(record.value or b""))
     inherited = [(k, v) for k, v in (record.headers or ()) if not k.startswith(("__connect.errors.", "outbound_scim."))]
     headers = inherited + [(k, v.encode()) for k, v in context.items()]
-    return DeadLetter(record.key, record.value if keep_value else None, headers)
+    return DeadLetter(record.key, record.value if keep_value else b"", headers)

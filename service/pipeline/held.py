@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from service.kafka_topics import partitions_of
-from service.pipeline.dead_letters import REASON, REPLAY_TO, REPLAYED, TENANT
+from service.pipeline.dead_letters import ORIGINAL_SIZE, REASON, REPLAY_TO, REPLAYED, TENANT
 from service.settings import Settings
 
 ALL = "*"
@@ -34,6 +34,11 @@ class HeldRecord:
     @property
     def tenant(self) -> str | None:
         return self.headers.get(TENANT)
+
+    @property
+    def replayable(self) -> bool:
+        """Oversized records were kept without their value: the original is in its source topic."""
+        return self.value is not None and ORIGINAL_SIZE not in self.headers and REPLAY_TO in self.headers
 
     def public(self) -> dict[str, Any]:
         """What an operator needs to decide on a replay; attribute values (personal data) stay out."""
@@ -56,7 +61,7 @@ class HeldRecord:
                 "partition": self.headers.get("__connect.errors.partition"),
                 "offset": self.headers.get("__connect.errors.offset"),
             },
-            "replayable": self.value is not None,
+            "replayable": self.replayable,
             **summary,
         }
 
@@ -77,11 +82,10 @@ class HeldTopic:
         records, end = await self._pending(tenant)
         sent = 0
         for record in records:
-            target = record.headers.get(REPLAY_TO)
-            if record.value is None or not target:
-                continue  # oversized: the original is still in its source topic at the recorded offset
+            if not record.replayable:
+                continue
             headers = [(k, v.encode()) for k, v in record.headers.items() if k != REPLAYED] + [(REPLAYED, b"1")]
-            await self._producer.send(target, key=record.key, value=record.value, headers=headers)
+            await self._producer.send(record.headers[REPLAY_TO], key=record.key, value=record.value, headers=headers)
             sent += 1
         await self._producer.flush()
         await self._producer.send_and_wait(

@@ -1,0 +1,776 @@
+"""`make bench`: the service against a naive baseline, same broker, same downstream, one run.
+
+What it measures (the issue's "Benchmark" section): N plugin-format events over U users are published
+to a real broker (null keys, like the plugin); a minimal SCIM responder of the bench answers every
+request after a fixed latency. Every event sets `lastName = v<seq>`, so the responder can tell which
+event a write carries and produce -> downstream latency is measured per event.
+
+- the service runs as its own process (`outbound-scim run`), exactly as deployed;
+- the baseline is the naive design: one consumer, partition order, one change at a time, calling the
+  same domain and SCIM code (parse_record -> change_from_event -> plan_change -> execute).
+
+The responder runs in a subprocess of its own (`--serve-responder`), so its CPU does not compete with
+the bench's publisher inside one event loop. Times are `time.time()` in every process (same host).
+The run prints a table and exits 0 even below a floor: it is a measurement. It exits non-zero on
+errors, e.g. when not every user reached its final state downstream within --timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.domain import scim as scim_schema
+from service.domain.changes import Skip, change_from_event
+from service.domain.keycloak import parse_record
+from service.domain.plan import DeletePolicy, plan_change
+from service.domain.state import UserState
+from service.errors import PoisonRecord
+from service.kafka_topics import partitions_of
+from service.metrics import Metrics
+from service.scim.client import Downstream, ScimClient
+from service.scim.executor import execute
+from service.scim.retry import RetryPolicy
+from tests import events as ev
+from tests.support import (
+    ROOT,
+    Api,
+    Publisher,
+    create_source_topics,
+    free_port,
+    make_settings,
+    spawn_service,
+    wait_until,
+)
+
+KAFKA = ROOT / "scripts" / "kafka" / "kafka.sh"
+DOWNSTREAM_TOKEN = "bench-downstream-token"
+REALM = "bench"
+FLOOR_EVENTS_PER_SECOND = 1000.0
+FLOOR_RATIO = 30.0
+FLOOR_RSS_MB = 200.0
+SERVICE_OVERRIDES: dict[str, Any] = {
+    "tenant_max_concurrency": 256,
+    "max_in_flight": 1000,
+    "internal_partitions": 6,
+    "log_level": "WARNING",
+}
+
+
+class BenchError(Exception):
+    """Something went wrong (not a slow result): the bench exits non-zero."""
+
+
+# == workload ==========================================================================================
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One event to publish; `seq` is encoded in its lastName as v<seq>."""
+
+    seq: int
+    source: str  # "admin" or "user": which source topic
+    event: dict[str, Any]
+
+
+@dataclass
+class Workload:
+    events: list[Planned]
+    final: dict[str, tuple[str, bool]]  # user id -> (familyName, active) after the last event
+
+
+def build_workload(events: int, users: int, prefix: str) -> Workload:
+    """A create per user, then updates round-robin over the users (every event sets lastName=v<seq>).
+
+    Mixed sources, as Keycloak sends them: creates are admin CREATE (3 in 4) or REGISTER user events;
+    updates are admin UPDATE (lastName, every 4th one also flips `enabled`) or UPDATE_PROFILE user
+    events (every 3rd update). Event times come from tests.events.now_ms: strictly increasing with seq.
+    """
+    if users < 1 or events < users:
+        raise BenchError(f"need at least one event per user (events={events}, users={users})")
+    user_ids = [f"{prefix}-{n:06d}" for n in range(users)]
+    last_name = {uid: "" for uid in user_ids}
+    active = dict.fromkeys(user_ids, True)
+    planned: list[Planned] = []
+    for seq in range(events):
+        uid = user_ids[seq % users]
+        family = f"v{seq}"
+        if seq < users:
+            planned.append(_create(seq, uid, family))
+        else:
+            update = seq - users
+            if update % 3 == 2:
+                details = {"previous_last_name": last_name[uid], "updated_last_name": family}
+                planned.append(Planned(seq, "user", ev.user_event(REALM, uid, "UPDATE_PROFILE", details)))
+            elif update % 4 == 0:
+                active[uid] = not active[uid]
+                planned.append(Planned(seq, "admin", ev.update_user(REALM, uid, lastName=family, enabled=active[uid])))
+            else:
+                planned.append(Planned(seq, "admin", ev.update_user(REALM, uid, lastName=family)))
+        last_name[uid] = family
+    return Workload(planned, {uid: (last_name[uid], active[uid]) for uid in user_ids})
+
+
+def _create(seq: int, uid: str, family: str) -> Planned:
+    login = f"login-{uid}"
+    if seq % 4 == 3:
+        details = {"username": login, "first_name": "Bench", "last_name": family, "email": f"{login}@bench.test"}
+        return Planned(seq, "user", ev.user_event(REALM, uid, "REGISTER", details))
+    return Planned(seq, "admin", ev.create_user(REALM, uid, login, "Bench", family, enabled=True))
+
+
+async def publish(publisher: Publisher, topics: dict[str, str], workload: Workload) -> dict[int, float]:
+    """Publish as fast as the producer takes them (null keys); returns the produce time of each seq."""
+    produced: dict[int, float] = {}
+    for item in workload.events:
+        produced[item.seq] = time.time()
+        await publisher.send(topics[item.source], item.event)
+    await publisher.flush()
+    return produced
+
+
+# == the SCIM responder (runs in its own process) ====================================================
+
+ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
+FILTER = re.compile(r'^\s*(externalId|userName)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$')
+
+
+@dataclass
+class Space:
+    """The users of one base path (`/<space>`): the service and the baseline each get their own."""
+
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_user_name: dict[str, str] = field(default_factory=dict)
+    by_external_id: dict[str, str] = field(default_factory=dict)
+    writes: list[tuple[str, float, float, str | None]] = field(default_factory=list)  # method, in, out, family
+    requests: dict[str, int] = field(default_factory=dict)  # method -> count
+    expected: dict[str, tuple[str, bool]] = field(default_factory=dict)
+
+    def index(self, user: dict[str, Any]) -> None:
+        self.by_user_name[user["userName"]] = user["id"]
+        if user.get("externalId"):
+            self.by_external_id[user["externalId"]] = user["id"]
+
+    def unindex(self, user: dict[str, Any]) -> None:
+        self.by_user_name.pop(user.get("userName", ""), None)
+        self.by_external_id.pop(user.get("externalId") or "", None)
+
+    def matching(self) -> int:
+        """How many users have their expected final (familyName, active) downstream."""
+        done = 0
+        for external_id, (family, active) in self.expected.items():
+            user = self.users.get(self.by_external_id.get(external_id, ""))
+            if user and user.get("name", {}).get("familyName") == family and user.get("active") is active:
+                done += 1
+        return done
+
+
+def build_responder(latency: float) -> web.Application:
+    """A minimal, in-memory SCIM 2.0 /Users server that answers after `latency` seconds."""
+    spaces: dict[str, Space] = {}
+
+    def space_of(request: web.Request) -> Space:
+        return spaces.setdefault(request.match_info["space"], Space())
+
+    def scim_json(body: object, status: int = 200) -> web.Response:
+        return web.json_response(body, status=status, content_type=scim_schema.CONTENT_TYPE)
+
+    def error(status: int, detail: str, scim_type: str | None = None) -> web.Response:
+        body = {"schemas": [ERROR_SCHEMA], "status": str(status), "detail": detail}
+        if scim_type:
+            body["scimType"] = scim_type
+        return scim_json(body, status)
+
+    @web.middleware
+    async def delayed(request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every SCIM answer comes after the downstream latency; bench endpoints answer at once."""
+        if request.path.startswith("/_bench/"):
+            return await handler(request)
+        space = space_of(request)
+        space.requests[request.method] = space.requests.get(request.method, 0) + 1
+        await asyncio.sleep(latency)
+        if not request.path.endswith("/ServiceProviderConfig") and (
+            request.headers.get("Authorization") != f"Bearer {DOWNSTREAM_TOKEN}"
+        ):
+            return error(401, "bad token")
+        return await handler(request)
+
+    async def service_provider_config(_: web.Request) -> web.Response:
+        return scim_json({"schemas": [scim_schema.SPC_SCHEMA], "patch": {"supported": True},
+                          "filter": {"supported": True, "maxResults": 100}})
+
+    async def list_users(request: web.Request) -> web.Response:
+        space = space_of(request)
+        found = list(space.users.values())
+        if "filter" in request.query:
+            match = FILTER.match(request.query["filter"])
+            if not match:
+                return error(400, "unsupported filter", "invalidFilter")
+            attribute, value = match[1], re.sub(r"\\(.)", r"\1", match[2])
+            index = space.by_external_id if attribute == "externalId" else space.by_user_name
+            found = [space.users[index[value]]] if value in index else []
+        count = int(request.query.get("count", "100"))
+        return scim_json({"schemas": [scim_schema.LIST_SCHEMA], "totalResults": len(found),
+                          "itemsPerPage": min(count, len(found)), "startIndex": 1, "Resources": found[:count]})
+
+    async def create_user(request: web.Request) -> web.Response:
+        space, received = space_of(request), time.time()
+        body = await request.json()
+        if not isinstance(body, dict) or not body.get("userName"):
+            return error(400, "userName is required", "invalidValue")
+        if body["userName"] in space.by_user_name:
+            return error(409, "userName exists", "uniqueness")
+        user = {**body, "id": uuid.uuid4().hex, "meta": {"resourceType": "User"}}
+        space.users[user["id"]] = user
+        space.index(user)
+        space.writes.append(("POST", received, time.time(), (body.get("name") or {}).get("familyName")))
+        return scim_json(user, 201)
+
+    async def patch_user(request: web.Request) -> web.Response:
+        space, received = space_of(request), time.time()
+        user = space.users.get(request.match_info["id"])
+        if user is None:
+            return error(404, "no such user")
+        body = await request.json()
+        space.unindex(user)
+        family = None
+        for operation in body.get("Operations") or []:
+            _apply_operation(user, operation)
+            if operation.get("path") == "name.familyName":
+                family = operation.get("value")
+        space.index(user)
+        space.writes.append(("PATCH", received, time.time(), family))
+        return scim_json(user)
+
+    async def delete_user(request: web.Request) -> web.Response:
+        space, received = space_of(request), time.time()
+        user = space.users.pop(request.match_info["id"], None)
+        if user is None:
+            return error(404, "no such user")
+        space.unindex(user)
+        space.writes.append(("DELETE", received, time.time(), None))
+        return web.Response(status=204)
+
+    async def expect(request: web.Request) -> web.Response:
+        space_of(request).expected = {k: (v[0], v[1]) for k, v in (await request.json()).items()}
+        return web.json_response({"users": len(space_of(request).expected)})
+
+    async def progress(request: web.Request) -> web.Response:
+        space = space_of(request)
+        return web.json_response({"matching": space.matching(), "writes": len(space.writes),
+                                  "requests": space.requests})
+
+    async def writes(request: web.Request) -> web.Response:
+        return web.json_response(space_of(request).writes)
+
+    app = web.Application(middlewares=[delayed])
+    app.router.add_post("/_bench/expect/{space}", expect)
+    app.router.add_get("/_bench/progress/{space}", progress)
+    app.router.add_get("/_bench/writes/{space}", writes)
+    app.router.add_get("/{space}/ServiceProviderConfig", service_provider_config)
+    app.router.add_get("/{space}/Users", list_users)
+    app.router.add_post("/{space}/Users", create_user)
+    app.router.add_patch("/{space}/Users/{id}", patch_user)
+    app.router.add_delete("/{space}/Users/{id}", delete_user)
+    return app
+
+
+def _apply_operation(user: dict[str, Any], operation: dict[str, Any]) -> None:
+    """replace / add / remove on the paths the service sends (service.domain.scim.patch_operations)."""
+    path, op = str(operation.get("path", "")), str(operation.get("op", "")).lower()
+    *parents, leaf = path.split(".")
+    target = user
+    for part in parents:
+        target = target.setdefault(part, {})
+    if op == "remove":
+        target.pop(leaf, None)
+    else:
+        target[leaf] = operation.get("value")
+
+
+async def serve_responder(port: int, latency: float) -> None:
+    """Entry point of the responder subprocess: serve until SIGTERM."""
+    runner = web.AppRunner(build_responder(latency), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=2048).start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+class Responder:
+    """The bench's handle on the responder subprocess."""
+
+    def __init__(self, latency_ms: float) -> None:
+        self.port = free_port()
+        command = [sys.executable, "-m", "scripts.bench", "--serve-responder", str(self.port),
+                   "--latency-ms", str(latency_ms)]
+        self.process = subprocess.Popen(command, cwd=ROOT)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def base_url(self, space: str) -> str:
+        return f"{self.url}/{space}"
+
+    async def wait_ready(self) -> None:
+        async def listening() -> bool:
+            if self.process.poll() is not None:
+                raise BenchError("the SCIM responder exited at start")
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        await wait_until(listening, timeout=30, what="SCIM responder")
+
+    async def call(self, method: str, path: str, body: object = None) -> Any:
+        async with aiohttp.ClientSession() as http, http.request(method, self.url + path, json=body) as r:
+            r.raise_for_status()
+            return await r.json()
+
+    async def expect(self, space: str, final: dict[str, tuple[str, bool]]) -> None:
+        await self.call("POST", f"/_bench/expect/{space}", final)
+
+    async def progress(self, space: str) -> dict[str, Any]:
+        return dict(await self.call("GET", f"/_bench/progress/{space}"))
+
+    async def writes(self, space: str) -> list[tuple[str, float, float, str | None]]:
+        return [tuple(w) for w in await self.call("GET", f"/_bench/writes/{space}")]  # type: ignore[misc]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+# == measuring ==========================================================================================
+
+
+@dataclass
+class Result:
+    name: str
+    events: int
+    users: int
+    wall_seconds: float
+    latencies_ms: list[float]  # one per event whose own lastName reached the downstream
+    merged: int  # events that caused no request of their own (superseded / folded into a later write)
+    requests: dict[str, int]
+    peak_rss_mb: float | None = None
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds in the measured window, by process
+    counters: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+    @property
+    def requests_per_event(self) -> float:
+        return sum(self.requests.values()) / self.events
+
+
+def measure(name: str, workload: Workload, produced: dict[int, float],
+            writes: list[tuple[str, float, float, str | None]], requests: dict[str, int]) -> Result:
+    """Latency = response-send time of the first write carrying v<seq> minus the produce time of seq.
+
+    An event may legitimately cause no request of its own: an older event that lost the race against a
+    newer one of the same user, or an update folded into the POST that created the user. Those are
+    counted in `merged`, not in the latency figures.
+    """
+    first_write: dict[int, float] = {}
+    for _method, _received, sent, family in writes:
+        if family and family.startswith("v"):
+            seq = int(family[1:])
+            first_write[seq] = min(sent, first_write.get(seq, sent))
+    latencies = [(first_write[seq] - produced[seq]) * 1000 for seq in produced if seq in first_write]
+    wall = max(sent for _m, _r, sent, _f in writes) - min(produced.values())
+    users = len(workload.final)
+    return Result(name, len(workload.events), users, wall, latencies, len(produced) - len(latencies), requests)
+
+
+@dataclass
+class ProcessWatch:
+    """Samples a process's VmHWM (peak RSS) from /proc while it runs: the value is lost once it exits."""
+
+    pid: int
+    peak_kb: int = 0
+
+    def sample(self) -> None:
+        with suppress(OSError):
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time so far (fields 14 and 15 of /proc/<pid>/stat)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(0.2)
+
+
+def host_busy_seconds() -> float:
+    """CPU seconds the whole host spent busy (all cores) since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuWindow:
+    """CPU seconds of the processes involved (and of the whole host) between start() and stop().
+
+    On a small machine the broker, the responder and the bench's publisher share the cores with the
+    service, and so may other work on the host: this says where the cores went during the run.
+    """
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._watches = {name: ProcessWatch(pid) for name, pid in pids.items()}
+        self._start: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        found = {name: watch.cpu_seconds() for name, watch in self._watches.items()}
+        return {**{k: v for k, v in found.items() if v is not None}, "host busy": host_busy_seconds()}
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> None:
+        end = self._now()
+        self.used = {name: end[name] - self._start[name] for name in end if name in self._start}
+
+
+async def wait_converged(responder: Responder, space: str, users: int, timeout: float) -> None:
+    """Wait until every user shows its final (familyName, active) downstream."""
+    seen: dict[str, Any] = {}
+
+    async def converged() -> bool:
+        seen.update(await responder.progress(space))
+        return int(seen["matching"]) >= users
+
+    try:
+        await wait_until(converged, timeout=timeout, what=f"{users} users converged in /{space}")
+    except AssertionError as exc:
+        raise BenchError(f"{exc} (last progress: {seen})") from exc
+
+
+# == the service ========================================================================================
+
+
+async def bench_service(bootstrap: str, responder: Responder, args: argparse.Namespace, workdir: Path,
+                        neighbours: dict[str, int], space: str = "svc") -> Result:
+    """The real service as its own process, one enabled tenant, the workload burst-published.
+
+    `neighbours` (name -> pid: broker, responder, bench) get their CPU time measured over the window.
+    """
+    settings = make_settings(bootstrap, api_port=free_port(), **SERVICE_OVERRIDES)
+    await create_source_topics(settings, partitions=args.partitions)
+    workload = build_workload(args.events, args.users, space)
+    await responder.expect(space, workload.final)
+    log = workdir / f"service-{space}.log"
+    process = spawn_service(settings, log)
+    watch = ProcessWatch(process.pid)
+    cpu = CpuWindow({"service": process.pid, **neighbours})
+    sampler = asyncio.create_task(watch.run())
+    try:
+        api = Api(settings.api_port)
+
+        async def ready() -> bool:
+            if process.poll() is not None:
+                raise BenchError(f"the service exited at start:\n{log.read_text()[-3000:]}")
+            return await api.ready()
+
+        await wait_until(ready, timeout=120, what="service ready")
+        status, body = await api.enable(REALM, responder.base_url(space), DOWNSTREAM_TOKEN)
+        if status not in (200, 201):
+            raise BenchError(f"enabling the tenant failed: {status} {body}")
+        print(f"-- {space}: publishing {args.events} events over {args.users} users", flush=True)
+        topics = {"admin": settings.admin_events_topic, "user": settings.events_topic}
+        cpu.start()
+        async with Publisher(bootstrap) as publisher:
+            produced = await publish(publisher, topics, workload)
+        print(f"-- {space}: published in {time.time() - min(produced.values()):.1f} s; waiting for the downstream",
+              flush=True)
+        await wait_converged(responder, space, args.users, args.timeout)
+        cpu.stop()
+        watch.sample()
+        counters = await service_counters(api)
+    finally:
+        sampler.cancel()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    progress = await responder.progress(space)
+    result = measure("service", workload, produced, await responder.writes(space), progress["requests"])
+    result.peak_rss_mb, result.cpu, result.counters = watch.peak_kb / 1024, cpu.used, counters
+    return result
+
+
+async def service_counters(api: Api) -> dict[str, float]:
+    """A few of the service's own counters (/metrics), as evidence of where the work went."""
+    status, text = await api.call("GET", "/metrics")
+    if status != 200:
+        return {}
+    wanted = {"outbound_scim_changes_total", "outbound_scim_scim_requests_total", "outbound_scim_offset_commits_total"}
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(str(text)):
+        for sample in family.samples:
+            if sample.name in wanted:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "tenant")
+                found[f"{sample.name.removeprefix('outbound_scim_')}{{{labels}}}"] = sample.value
+    return found
+
+
+# == the naive baseline =================================================================================
+
+
+async def bench_baseline(bootstrap: str, responder: Responder, args: argparse.Namespace) -> Result:
+    """One consumer, partition order, each change parsed, planned and executed before the next."""
+    users = max(1, round(args.users * args.baseline_events / args.events))
+    workload = build_workload(args.baseline_events, users, "base")
+    await responder.expect("base", workload.final)
+    settings = make_settings(bootstrap)  # only for fresh topic names
+    await create_source_topics(settings, partitions=args.partitions)
+    for topic in settings.source_topics:  # leaders elected, or the consumer logs NotLeaderForPartition
+        await partitions_of(settings, topic)
+    topics = {"admin": settings.admin_events_topic, "user": settings.events_topic}
+    consumer = AIOKafkaConsumer(*settings.source_topics, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await wait_until(_assigned(consumer, 2 * args.partitions), timeout=30, what="baseline consumer assigned")
+        downstream = Downstream(REALM, responder.base_url("base"), DOWNSTREAM_TOKEN)
+        async with aiohttp.ClientSession() as http:
+            client = ScimClient(http, Metrics(), RetryPolicy(3, 0.05, 1.0), 10.0, tenant_concurrency=1)
+            applier = asyncio.create_task(_apply_one_at_a_time(consumer, client, downstream, len(workload.events)))
+            print(f"-- baseline: publishing {len(workload.events)} events over {users} users", flush=True)
+            async with Publisher(bootstrap) as publisher:
+                produced = await publish(publisher, topics, workload)
+            await asyncio.wait_for(applier, args.timeout)
+    finally:
+        await consumer.stop()
+    await wait_converged(responder, "base", users, timeout=10)
+    progress = await responder.progress("base")
+    return measure("baseline", workload, produced, await responder.writes("base"), progress["requests"])
+
+
+class _FreshTopicNoise(logging.Filter):
+    """A topic created a moment ago answers NotLeaderForPartition once while its leader settles;
+    aiokafka retries by itself but logs an error line that would look like a failure of the bench."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "NotLeaderForPartitionError" not in record.getMessage()
+
+
+for _logger in ("aiokafka.consumer.fetcher", "aiokafka.producer.sender"):
+    logging.getLogger(_logger).addFilter(_FreshTopicNoise())
+
+
+def _assigned(consumer: AIOKafkaConsumer, partitions: int) -> Any:
+    async def check() -> bool:
+        return len(consumer.assignment()) >= partitions
+
+    return check
+
+
+async def _apply_one_at_a_time(consumer: AIOKafkaConsumer, client: ScimClient, ds: Downstream, total: int) -> None:
+    states: dict[str, UserState] = {}
+    done = 0
+    while done < total:
+        batches = await consumer.getmany(timeout_ms=200)
+        for _tp, records in sorted(batches.items(), key=lambda item: (item[0].topic, item[0].partition)):
+            for record in records:
+                done += 1
+                try:
+                    result = change_from_event(parse_record(record.value))
+                except PoisonRecord:
+                    continue
+                if isinstance(result, Skip):
+                    continue
+                state = states.get(result.key, UserState())
+                plan = plan_change(state, result, DeletePolicy.IGNORE)
+                outcome = await execute(plan, result, ds, client)
+                states[result.key] = outcome.state
+
+
+# == the report =========================================================================================
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "BELOW"
+
+
+def print_table(args: argparse.Namespace, service: Result, baseline: Result, broker: str) -> None:
+    ratio = service.events_per_second / baseline.events_per_second if baseline.events_per_second else float("inf")
+    rss = service.peak_rss_mb or 0.0
+    rows: list[tuple[str, str, str, str]] = [
+        ("events", f"{service.events}", f"{baseline.events}", ""),
+        ("users", f"{service.users}", f"{baseline.users}", ""),
+        ("downstream latency (ms)", f"{args.latency_ms:g}", f"{args.latency_ms:g}", ""),
+        ("wall time, first produce -> last write (s)", f"{service.wall_seconds:.2f}", f"{baseline.wall_seconds:.2f}", ""),
+        ("events/s", f"{service.events_per_second:.0f}", f"{baseline.events_per_second:.1f}",
+         f">= {FLOOR_EVENTS_PER_SECOND:.0f}  {verdict(service.events_per_second >= FLOOR_EVENTS_PER_SECOND)}"),
+        ("p50 latency produce -> downstream (ms)", f"{service.percentile(50):.0f}", f"{baseline.percentile(50):.0f}", ""),
+        ("p99 latency produce -> downstream (ms)", f"{service.percentile(99):.0f}", f"{baseline.percentile(99):.0f}", ""),
+        ("peak RSS of the service process (MB)", f"{rss:.1f}", "-", f"<= {FLOOR_RSS_MB:.0f}  {verdict(rss <= FLOOR_RSS_MB)}"),
+        ("ratio service / baseline events/s", f"{ratio:.1f}x", "", f">= {FLOOR_RATIO:.0f}x  {verdict(ratio >= FLOOR_RATIO)}"),
+        ("requests per event", f"{service.requests_per_event:.2f}", f"{baseline.requests_per_event:.2f}", ""),
+        ("events with a write of their own", f"{len(service.latencies_ms)}", f"{len(baseline.latencies_ms)}", ""),
+        ("events merged/superseded (no own write)", f"{service.merged}", f"{baseline.merged}", ""),
+    ]
+    print()
+    print(f"outbound-scim bench: {os.cpu_count()} CPUs, broker {broker}, partitions per source topic {args.partitions}")
+    print(f"service settings: {', '.join(f'{k}={v}' for k, v in SERVICE_OVERRIDES.items())}")
+    width = max(len(r[0]) for r in rows)
+    print(f"{'':<{width}}  {'service':>10}  {'baseline':>10}  floor")
+    print("-" * (width + 40))
+    for label, svc, base, floor in rows:
+        print(f"{label:<{width}}  {svc:>10}  {base:>10}  {floor}")
+    print("-" * (width + 40))
+    print(f"service requests by method: {_methods(service.requests)}; baseline: {_methods(baseline.requests)}")
+    print_cpu(service)
+    for name, value in sorted(service.counters.items()):
+        if value:
+            print(f"  {name} = {value:g}")
+
+
+def print_cpu(service: Result) -> None:
+    """Where the host's cores went while the service worked (publish start -> convergence)."""
+    used = dict(service.cpu)
+    if "service" not in used or "host busy" not in used:
+        return
+    cores = os.cpu_count() or 1
+    capacity = cores * service.wall_seconds
+    busy = used.pop("host busy")
+    own = sum(used.values())
+    print(f"CPU seconds in the service window ({cores} cores x {service.wall_seconds:.1f} s = {capacity:.0f}):")
+    print("  " + ", ".join(f"{name} {cpu:.1f}" for name, cpu in used.items())
+          + f", other processes on the host {max(0.0, busy - own):.1f}, idle {max(0.0, capacity - busy):.1f}")
+    print(f"  service: {used['service'] / service.events * 1e6:.0f} us CPU per event, "
+          f"{used['service'] / service.wall_seconds:.0%} of one core")
+
+
+def _methods(requests: dict[str, int]) -> str:
+    return " ".join(f"{m}={n}" for m, n in sorted(requests.items()))
+
+
+# == orchestration ======================================================================================
+
+
+@contextmanager
+def kafka_broker(workdir: Path) -> Iterator[tuple[str, int | None]]:
+    """KAFKA_BOOTSTRAP_SERVERS if set; else a broker of our own from scripts/kafka/kafka.sh, stopped at exit."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"], None
+        return
+    state = workdir / "kafka"
+    print("-- starting a local Kafka broker (scripts/kafka/kafka.sh)", flush=True)
+    started = subprocess.run(["bash", str(KAFKA), "start", "0", str(state)], capture_output=True, text=True, check=False)
+    if started.returncode != 0:
+        raise BenchError(f"kafka.sh start failed:\n{started.stderr[-3000:]}")
+    try:
+        yield started.stdout.strip().splitlines()[-1], int((state / "kafka.pid").read_text())
+    finally:
+        subprocess.run(["bash", str(KAFKA), "stop", str(state)], check=False)
+
+
+@asynccontextmanager
+async def running_responder(latency_ms: float) -> AsyncIterator[Responder]:
+    responder = Responder(latency_ms)
+    try:
+        await responder.wait_ready()
+        yield responder
+    finally:
+        responder.stop()
+
+
+async def warm_up(bootstrap: str, responder: Responder, args: argparse.Namespace, workdir: Path,
+                  neighbours: dict[str, int]) -> None:
+    """A short throwaway service run first: a fresh broker's JVM compiles its hot paths during its
+    first thousands of records (and creates its internal topics), which is not what we measure."""
+    small = argparse.Namespace(**{**vars(args), "events": args.warmup_events,
+                                  "users": max(1, args.users * args.warmup_events // args.events)})
+    result = await bench_service(bootstrap, responder, small, workdir, neighbours, space="warmup")
+    print(f"-- warmup: {result.events_per_second:.0f} events/s (discarded)", flush=True)
+
+
+async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, workdir: Path) -> None:
+    async with running_responder(args.latency_ms) as responder:
+        neighbours = {"kafka broker": broker_pid} if broker_pid else {}
+        neighbours.update({"responder": responder.process.pid, "bench": os.getpid()})
+        if args.warmup_events:
+            await warm_up(bootstrap, responder, args, workdir, neighbours)
+        service = await bench_service(bootstrap, responder, args, workdir, neighbours)
+        print(f"-- service: done in {service.wall_seconds:.1f} s", flush=True)
+        baseline = await bench_baseline(bootstrap, responder, args)
+        print(f"-- baseline: done in {baseline.wall_seconds:.1f} s", flush=True)
+    print_table(args, service, baseline, bootstrap)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000, help="events for the service run")
+    parser.add_argument("--users", type=int, default=2_000, help="distinct users for the service run")
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="the responder answers after this")
+    parser.add_argument("--baseline-events", type=int, default=1_000,
+                        help="events for the naive baseline (users scaled in proportion)")
+    parser.add_argument("--warmup-events", type=int, default=2_000,
+                        help="a throwaway service run first, to warm up the broker (0: none)")
+    parser.add_argument("--partitions", type=int, default=3, help="partitions of each source topic")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the downstream")
+    parser.add_argument("--serve-responder", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve_responder:
+        asyncio.run(serve_responder(args.serve_responder, args.latency_ms / 1000))
+        return 0
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="outbound-scim-bench-"))
+    try:
+        with kafka_broker(workdir) as (bootstrap, broker_pid):
+            asyncio.run(bench(args, bootstrap, broker_pid, workdir))
+    except BenchError as exc:
+        print(f"bench failed: {exc}\n(work dir: {workdir})", file=sys.stderr)
+        return 1
+    print(f"\nbench run took {time.monotonic() - started:.0f} s (work dir with the service log: {workdir})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

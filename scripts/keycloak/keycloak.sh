@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# Keycloak (Quarkus distribution) from Maven Central, with the ru.playa Kafka event listener when the
+# registry serves it, for tests, demo and CI.
+#   keycloak.sh fetch               unpack the distribution into scripts/keycloak/.cache/keycloak-<v>/ and
+#                                   copy the provider jar into its providers/ (each only when missing)
+#   keycloak.sh start [port] [dir]  start-dev on 127.0.0.1:<port> (0/none: a free port), state in <dir>;
+#                                   prints http://127.0.0.1:<port> as its last line. Starting again on the
+#                                   same dir keeps its data (the admin user is only made on fresh data).
+#   keycloak.sh stop <dir>          SIGTERM, up to 30 s, then SIGKILL
+#   keycloak.sh probe               exit 0 when Maven Central answers (a throwaway local repository, so a
+#                                   real download), 3 when it does not: tells "offline" from other failures
+# fetch exits 3 when Maven Central cannot be reached (and nothing is cached), 1 on any other failure.
+# Env: KEYCLOAK_VERSION (26.5.6), KEYCLOAK_KAFKA_PROVIDER_VERSION (26.5.0; "none" skips it),
+#      KEYCLOAK_REQUIRE_KAFKA_PROVIDER=1 (fetch fails when the provider jar cannot be had),
+#      KEYCLOAK_CACHE (scripts/keycloak/.cache), KEYCLOAK_JAVA_HOME (default: a Temurin 21/25 under
+#      /usr/lib/jvm, else `java` on PATH), KEYCLOAK_START_TIMEOUT (seconds, 180),
+#      KC_BOOTSTRAP_ADMIN_USERNAME / KC_BOOTSTRAP_ADMIN_PASSWORD (admin / admin),
+#      KEYCLOAK_KAFKA_BOOTSTRAP (the listener's kafka.bootstrap.servers; default 127.0.0.1:9092),
+#      KEYCLOAK_KAFKA_TOPIC_LOGIN / KEYCLOAK_KAFKA_TOPIC_ADMIN (keycloak-login-events / keycloak-admin-events),
+#      KEYCLOAK_MVN_ARGS (extra mvn arguments, e.g. "-s my-settings.xml").
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VERSION="${KEYCLOAK_VERSION:-26.5.6}"
+PROVIDER_VERSION="${KEYCLOAK_KAFKA_PROVIDER_VERSION:-26.5.0}"
+CACHE="${KEYCLOAK_CACHE:-$HERE/.cache}"
+DIST="$CACHE/keycloak-$VERSION"
+PROVIDER_JAR="$DIST/providers/keycloak-kafka-provider-$PROVIDER_VERSION.jar"
+PROVIDER_MISSING="$DIST/providers/.keycloak-kafka-provider-$PROVIDER_VERSION.unavailable"
+TIMEOUT="${KEYCLOAK_START_TIMEOUT:-180}"
+DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1  # Maven 3.8.7's super-POM would pick 2.8
+read -r -a MVN_EXTRA <<< "${KEYCLOAK_MVN_ARGS:-}"
+
+die() { echo "keycloak.sh: $*" >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+log_tail() { { grep -v $'^\tat ' "$1" || true; } | tail -n 40 >&2; }  # without stack frames
+alive() { [[ -f "$1/keycloak.pid" ]] && kill -0 "$(cat "$1/keycloak.pid")" 2>/dev/null; }
+
+# Maven's words for "the registry could not be reached" (as opposed to "it has no such artifact").
+NETWORK_ERRORS='Unknown ?Host|UnknownHostException|Network is unreachable|No route to host|Connection refused|Connect to .* failed|connect timed out|Read timed out|Connection timed out|Temporary failure in name resolution|Name or service not known|Could not transfer'
+NOT_FOUND='Could not find artifact|was not found in'
+
+# mvn <args...>: offline first (everything already in ~/.m2), then online. Sets $MVN_OUT. Runs in a
+# scratch dir: the plugin leaves "already unpacked" markers under its working dir, which would make
+# a later unpack into a fresh folder a silent no-op.
+mvn_twice() {
+  local work rc=0; work="$(mktemp -d "$CACHE/.mvn.XXXXXX")"
+  MVN_OUT="$(cd "$work" && mvn -B -q -o "${MVN_EXTRA[@]}" "$@" 2>&1)" \
+    || MVN_OUT="$(cd "$work" && mvn -B -q "${MVN_EXTRA[@]}" "$@" 2>&1)" || rc=$?
+  rm -rf "$work"
+  return "$rc"
+}
+
+# Exit 3 for an unreachable registry, so callers (the test fixtures) can skip rather than fail.
+mvn_failed() {
+  echo "$MVN_OUT" | grep -E '^\[ERROR\]' | head -n 5 >&2
+  if ! echo "$MVN_OUT" | grep -qE "$NOT_FOUND" && echo "$MVN_OUT" | grep -qE "$NETWORK_ERRORS"; then
+    echo "keycloak.sh: $1: Maven Central is unreachable" >&2
+    exit 3
+  fi
+  die "$1 failed"
+}
+
+fetch() {
+  mkdir -p "$CACHE"
+  if [[ ! -f "$DIST/.unpacked" ]]; then
+    local tmp="$CACHE/.unpack.$$"
+    rm -rf "$tmp" "$DIST"
+    mvn_twice "$DEP_PLUGIN:unpack" "-Dartifact=org.keycloak:keycloak-quarkus-dist:$VERSION:zip" \
+      "-DoutputDirectory=$tmp" || { rm -rf "$tmp"; mvn_failed "keycloak-quarkus-dist $VERSION"; }
+    [[ -d "$tmp/keycloak-$VERSION/bin" ]] || die "the zip did not unpack to keycloak-$VERSION/"
+    chmod +x "$tmp/keycloak-$VERSION/bin/"*.sh
+    mv "$tmp/keycloak-$VERSION" "$DIST"
+    rm -rf "$tmp"
+    touch "$DIST/.unpacked"
+  fi
+  [[ "$PROVIDER_VERSION" == none ]] && return 0
+  [[ -f "$PROVIDER_JAR" ]] && return 0
+  if [[ -f "$PROVIDER_MISSING" && "${KEYCLOAK_REQUIRE_KAFKA_PROVIDER:-}" != 1 ]]; then
+    return 0  # known to be absent from the registry; `rm` the marker to ask again
+  fi
+  # dependency:copy, not copy-dependencies: the jar is a fat jar (kafka-clients inside)
+  if mvn_twice "$DEP_PLUGIN:copy" "-Dartifact=ru.playa.keycloak:keycloak-kafka-provider:$PROVIDER_VERSION:jar" \
+      "-DoutputDirectory=$DIST/providers"; then
+    rm -f "$PROVIDER_MISSING"
+  elif echo "$MVN_OUT" | grep -qE "$NOT_FOUND"; then
+    echo "keycloak.sh: ru.playa.keycloak:keycloak-kafka-provider:$PROVIDER_VERSION is not served by the registry; Keycloak runs without it" >&2
+    echo "$PROVIDER_VERSION" > "$PROVIDER_MISSING"
+    [[ "${KEYCLOAK_REQUIRE_KAFKA_PROVIDER:-}" == 1 ]] && die "the Kafka event listener is required (KEYCLOAK_REQUIRE_KAFKA_PROVIDER=1)"
+  else
+    mvn_failed "keycloak-kafka-provider $PROVIDER_VERSION"
+  fi
+  return 0
+}
+
+probe() {
+  # A parent POM that is never in a fresh local repository: resolving it is one small real download.
+  local repo; repo="$(mktemp -d)"
+  cat > "$repo/probe.xml" <<'EOF'
+<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+  <parent><groupId>org.sonatype.oss</groupId><artifactId>oss-parent</artifactId><version>9</version></parent>
+  <artifactId>keycloak-sh-probe</artifactId><packaging>pom</packaging></project>
+EOF
+  if mvn -B -q "${MVN_EXTRA[@]}" -f "$repo/probe.xml" "-Dmaven.repo.local=$repo/m2" validate >/dev/null 2>&1; then
+    rm -rf "$repo"; return 0
+  fi
+  rm -rf "$repo"; return 3
+}
+
+java_home() {
+  if [[ -n "${KEYCLOAK_JAVA_HOME:-}" ]]; then echo "$KEYCLOAK_JAVA_HOME"; return; fi
+  local d
+  for d in /usr/lib/jvm/temurin-21* /usr/lib/jvm/temurin-25* /usr/lib/jvm/java-21-openjdk* /usr/lib/jvm/java-25-openjdk*; do
+    [[ -x "$d/bin/java" ]] && { echo "$d"; return; }
+  done
+  local java; java="$(readlink -f "$(command -v java)")" || die "no java found"
+  dirname "$(dirname "$java")"  # Java 17: deprecated by Keycloak 26 but works
+}
+
+# A per-run Keycloak home: start-dev keeps its H2 database under data/ and re-augments into lib/quarkus
+# (about 45 s on 2 cores) when the build options or providers differ from what lib/quarkus was built
+# with. So each state dir gets its own copies of those (a few MB), symlinks to the big jar dirs, and
+# the lib/quarkus that an earlier start-dev built with the same providers, when there is one.
+providers_key() {
+  (cd "$DIST/providers" && find . -maxdepth 1 -name '*.jar' -printf '%f %s %T@\n' | sort; echo "$VERSION") | sha1sum | cut -c1-12
+}
+
+make_home() {
+  local home="$1/home" augmented="$CACHE/augmented-dev-$(providers_key)"
+  [[ -d "$home" ]] && rm -rf "$home/providers" "$home/lib/quarkus"  # pick up changed providers
+  mkdir -p "$home/bin" "$home/lib" "$home/data"
+  cp "$DIST/bin/kc.sh" "$home/bin/"
+  [[ -d "$home/conf" ]] || cp -r "$DIST/conf" "$home/conf"
+  [[ -e "$home/themes" ]] || cp -r "$DIST/themes" "$home/themes"
+  cp -a "$DIST/providers" "$home/providers"  # -a: Keycloak compares the jars' mtimes with its build
+  cp "$DIST/lib/quarkus-run.jar" "$DIST/version.txt" "$home/lib/"
+  mv "$home/lib/version.txt" "$home/"
+  if [[ -f "$augmented/quarkus-application.dat" ]]; then
+    cp -a "$augmented" "$home/lib/quarkus"
+  else
+    cp -a "$DIST/lib/quarkus" "$home/lib/quarkus"
+  fi
+  ln -sfn "$DIST/lib/lib" "$home/lib/lib"
+  ln -sfn "$DIST/lib/app" "$home/lib/app"
+}
+
+# After a start that re-augmented: keep its lib/quarkus for the next state dirs.
+keep_augmented() {
+  local dir="$1" augmented="$CACHE/augmented-dev-$(providers_key)"
+  [[ -d "$augmented" ]] && return 0
+  grep -q "augmentation completed" "$dir/keycloak.log" || return 0
+  cp -a "$dir/home/lib/quarkus" "$augmented.$$" && mv -T "$augmented.$$" "$augmented" 2>/dev/null || rm -rf "$augmented.$$"
+}
+
+start() {
+  local port="${1:-0}" dir="${2:-}"
+  [[ -n "$dir" ]] || dir="$(mktemp -d /tmp/keycloak.XXXXXX)"
+  [[ "$port" == 0 ]] && port="$(free_port)"
+  mkdir -p "$dir"; dir="$(cd "$dir" && pwd)"
+  alive "$dir" && die "a Keycloak is already running from $dir (pid $(cat "$dir/keycloak.pid"))"
+  fetch
+  make_home "$dir"
+  local mport; mport="$(free_port)"
+  while [[ "$mport" == "$port" ]]; do mport="$(free_port)"; done
+
+  # The playa listener reads only this file (a missing one is silently ignored). Its own env overrides
+  # (KAFKA_BOOTSTRAP_SERVERS, KEYCLOAK_KAFKA_DRYRUN, ...: each key upper-cased, non-alnum -> _) are
+  # removed from Keycloak's environment below so that this file is what counts.
+  cat > "$dir/keycloak-kafka.properties" <<EOF
+kafka.bootstrap.servers=${KEYCLOAK_KAFKA_BOOTSTRAP:-127.0.0.1:9092}
+kafka.max.block.ms=15000
+keycloak.kafka.sync=true
+keycloak.kafka.dryrun=false
+keycloak.kafka.topic.login=${KEYCLOAK_KAFKA_TOPIC_LOGIN:-keycloak-login-events}
+keycloak.kafka.topic.admin=${KEYCLOAK_KAFKA_TOPIC_ADMIN:-keycloak-admin-events}
+EOF
+
+  local jhome log="$dir/keycloak.log"
+  jhome="$(java_home)"
+  if [[ -s "$log" ]]; then mv "$log" "$log.prev"; fi
+  echo "$port $mport" > "$dir/ports"
+  local started=$SECONDS
+  # setsid: its own process group, so stop can reach the JVM behind kc.sh's wrapper shell
+  env -u KAFKA_BOOTSTRAP_SERVERS -u KEYCLOAK_KAFKA_DRYRUN -u KEYCLOAK_KAFKA_SYNC \
+    -u KEYCLOAK_KAFKA_TOPIC_LOGIN -u KEYCLOAK_KAFKA_TOPIC_ADMIN -u JAVA_OPTS -u JAVA \
+    JAVA_OPTS_APPEND="${KEYCLOAK_JAVA_OPTS_APPEND--XX:TieredStopAtLevel=1}" \
+    JAVA_HOME="$jhome" \
+    KC_BOOTSTRAP_ADMIN_USERNAME="${KC_BOOTSTRAP_ADMIN_USERNAME:-admin}" \
+    KC_BOOTSTRAP_ADMIN_PASSWORD="${KC_BOOTSTRAP_ADMIN_PASSWORD:-admin}" \
+    KEYCLOAK_KAFKA_CONFIG="$dir/keycloak-kafka.properties" \
+    setsid nohup "$dir/home/bin/kc.sh" start-dev --http-host=127.0.0.1 --http-port="$port" \
+      --http-management-port="$mport" >>"$log" 2>&1 </dev/null &
+  echo $! > "$dir/keycloak.pid"
+
+  local url="http://127.0.0.1:$port" deadline=$((SECONDS + TIMEOUT))
+  until [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url/realms/master/.well-known/openid-configuration" || true)" == 200 ]]; do
+    if ! alive "$dir"; then
+      log_tail "$log"; rm -f "$dir/keycloak.pid"
+      die "Keycloak exited during startup (log: $log)"
+    elif (( SECONDS >= deadline )); then
+      log_tail "$log"; stop "$dir"
+      die "Keycloak not ready within ${TIMEOUT}s (log: $log)"
+    fi
+    sleep 0.5
+  done
+  keep_augmented "$dir"
+  echo "keycloak: pid $(cat "$dir/keycloak.pid"), ready in $((SECONDS - started)) s, java $jhome, state in $dir" >&2
+  echo "$url"
+}
+
+stop() {
+  local dir="${1:?usage: keycloak.sh stop <dir>}" pid i
+  [[ -f "$dir/keycloak.pid" ]] || return 0
+  pid="$(cat "$dir/keycloak.pid")"
+  if kill -TERM "$pid" 2>/dev/null; then  # kc.sh forwards TERM to the JVM
+    for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "keycloak.sh: no exit 30 s after SIGTERM, SIGKILL process group $pid" >&2
+      kill -KILL -- "-$pid" 2>/dev/null || true
+      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    fi
+  fi
+  rm -f "$dir/keycloak.pid"
+}
+
+case "${1:-}" in
+  fetch) fetch ;;
+  start) shift; start "$@" ;;
+  stop) shift; stop "$@" ;;
+  probe) probe ;;
+  *) echo "usage: $0 fetch | start [port] [dir] | stop <dir> | probe" >&2; exit 2 ;;
+esac
