@@ -7,6 +7,7 @@
 #                                   prints http://127.0.0.1:<port> as its last line. Starting again on the
 #                                   same dir keeps its data (the admin user is only made on fresh data).
 #   keycloak.sh stop <dir>          SIGTERM, up to 30 s, then SIGKILL
+#   keycloak.sh provider            print the Kafka listener jar's path; exit 1 when fetch could not get it
 #   keycloak.sh probe               exit 0 when Maven Central answers (a throwaway local repository, so a
 #                                   real download), 3 when it does not: tells "offline" from other failures
 # fetch exits 3 when Maven Central cannot be reached (and nothing is cached), 1 on any other failure.
@@ -227,6 +228,7 @@ case "${1:-}" in
   fetch) fetch ;;
   start) shift; start "$@" ;;
   stop) shift; stop "$@" ;;
+  provider) [[ -f "$PROVIDER_JAR" ]] && echo "$PROVIDER_JAR" ;;
   probe) probe ;;
-  *) echo "usage: $0 fetch | start [port] [dir] | stop <dir> | probe" >&2; exit 2 ;;
+  *) echo "usage: $0 fetch | start [port] [dir] | stop <dir> | provider | probe" >&2; exit 2 ;;
 esac

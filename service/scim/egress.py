@@ -53,15 +53,16 @@ class EgressPolicy:
             raise EnableRefused("invalid_url", "the base URL must be an absolute http(s) URL")
         if parts.username or parts.password:
             raise EnableRefused("invalid_url", "credentials belong in the token, not in the URL")
-        if parts.scheme == "http" and host not in self.allow_http_hosts:
-            raise EnableRefused("insecure_url", f"http is only allowed for hosts in ALLOW_HTTP_HOSTS, not {host}")
         if host.lower() in METADATA_HOSTS:
             raise EnableRefused("forbidden_address", f"{host} is a cloud metadata endpoint")
         try:
             literal = ipaddress.ip_address(host)
         except ValueError:
-            return host  # a name: checked once resolved
-        self.check_address(literal)
+            literal = None  # a name: checked once resolved
+        if literal is not None:
+            self.check_address(literal)
+        if parts.scheme == "http" and host not in self.allow_http_hosts:
+            raise EnableRefused("insecure_url", f"http is only allowed for hosts in ALLOW_HTTP_HOSTS, not {host}")
         return host
 
     def check_address(self, address: IPAddress) -> None:

@@ -1,0 +1,289 @@
+"""An aiohttp client for the Keycloak Admin REST API: the authoritative state of users, for sync,
+backfill and reconciliation.
+
+It authenticates as a service account (client-credentials grant against the realm the client lives
+in), caches the token until shortly before it expires, and fetches a new one once when Keycloak answers
+401 (a token can be revoked or the realm's keys rotated before it expires). Transient failures are
+retried with service.scim.retry's backoff, as for downstream calls; statuses become errors in one
+function, `error_for_status` (see service.keycloak_admin.errors). Response bodies never reach errors
+or logs: they hold personal data.
+
+Roles the service account needs, on the `realm-management` client of each realm it reads: `view-users`
+(users, count; it includes `query-users`) and, for `realm_names()` to see realm ids, `view-realm`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from service.keycloak_admin.errors import (
+    KeycloakError,
+    KeycloakNotFound,
+    KeycloakUnauthorized,
+    KeycloakUnavailable,
+)
+from service.keycloak_admin.mapping import user_attributes
+from service.scim.retry import RetryPolicy, parse_retry_after
+
+__all__ = ["KeycloakAdminClient", "error_for_status", "user_attributes"]
+
+log = structlog.get_logger(__name__)
+
+# Refresh this long before the token's own expiry (at most a fifth of its lifetime), so that a request
+# never leaves with a token that expires in flight.
+TOKEN_EARLY_REFRESH_SECONDS = 30.0
+DEFAULT_TOKEN_LIFETIME_SECONDS = 60.0  # when the token response carries no expires_in
+
+
+def error_for_status(
+    status: int, method: str, path: str, body: object = None, retry_after: str | None = None
+) -> KeycloakError | None:
+    """The one status -> error mapping. None means success."""
+    if status < 400:
+        return None
+    detail = _short_error(body)
+    if status in (408, 429) or status >= 500:
+        return KeycloakUnavailable(status, method, path, detail, retry_after=parse_retry_after(retry_after))
+    if status in (401, 403):
+        return KeycloakUnauthorized(status, method, path, detail)
+    if status == 404:
+        return KeycloakNotFound(status, method, path, detail)
+    return KeycloakError(status, method, path, detail)
+
+
+class KeycloakAdminClient:
+    """Reads one Keycloak as one service account. Safe to share between tasks; the session is the
+    caller's (one aiohttp session per process, as for the SCIM client)."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        auth_realm: str,
+        retry: RetryPolicy | None = None,
+        timeout_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._auth_realm = auth_realm  # where the client lives: master, or the tenant's own realm
+        self._retry = retry or RetryPolicy()
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._clock = clock
+        self._token: str | None = None
+        self._token_good_until = 0.0
+        self._token_lock = asyncio.Lock()
+        # Counted for the benchmark's "Keycloak requests per user" and for tests.
+        self.requests_sent = 0
+        self.tokens_fetched = 0
+
+    def __repr__(self) -> str:  # never the secret nor the token
+        return f"KeycloakAdminClient({self._base!r}, client_id={self._client_id!r}, realm={self._auth_realm!r})"
+
+    # -- users ------------------------------------------------------------------------------------------
+
+    async def get_user(self, realm: str, user_id: str) -> dict[str, Any] | None:
+        """The stored user, or None when Keycloak says this user does not exist. Any other 404 (the realm
+        is gone, the base URL is wrong) raises KeycloakNotFound: it must not look like a deletion."""
+        try:
+            doc = await self._send("GET", ("admin", "realms", realm, "users", user_id))
+        except KeycloakNotFound as exc:
+            if exc.user_missing:
+                return None
+            raise
+        if not isinstance(doc, dict):
+            raise KeycloakError(200, "GET", _path(realm, "users", user_id), "response is not a user")
+        return doc
+
+    async def iter_users(
+        self, realm: str, page_size: int = 100, *, brief: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every user of the realm, page by page (first/max). Offset paging is not a snapshot: a user
+        created or deleted while paging can be missed or seen twice, which backfill and reconciliation
+        tolerate (live events and the next cycle cover the gap). `brief=True` is enough for
+        user_attributes() and several times smaller (no attributes, no userProfileMetadata)."""
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        first = 0
+        while True:
+            page = await self._send(
+                "GET",
+                ("admin", "realms", realm, "users"),
+                params={"first": str(first), "max": str(page_size), "briefRepresentation": str(brief).lower()},
+            )
+            if not isinstance(page, list):
+                raise KeycloakError(200, "GET", _path(realm, "users"), "response is not a list")
+            for user in page:
+                if isinstance(user, dict):
+                    yield user
+            if len(page) < page_size:
+                return
+            first += len(page)
+
+    async def count_users(self, realm: str) -> int:
+        """The realm's user count (service accounts are not counted), for backfill progress (done/total)."""
+        doc = await self._send("GET", ("admin", "realms", realm, "users", "count"))
+        if not isinstance(doc, int) or isinstance(doc, bool):
+            raise KeycloakError(200, "GET", _path(realm, "users", "count"), "response is not a number")
+        return doc
+
+    async def realm_names(self) -> dict[str, str]:
+        """Realm id -> realm name for the realms this account can see. Plugins such as ru.playa's send
+        only the realm's internal id, while the Admin API takes the name. Without `view-realm` Keycloak
+        lists names but no ids: those realms are left out (and logged)."""
+        doc = await self._send("GET", ("admin", "realms"), params={"briefRepresentation": "true"})
+        if not isinstance(doc, list):
+            raise KeycloakError(200, "GET", "admin/realms", "response is not a list")
+        names: dict[str, str] = {}
+        without_id = []
+        for realm in doc:
+            if not isinstance(realm, dict) or not isinstance(realm.get("realm"), str):
+                continue
+            if isinstance(realm.get("id"), str):
+                names[realm["id"]] = realm["realm"]
+            else:
+                without_id.append(realm["realm"])
+        if without_id:
+            log.warning("keycloak.realms.no_id", realms=without_id, hint="grant realm-management view-realm")
+        return names
+
+    # -- transport --------------------------------------------------------------------------------------
+
+    async def _send(
+        self, method: str, parts: tuple[str, ...], *, params: dict[str, str] | None = None
+    ) -> Any:
+        """One call, retrying what is transient with backoff; raise the final error."""
+        path = "/".join(parts)
+        for attempt in range(1, self._retry.attempts + 1):
+            try:
+                return await self._send_once(method, parts, path, params)
+            except KeycloakUnavailable as exc:
+                if attempt == self._retry.attempts:
+                    raise
+                delay = self._retry.delay(attempt, exc.retry_after)
+                log.info("keycloak.request.retry", method=method, path=path, status=exc.status,
+                         detail=exc.detail, attempt=attempt, delay=round(delay, 3))
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _send_once(
+        self, method: str, parts: tuple[str, ...], path: str, params: dict[str, str] | None
+    ) -> Any:
+        url = self._url(parts)
+        token = await self._access_token()
+        status, doc, retry_after = await self._request(method, url, path, token, params)
+        if status == 401:  # revoked, or signed with a rotated key: one fresh token, then give up
+            self._forget(token)
+            token = await self._access_token()
+            status, doc, retry_after = await self._request(method, url, path, token, params)
+        error = error_for_status(status, method, path, doc, retry_after)
+        if error is not None:
+            raise error
+        return doc
+
+    async def _request(
+        self, method: str, url: URL, path: str, token: str, params: dict[str, str] | None
+    ) -> tuple[int, Any, str | None]:
+        self.requests_sent += 1
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        try:
+            async with self._session.request(
+                method, url, params=params, headers=headers, timeout=self._timeout, allow_redirects=False
+            ) as response:
+                doc = await _read_json(response)
+                if 200 <= response.status < 300 and doc is _NOT_JSON:
+                    raise KeycloakError(response.status, method, path, "response is not JSON (wrong base URL?)")
+                return response.status, doc, response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KeycloakUnavailable(None, method, path, type(exc).__name__) from exc
+
+    # -- token ------------------------------------------------------------------------------------------
+
+    async def _access_token(self) -> str:
+        if self._token is not None and self._clock() < self._token_good_until:
+            return self._token
+        async with self._token_lock:  # one token request at a time, however many callers wait
+            if self._token is not None and self._clock() < self._token_good_until:
+                return self._token
+            token, lifetime = await self._fetch_token()
+            self._token = token
+            self._token_good_until = self._clock() + lifetime - min(TOKEN_EARLY_REFRESH_SECONDS, lifetime / 5)
+            return token
+
+    def _forget(self, token: str) -> None:
+        if self._token == token:  # another task may already hold a newer one
+            self._token = None
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        path = f"realms/{self._auth_realm}/protocol/openid-connect/token"
+        form = {"grant_type": "client_credentials", "client_id": self._client_id, "client_secret": self._client_secret}
+        self.requests_sent += 1
+        self.tokens_fetched += 1
+        try:
+            async with self._session.post(
+                self._url(("realms", self._auth_realm, "protocol", "openid-connect", "token")),
+                data=form,
+                headers={"Accept": "application/json"},
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                doc = await _read_json(response)
+                status, retry_after = response.status, response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KeycloakUnavailable(None, "POST", path, type(exc).__name__) from exc
+        if status in (400, 401):  # invalid_client, unauthorized_client: the credentials are wrong
+            raise KeycloakUnauthorized(status, "POST", path, _short_error(doc))
+        error = error_for_status(status, "POST", path, doc, retry_after)
+        if error is not None:
+            raise error
+        token = doc.get("access_token") if isinstance(doc, dict) else None
+        if not isinstance(token, str) or not token:
+            raise KeycloakError(status, "POST", path, "token response carries no access_token")
+        lifetime = doc.get("expires_in")
+        if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
+            lifetime = DEFAULT_TOKEN_LIFETIME_SECONDS
+        return token, float(lifetime)
+
+    def _url(self, parts: tuple[str, ...]) -> URL:
+        # Each part is one path segment: a user id is opaque (`f:<component>:<id>` for federated users,
+        # anything for imported ones) and a "/" in it must not become a separator.
+        return URL(self._base + "/" + "/".join(quote(part, safe="") for part in parts), encoded=True)
+
+
+_NOT_JSON = object()
+
+
+async def _read_json(response: aiohttp.ClientResponse) -> Any:
+    raw = await response.read()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return _NOT_JSON
+
+
+def _short_error(body: object) -> str:
+    """Keycloak's `error` (and `error_description`) text: short, and never personal data."""
+    if not isinstance(body, dict):
+        return ""
+    parts = [str(body[key]) for key in ("error", "error_description") if isinstance(body.get(key), str)]
+    return ": ".join(parts)[:200]
+
+
+def _path(realm: str, *rest: str) -> str:
+    return "/".join(("admin", "realms", realm, *rest))
