@@ -11,6 +11,11 @@ event a write carries and produce -> downstream latency is measured per event.
 
 The responder runs in a subprocess of its own (`--serve-responder`), so its CPU does not compete with
 the bench's publisher inside one event loop. Times are `time.time()` in every process (same host).
+A short throwaway service run warms the broker up first (--warmup-events). Events are published as a
+burst by default, so latency includes the backlog; --rate N shows steady-state latency instead.
+Because the broker, the responder and the publisher share the host with the service, the report
+also says where the host's CPU went during the service run (a busy host lowers every figure).
+
 The run prints a table and exits 0 even below a floor: it is a measurement. It exits non-zero on
 errors, e.g. when not every user reached its final state downstream within --timeout.
 """

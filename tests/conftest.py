@@ -13,9 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import ROOT, ScimServer, start_scim_server
-
-KAFKA_SCRIPT = ROOT / "scripts" / "kafka" / "kafka.sh"
+from tests.support import ScimServer, start_broker, start_scim_server, stop_broker
 SCIM_TOKEN = "downstream-token-1"
 
 
@@ -37,16 +35,11 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield kafka.get_bootstrap_server()
         return
     data = tmp_path_factory.mktemp("kafka")
-    started = subprocess.run(
-        ["bash", str(KAFKA_SCRIPT), "start", "0", str(data)], capture_output=True, text=True, check=False
-    )
-    if started.returncode != 0:
-        raise RuntimeError(f"the Kafka broker did not start:\n{started.stderr[-3000:]}")
-    os.environ["OUTBOUND_SCIM_TEST_KAFKA_DIR"] = str(data)
+    bootstrap = start_broker(data)
     try:
-        yield started.stdout.strip().splitlines()[-1]
+        yield bootstrap
     finally:
-        subprocess.run(["bash", str(KAFKA_SCRIPT), "stop", str(data)], check=False)
+        stop_broker(data)
 
 
 @pytest.fixture(scope="session")

@@ -124,6 +124,23 @@ class Publisher:
         await self._producer.flush()
 
 
+KAFKA_SCRIPT = ROOT / "scripts" / "kafka" / "kafka.sh"
+
+
+def start_broker(data: Path, port: int = 0) -> str:
+    """A single-node broker from scripts/kafka/kafka.sh; returns its bootstrap address."""
+    started = subprocess.run(
+        ["bash", str(KAFKA_SCRIPT), "start", str(port), str(data)], capture_output=True, text=True, check=False
+    )
+    if started.returncode != 0:
+        raise RuntimeError(f"the Kafka broker did not start:\n{started.stderr[-3000:]}")
+    return started.stdout.strip().splitlines()[-1]
+
+
+def stop_broker(data: Path) -> None:
+    subprocess.run(["bash", str(KAFKA_SCRIPT), "stop", str(data)], capture_output=True, check=False)
+
+
 # -- SCIM downstream (scim2-server) ------------------------------------------------------------------
 
 

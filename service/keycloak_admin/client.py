@@ -99,6 +99,8 @@ class KeycloakAdminClient:
     async def get_user(self, realm: str, user_id: str) -> dict[str, Any] | None:
         """The stored user, or None when Keycloak says this user does not exist. Any other 404 (the realm
         is gone, the base URL is wrong) raises KeycloakNotFound: it must not look like a deletion."""
+        if not user_id:
+            raise ValueError("empty user id")  # ".../users/" would be the list endpoint
         try:
             doc = await self._send("GET", ("admin", "realms", realm, "users", user_id))
         except KeycloakNotFound as exc:

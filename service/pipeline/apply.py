@@ -139,7 +139,10 @@ class ApplyStage(ConsumerRebalanceListener):
         last_commit = time.monotonic()
         while not self._stopping:
             try:
+                epoch = self._epoch
                 batches = await self._consumer.getmany(timeout_ms=200)
+                if self._epoch != epoch:
+                    continue  # fetched across a rebalance: re-read from the committed offsets instead
                 for records in batches.values():
                     for record in records:
                         self._accept(record)

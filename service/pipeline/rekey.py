@@ -44,6 +44,7 @@ class RekeyStage(ConsumerRebalanceListener):
         self._metrics = metrics
         self._group_id = f"{settings.group_id}.rekey"
         self._lock = asyncio.Lock()
+        self._generation = 0  # bumped by every rebalance: a batch fetched across one is dropped
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -80,19 +81,23 @@ class RekeyStage(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:  # a batch's transaction completes before the partitions go
-            pass
+            self._generation += 1
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._generation += 1
         self.assigned.set()
         log.info("rekey.assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
     async def _run(self) -> None:
         assert self._consumer is not None
         while True:
+            generation = self._generation
             batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
             if not batches:
                 continue
             async with self._lock:
+                if generation != self._generation:
+                    continue  # fetched across a rebalance: the new owner re-reads from the committed offsets
                 try:
                     await asyncio.shield(self._publish(batches))
                 except Exception as exc:  # the stage must outlive a failed batch

@@ -1,0 +1,108 @@
+"""Crash safety: kill -9 at random points of a burst, and a broker restarted mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from pathlib import Path
+
+from tests.conftest import SCIM_TOKEN
+from tests.integration.scenarios import burst, converged, stop, wait_ready
+from tests.support import (
+    Api,
+    Publisher,
+    ScimServer,
+    create_source_topics,
+    downstream_users,
+    free_port,
+    make_settings,
+    spawn_service,
+    start_broker,
+    stop_broker,
+    wait_until,
+)
+
+
+async def test_kill_minus_nine_at_random_points_loses_and_duplicates_nothing(
+    kafka_bootstrap: str, scim_server: ScimServer, tmp_path: Path
+) -> None:
+    """Five rounds of: publish a burst, SIGKILL the service at a random moment, restart it.
+    At the end every user of every round is downstream exactly once, in its last state."""
+    rng = random.Random(20261129)
+    settings = make_settings(kafka_bootstrap, api_port=free_port())
+    await create_source_topics(settings)
+    log = tmp_path / "service.log"
+    realm, base = "killed", scim_server.base_url()
+    process = spawn_service(settings, log)
+    await wait_ready(settings.api_port, process, log)
+    assert (await Api(settings.api_port).enable(realm, base, SCIM_TOKEN))[0] == 201
+    kill_points = []
+    async with Publisher(kafka_bootstrap) as publisher:
+        for round_ in range(5):
+            await publisher.send_all(settings.admin_events_topic, burst(realm, 80, f"k{round_}-"), partitions=3)
+            before = len(await downstream_users(base, SCIM_TOKEN))
+
+            async def under_way(before: int = before) -> bool:
+                return len(await downstream_users(base, SCIM_TOKEN)) > before
+
+            await wait_until(under_way, what=f"round {round_} under way")
+            delay = rng.uniform(0.0, 1.5)
+            await asyncio.sleep(delay)  # the random kill point inside the burst: a deliberate pause, not a wait
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+            kill_points.append((round_, round(delay, 2), len(await downstream_users(base, SCIM_TOKEN))))
+            process = spawn_service(settings, log)
+            await wait_ready(settings.api_port, process, log)
+    try:
+        for round_ in range(5):
+            try:
+                await wait_until(lambda r=round_: converged(base, 80, f"k{r}-"), timeout=120,
+                                 what=f"round {round_} converged")
+            except AssertionError:
+                users = {u["externalId"]: u for u in await downstream_users(base, SCIM_TOKEN)}
+                off = {f"k{round_}-{n}": users.get(f"k{round_}-{n}") for n in range(80)}
+                off = {k: (v or {}).get("name", {}).get("familyName", "MISSING") + f" active={(v or {}).get('active')}"
+                       for k, v in off.items()}
+                raise AssertionError(f"round {round_} did not converge: {off}") from None
+    finally:
+        assert stop(process) == 0
+    print(f"\nFIGURES kill -9: (round, delay s, downstream users at the kill) {kill_points}")
+    assert len(await downstream_users(base, SCIM_TOKEN)) == 400
+
+
+async def test_broker_restart_mid_stream_is_survived(scim_server: ScimServer, tmp_path: Path) -> None:
+    """The broker stops in the middle of a burst and comes back on the same address: the service
+    reconnects by itself and finishes the burst, once per user."""
+    data = tmp_path / "kafka"
+    bootstrap = start_broker(data)
+    port = int(bootstrap.rsplit(":", 1)[1])
+    settings = make_settings(bootstrap, api_port=free_port())
+    log = tmp_path / "service.log"
+    process = None
+    try:
+        await create_source_topics(settings)
+        process = spawn_service(settings, log)
+        await wait_ready(settings.api_port, process, log)
+        realm, base = "broker-restart", scim_server.base_url()
+        assert (await Api(settings.api_port).enable(realm, base, SCIM_TOKEN))[0] == 201
+        async with Publisher(bootstrap) as publisher:
+            await publisher.send_all(settings.admin_events_topic, burst(realm, 150, "b"), partitions=3)
+
+        async def under_way() -> bool:
+            return len(await downstream_users(base, SCIM_TOKEN)) >= 10
+
+        await wait_until(under_way, what="the burst under way")
+        stop_broker(data)
+        outage_started = time.monotonic()
+        assert process.poll() is None, "the service must survive a broker outage"
+        start_broker(data, port)
+        outage = time.monotonic() - outage_started
+        await wait_until(lambda: converged(base, 150, "b"), timeout=180, what="burst finished after the restart")
+        assert process.poll() is None
+        print(f"\nFIGURES broker restart: outage {outage:.1f}s, 150 users converged after it")
+    finally:
+        if process is not None:
+            stop(process)
+        stop_broker(data)
