@@ -24,6 +24,7 @@ from service.errors import CircuitOpen, Parked, PoisonRecord, ScimError, ScimRej
 from service.metrics import Metrics
 from service.pipeline.dead_letters import REPLAYED, dead_letter
 from service.pipeline.offsets import PartitionOffsets
+from service.pipeline.rewind import rewind_to_committed
 from service.pipeline.scheduler import KeyedScheduler
 from service.pipeline.user_state import UserStateStore
 from service.scim.client import ScimClient
@@ -66,6 +67,7 @@ class ApplyStage(ConsumerRebalanceListener):
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._epoch = 0
+        self._to_restore: set[TopicPartition] | None = None
         self._backoff = RetryPolicy(1, settings.retry_base_seconds, settings.retry_max_seconds)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -113,10 +115,18 @@ class ApplyStage(ConsumerRebalanceListener):
         log.info("apply.revoked", partitions=sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """The loop restores the partitions' user state before it reads a record of them: aiokafka may
+        already fetch while this listener runs, and a change applied without its state would replay
+        older values over newer ones."""
         self._epoch += 1
-        for tp in assigned:
-            self._offsets[tp] = PartitionOffsets()
+        self._to_restore = set(assigned)
+
+    async def _restore(self) -> None:
+        assigned, self._to_restore = self._to_restore or set(), None
         users = await self._states.restore({tp.partition for tp in assigned})
+        assert self._consumer is not None
+        for tp in assigned & self._consumer.assignment():
+            self._offsets[tp] = PartitionOffsets()
         log.info("apply.assigned", partitions=sorted(tp.partition for tp in assigned), users_restored=users)
         self.assigned.set()
 
@@ -139,10 +149,14 @@ class ApplyStage(ConsumerRebalanceListener):
         last_commit = time.monotonic()
         while not self._stopping:
             try:
+                if self._to_restore is not None:
+                    await self._restore()
                 epoch = self._epoch
                 batches = await self._consumer.getmany(timeout_ms=200)
-                if self._epoch != epoch:
-                    continue  # fetched across a rebalance: re-read from the committed offsets instead
+                if self._epoch != epoch or self._to_restore is not None:  # a rebalance came in between:
+                    # these records are read again, from the committed offsets, once state is restored
+                    await rewind_to_committed(self._consumer, batches)
+                    continue
                 for records in batches.values():
                     for record in records:
                         self._accept(record)
@@ -283,8 +297,9 @@ class ApplyStage(ConsumerRebalanceListener):
         if new_state != state:
             await self._states.save(change.key, record.partition, new_state)
         self._metrics.changes.labels(change.realm, outcome.result).inc()
-        bound.info("change.applied", result=outcome.result, reason=outcome.reason or None,
-                   type=change.event_type, downstream_id=outcome.state.downstream_id, replay=is_replay(record))
+        bound.info("change.applied", result=outcome.result, reason=outcome.reason or None, type=change.event_type,
+                   attributes=sorted(change.attributes), event_time=change.time_ms,
+                   downstream_id=outcome.state.downstream_id, replay=is_replay(record))
 
     async def _park(self, work: Work, change: UserChange, reason: str, exc: BaseException) -> None:
         """Set the change aside, and every later change of the user with it, so the offset can advance

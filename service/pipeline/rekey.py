@@ -24,6 +24,7 @@ from service.domain.keycloak import parse_record
 from service.errors import PoisonRecord
 from service.metrics import Metrics
 from service.pipeline.dead_letters import dead_letter
+from service.pipeline.rewind import rewind_to_committed
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -96,14 +97,15 @@ class RekeyStage(ConsumerRebalanceListener):
             if not batches:
                 continue
             async with self._lock:
-                if generation != self._generation:
-                    continue  # fetched across a rebalance: the new owner re-reads from the committed offsets
+                if generation != self._generation:  # fetched across a rebalance: read again from the commits
+                    await rewind_to_committed(self._consumer, batches)
+                    continue
                 try:
                     await asyncio.shield(self._publish(batches))
                 except Exception as exc:  # the stage must outlive a failed batch
                     log.warning("rekey.batch.aborted", error=str(exc), error_type=type(exc).__name__)
                     await asyncio.sleep(1)  # e.g. the broker is away: do not spin
-                    await self._rewind()
+                    await rewind_to_committed(self._consumer, self._consumer.assignment())
 
     async def _publish(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         assert self._producer is not None
@@ -142,13 +144,3 @@ class RekeyStage(ConsumerRebalanceListener):
         self._metrics.events.labels(label, "forwarded").inc()
         log.debug("event.forwarded", realm=result.realm, user_id=result.user_id, event_id=result.event_id,
                   type=event.type, **ctx)
-
-    async def _rewind(self) -> None:
-        """After an aborted transaction, read again from the last committed offsets."""
-        assert self._consumer is not None
-        for tp in self._consumer.assignment():
-            committed = await self._consumer.committed(tp)
-            if committed is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, committed)
