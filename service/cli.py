@@ -1,4 +1,4 @@
-"""Console entry point: `outbound-scim run | tenants ... | gen-key`.
+"""Console entry point: `outbound-scim run | tenants ... | parked ... | dead-letters ... | gen-key`.
 
 `tenants` commands call the admin HTTP API of a running service, so the CLI and the API share one
 implementation. Downstream tokens are read from an environment variable or stdin, never from argv
@@ -15,6 +15,7 @@ import sys
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import quote
 
 from cryptography.fernet import Fernet
 
@@ -45,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     enable.add_argument("realm")
     enable.add_argument("--base-url", required=True)
     enable.add_argument("--delete-policy", choices=["ignore", "deactivate", "delete"], default="ignore")
+    enable.add_argument("--max-concurrency", type=int, help="requests in flight to this downstream")
+    enable.add_argument("--rate-limit-per-minute", type=int, help="pace requests (e.g. Slack: 180)")
     enable.add_argument("--token-env", default="OUTBOUND_SCIM_DOWNSTREAM_TOKEN",
                         help="environment variable holding the downstream token (default: %(default)s)")
     enable.add_argument("--token-stdin", action="store_true", help="read the downstream token from stdin")
@@ -52,7 +55,29 @@ def _parser() -> argparse.ArgumentParser:
     disable = tsub.add_parser("disable", help="disable: events for the realm stop propagating")
     disable.add_argument("realm")
     disable.set_defaults(func=_disable)
+
+    parked = sub.add_parser("parked", help="changes parked per tenant (refused token, breaker, retries)")
+    parked.add_argument("--api-url", default=os.environ.get("OUTBOUND_SCIM_API_URL", "http://127.0.0.1:8080"))
+    psub = parked.add_subparsers(required=True, metavar="action")
+    for action, method, suffix in (("list", "GET", ""), ("replay", "POST", "/replay")):
+        cmd = psub.add_parser(action, help=f"{action} the parked changes of a tenant, oldest first")
+        cmd.add_argument("realm")
+        cmd.set_defaults(func=lambda a, m=method, x=suffix: _call(a, m, f"/tenants/{quote(a.realm)}/parked{x}"))
+
+    letters = sub.add_parser("dead-letters", help="records and changes that were dead-lettered")
+    letters.add_argument("--api-url", default=os.environ.get("OUTBOUND_SCIM_API_URL", "http://127.0.0.1:8080"))
+    lsub = letters.add_subparsers(required=True, metavar="action")
+    listing = lsub.add_parser("list", help="list dead letters not replayed yet")
+    listing.add_argument("--tenant")
+    listing.set_defaults(func=lambda a: _call(a, "GET", "/dead-letters" + _tenant_query(a.tenant)))
+    replay = lsub.add_parser("replay", help="send dead letters back to the topic they came from")
+    replay.add_argument("--tenant")
+    replay.set_defaults(func=lambda a: _call(a, "POST", "/dead-letters/replay", {"tenant": a.tenant}))
     return parser
+
+
+def _tenant_query(tenant: str | None) -> str:
+    return f"?tenant={quote(tenant)}" if tenant else ""
 
 
 def _run(_: argparse.Namespace) -> int:
@@ -71,11 +96,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    return _call(args, "GET", f"/tenants/{args.realm}")
+    return _call(args, "GET", f"/tenants/{quote(args.realm)}")
 
 
 def _disable(args: argparse.Namespace) -> int:
-    return _call(args, "DELETE", f"/tenants/{args.realm}")
+    return _call(args, "DELETE", f"/tenants/{quote(args.realm)}")
 
 
 def _enable(args: argparse.Namespace) -> int:
@@ -83,8 +108,14 @@ def _enable(args: argparse.Namespace) -> int:
     if not token:
         print(f"no downstream token: set {args.token_env} or pass --token-stdin", file=sys.stderr)
         return 2
-    body = {"base_url": args.base_url, "token": token, "delete_policy": args.delete_policy}
-    return _call(args, "PUT", f"/tenants/{args.realm}", body)
+    body = {
+        "base_url": args.base_url,
+        "token": token,
+        "delete_policy": args.delete_policy,
+        "max_concurrency": args.max_concurrency,
+        "rate_limit_per_minute": args.rate_limit_per_minute,
+    }
+    return _call(args, "PUT", f"/tenants/{quote(args.realm)}", body)
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> int:

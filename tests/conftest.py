@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import ScimServer, start_broker, start_scim_server, stop_broker
+
 SCIM_TOKEN = "downstream-token-1"
 
 

@@ -9,7 +9,7 @@ change would lose, say, a name edit that raced with a newer disable.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from service.domain.changes import UserChange
@@ -24,7 +24,14 @@ class UserState:
     parked: str | None = None  # why this user's changes go to the parking topic until a replay
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        doc = {
+            "downstream_id": self.downstream_id,
+            "values": self.values,
+            "times": self.times,
+            "deleted_ms": self.deleted_ms,
+            "parked": self.parked,
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> UserState:

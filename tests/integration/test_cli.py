@@ -1,0 +1,84 @@
+"""The console commands drive the same admin API an operator script would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+from tests import events as ev
+from tests.conftest import SCIM_TOKEN
+from tests.integration.conftest import Pipeline
+from tests.support import ADMIN_TOKEN, ROOT
+
+
+async def cli(pipeline: Pipeline, *args: str, **env: str) -> tuple[int, str, str]:
+    environment = {**os.environ, "OUTBOUND_SCIM_ADMIN_TOKEN": ADMIN_TOKEN,
+                   "OUTBOUND_SCIM_API_URL": pipeline.api.url, **env}
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "service", *args], capture_output=True, text=True,
+        env=environment, cwd=ROOT, check=False,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+async def test_tenant_commands_enable_list_show_disable(pipeline: Pipeline) -> None:
+    """`tenants enable` (token from the environment) -> list / show without the token -> disable."""
+    realm, base = pipeline.realm(), pipeline.scim.base_url()
+    code, out, err = await cli(pipeline, "tenants", "enable", realm, "--base-url", base,
+                               "--delete-policy", "deactivate", OUTBOUND_SCIM_DOWNSTREAM_TOKEN=SCIM_TOKEN)
+    assert code == 0, err
+    assert json.loads(out)["status"] == "enabled"
+    _, out, _ = await cli(pipeline, "tenants", "list")
+    assert [t["realm"] for t in json.loads(out)["tenants"]] == [realm]
+    _, out, _ = await cli(pipeline, "tenants", "show", realm)
+    assert json.loads(out)["delete_policy"] == "deactivate"
+    code, out, err = await cli(pipeline, "parked", "list", realm)
+    assert (code, json.loads(out)) == (0, {"parked": []})
+    _, out, _ = await cli(pipeline, "tenants", "disable", realm)
+    assert json.loads(out)["status"] == "disabled"
+    code, _, err = await cli(pipeline, "tenants", "show", realm)
+    assert code == 1
+    assert json.loads(err)["error"] == "not_enabled"
+
+
+async def test_enable_refusal_and_missing_token_are_reported(pipeline: Pipeline) -> None:
+    """A refused downstream prints the reason on stderr and exits 1; no token at all exits 2."""
+    code, _, err = await cli(pipeline, "tenants", "enable", "r", "--base-url", pipeline.scim.base_url(),
+                             OUTBOUND_SCIM_DOWNSTREAM_TOKEN="wrong")
+    assert code == 1
+    assert json.loads(err)["error"] == "unauthorized"
+    code, _, err = await cli(pipeline, "tenants", "enable", "r", "--base-url", pipeline.scim.base_url())
+    assert code == 2
+    assert "no downstream token" in err
+
+
+async def test_dead_letter_commands_list_and_replay(pipeline: Pipeline) -> None:
+    """`dead-letters list` shows a poison record with its reason; `replay` sends it back to its source topic,
+    where it fails again (nothing was fixed) and comes back as a new dead letter instead of the old one."""
+    await pipeline.publisher.send(pipeline.settings.admin_events_topic, b"{broken", partition=0)
+    await pipeline.admin(ev.create_user("realm-cli", "u", "u"), partitions=1)
+
+    async def listed() -> list[dict[str, object]]:
+        code, out, err = await cli(pipeline, "dead-letters", "list")
+        assert code == 0, err
+        return list(json.loads(out)["dead_letters"])
+
+    letters: list[dict[str, object]] = []
+    for _ in range(100):
+        letters = await listed()
+        if letters:
+            break
+        await asyncio.sleep(0.2)
+    assert [x["reason"] for x in letters] == ["malformed_json"]
+    first = letters[0]["offset"]
+    code, out, _ = await cli(pipeline, "dead-letters", "replay")
+    assert (code, json.loads(out)) == (0, {"replayed": 1})
+    for _ in range(100):
+        letters = await listed()
+        if letters and letters[0]["offset"] != first:
+            break
+        await asyncio.sleep(0.2)
+    assert [(x["reason"], x["offset"] > first) for x in letters] == [("malformed_json", True)]
