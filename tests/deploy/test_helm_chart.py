@@ -33,7 +33,7 @@ FULLNAME = "scim-outbound-scim"
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
 FERNET_KEY = "kPWUf8ehR0Yf1jOcEYWf0z0j0w0b7m0tLZ3sJ8ZQqQk="
 RUNBOOK_BASE = "https://git.example.com/iam/outbound-scim/blob/main/README.md"
-OPERATIONS = ROOT / "deploy" / "OPERATIONS.md"
+OPERATIONS = ROOT / "README.md"
 DASHBOARD = ROOT / "deploy" / "grafana" / "outbound-scim.json"
 # Alerts on the service's own metrics, and those that also need kafka_exporter (prometheusRule.kafkaExporter).
 CORE_ALERTS = {"OutboundScimDown", "OutboundScimTenantFailing", "OutboundScimTenantUnauthorized",
@@ -638,10 +638,10 @@ def test_prometheus_rule_thresholds_and_selectors(chart: helm_python.Chart) -> N
 
 
 def runbook_sections() -> dict[str, str]:
-    """`### Name` subsection of `## Runbook` in deploy/OPERATIONS.md -> its text (anchor line included)."""
+    """`### Name` subsection of `## Runbook` in README.md -> its text (anchor line included)."""
     text = OPERATIONS.read_text()
     match = re.search(r"^## Runbook\n(.*?)(?=^## |\Z)", text, flags=re.MULTILINE | re.DOTALL)
-    assert match, "deploy/OPERATIONS.md has no '## Runbook' section"
+    assert match, "README.md has no '## Runbook' section"
     parts = re.split(r"^### (.+)$", match.group(1), flags=re.MULTILINE)
     sections = dict(zip(parts[1::2], parts[2::2], strict=True))
     # the anchor of a section sits on the line before its heading, i.e. at the end of the previous part
@@ -655,7 +655,7 @@ def test_every_alert_has_a_runbook_section(chart: helm_python.Chart) -> None:
     for name in rules(chart, KEDA_FULL):
         if name == "Custom":
             continue
-        assert name in sections, f"deploy/OPERATIONS.md has no '### {name}' under '## Runbook'"
+        assert name in sections, f"README.md has no '### {name}' under '## Runbook'"
         anchor, body = sections[name].split("\n", 1)
         assert anchor == f"runbook-{name.lower()}", f"{name}: put '<a id=\"runbook-{name.lower()}\"></a>' before it"
         assert len(body.split()) >= 40, f"the runbook of {name} is too thin"
