@@ -15,8 +15,10 @@ from aiokafka import AIOKafkaProducer
 
 from service.api.app import ApiDeps, build_api
 from service.kafka_topics import ensure_topics
+from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
 from service.pipeline.apply import ApplyStage
+from service.pipeline.backfill import Backfills
 from service.pipeline.held import HeldTopic
 from service.pipeline.rekey import RekeyStage
 from service.scim.breaker import CircuitBreaker
@@ -45,6 +47,8 @@ class Service:
         self.parked: HeldTopic | None = None
         self.dead_letters: HeldTopic | None = None
         self._monitor: asyncio.Task[None] | None = None
+        self.backfills: Backfills | None = None
+        self._keycloak_http: aiohttp.ClientSession | None = None
         self._replay_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def is_ready(self) -> bool:
@@ -87,6 +91,7 @@ class Service:
             **s.kafka_client_options(), acks="all", enable_idempotence=True, linger_ms=5
         )
         await self._producer.start()
+        self.backfills = self._backfills(self._producer)
         self.parked = HeldTopic(s, s.parking_topic, self._producer)
         self.dead_letters = HeldTopic(s, s.dead_letter_topic, self._producer)
         api = build_api(
@@ -101,6 +106,7 @@ class Service:
                 dead_letters=self.dead_letters,
                 replay=self.replay,
                 max_body_bytes=s.api_max_body_bytes,
+                backfills=self.backfills,
             )
         )
         self._runner = web.AppRunner(api, access_log=None)
@@ -115,6 +121,24 @@ class Service:
         monitor = BreakerMonitor(scim, self._downstream_of, self._recovered)
         self._monitor = asyncio.create_task(monitor.run(), name="breaker-monitor")
         log.info("service.started", api_port=self.api_port)
+
+    def _backfills(self, producer: AIOKafkaProducer) -> Backfills | None:
+        s = self.settings
+        if not (s.keycloak_url and s.keycloak_client_id and s.keycloak_client_secret):
+            return None
+        # Keycloak is the operator's own (often internal) service: not behind the tenants' egress policy.
+        self._keycloak_http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+            ssl=ssl.create_default_context(cafile=s.ca_bundle)))
+        keycloak = KeycloakAdminClient(
+            self._keycloak_http,
+            s.keycloak_url,
+            s.keycloak_client_id,
+            s.keycloak_client_secret.get_secret_value(),
+            auth_realm=s.keycloak_auth_realm,
+            retry=RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds),
+            timeout_seconds=s.http_timeout_seconds,
+        )
+        return Backfills(keycloak, producer, s.changes_topic, self.metrics)
 
     def _downstream_of(self, realm: str) -> Downstream | None:
         tenant = self.tenants.get(realm)
@@ -135,6 +159,8 @@ class Service:
 
     async def stop(self) -> None:
         """Intake first, then the apply stage drains and commits, then the clients close."""
+        if self.backfills:
+            await self.backfills.stop()
         if self._monitor:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -149,6 +175,8 @@ class Service:
             await self._producer.stop()
         if self._http:
             await self._http.close()
+        if self._keycloak_http:
+            await self._keycloak_http.close()
         await self.tenants.stop()
         log.info("service.stopped")
 

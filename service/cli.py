@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -52,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="environment variable holding the downstream token (default: %(default)s)")
     enable.add_argument("--token-stdin", action="store_true", help="read the downstream token from stdin")
     enable.set_defaults(func=_enable)
+    enable.add_argument("--backfill", action="store_true", help="then push every existing Keycloak user")
+    backfill = tsub.add_parser("backfill", help="push every user of the realm as Keycloak stores it now")
+    backfill.add_argument("realm")
+    backfill.add_argument("--no-wait", action="store_true", help="start it and return")
+    backfill.set_defaults(func=_backfill)
     disable = tsub.add_parser("disable", help="disable: events for the realm stop propagating")
     disable.add_argument("realm")
     disable.set_defaults(func=_disable)
@@ -114,11 +120,34 @@ def _enable(args: argparse.Namespace) -> int:
         "delete_policy": args.delete_policy,
         "max_concurrency": args.max_concurrency,
         "rate_limit_per_minute": args.rate_limit_per_minute,
+        "backfill": args.backfill,
     }
     return _call(args, "PUT", f"/tenants/{quote(args.realm)}", body)
 
 
-def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> int:
+def _backfill(args: argparse.Namespace) -> int:
+    """Start a backfill, then draw its progress until it ends (done / total, rate) on stderr."""
+    status, doc = _request(args, "POST", f"/tenants/{quote(args.realm)}/backfill")
+    while status < 300 and not args.no_wait and doc.get("state") == "running":
+        _draw_progress(doc)
+        time.sleep(0.5)
+        status, doc = _request(args, "GET", f"/tenants/{quote(args.realm)}/backfill")
+    if status < 300 and not args.no_wait:
+        _draw_progress(doc)
+        print(file=sys.stderr)
+    print(json.dumps(doc, indent=2), file=sys.stdout if status < 300 else sys.stderr)
+    return 0 if status < 300 and doc.get("state") != "failed" else 1
+
+
+def _draw_progress(doc: dict[str, Any]) -> None:
+    total, done = doc.get("total") or 0, doc.get("done", 0)
+    width = 30
+    filled = int(width * done / total) if total else 0
+    bar = "#" * filled + "." * (width - filled)
+    print(f"\r[{bar}] {done}/{total or '?'} users  {doc.get('rate_per_second') or 0}/s", end="", file=sys.stderr)
+
+
+def _request(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     admin_token = os.environ.get("OUTBOUND_SCIM_ADMIN_TOKEN", "")
     request = urllib.request.Request(  # noqa: S310 - the operator chooses the API URL
         args.api_url.rstrip("/") + path,
@@ -128,11 +157,17 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any]
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-            print(json.dumps(json.loads(response.read()), indent=2))
-            return 0
+            return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        print(json.dumps(json.loads(exc.read() or b"{}"), indent=2), file=sys.stderr)
-        return 1
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> int:
+    """One API call; the JSON answer on stdout (success) or stderr (error)."""
+    try:
+        status, doc = _request(args, method, path, body)
     except urllib.error.URLError as exc:
         print(f"cannot reach {args.api_url}: {exc.reason}", file=sys.stderr)
         return 1
+    print(json.dumps(doc, indent=2), file=sys.stdout if status < 300 else sys.stderr)
+    return 0 if status < 300 else 1

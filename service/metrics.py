@@ -89,6 +89,10 @@ class Metrics:
             "Age of the oldest change read but not finished (0 when idle)",
             registry=r,
         )
+        self.backfilled = Counter(
+            "outbound_scim_backfill_users_total", "Keycloak users fed into the pipeline by a backfill",
+            ["tenant"], registry=r,
+        )
         self.commits = Counter(
             "outbound_scim_offset_commits_total", "Offset commits of the apply stage", registry=r
         )

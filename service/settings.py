@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     token_key: SecretStr = Field(description="Fernet key that encrypts downstream tokens at rest")
     admin_token: SecretStr = Field(description="bearer token of the admin HTTP API")
 
+    # Keycloak Admin REST API (backfill); a service account with view-users on the tenants' realms
+    keycloak_url: str | None = Field(None, description="Keycloak base URL, e.g. https://sso.example.com")
+    keycloak_auth_realm: str = Field("master", description="realm of the service-account client")
+    keycloak_client_id: str | None = None
+    keycloak_client_secret: SecretStr | None = None
+
     # HTTP API
     api_host: str = "0.0.0.0"
     api_port: int = 8080

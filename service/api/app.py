@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.domain.plan import DeletePolicy
 from service.errors import EnableRefused
 from service.metrics import Metrics
+from service.pipeline.backfill import Backfills
 from service.pipeline.held import HeldTopic
 from service.scim.breaker import BreakerState
 from service.scim.client import ScimClient
@@ -48,6 +49,7 @@ class ApiDeps:
     dead_letters: HeldTopic
     replay: Callable[[HeldTopic, str | None], Awaitable[int]]
     max_body_bytes: int
+    backfills: Backfills | None = None  # None: no Keycloak admin access configured
 
 
 def build_api(deps: ApiDeps) -> web.Application:
@@ -101,6 +103,9 @@ def build_api(deps: ApiDeps) -> web.Application:
             log.info("tenant.enable.refused", tenant=realm, reason=exc.reason, detail=exc.detail)
             return _error(400 if exc.reason in ("invalid_url", "insecure_url", "forbidden_address") else 422,
                           exc.reason, exc.detail)
+        backfill = body.get("backfill", False)
+        if backfill and deps.backfills is None:
+            return _error(400, "keycloak_not_configured", "backfill needs OUTBOUND_SCIM_KEYCLOAK_* settings")
         previous = deps.tenants.get(realm)
         tenant = replace(parsed, generation=previous.generation + 1) if previous else parsed
         await deps.tenants.put(tenant)
@@ -109,7 +114,10 @@ def build_api(deps: ApiDeps) -> web.Application:
             task = asyncio.create_task(deps.replay(deps.parked, realm))
             background.add(task)
             task.add_done_callback(background.discard)
-        return web.json_response(describe(tenant), status=200 if previous else 201)
+        answer = describe(tenant)
+        if backfill and deps.backfills is not None:
+            answer["backfill"] = deps.backfills.start(realm).public()
+        return web.json_response(answer, status=200 if previous else 201)
 
     async def disable_tenant(request: web.Request) -> web.Response:
         realm = request.match_info["realm"]
@@ -125,6 +133,20 @@ def build_api(deps: ApiDeps) -> web.Application:
 
     async def replay_parked(request: web.Request) -> web.Response:
         return web.json_response({"replayed": await deps.replay(deps.parked, request.match_info["realm"])})
+
+    async def start_backfill(request: web.Request) -> web.Response:
+        realm = request.match_info["realm"]
+        if deps.backfills is None:
+            return _error(409, "keycloak_not_configured", "backfill needs OUTBOUND_SCIM_KEYCLOAK_* settings")
+        if deps.tenants.get(realm) is None:
+            return _error(404, "not_enabled", "outbound SCIM is not enabled for this realm")
+        return web.json_response(deps.backfills.start(realm).public(), status=202)
+
+    async def show_backfill(request: web.Request) -> web.Response:
+        progress = deps.backfills.get(request.match_info["realm"]) if deps.backfills else None
+        if progress is None:
+            return _error(404, "no_backfill", "no backfill was started for this realm on this replica")
+        return web.json_response(progress.public())
 
     async def list_dead_letters(request: web.Request) -> web.Response:
         records = await deps.dead_letters.list(request.query.get("tenant"))
@@ -149,6 +171,8 @@ def build_api(deps: ApiDeps) -> web.Application:
     app.router.add_delete("/tenants/{realm}", disable_tenant)
     app.router.add_get("/tenants/{realm}/parked", list_parked)
     app.router.add_post("/tenants/{realm}/parked/replay", replay_parked)
+    app.router.add_post("/tenants/{realm}/backfill", start_backfill)
+    app.router.add_get("/tenants/{realm}/backfill", show_backfill)
     app.router.add_get("/dead-letters", list_dead_letters)
     app.router.add_post("/dead-letters/replay", replay_dead_letters)
     return app
