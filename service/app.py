@@ -20,6 +20,7 @@ from service.metrics import Metrics
 from service.pipeline.apply import ApplyStage
 from service.pipeline.backfill import Backfills
 from service.pipeline.held import HeldTopic
+from service.pipeline.reconcile import Reconciler
 from service.pipeline.rekey import RekeyStage
 from service.scim.breaker import CircuitBreaker
 from service.scim.client import Downstream, ScimClient
@@ -91,7 +92,9 @@ class Service:
             **s.kafka_client_options(), acks="all", enable_idempotence=True, linger_ms=5
         )
         await self._producer.start()
-        self.backfills = self._backfills(self._producer)
+        keycloak = self._keycloak()
+        self.backfills = Backfills(keycloak, self._producer, s.changes_topic, self.metrics) if keycloak else None
+        reconciler = Reconciler(keycloak, scim, self._producer, s.changes_topic, self.metrics) if keycloak else None
         self.parked = HeldTopic(s, s.parking_topic, self._producer)
         self.dead_letters = HeldTopic(s, s.dead_letter_topic, self._producer)
         api = build_api(
@@ -107,6 +110,7 @@ class Service:
                 replay=self.replay,
                 max_body_bytes=s.api_max_body_bytes,
                 backfills=self.backfills,
+                reconciler=reconciler,
             )
         )
         self._runner = web.AppRunner(api, access_log=None)
@@ -122,14 +126,14 @@ class Service:
         self._monitor = asyncio.create_task(monitor.run(), name="breaker-monitor")
         log.info("service.started", api_port=self.api_port)
 
-    def _backfills(self, producer: AIOKafkaProducer) -> Backfills | None:
+    def _keycloak(self) -> KeycloakAdminClient | None:
         s = self.settings
         if not (s.keycloak_url and s.keycloak_client_id and s.keycloak_client_secret):
             return None
         # Keycloak is the operator's own (often internal) service: not behind the tenants' egress policy.
         self._keycloak_http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
             ssl=ssl.create_default_context(cafile=s.ca_bundle)))
-        keycloak = KeycloakAdminClient(
+        return KeycloakAdminClient(
             self._keycloak_http,
             s.keycloak_url,
             s.keycloak_client_id,
@@ -138,7 +142,6 @@ class Service:
             retry=RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds),
             timeout_seconds=s.http_timeout_seconds,
         )
-        return Backfills(keycloak, producer, s.changes_topic, self.metrics)
 
     def _downstream_of(self, realm: str) -> Downstream | None:
         tenant = self.tenants.get(realm)

@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("realm")
     backfill.add_argument("--no-wait", action="store_true", help="start it and return")
     backfill.set_defaults(func=_backfill)
+    reconcile = tsub.add_parser("reconcile", help="compare Keycloak with the downstream, fix and report drift")
+    reconcile.add_argument("realm")
+    reconcile.add_argument("--dry-run", action="store_true", help="report only, change nothing")
+    reconcile.set_defaults(
+        func=lambda a: _call(a, "POST", f"/tenants/{quote(a.realm)}/reconcile", {"dry_run": a.dry_run})
+    )
     disable = tsub.add_parser("disable", help="disable: events for the realm stop propagating")
     disable.add_argument("realm")
     disable.set_defaults(func=_disable)

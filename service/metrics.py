@@ -93,6 +93,11 @@ class Metrics:
             "outbound_scim_backfill_users_total", "Keycloak users fed into the pipeline by a backfill",
             ["tenant"], registry=r,
         )
+        self.drift = Gauge(
+            "outbound_scim_drift_users",
+            "Users found out of step by the last reconciliation: missing, stale, or extra downstream",
+            ["tenant", "kind"], registry=r,
+        )
         self.commits = Counter(
             "outbound_scim_offset_commits_total", "Offset commits of the apply stage", registry=r
         )

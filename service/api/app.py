@@ -21,6 +21,7 @@ from service.errors import EnableRefused
 from service.metrics import Metrics
 from service.pipeline.backfill import Backfills
 from service.pipeline.held import HeldTopic
+from service.pipeline.reconcile import Reconciler
 from service.scim.breaker import BreakerState
 from service.scim.client import ScimClient
 from service.scim.discovery import validate_downstream
@@ -50,6 +51,7 @@ class ApiDeps:
     replay: Callable[[HeldTopic, str | None], Awaitable[int]]
     max_body_bytes: int
     backfills: Backfills | None = None  # None: no Keycloak admin access configured
+    reconciler: Reconciler | None = None
 
 
 def build_api(deps: ApiDeps) -> web.Application:
@@ -148,6 +150,19 @@ def build_api(deps: ApiDeps) -> web.Application:
             return _error(404, "no_backfill", "no backfill was started for this realm on this replica")
         return web.json_response(progress.public())
 
+    async def reconcile(request: web.Request) -> web.Response:
+        """Compare Keycloak with the downstream; fix what differs unless dry_run; report either way."""
+        realm = request.match_info["realm"]
+        if deps.reconciler is None:
+            return _error(409, "keycloak_not_configured", "reconciliation needs OUTBOUND_SCIM_KEYCLOAK_* settings")
+        tenant = deps.tenants.get(realm)
+        if tenant is None:
+            return _error(404, "not_enabled", "outbound SCIM is not enabled for this realm")
+        body = await _json_object(request, empty_ok=True)
+        if isinstance(body, web.Response):
+            return body
+        return web.json_response(await deps.reconciler.run(tenant.downstream, bool(body.get("dry_run", False))))
+
     async def list_dead_letters(request: web.Request) -> web.Response:
         records = await deps.dead_letters.list(request.query.get("tenant"))
         return web.json_response({"dead_letters": [r.public() for r in records]})
@@ -173,6 +188,7 @@ def build_api(deps: ApiDeps) -> web.Application:
     app.router.add_post("/tenants/{realm}/parked/replay", replay_parked)
     app.router.add_post("/tenants/{realm}/backfill", start_backfill)
     app.router.add_get("/tenants/{realm}/backfill", show_backfill)
+    app.router.add_post("/tenants/{realm}/reconcile", reconcile)
     app.router.add_get("/dead-letters", list_dead_letters)
     app.router.add_post("/dead-letters/replay", replay_dead_letters)
     return app

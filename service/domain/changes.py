@@ -28,6 +28,7 @@ class UserChange:
     event_type: str
     event_id: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    force: bool = False  # write every attribute even if it matches what was last written (reconciliation)
 
     @property
     def key(self) -> str:
@@ -44,6 +45,7 @@ class UserChange:
             "event_type": self.event_type,
             "event_id": self.event_id,
             "attributes": dict(self.attributes),
+            "force": self.force,
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -59,6 +61,7 @@ class UserChange:
                 event_type=doc["event_type"],
                 event_id=doc.get("event_id"),
                 attributes={k: v for k, v in (doc.get("attributes") or {}).items() if k in ATTRIBUTES},
+                force=bool(doc.get("force", False)),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PoisonRecord("malformed_change", str(exc)[:200]) from exc

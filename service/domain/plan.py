@@ -49,7 +49,7 @@ def plan_change(state: UserState, change: UserChange, delete_policy: DeletePolic
         values={**state.values, **newer},
         times={**state.times, **dict.fromkeys(newer, change.time_ms)},
     )
-    if state.downstream_id is None:
+    if state.downstream_id is None or change.force:
         return Plan("sync", new_state, changed=newer)
     changed = {attr: value for attr, value in newer.items() if state.values.get(attr, _MISSING) != value}
     if not changed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,19 @@ class ScimClient:
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         return {tenant: gate.breaker for tenant, gate in self._gates.items()}
+
+    async def list_users(self, ds: Downstream, page_size: int = 500) -> AsyncIterator[dict[str, Any]]:
+        """Every user of the downstream, page by page (startIndex / count)."""
+        start = 1
+        while True:
+            doc = await self.send(ds, "GET", "Users", params={"startIndex": str(start), "count": str(page_size)})
+            page = (doc.get("Resources") if isinstance(doc, dict) else None) or []
+            for resource in page:
+                yield resource
+            total = int(doc.get("totalResults", 0)) if isinstance(doc, dict) else 0
+            start += len(page)
+            if not page or start > total:
+                return
 
     async def find_user(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None:
         doc = await self.send(ds, "GET", "Users", params={"filter": scim.eq_filter(attribute, value)})

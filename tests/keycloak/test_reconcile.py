@@ -1,0 +1,115 @@
+"""Reconciliation against a real Keycloak: drift planted downstream is reported by a dry run (which
+changes nothing) and fixed by a real run; an extra downstream user is reported, never touched; a user
+whose event was lost (never published) is repaired."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from service.app import Service
+from tests.conftest import SCIM_TOKEN
+from tests.keycloak.conftest import RealKeycloak
+from tests.keycloak.setup_realm import MasterAdmin
+from tests.support import (
+    Api,
+    ScimServer,
+    by_external_id,
+    create_source_topics,
+    downstream_users,
+    make_settings,
+    running_service,
+    wait_until,
+)
+
+HEADERS = {"Authorization": f"Bearer {SCIM_TOKEN}", "Content-Type": "application/scim+json"}
+
+
+@pytest.fixture
+async def setup(
+    keycloak: RealKeycloak, kafka_bootstrap: str, scim_server: ScimServer
+) -> AsyncIterator[tuple[Service, MasterAdmin, str, dict[str, str], str]]:
+    async with aiohttp.ClientSession() as session:
+        admin = MasterAdmin(session, keycloak.url, keycloak.admin_user, keycloak.admin_password)
+        realm = f"rc-{uuid.uuid4().hex[:8]}"
+        await admin.create_realm(realm)
+        account = await admin.create_service_account(realm, "outbound-scim")
+        ids = {}
+        for name, enabled in (("alice", True), ("bob", False), ("carol", True), ("dave", True)):
+            ids[name] = await admin.create_user(realm, {"username": name, "firstName": name.title(),
+                                                        "lastName": "Test", "email": f"{name}@example.com",
+                                                        "enabled": enabled})
+        settings = make_settings(kafka_bootstrap, keycloak_url=keycloak.url, keycloak_auth_realm=realm,
+                                 keycloak_client_id=account.client_id, keycloak_client_secret=account.client_secret)
+        await create_source_topics(settings)
+        async with running_service(settings) as service:
+            base = scim_server.base_url()
+            status, body = await Api(service.api_port or 0).call(
+                "PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN, "backfill": True})
+            assert status == 201, body
+
+            async def backfilled() -> bool:
+                return len(await downstream_users(base, SCIM_TOKEN)) == 4
+
+            await wait_until(backfilled, what="4 users backfilled")
+            yield service, admin, realm, ids, base
+
+
+async def scim(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+    async with aiohttp.ClientSession() as http, http.request(method, url, json=body, headers=HEADERS) as r:
+        assert r.status < 300, await r.text()
+        return await r.json(content_type=None) if r.status != 204 else None
+
+
+async def test_reconciliation_reports_and_fixes_drift(
+    setup: tuple[Service, MasterAdmin, str, dict[str, str], str],
+) -> None:
+    """Changed email, wrongly active user, missing user, extra user, lost event: dry run reports all
+    and changes nothing; a real run fixes all but the extra user, which stays untouched."""
+    service, admin, realm, ids, base = setup
+    api = Api(service.api_port or 0)
+    users = {u["externalId"]: u for u in await downstream_users(base, SCIM_TOKEN)}
+    patch = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": []}
+    await scim("PATCH", f"{base}/Users/{users[ids['alice']]['id']}",
+               {**patch, "Operations": [{"op": "replace", "path": "emails",
+                                         "value": [{"value": "hacked@example.com", "type": "work", "primary": True}]}]})
+    await scim("PATCH", f"{base}/Users/{users[ids['bob']]['id']}",
+               {**patch, "Operations": [{"op": "replace", "path": "active", "value": True}]})
+    await scim("DELETE", f"{base}/Users/{users[ids['carol']]['id']}")
+    extra = await scim("POST", f"{base}/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                                 "userName": "outsider", "externalId": "not-in-keycloak"})
+    lost = await admin.create_user(realm, {"username": "erin", "email": "erin@example.com", "enabled": True})
+
+    status, report = await api.call("POST", f"/tenants/{realm}/reconcile", {"dry_run": True})
+    assert status == 200, report
+    assert sorted(report["missing"]["ids"]) == sorted([ids["carol"], lost])
+    assert {u["id"]: u["attributes"] for u in report["stale"]["users"]} == {
+        ids["alice"]: ["email"], ids["bob"]: ["active"]}
+    assert [u["externalId"] for u in report["extra"]["users"]] == ["not-in-keycloak"]
+    assert report["fixes_queued"] == 0
+    after_dry_run = by_external_id(await downstream_users(base, SCIM_TOKEN))
+    assert after_dry_run[ids["alice"]][0]["emails"][0]["value"] == "hacked@example.com"
+    assert ids["carol"] not in after_dry_run
+
+    status, report = await api.call("POST", f"/tenants/{realm}/reconcile", {"dry_run": False})
+    assert (status, report["fixes_queued"]) == (200, 4)
+
+    async def fixed() -> bool:
+        now = by_external_id(await downstream_users(base, SCIM_TOKEN))
+        return (
+            now.get(ids["alice"], [{}])[0].get("emails", [{}])[0].get("value") == "alice@example.com"
+            and now.get(ids["bob"], [{}])[0].get("active") is False
+            and ids["carol"] in now
+            and lost in now
+        )
+
+    await wait_until(fixed, what="drift fixed")
+    final = by_external_id(await downstream_users(base, SCIM_TOKEN))
+    assert final["not-in-keycloak"] == [extra], "the extra downstream user is never touched"
+    assert all(len(v) == 1 for v in final.values())
+    status, report = await api.call("POST", f"/tenants/{realm}/reconcile", {"dry_run": True})
+    assert (report["missing"]["count"], report["stale"]["count"], report["extra"]["count"]) == (0, 0, 1)
