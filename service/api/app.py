@@ -220,6 +220,9 @@ def _parse_enable(realm: str, body: dict[str, Any]) -> Tenant | web.Response:
     for name, value in limits.items():
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             return _error(400, "invalid_request", f"{name} is a positive integer")
+    realm_id = body.get("realm_id")
+    if realm_id is not None and (not isinstance(realm_id, str) or not realm_id):
+        return _error(400, "invalid_request", "realm_id is a non-empty string")
     return Tenant(
         realm,
         base_url.rstrip("/"),
@@ -228,6 +231,7 @@ def _parse_enable(realm: str, body: dict[str, Any]) -> Tenant | web.Response:
         datetime.now(UTC).isoformat(timespec="seconds"),
         max_concurrency=limits["max_concurrency"],
         rate_limit_per_minute=limits["rate_limit_per_minute"],
+        realm_id=realm_id,
     )
 
 

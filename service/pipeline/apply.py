@@ -240,13 +240,15 @@ class ApplyStage(ConsumerRebalanceListener):
         except PoisonRecord as exc:
             await self._dead_letter(work, exc.reason, exc)
             return
-        bound = log.bind(tenant=change.realm, user_id=change.user_id, event_id=change.event_id,
-                         partition=record.partition, offset=record.offset)
         tenant = self._tenants.get(change.realm)
         if tenant is None:
             self._metrics.changes.labels("unknown", "skipped_no_tenant").inc()
-            bound.info("change.skipped", reason="no_enabled_tenant")
+            log.info("change.skipped", reason="no_enabled_tenant", realm=change.realm, user_id=change.user_id,
+                     event_id=change.event_id, partition=record.partition, offset=record.offset)
             return
+        change = replace(change, realm=tenant.realm)  # a realm id (playa plugin) becomes the realm's name
+        bound = log.bind(tenant=change.realm, user_id=change.user_id, event_id=change.event_id,
+                         partition=record.partition, offset=record.offset)
         state = self._states.get(change.key)
         if state.parked and not is_replay(record):
             await self._park(work, change, "behind_parked", Parked(f"an earlier change is parked ({state.parked})"))
@@ -274,7 +276,7 @@ class ApplyStage(ConsumerRebalanceListener):
                 bound.warning("change.retry", error=str(exc), attempt=attempt, delay=round(delay, 2))
                 await asyncio.sleep(delay)
                 refreshed = self._tenants.get(change.realm)
-                if refreshed is None:
+                if refreshed is None:  # disabled meanwhile
                     self._metrics.changes.labels("unknown", "skipped_no_tenant").inc()
                     bound.info("change.skipped", reason="no_enabled_tenant")
                     return

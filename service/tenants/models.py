@@ -26,6 +26,7 @@ class Tenant:
     rate_limit_per_minute: int | None = None
     status: TenantStatus = "enabled"
     generation: int = 1  # bumped by every enable / rotate: tells a stale "unauthorized" mark apart
+    realm_id: str | None = None  # the realm's internal id: plugins that send no realmName (playa) use it
 
     @property
     def downstream(self) -> Downstream:
@@ -40,6 +41,7 @@ class Tenant:
             "delete_policy": str(self.delete_policy),
             "max_concurrency": self.max_concurrency,
             "rate_limit_per_minute": self.rate_limit_per_minute,
+            "realm_id": self.realm_id,
             "updated_at": self.updated_at,
         }
 
@@ -75,6 +77,7 @@ def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
             "rate_limit_per_minute": tenant.rate_limit_per_minute,
             "status": tenant.status,
             "generation": tenant.generation,
+            "realm_id": tenant.realm_id,
         }
     ).encode()
 
@@ -91,4 +94,5 @@ def decode_tenant(raw: bytes, cipher: TokenCipher) -> Tenant:
         rate_limit_per_minute=doc.get("rate_limit_per_minute"),
         status="unauthorized" if doc.get("status") == "unauthorized" else "enabled",
         generation=int(doc.get("generation", 1)),
+        realm_id=doc.get("realm_id"),
     )

@@ -30,6 +30,7 @@ class TenantStore:
         self._metrics = metrics
         self._tenants: dict[str, Tenant] = {}
         self._marking: set[str] = set()
+        self._names_by_id: dict[str, str] = {}
         self._positions: dict[int, int] = {}
         self._progress = asyncio.Condition()
         self._consumer: AIOKafkaConsumer | None = None
@@ -38,7 +39,11 @@ class TenantStore:
         self.loaded = asyncio.Event()
 
     def get(self, realm: str) -> Tenant | None:
-        return self._tenants.get(realm)
+        """By realm name, or by the realm's internal id when the tenant declared it."""
+        tenant = self._tenants.get(realm)
+        if tenant is None and (name := self._names_by_id.get(realm)) is not None:
+            tenant = self._tenants.get(name)
+        return tenant
 
     def all(self) -> list[Tenant]:
         return sorted(self._tenants.values(), key=lambda t: t.realm)
@@ -118,6 +123,7 @@ class TenantStore:
         realm = key.decode()
         if value is None:
             self._tenants.pop(realm, None)
+            self._names_by_id = {k: v for k, v in self._names_by_id.items() if v != realm}
             self._metrics.tenant_unauthorized.labels(realm).set(0)
             return
         try:
@@ -126,3 +132,6 @@ class TenantStore:
             log.error("tenants.record.invalid", tenant=realm, error=str(exc))
             return
         self._metrics.tenant_unauthorized.labels(realm).set(1 if tenant.status == "unauthorized" else 0)
+        self._names_by_id = {k: v for k, v in self._names_by_id.items() if v != realm}
+        if tenant.realm_id:
+            self._names_by_id[tenant.realm_id] = realm

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests import events as ev
+from tests.conftest import SCIM_TOKEN
 from tests.integration.conftest import Pipeline
 from tests.support import wait_until
 
@@ -155,3 +156,21 @@ async def test_irrelevant_events_are_skipped_and_counted(pipeline: Pipeline) -> 
 
     await wait_until(all_skipped, what="seven skipped events counted")
     assert await pipeline.users(realm) == []
+
+
+async def test_playa_plugin_format_reaches_the_tenant_by_realm_id(pipeline: Pipeline) -> None:
+    """ru.playa.keycloak's format (`@class`, no id, no realmName) is detected; the tenant is found by the
+    realm id it declared at enable time."""
+    realm = pipeline.realm()
+    realm_id = f"id-{realm}"
+    base = pipeline.scim.base_url()
+    pipeline.bases[realm] = base
+    status, body = await pipeline.api.call("PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN,
+                                                                          "realm_id": realm_id})
+    assert (status, body["realm_id"]) == (201, realm_id)
+    event = ev.create_user(realm, "p-1", "playa-user", "Pla", "Ya")
+    event.update({"@class": "ru.playa.keycloak.kafka.KeycloakAdminEvent", "id": None, "realmName": None,
+                  "realmId": realm_id})
+    await pipeline.admin(event)
+    user = await pipeline.wait_user(realm, "p-1", userName="playa-user", displayName="Pla Ya")
+    assert user["active"] is True
