@@ -111,6 +111,7 @@ class Service:
                 max_body_bytes=s.api_max_body_bytes,
                 backfills=self.backfills,
                 reconciler=reconciler,
+                keycloak=keycloak,
             )
         )
         self._runner = web.AppRunner(api, access_log=None)
@@ -118,7 +119,8 @@ class Service:
         site = web.TCPSite(self._runner, s.api_host, s.api_port)
         await site.start()
         self.api_port = self._runner.addresses[0][1]
-        self.apply = ApplyStage(s, self.metrics, self.tenants, scim, self._producer)
+        authoritative = keycloak if s.keycloak_authoritative else None
+        self.apply = ApplyStage(s, self.metrics, self.tenants, scim, self._producer, authoritative)
         await self.apply.start()
         self.rekey = RekeyStage(s, self.metrics)
         await self.rekey.start()

@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.set_defaults(
         func=lambda a: _call(a, "POST", f"/tenants/{quote(a.realm)}/reconcile", {"dry_run": a.dry_run})
     )
+    sync = tsub.add_parser("sync", help="provision one user now from Keycloak; prints the step trace")
+    sync.add_argument("realm")
+    sync.add_argument("user_id")
+    sync.set_defaults(
+        func=lambda a: _call(a, "POST", f"/tenants/{quote(a.realm)}/users/{quote(a.user_id, safe='')}/sync")
+    )
     disable = tsub.add_parser("disable", help="disable: events for the realm stop propagating")
     disable.add_argument("realm")
     disable.set_defaults(func=_disable)

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     keycloak_auth_realm: str = Field("master", description="realm of the service-account client")
     keycloak_client_id: str | None = None
     keycloak_client_secret: SecretStr | None = None
+    keycloak_authoritative: bool = Field(
+        True, description="with Keycloak access, apply each change from the user as Keycloak stores it"
+    )
 
     # HTTP API
     api_host: str = "0.0.0.0"

@@ -18,9 +18,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.domain.plan import DeletePolicy
 from service.errors import EnableRefused
+from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
 from service.pipeline.backfill import Backfills
 from service.pipeline.held import HeldTopic
+from service.pipeline.on_demand import provision_now
 from service.pipeline.reconcile import Reconciler
 from service.scim.breaker import BreakerState
 from service.scim.client import ScimClient
@@ -52,6 +54,7 @@ class ApiDeps:
     max_body_bytes: int
     backfills: Backfills | None = None  # None: no Keycloak admin access configured
     reconciler: Reconciler | None = None
+    keycloak: KeycloakAdminClient | None = None
 
 
 def build_api(deps: ApiDeps) -> web.Application:
@@ -163,6 +166,16 @@ def build_api(deps: ApiDeps) -> web.Application:
             return body
         return web.json_response(await deps.reconciler.run(tenant.downstream, bool(body.get("dry_run", False))))
 
+    async def sync_user(request: web.Request) -> web.Response:
+        """Provision one user now, from Keycloak, and answer the step trace."""
+        realm = request.match_info["realm"]
+        if deps.keycloak is None:
+            return _error(409, "keycloak_not_configured", "on-demand sync needs OUTBOUND_SCIM_KEYCLOAK_* settings")
+        tenant = deps.tenants.get(realm)
+        if tenant is None:
+            return _error(404, "not_enabled", "outbound SCIM is not enabled for this realm")
+        return web.json_response(await provision_now(deps.keycloak, deps.scim, tenant, request.match_info["user_id"]))
+
     async def list_dead_letters(request: web.Request) -> web.Response:
         records = await deps.dead_letters.list(request.query.get("tenant"))
         return web.json_response({"dead_letters": [r.public() for r in records]})
@@ -189,6 +202,7 @@ def build_api(deps: ApiDeps) -> web.Application:
     app.router.add_post("/tenants/{realm}/backfill", start_backfill)
     app.router.add_get("/tenants/{realm}/backfill", show_backfill)
     app.router.add_post("/tenants/{realm}/reconcile", reconcile)
+    app.router.add_post("/tenants/{realm}/users/{user_id}/sync", sync_user)
     app.router.add_get("/dead-letters", list_dead_letters)
     app.router.add_post("/dead-letters/replay", replay_dead_letters)
     return app

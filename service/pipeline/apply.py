@@ -21,7 +21,10 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from service.domain.changes import UserChange
 from service.domain.plan import plan_change
 from service.errors import CircuitOpen, Parked, PoisonRecord, ScimError, ScimRejected, ScimTransient
+from service.keycloak_admin.client import KeycloakAdminClient
+from service.keycloak_admin.errors import KeycloakError, KeycloakUnavailable
 from service.metrics import Metrics
+from service.pipeline.authoritative import read_truth
 from service.pipeline.dead_letters import REPLAYED, dead_letter
 from service.pipeline.offsets import PartitionOffsets
 from service.pipeline.rewind import rewind_to_committed
@@ -56,8 +59,10 @@ class ApplyStage(ConsumerRebalanceListener):
         tenants: TenantStore,
         scim: ScimClient,
         producer: AIOKafkaProducer,
+        keycloak: KeycloakAdminClient | None = None,
     ) -> None:
         self._settings = settings
+        self._keycloak = keycloak  # authoritative mode: each change re-reads the user from Keycloak
         self._metrics = metrics
         self._tenants = tenants
         self._scim = scim
@@ -261,13 +266,23 @@ class ApplyStage(ConsumerRebalanceListener):
         while True:
             attempt += 1
             state = self._states.get(change.key)
-            plan = plan_change(state, change, tenant.delete_policy)
             try:
-                outcome = await execute(plan, change, tenant.downstream, self._scim)
+                effective = await read_truth(self._keycloak, change) if self._keycloak else change
+                plan = plan_change(state, effective, tenant.delete_policy)
+                outcome = await execute(plan, effective, tenant.downstream, self._scim)
                 break
             except CircuitOpen as exc:
                 await self._park(work, change, "circuit_open", exc)
                 return
+            except KeycloakError as exc:
+                if not isinstance(exc, KeycloakUnavailable):  # refused credentials or roles: fix, then replay
+                    await self._park(work, change, "keycloak_refused", exc)
+                    return
+                if time.monotonic() + self._settings.retry_max_seconds > deadline:
+                    await self._park(work, change, "retries_exhausted", exc)
+                    return
+                bound.warning("change.retry", error=str(exc), attempt=attempt)
+                await asyncio.sleep(self._backoff.delay(min(attempt, 10), exc.retry_after))
             except ScimTransient as exc:
                 delay = self._backoff.delay(min(attempt, 10), exc.retry_after)
                 if time.monotonic() + delay > deadline:

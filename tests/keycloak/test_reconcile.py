@@ -113,3 +113,27 @@ async def test_reconciliation_reports_and_fixes_drift(
     assert all(len(v) == 1 for v in final.values())
     status, report = await api.call("POST", f"/tenants/{realm}/reconcile", {"dry_run": True})
     assert (report["missing"]["count"], report["stale"]["count"], report["extra"]["count"]) == (0, 0, 1)
+
+
+async def test_provision_one_user_now_returns_the_step_trace(
+    setup: tuple[Service, MasterAdmin, str, dict[str, str], str],
+) -> None:
+    """On-demand sync of a user changed in Keycloak without an event: the downstream matches at once,
+    and the answer shows the Keycloak read, the plan, the lookup and the PATCH with their answers."""
+    service, admin, realm, ids, base = setup
+    await admin.ok("PUT", f"/{realm}/users/{ids['dave']}", {"firstName": "David", "enabled": False})
+    status, trace = await Api(service.api_port or 0).call("POST", f"/tenants/{realm}/users/{ids['dave']}/sync")
+    assert status == 200, trace
+    assert trace["result"] == "updated"
+    steps = trace["steps"]
+    assert steps[0] == {"step": "read_keycloak", "found": True, "attributes": {
+        "userName": "dave", "givenName": "David", "familyName": "Test", "email": "dave@example.com", "active": False}}
+    assert steps[1]["step"] == "plan"
+    assert steps[1]["action"] == "sync"
+    assert [(s["method"], s["outcome"]) for s in steps[2:]] == [("GET", "ok"), ("PATCH", "ok")]
+    assert steps[2]["answer"]["found"] is True
+    user = by_external_id(await downstream_users(base, SCIM_TOKEN))[ids["dave"]][0]
+    assert (user["name"]["givenName"], user["active"]) == ("David", False)
+
+    status, trace = await Api(service.api_port or 0).call("POST", f"/tenants/{realm}/users/no-such-user/sync")
+    assert (status, trace["result"], trace["steps"][0]) == (200, "skipped", {"step": "read_keycloak", "found": False})

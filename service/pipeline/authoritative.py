@@ -1,0 +1,43 @@
+"""Authoritative mode: Keycloak's stored user instead of what the event claims.
+
+An event is only a trigger: the plugin publishes before Keycloak commits (an event can describe a
+change that rolled back, and a read right after a CREATE can briefly 404), and an UPDATE may carry a
+partial representation. So each change is replaced by the user as Keycloak stores it now; a user that
+stays absent is a deletion (the tenant's delete policy applies). Backfill and reconciliation changes
+were read from Keycloak already and pass through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from service.domain.changes import UserChange
+from service.keycloak_admin.client import KeycloakAdminClient
+from service.keycloak_admin.mapping import user_attributes
+
+ALREADY_AUTHORITATIVE = frozenset({"BACKFILL", "RECONCILE", "ON_DEMAND"})
+CREATES = frozenset({"USER_CREATE", "REGISTER"})
+
+
+async def read_truth(
+    keycloak: KeycloakAdminClient,
+    change: UserChange,
+    *,
+    create_attempts: int = 4,
+    wait_seconds: float = 0.5,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> UserChange:
+    if change.event_type in ALREADY_AUTHORITATIVE:
+        return change
+    attempts = create_attempts if change.event_type in CREATES else 1
+    for attempt in range(attempts):
+        rep = await keycloak.get_user(change.realm, change.user_id)
+        read_at = max(int(time.time() * 1000), change.time_ms)
+        if rep is not None:
+            return replace(change, op="upsert", time_ms=read_at, attributes=user_attributes(rep))
+        if attempt + 1 < attempts:
+            await sleep(wait_seconds * (attempt + 1))  # the event may precede Keycloak's commit
+    return replace(change, op="delete", time_ms=read_at, attributes={})

@@ -1,0 +1,53 @@
+"""Provision one user now (Entra's "provision on demand"): read it from Keycloak, make the downstream
+match, and return every step: what Keycloak said, the plan, each request sent and its answer.
+
+It runs outside the keyed pipeline, for an operator checking one user; it writes every attribute
+(forced), so it also repairs drift the stored state does not know about.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from service.domain.changes import UserChange
+from service.domain.plan import plan_change
+from service.domain.state import UserState
+from service.errors import ScimError
+from service.keycloak_admin.client import KeycloakAdminClient
+from service.keycloak_admin.mapping import user_attributes
+from service.scim.client import ScimClient
+from service.scim.executor import execute
+from service.scim.trace import TracingClient
+from service.tenants.models import Tenant
+
+
+async def provision_now(
+    keycloak: KeycloakAdminClient, scim: ScimClient, tenant: Tenant, user_id: str
+) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    rep = await keycloak.get_user(tenant.realm, user_id)
+    now = int(time.time() * 1000)
+    if rep is None:
+        steps.append({"step": "read_keycloak", "found": False})
+        change = UserChange(tenant.realm, user_id, "delete", now, "ON_DEMAND", force=True)
+    else:
+        attributes = user_attributes(rep)
+        steps.append({"step": "read_keycloak", "found": True, "attributes": attributes})
+        change = UserChange(tenant.realm, user_id, "upsert", now, "ON_DEMAND", attributes=attributes, force=True)
+    plan = plan_change(UserState(), change, tenant.delete_policy)
+    steps.append({"step": "plan", "action": plan.action, "attributes": sorted(plan.changed), "reason": plan.reason})
+    traced = TracingClient(scim)
+    try:
+        outcome = await execute(plan, change, tenant.downstream, traced)  # type: ignore[arg-type]
+    except ScimError as exc:
+        return {"realm": tenant.realm, "user_id": user_id, "result": "failed", "error": str(exc),
+                "steps": steps + traced.steps}
+    return {
+        "realm": tenant.realm,
+        "user_id": user_id,
+        "result": outcome.result,
+        "reason": outcome.reason or None,
+        "downstream_id": outcome.state.downstream_id,
+        "steps": steps + traced.steps,
+    }
