@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import ssl
+import time
 from collections import defaultdict
 
 import aiohttp
@@ -48,6 +49,7 @@ class Service:
         self.parked: HeldTopic | None = None
         self.dead_letters: HeldTopic | None = None
         self._monitor: asyncio.Task[None] | None = None
+        self._periodic: asyncio.Task[None] | None = None
         self.backfills: Backfills | None = None
         self._keycloak_http: aiohttp.ClientSession | None = None
         self._replay_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -126,6 +128,8 @@ class Service:
         await self.rekey.start()
         monitor = BreakerMonitor(scim, self._downstream_of, self._recovered)
         self._monitor = asyncio.create_task(monitor.run(), name="breaker-monitor")
+        if reconciler is not None:
+            self._periodic = asyncio.create_task(self._reconcile_periodically(reconciler), name="reconcile")
         log.info("service.started", api_port=self.api_port)
 
     def _keycloak(self) -> KeycloakAdminClient | None:
@@ -144,6 +148,25 @@ class Service:
             retry=RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds),
             timeout_seconds=s.http_timeout_seconds,
         )
+
+    async def _reconcile_periodically(self, reconciler: Reconciler, check_seconds: float = 30.0) -> None:
+        """Tenants with a reconcile interval are reconciled by the replica owning changes partition 0
+        (one replica does it; after a rebalance the new owner starts its own clock)."""
+        last: dict[str, float] = {}
+        while True:
+            await asyncio.sleep(check_seconds)
+            if self.apply is None or not self.apply.owns(0):
+                last.clear()
+                continue
+            now = time.monotonic()
+            for tenant in self.tenants.all():
+                interval = tenant.reconcile_interval_minutes
+                if interval and now - last.setdefault(tenant.realm, now) >= interval * 60:
+                    last[tenant.realm] = now
+                    try:
+                        await reconciler.run(tenant.downstream, dry_run=False)
+                    except Exception as exc:  # reported; the next interval tries again
+                        log.error("reconcile.failed", tenant=tenant.realm, error=str(exc)[:300])
 
     def _downstream_of(self, realm: str) -> Downstream | None:
         tenant = self.tenants.get(realm)
@@ -166,10 +189,11 @@ class Service:
         """Intake first, then the apply stage drains and commits, then the clients close."""
         if self.backfills:
             await self.backfills.stop()
-        if self._monitor:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+        for task in (self._monitor, self._periodic):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.rekey:
             await self.rekey.stop()
         if self.apply:

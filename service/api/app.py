@@ -230,7 +230,7 @@ def _parse_enable(realm: str, body: dict[str, Any]) -> Tenant | web.Response:
         policy = DeletePolicy(body.get("delete_policy", "ignore"))
     except ValueError:
         return _error(400, "invalid_request", "delete_policy is one of ignore, deactivate, delete")
-    limits = {k: body.get(k) for k in ("max_concurrency", "rate_limit_per_minute")}
+    limits = {k: body.get(k) for k in ("max_concurrency", "rate_limit_per_minute", "reconcile_interval_minutes")}
     for name, value in limits.items():
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             return _error(400, "invalid_request", f"{name} is a positive integer")
@@ -246,6 +246,7 @@ def _parse_enable(realm: str, body: dict[str, Any]) -> Tenant | web.Response:
         max_concurrency=limits["max_concurrency"],
         rate_limit_per_minute=limits["rate_limit_per_minute"],
         realm_id=realm_id,
+        reconcile_interval_minutes=limits["reconcile_interval_minutes"],
     )
 
 

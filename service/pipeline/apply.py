@@ -105,6 +105,10 @@ class ApplyStage(ConsumerRebalanceListener):
         if self._consumer:
             await self._consumer.stop()
 
+    def owns(self, partition: int) -> bool:
+        """Whether this replica applies the changes of `partition` now (one replica does singleton work)."""
+        return any(tp.partition == partition for tp in self._offsets)
+
     # -- rebalance listener -------------------------------------------------------------------------
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:

@@ -27,6 +27,7 @@ class Tenant:
     status: TenantStatus = "enabled"
     generation: int = 1  # bumped by every enable / rotate: tells a stale "unauthorized" mark apart
     realm_id: str | None = None  # the realm's internal id: plugins that send no realmName (playa) use it
+    reconcile_interval_minutes: int | None = None  # periodic reconciliation; None: off
 
     @property
     def downstream(self) -> Downstream:
@@ -42,6 +43,7 @@ class Tenant:
             "max_concurrency": self.max_concurrency,
             "rate_limit_per_minute": self.rate_limit_per_minute,
             "realm_id": self.realm_id,
+            "reconcile_interval_minutes": self.reconcile_interval_minutes,
             "updated_at": self.updated_at,
         }
 
@@ -78,6 +80,7 @@ def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
             "status": tenant.status,
             "generation": tenant.generation,
             "realm_id": tenant.realm_id,
+            "reconcile_interval_minutes": tenant.reconcile_interval_minutes,
         }
     ).encode()
 
@@ -95,4 +98,5 @@ def decode_tenant(raw: bytes, cipher: TokenCipher) -> Tenant:
         status="unauthorized" if doc.get("status") == "unauthorized" else "enabled",
         generation=int(doc.get("generation", 1)),
         realm_id=doc.get("realm_id"),
+        reconcile_interval_minutes=doc.get("reconcile_interval_minutes"),
     )
