@@ -4,6 +4,10 @@ Records of the changes topic are queued per key (`<realm>/<user id>`) and run co
 keys up to a global cap. Offsets are committed per partition only below the first unfinished record.
 On revocation, queued work is handed back, running work is drained, finished offsets are committed;
 work of an old assignment that completes late is ignored (assignment epoch).
+
+A change that cannot be applied now is parked (retry budget spent, breaker open, token refused) or
+dead-lettered (rejected by the downstream); either way the offset moves on and nothing is dropped.
+With Keycloak access configured, each change is first replaced by the user as Keycloak stores it.
 """
 
 from __future__ import annotations
