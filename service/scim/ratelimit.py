@@ -11,12 +11,12 @@ class TokenBucket:
 
     rate_per_minute: float
     burst: float
-    tokens: float = -1.0
-    updated: float = 0.0
+    tokens: float = 0.0  # negative: reserved ahead (callers are waiting for those)
+    updated: float | None = None
 
     def reserve(self, now: float) -> float:
         """Take a token; returns how long to wait before using it (0 when one was available)."""
-        if self.tokens < 0:  # first use: start full
+        if self.updated is None:  # first use: start full
             self.tokens, self.updated = self.burst, now
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_minute / 60)
         self.updated = now

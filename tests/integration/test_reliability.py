@@ -244,3 +244,27 @@ async def test_refused_token_parks_then_rotation_replays_in_order(
     assert '"tenant.unauthorized"' in text
 
 
+
+
+async def test_a_tenant_rate_limit_paces_its_requests(faulty_pipeline: Pipeline) -> None:
+    """rate_limit_per_minute=600 (10/s, burst 20): 30 new users (60 requests) cannot finish in less than
+    the pacing allows, and every user still arrives."""
+    pipeline = faulty_pipeline
+    realm = pipeline.realm()
+    base = pipeline.scim.base_url()
+    pipeline.bases[realm] = base
+    status, body = await pipeline.api.call("PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN,
+                                                                          "rate_limit_per_minute": 600})
+    assert (status, body["rate_limit_per_minute"]) == (201, 600)
+    started = time.monotonic()
+    await pipeline.admin(*[ev.create_user(realm, f"paced{n}", f"paced{n}") for n in range(30)])
+
+    async def all_there() -> bool:
+        return len(await pipeline.users(realm)) == 30
+
+    await wait_until(all_there, timeout=60, what="30 paced users")
+    elapsed = time.monotonic() - started
+    sent = sum(pipeline.counter("outbound_scim_scim_requests_total", tenant=realm, method=m, status_class="2xx")
+               for m in ("GET", "POST"))
+    assert sent >= 60
+    assert elapsed >= (sent - 20) / 10 * 0.9, f"{sent} requests in {elapsed:.1f}s: faster than 10/s"
