@@ -89,11 +89,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-async def create_source_topics(settings: Settings, partitions: int = 3) -> None:
+async def create_source_topics(settings: Settings, partitions: int = 3, configs: dict[str, str] | None = None) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(t, partitions, 1) for t in settings.source_topics])
+        await admin.create_topics([NewTopic(t, partitions, 1, topic_configs=configs or {}) for t in settings.source_topics])
     finally:
         await admin.close()
 
@@ -101,8 +101,8 @@ async def create_source_topics(settings: Settings, partitions: int = 3) -> None:
 class Publisher:
     """Publishes plugin-format records the way the plugin does: JSON value, null key, no headers."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    def __init__(self, bootstrap: str, max_request_size: int = 1048576) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=max_request_size)
 
     async def __aenter__(self) -> Publisher:
         await self._producer.start()

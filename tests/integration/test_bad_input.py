@@ -16,11 +16,11 @@ from tests.support import Api, Publisher, ScimServer, create_source_topics, make
 
 
 @pytest.fixture
-async def small_records_pipeline(kafka_bootstrap: str, scim_server: ScimServer) -> AsyncIterator[Pipeline]:
-    """A pipeline whose record size limit is 100 kB, so an oversized record fits under the broker's 1 MB."""
-    settings = make_settings(kafka_bootstrap, max_record_bytes=100_000)
-    await create_source_topics(settings)
-    async with running_service(settings) as service, Publisher(kafka_bootstrap) as publisher:
+async def big_records_pipeline(kafka_bootstrap: str, scim_server: ScimServer) -> AsyncIterator[Pipeline]:
+    """Source topics that accept 8 MB records (the broker default is 1 MB), the service's default 1 MB limit."""
+    settings = make_settings(kafka_bootstrap)
+    await create_source_topics(settings, configs={"max.message.bytes": str(8 * 1024 * 1024)})
+    async with running_service(settings) as service, Publisher(kafka_bootstrap, 8 * 1024 * 1024) as publisher:
         yield Pipeline(settings, service, Api(service.api_port or 0), publisher, scim_server)
 
 
@@ -45,10 +45,10 @@ async def read_dead_letters(service: Service, count: int) -> list[dict[str, obje
     return letters
 
 
-async def test_poison_records_are_dead_lettered_and_the_consumer_goes_on(small_records_pipeline: Pipeline) -> None:
-    """Non-JSON, a JSON list, wrong types, a missing realm, an oversized record -> dead letters with
+async def test_poison_records_are_dead_lettered_and_the_consumer_goes_on(big_records_pipeline: Pipeline) -> None:
+    """Non-JSON, a JSON list, wrong types, a missing realm, a 5 MB record -> dead letters with
     Kafka Connect context headers; a valid event published after them is still applied."""
-    pipeline = small_records_pipeline
+    pipeline = big_records_pipeline
     realm = pipeline.realm()
     await pipeline.enable(realm)
     topic = pipeline.settings.admin_events_topic
@@ -57,7 +57,7 @@ async def test_poison_records_are_dead_lettered_and_the_consumer_goes_on(small_r
         b'["a", "list"]',
         json.dumps({**ev.create_user(realm, "x", "x"), "time": "yesterday"}).encode(),
         json.dumps({k: v for k, v in ev.create_user(realm, "x", "x").items() if k not in ("realmId", "realmName")}).encode(),
-        json.dumps({**ev.create_user(realm, "x", "x"), "padding": "z" * 200_000}).encode(),
+        json.dumps({**ev.create_user(realm, "x", "x"), "padding": "z" * 5_000_000}).encode(),
     ]
     for value in poison:
         await pipeline.publisher.send(topic, value, partition=0)
