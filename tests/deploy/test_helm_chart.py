@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,7 +60,18 @@ KEDA_FULL: dict[str, Any] = {
     },
     "adminToken": {"existingSecret": "outbound-scim-admin", "existingSecretKey": "token"},
     "tokenKey": {"existingSecret": "outbound-scim-key", "existingSecretKey": "fernet"},
-    "config": {"max_in_flight": 2000, "max_buffered": 1000000, "retry_base_seconds": 0.5},
+    "keycloak": {
+        "url": "https://sso.example.com",
+        "authRealm": "scim-admin",
+        "clientId": "outbound-scim",
+        "existingSecret": "outbound-scim-keycloak",
+        "existingSecretKey": "secret",
+        "authoritative": False,
+    },
+    "egress": {"caBundle": {"secret": "corporate-ca", "key": "bundle.pem"}},
+    "topics": {"parking": "scim.parked", "replayCursors": "scim.replay-cursors"},
+    "config": {"max_in_flight": 2000, "max_buffered": 1000000, "retry_base_seconds": 0.5,
+               "change_retry_budget_seconds": 600, "breaker_threshold": 5},
     "extraEnv": [{"name": "TZ", "value": "UTC"}],
     "podLabels": {"team": "iam"},
     "podAnnotations": {"example.com/owner": "iam"},
@@ -94,6 +106,12 @@ HPA_FULL: dict[str, Any] = {
         "securityProtocol": "SASL_PLAINTEXT",
         "sasl": {"mechanism": "PLAIN", "username": "scim", "password": "kafka-pass"},
         "tls": {"caSecret": ""},
+    },
+    "keycloak": {"url": "http://keycloak.iam:8080", "clientId": "outbound-scim", "clientSecret": "kc-secret"},
+    "egress": {
+        "allowHttpHosts": ["scim-mock.dev.svc", "127.0.0.1"],
+        "allowPrivateNetworks": True,
+        "caBundle": {"configMap": "trust-bundle", "key": "trust-bundle.pem"},
     },
 }
 SCENARIOS = {"defaults": {}, "keda-full": KEDA_FULL, "hpa-full": HPA_FULL}
@@ -202,6 +220,12 @@ def test_full_render_has_every_optional_object(chart: helm_python.Chart) -> None
         ({"kafka": {"securityProtocol": "SASL"}}, "/kafka/securityProtocol"),
         ({"securityContext": {"readOnlyRootFilesystem": False}}, "/securityContext/readOnlyRootFilesystem"),
         ({"config": {"Max-In-Flight": 3}}, "'Max-In-Flight' does not match pattern"),
+        ({"keycloak": {"url": "sso.example.com"}}, "/keycloak/url"),
+        ({"keycloak": {"authoritative": "yes"}}, "/keycloak/authoritative"),
+        ({"egress": {"allowHttpHosts": ["a.dev,b.dev"]}}, "/egress/allowHttpHosts/0"),
+        ({"egress": {"allowPrivateNetworks": "true"}}, "/egress/allowPrivateNetworks"),
+        ({"egress": {"caBundle": {"secret": "Not_A_Name"}}}, "/egress/caBundle/secret"),
+        ({"topics": {"parking": ""}}, "/topics/parking"),
     ],
 )
 def test_schema_rejects_bad_values(chart: helm_python.Chart, values: dict[str, Any], where: str) -> None:
@@ -303,6 +327,9 @@ def test_env_from_values(chart: helm_python.Chart) -> None:
     assert values["OUTBOUND_SCIM_KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
     assert "OUTBOUND_SCIM_KAFKA_SASL_PASSWORD" not in env
     assert "OUTBOUND_SCIM_KAFKA_SSL_CAFILE" not in env
+    env = env_of(render(chart, KEDA_FULL))
+    assert env["OUTBOUND_SCIM_PARKING_TOPIC"]["value"] == "scim.parked"
+    assert env["OUTBOUND_SCIM_REPLAY_CURSORS_TOPIC"]["value"] == "scim.replay-cursors"
 
 
 def test_config_passthrough(chart: helm_python.Chart) -> None:
@@ -416,6 +443,165 @@ def test_kafka_sasl_password_in_chart_secret(chart: helm_python.Chart) -> None:
 )
 def test_kafka_settings_are_checked(chart: helm_python.Chart, kafka: dict[str, Any], message: str) -> None:
     assert message in render_error(chart, {"kafka": kafka})
+
+
+# ------------------------------------------------------------------------------------- Keycloak, egress
+
+KEYCLOAK_ENV = ("OUTBOUND_SCIM_KEYCLOAK_URL", "OUTBOUND_SCIM_KEYCLOAK_AUTH_REALM", "OUTBOUND_SCIM_KEYCLOAK_CLIENT_ID",
+                "OUTBOUND_SCIM_KEYCLOAK_CLIENT_SECRET", "OUTBOUND_SCIM_KEYCLOAK_AUTHORITATIVE")
+
+
+def settings_from(env: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The Settings a pod would read: plain values as rendered, each secretKeyRef as `<secret>/<key>`."""
+    for name in [n for n in os.environ if n.startswith("OUTBOUND_SCIM_")]:
+        monkeypatch.delenv(name)
+    for name, entry in env.items():
+        if not name.startswith("OUTBOUND_SCIM_"):
+            continue
+        if "value" in entry:
+            monkeypatch.setenv(name, entry["value"])
+        else:
+            monkeypatch.setenv(name, "/".join(secret_ref(env, name)))
+    return Settings()
+
+
+def test_keycloak_and_egress_defaults(chart: helm_python.Chart) -> None:
+    docs = render(chart)
+    env = env_of(docs)
+    assert not set(KEYCLOAK_ENV) & set(env)  # no Keycloak access: backfill off
+    assert "keycloak-client-secret" not in one(docs, "Secret")["data"]
+    assert env["OUTBOUND_SCIM_ALLOW_PRIVATE_NETWORKS"]["value"] == "false"
+    assert "OUTBOUND_SCIM_ALLOW_HTTP_HOSTS" not in env
+    assert "OUTBOUND_SCIM_CA_BUNDLE" not in env
+    assert env["OUTBOUND_SCIM_PARKING_TOPIC"]["value"] == "outbound-scim.parked"
+    assert env["OUTBOUND_SCIM_REPLAY_CURSORS_TOPIC"]["value"] == "outbound-scim.replay-cursors"
+    # the chart's defaults are the service's defaults
+    defaults = Settings.model_fields
+    assert env["OUTBOUND_SCIM_PARKING_TOPIC"]["value"] == defaults["parking_topic"].default
+    assert env["OUTBOUND_SCIM_REPLAY_CURSORS_TOPIC"]["value"] == defaults["replay_cursors_topic"].default
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["keycloak"]["authRealm"] == defaults["keycloak_auth_realm"].default
+    assert values["keycloak"]["authoritative"] is defaults["keycloak_authoritative"].default
+    assert values["egress"]["allowPrivateNetworks"] is defaults["allow_private_networks"].default
+
+
+def test_keycloak_client_secret_in_chart_secret(chart: helm_python.Chart) -> None:
+    docs = render(chart, {"keycloak": {"url": "https://sso.example.com", "clientId": "scim", "clientSecret": "kc-1"}})
+    env = env_of(docs)
+    assert set(KEYCLOAK_ENV) <= set(env)
+    assert env["OUTBOUND_SCIM_KEYCLOAK_URL"]["value"] == "https://sso.example.com"
+    assert env["OUTBOUND_SCIM_KEYCLOAK_AUTH_REALM"]["value"] == "master"
+    assert env["OUTBOUND_SCIM_KEYCLOAK_CLIENT_ID"]["value"] == "scim"
+    assert env["OUTBOUND_SCIM_KEYCLOAK_AUTHORITATIVE"]["value"] == "true"
+    assert secret_ref(env, "OUTBOUND_SCIM_KEYCLOAK_CLIENT_SECRET") == (FULLNAME, "keycloak-client-secret")
+    assert "value" not in env["OUTBOUND_SCIM_KEYCLOAK_CLIENT_SECRET"]  # never in plain env
+    secret = one(docs, "Secret")
+    assert base64.b64decode(secret["data"]["keycloak-client-secret"]).decode() == "kc-1"
+    assert {"admin-token", "token-key"} <= set(secret["data"])
+
+
+def test_keycloak_existing_secret_swaps_the_name_and_renders_no_secret_key(chart: helm_python.Chart) -> None:
+    values = {"keycloak": {"url": "https://sso.example.com", "clientId": "scim", "clientSecret": "ignored",
+                           "existingSecret": "scim-keycloak", "existingSecretKey": "secret"}}
+    docs = render(chart, values)
+    env = env_of(docs)
+    assert secret_ref(env, "OUTBOUND_SCIM_KEYCLOAK_CLIENT_SECRET") == ("scim-keycloak", "secret")
+    secret = one(docs, "Secret")  # still holds the generated admin token / token key
+    assert set(secret["data"]) == {"admin-token", "token-key"}
+    # every secret from an existing Secret (KEDA_FULL): no chart Secret at all
+    docs = render(chart, KEDA_FULL)
+    assert by_kind(docs, "Secret") == []
+    env = env_of(docs)
+    assert secret_ref(env, "OUTBOUND_SCIM_KEYCLOAK_CLIENT_SECRET") == ("outbound-scim-keycloak", "secret")
+    assert env["OUTBOUND_SCIM_KEYCLOAK_AUTH_REALM"]["value"] == "scim-admin"
+    assert env["OUTBOUND_SCIM_KEYCLOAK_AUTHORITATIVE"]["value"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("keycloak", "message"),
+    [
+        ({"url": "https://sso.example.com", "clientSecret": "s"}, "set keycloak.clientId"),
+        ({"url": "https://sso.example.com", "clientId": "scim"}, "set keycloak.existingSecret (preferred)"),
+        ({"clientId": "scim", "clientSecret": "s"}, "keycloak.url is empty"),
+        ({"existingSecret": "scim-keycloak"}, "keycloak.url is empty"),
+    ],
+)
+def test_keycloak_settings_are_checked(chart: helm_python.Chart, keycloak: dict[str, Any], message: str) -> None:
+    assert message in render_error(chart, {"keycloak": keycloak})
+
+
+def test_egress_policy_values(chart: helm_python.Chart) -> None:
+    env = env_of(render(chart, HPA_FULL))
+    assert env["OUTBOUND_SCIM_ALLOW_HTTP_HOSTS"]["value"] == "scim-mock.dev.svc,127.0.0.1"
+    assert env["OUTBOUND_SCIM_ALLOW_PRIVATE_NETWORKS"]["value"] == "true"
+
+
+def ca_bundle_volume(docs: list[dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(OUTBOUND_SCIM_CA_BUNDLE, its volume mount, its volume)."""
+    path = env_of(docs)["OUTBOUND_SCIM_CA_BUNDLE"]["value"]
+    [mount] = [m for m in container(docs)["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    [volume] = [v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    return path, mount, volume
+
+
+def test_ca_bundle_from_a_secret_is_mounted_read_only(chart: helm_python.Chart) -> None:
+    docs = render(chart, KEDA_FULL)
+    path, mount, volume = ca_bundle_volume(docs)
+    assert path == "/etc/outbound-scim/egress-ca/bundle.pem"
+    assert mount["readOnly"] is True
+    assert volume["secret"]["secretName"] == "corporate-ca"
+    assert volume["secret"]["items"] == [{"key": "bundle.pem", "path": "bundle.pem"}]
+    assert "configMap" not in volume
+    # a separate mount from the Kafka CA
+    kafka_ca = env_of(docs)["OUTBOUND_SCIM_KAFKA_SSL_CAFILE"]["value"]
+    assert not kafka_ca.startswith(mount["mountPath"] + "/")
+
+
+def test_ca_bundle_from_a_config_map_is_mounted_read_only(chart: helm_python.Chart) -> None:
+    path, mount, volume = ca_bundle_volume(render(chart, HPA_FULL))
+    assert path == "/etc/outbound-scim/egress-ca/trust-bundle.pem"
+    assert mount["readOnly"] is True
+    assert volume["configMap"]["name"] == "trust-bundle"
+    assert volume["configMap"]["items"] == [{"key": "trust-bundle.pem", "path": "trust-bundle.pem"}]
+    assert "secret" not in volume
+    # the default key fits kube-root-ca.crt, cert-manager and Strimzi CA secrets
+    path, _, volume = ca_bundle_volume(render(chart, {"egress": {"caBundle": {"configMap": "kube-root-ca.crt"}}}))
+    assert path == "/etc/outbound-scim/egress-ca/ca.crt"
+    assert volume["configMap"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+
+
+def test_ca_bundle_has_one_source(chart: helm_python.Chart) -> None:
+    message = render_error(chart, {"egress": {"caBundle": {"secret": "a", "configMap": "b"}}})
+    assert "egress.caBundle.secret and egress.caBundle.configMap" in message
+
+
+@pytest.mark.parametrize("scenario", ["keda-full", "hpa-full"])
+def test_rendered_env_parses_as_settings(
+    chart: helm_python.Chart, scenario: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = SCENARIOS[scenario]
+    settings = settings_from(env_of(render(chart, values)), monkeypatch)
+    keycloak, egress = values["keycloak"], values["egress"]
+    assert settings.keycloak_url == keycloak["url"]
+    assert settings.keycloak_auth_realm == keycloak.get("authRealm", "master")
+    assert settings.keycloak_client_id == keycloak["clientId"]
+    assert settings.keycloak_client_secret is not None
+    assert settings.keycloak_authoritative is keycloak.get("authoritative", True)
+    assert settings.http_hosts == frozenset(egress.get("allowHttpHosts", []))
+    assert settings.allow_private_networks is egress.get("allowPrivateNetworks", False)
+    assert settings.ca_bundle == f"/etc/outbound-scim/egress-ca/{egress['caBundle']['key']}"
+    if scenario == "keda-full":
+        assert settings.parking_topic == "scim.parked"
+        assert settings.replay_cursors_topic == "scim.replay-cursors"
+        assert settings.change_retry_budget_seconds == 600
+        assert settings.breaker_threshold == 5
+
+
+@pytest.mark.parametrize("setting", ["keycloak_url", "keycloak_client_secret", "keycloak_authoritative",
+                                     "allow_http_hosts", "allow_private_networks", "ca_bundle", "parking_topic",
+                                     "replay_cursors_topic"])
+def test_config_refuses_settings_with_chart_values(chart: helm_python.Chart, setting: str) -> None:
+    assert f"config.{setting}" in render_error(chart, {"config": {setting: "x"}})
 
 
 # ----------------------------------------------------------------------------------- scaling (KEDA / HPA)
@@ -677,9 +863,16 @@ def test_notes(chart: helm_python.Chart) -> None:
     notes = next(text for path, text in render_raw(chart).items() if path.endswith("NOTES.txt"))
     assert f"rollout status deployment/{FULLNAME}" in notes
     assert f"get secret {FULLNAME}" in notes
+    assert "Keycloak:   not configured" in notes
+    assert "WARNING: plain http" not in notes
     notes = next(text for path, text in render_raw(chart, KEDA_FULL).items() if path.endswith("NOTES.txt"))
     assert "KEDA" in notes
     assert "get secret outbound-scim-admin" in notes
+    assert "Keycloak:   https://sso.example.com (client outbound-scim in realm scim-admin, authoritative off)" in notes
+    assert "CA bundle:  Secret corporate-ca, key bundle.pem" in notes
+    notes = next(text for path, text in render_raw(chart, HPA_FULL).items() if path.endswith("NOTES.txt"))
+    assert "WARNING: plain http is allowed to scim-mock.dev.svc, 127.0.0.1" in notes
+    assert "CA bundle:  ConfigMap trust-bundle" in notes
 
 
 def leaf_keys(values: dict[str, Any], prefix: str = "") -> Iterator[str]:

@@ -61,6 +61,19 @@ app.kubernetes.io/part-of: outbound-scim
 {{/* Where the Kafka CA bundle is mounted. */}}
 {{- define "outbound-scim.kafkaCaDir" -}}/etc/outbound-scim/kafka-ca{{- end }}
 
+{{/* Where the egress CA bundle (downstreams, Keycloak) is mounted. */}}
+{{- define "outbound-scim.egressCaDir" -}}/etc/outbound-scim/egress-ca{{- end }}
+
+{{/* "true" when an egress CA bundle is configured (a Secret or a ConfigMap). */}}
+{{- define "outbound-scim.egressCa" -}}
+{{- if or .Values.egress.caBundle.secret .Values.egress.caBundle.configMap }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the service gets Keycloak access (keycloak.url set). */}}
+{{- define "outbound-scim.keycloak" -}}
+{{- if .Values.keycloak.url }}true{{ end }}
+{{- end }}
+
 {{/* Secret name / key of each secret setting: the chart's Secret unless existingSecret is set. */}}
 {{- define "outbound-scim.adminTokenSecretName" -}}
 {{- default (include "outbound-scim.fullname" .) .Values.adminToken.existingSecret }}
@@ -80,10 +93,16 @@ app.kubernetes.io/part-of: outbound-scim
 {{- define "outbound-scim.kafkaPasswordSecretKey" -}}
 {{- if .Values.kafka.sasl.existingSecret }}{{ .Values.kafka.sasl.existingSecretKey }}{{ else }}kafka-sasl-password{{ end }}
 {{- end }}
+{{- define "outbound-scim.keycloakSecretName" -}}
+{{- default (include "outbound-scim.fullname" .) .Values.keycloak.existingSecret }}
+{{- end }}
+{{- define "outbound-scim.keycloakSecretKey" -}}
+{{- if .Values.keycloak.existingSecret }}{{ .Values.keycloak.existingSecretKey }}{{ else }}keycloak-client-secret{{ end }}
+{{- end }}
 
 {{/* "true" when the chart renders its own Secret (some secret setting has no existingSecret). */}}
 {{- define "outbound-scim.createSecret" -}}
-{{- if or (not .Values.adminToken.existingSecret) (not .Values.tokenKey.existingSecret) (and (include "outbound-scim.kafkaSasl" .) (not .Values.kafka.sasl.existingSecret)) }}true{{ end }}
+{{- if or (not .Values.adminToken.existingSecret) (not .Values.tokenKey.existingSecret) (and (include "outbound-scim.kafkaSasl" .) (not .Values.kafka.sasl.existingSecret)) (and (include "outbound-scim.keycloak" .) (not .Values.keycloak.existingSecret)) }}true{{ end }}
 {{- end }}
 
 {{/* Replica bounds in force: "hpa", "keda" or "" (fixed replicaCount). */}}
@@ -102,7 +121,7 @@ app.kubernetes.io/part-of: outbound-scim
 
 {{/* Settings the chart renders itself; `config` must not set them again. */}}
 {{- define "outbound-scim.managedSettings" -}}
-{{- list "kafka_bootstrap_servers" "kafka_security_protocol" "kafka_sasl_mechanism" "kafka_sasl_username" "kafka_sasl_password" "kafka_ssl_cafile" "events_topic" "admin_events_topic" "changes_topic" "user_state_topic" "tenants_topic" "dead_letter_topic" "internal_partitions" "internal_replication_factor" "group_id" "group_instance_id" "drain_timeout_seconds" "token_key" "admin_token" "api_host" "api_port" "log_level" | toJson }}
+{{- list "kafka_bootstrap_servers" "kafka_security_protocol" "kafka_sasl_mechanism" "kafka_sasl_username" "kafka_sasl_password" "kafka_ssl_cafile" "events_topic" "admin_events_topic" "changes_topic" "user_state_topic" "tenants_topic" "dead_letter_topic" "parking_topic" "replay_cursors_topic" "internal_partitions" "internal_replication_factor" "group_id" "group_instance_id" "drain_timeout_seconds" "token_key" "admin_token" "keycloak_url" "keycloak_auth_realm" "keycloak_client_id" "keycloak_client_secret" "keycloak_authoritative" "allow_http_hosts" "allow_private_networks" "ca_bundle" "api_host" "api_port" "log_level" | toJson }}
 {{- end }}
 
 {{/*
@@ -147,6 +166,19 @@ values to change. Included by the Deployment, so every render runs it.
 {{- end }}
 {{- if and $v.kafka.tls.caSecret (not (include "outbound-scim.kafkaTls" .)) }}
 {{- fail (printf "kafka.tls.caSecret is set but kafka.securityProtocol is %s: use SSL or SASL_SSL, or clear kafka.tls.caSecret." $v.kafka.securityProtocol) }}
+{{- end }}
+{{- if include "outbound-scim.keycloak" . }}
+{{- if not $v.keycloak.clientId }}
+{{- fail "keycloak.url is set: set keycloak.clientId (a confidential client whose service account holds view-users on the tenants' realms)." }}
+{{- end }}
+{{- if and (not $v.keycloak.clientSecret) (not $v.keycloak.existingSecret) }}
+{{- fail "keycloak.url is set: set keycloak.existingSecret (preferred) or keycloak.clientSecret." }}
+{{- end }}
+{{- else if or $v.keycloak.clientId $v.keycloak.clientSecret $v.keycloak.existingSecret }}
+{{- fail "keycloak.clientId / keycloak.clientSecret / keycloak.existingSecret is set but keycloak.url is empty: set keycloak.url, or clear the keycloak values." }}
+{{- end }}
+{{- if and $v.egress.caBundle.secret $v.egress.caBundle.configMap }}
+{{- fail "egress.caBundle.secret and egress.caBundle.configMap are both set: the CA bundle comes from one of them. Clear the other." }}
 {{- end }}
 {{- if and (not (kindIs "invalid" $v.terminationGracePeriodSeconds)) (le (float64 $v.terminationGracePeriodSeconds) (float64 $v.drainTimeoutSeconds)) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed drainTimeoutSeconds (%v), or the pod is killed while it drains." $v.terminationGracePeriodSeconds $v.drainTimeoutSeconds) }}
