@@ -30,9 +30,10 @@ unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check service tests scripts
 
-## bench: throughput, latency and memory against a naive baseline, side by side
+## bench: events (throughput, latency, memory against a naive baseline) and backfill (10,000 users)
 bench: deps
 	$(BIN)/python -m scripts.bench
+	$(BIN)/python -m scripts.bench_backfill
 
 clean:
 	rm -rf $(VENV) scripts/kafka/.cache .pytest_cache
