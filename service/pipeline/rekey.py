@@ -54,7 +54,11 @@ class RekeyStage(ConsumerRebalanceListener):
     async def start(self) -> None:
         options = self._settings.kafka_client_options()
         transactional_id = f"{self._group_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._producer = AIOKafkaProducer(**options, transactional_id=transactional_id, linger_ms=5)
+        # A short transaction timeout bounds how long a crashed replica's open transaction holds back
+        # read_committed readers of the changes topic (a batch commits in well under a second).
+        self._producer = AIOKafkaProducer(
+            **options, transactional_id=transactional_id, linger_ms=5, transaction_timeout_ms=20_000
+        )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
             **options,
