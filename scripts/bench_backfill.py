@@ -213,7 +213,7 @@ async def keycloak(workdir: Path, bootstrap: str) -> AsyncIterator[KeycloakHandl
         raise BenchError(f"keycloak.sh fetch failed:\n{fetched.stderr[-3000:]}")
     state = workdir / "keycloak"
     password = secrets.token_urlsafe(12)
-    # The playa listener (when its jar is there) is not enabled on the bench realm, so nothing is
+    # The test Kafka listener is installed but not enabled on the bench realm, so nothing is
     # published; it gets the bench's broker anyway, so that it never waits for a missing one.
     env = {**os.environ, "KC_BOOTSTRAP_ADMIN_USERNAME": "admin", "KC_BOOTSTRAP_ADMIN_PASSWORD": password,
            "KEYCLOAK_KAFKA_BOOTSTRAP": bootstrap}

@@ -1,37 +1,44 @@
 #!/usr/bin/env bash
-# Keycloak (Quarkus distribution) from Maven Central, with the ru.playa Kafka event listener when the
-# registry serves it, for tests, demo and CI.
+# Keycloak (Quarkus distribution) from Maven Central, plus a test-only Kafka event listener built here
+# (listener/: SnuK87/keycloak-kafka's record format, synchronous sends), for tests, demo and CI.
 #   keycloak.sh fetch               unpack the distribution into scripts/keycloak/.cache/keycloak-<v>/ and
-#                                   copy the provider jar into its providers/ (each only when missing)
+#                                   build the listener jar into .cache/listener/ (each only when missing;
+#                                   the jar is rebuilt when listener/ or the Keycloak version changes)
 #   keycloak.sh start [port] [dir]  start-dev on 127.0.0.1:<port> (0/none: a free port), state in <dir>;
 #                                   prints http://127.0.0.1:<port> as its last line. Starting again on the
 #                                   same dir keeps its data (the admin user is only made on fresh data).
+#                                   With KEYCLOAK_KAFKA_BOOTSTRAP set, the listener is installed in its
+#                                   providers/ (id outbound-scim-test-kafka; a realm still has to enable it).
 #   keycloak.sh stop <dir>          SIGTERM, up to 30 s, then SIGKILL
-#   keycloak.sh provider            print the Kafka listener jar's path; exit 1 when fetch could not get it
+#   keycloak.sh listener            print the listener jar's path; exit 1 when fetch has not built it
 #   keycloak.sh probe               exit 0 when Maven Central answers (a throwaway local repository, so a
 #                                   real download), 3 when it does not: tells "offline" from other failures
 # fetch exits 3 when Maven Central cannot be reached (and nothing is cached), 1 on any other failure.
-# Env: KEYCLOAK_VERSION (26.5.6), KEYCLOAK_KAFKA_PROVIDER_VERSION (26.5.0; "none" skips it),
-#      KEYCLOAK_REQUIRE_KAFKA_PROVIDER=1 (fetch fails when the provider jar cannot be had),
+# Env: KEYCLOAK_VERSION (26.5.6; also the SPI version the listener is compiled against),
 #      KEYCLOAK_CACHE (scripts/keycloak/.cache), KEYCLOAK_JAVA_HOME (default: a Temurin 21/25 under
 #      /usr/lib/jvm, else `java` on PATH), KEYCLOAK_START_TIMEOUT (seconds, 180),
 #      KEYCLOAK_JAVA_OPTS_APPEND (JVM options; default -XX:TieredStopAtLevel=1, see start),
 #      KC_BOOTSTRAP_ADMIN_USERNAME / KC_BOOTSTRAP_ADMIN_PASSWORD (admin / admin),
-#      KEYCLOAK_KAFKA_BOOTSTRAP (the listener's kafka.bootstrap.servers; default 127.0.0.1:9092),
-#      KEYCLOAK_KAFKA_TOPIC_LOGIN / KEYCLOAK_KAFKA_TOPIC_ADMIN (keycloak-login-events / keycloak-admin-events),
+#      KEYCLOAK_KAFKA_BOOTSTRAP (the listener's broker; unset: no listener),
+#      KEYCLOAK_KAFKA_TOPIC / KEYCLOAK_KAFKA_ADMIN_TOPIC (user / admin event topics: keycloak-events /
+#      keycloak-admin-events, the service's defaults), KEYCLOAK_KAFKA_EVENTS (user event types sent;
+#      default the ones the service acts on, see the reference doc),
 #      KEYCLOAK_MVN_ARGS (extra mvn arguments, e.g. "-s my-settings.xml").
 # Measured on the 2-core machine (Keycloak 26.5.6, Temurin 25, other work running): first fetch with an
 # empty ~/.m2 37 s (about 160 MB); a start on a fresh data dir 35 s the first time (augmentation included)
-# and 20-25 s after that; about 400 MB RSS with the default -Xmx512m.
+# and 20-25 s after that; about 400 MB RSS with the default -Xmx512m. Building the listener: 20-23 s
+# (the same whether the plugins, the SPI and kafka-clients come from ~/.m2 or are downloaded); the
+# first start with a newly built listener jar re-augments (55 s), the next ones take 25-28 s.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VERSION="${KEYCLOAK_VERSION:-26.5.6}"
-PROVIDER_VERSION="${KEYCLOAK_KAFKA_PROVIDER_VERSION:-26.5.0}"
 CACHE="${KEYCLOAK_CACHE:-$HERE/.cache}"
 DIST="$CACHE/keycloak-$VERSION"
-PROVIDER_JAR="$DIST/providers/keycloak-kafka-provider-$PROVIDER_VERSION.jar"
-PROVIDER_MISSING="$DIST/providers/.keycloak-kafka-provider-$PROVIDER_VERSION.unavailable"
+LISTENER_SRC="$HERE/listener"
+# The jar's name carries a digest of its sources and the Keycloak version: any change means a rebuild.
+LISTENER_JAR="$CACHE/listener/outbound-scim-test-kafka-listener-$VERSION-$(
+  cd "$LISTENER_SRC" && find pom.xml src -type f | LC_ALL=C sort | xargs sha1sum | sha1sum | cut -c1-12).jar"
 TIMEOUT="${KEYCLOAK_START_TIMEOUT:-180}"
 DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1  # Maven 3.8.7's super-POM would pick 2.8
 read -r -a MVN_EXTRA <<< "${KEYCLOAK_MVN_ARGS:-}"
@@ -81,23 +88,20 @@ fetch() {
     touch "$DIST/.unpacked"
     echo "keycloak: keycloak-quarkus-dist $VERSION unpacked in $((SECONDS - began)) s into $DIST" >&2
   fi
-  [[ "$PROVIDER_VERSION" == none ]] && return 0
-  [[ -f "$PROVIDER_JAR" ]] && return 0
-  if [[ -f "$PROVIDER_MISSING" && "${KEYCLOAK_REQUIRE_KAFKA_PROVIDER:-}" != 1 ]]; then
-    return 0  # known to be absent from the registry; `rm` the marker to ask again
-  fi
-  # dependency:copy, not copy-dependencies: the jar is a fat jar (kafka-clients inside)
-  if mvn_twice "$DEP_PLUGIN:copy" "-Dartifact=ru.playa.keycloak:keycloak-kafka-provider:$PROVIDER_VERSION:jar" \
-      "-DoutputDirectory=$DIST/providers"; then
-    rm -f "$PROVIDER_MISSING"
-  elif echo "$MVN_OUT" | grep -qE "$NOT_FOUND"; then
-    echo "keycloak.sh: ru.playa.keycloak:keycloak-kafka-provider:$PROVIDER_VERSION is not served by the registry; Keycloak runs without it" >&2
-    echo "$PROVIDER_VERSION" > "$PROVIDER_MISSING"
-    [[ "${KEYCLOAK_REQUIRE_KAFKA_PROVIDER:-}" == 1 ]] && die "the Kafka event listener is required (KEYCLOAK_REQUIRE_KAFKA_PROVIDER=1)"
-  else
-    mvn_failed "keycloak-kafka-provider $PROVIDER_VERSION"
-  fi
-  return 0
+  [[ -f "$LISTENER_JAR" ]] || build_listener
+}
+
+# The listener's fat jar (kafka-clients shaded in), compiled against this Keycloak's SPI.
+build_listener() {
+  local began=$SECONDS build="$CACHE/listener/build"
+  mkdir -p "$CACHE/listener"
+  rm -rf "$build"
+  mvn_twice -f "$LISTENER_SRC/pom.xml" package "-Dkeycloak.version=$VERSION" "-Dlistener.build.dir=$build" \
+    || { rm -rf "$build"; mvn_failed "the Kafka event listener (listener/pom.xml)"; }
+  rm -f "$CACHE/listener/"*.jar  # earlier builds
+  mv "$build/outbound-scim-test-kafka-listener.jar" "$LISTENER_JAR"
+  rm -rf "$build"
+  echo "keycloak: Kafka event listener built in $((SECONDS - began)) s: $LISTENER_JAR" >&2
 }
 
 probe() {
@@ -131,19 +135,24 @@ java_home() {
 # with. So each state dir gets its own copies of those (a few MB), symlinks to the big jar dirs, and
 # the lib/quarkus that an earlier start-dev built with the same providers, when there is one.
 providers_key() {
-  (cd "$DIST/providers" && find . -maxdepth 1 -name '*.jar' -printf '%f %s %T@\n' | sort; echo "$VERSION") | sha1sum | cut -c1-12
+  (cd "$1/home/providers" && find . -maxdepth 1 -name '*.jar' -printf '%f %s %T@\n' | sort; echo "$VERSION") | sha1sum | cut -c1-12
 }
 
 make_home() {
-  local home="$1/home" augmented="$CACHE/augmented-dev-$(providers_key)"
+  local home="$1/home" augmented
   [[ -d "$home" ]] && rm -rf "$home/providers" "$home/lib/quarkus"  # pick up changed providers
   mkdir -p "$home/bin" "$home/lib" "$home/data"
   cp "$DIST/bin/kc.sh" "$home/bin/"
   [[ -d "$home/conf" ]] || cp -r "$DIST/conf" "$home/conf"
   [[ -e "$home/themes" ]] || cp -r "$DIST/themes" "$home/themes"
   cp -a "$DIST/providers" "$home/providers"  # -a: Keycloak compares the jars' mtimes with its build
+  if [[ -n "${KEYCLOAK_KAFKA_BOOTSTRAP:-}" ]]; then
+    [[ -f "$LISTENER_JAR" ]] || die "the Kafka event listener is not built (keycloak.sh fetch)"
+    cp -a "$LISTENER_JAR" "$home/providers/"
+  fi
   cp "$DIST/lib/quarkus-run.jar" "$DIST/version.txt" "$home/lib/"
   mv "$home/lib/version.txt" "$home/"
+  augmented="$CACHE/augmented-dev-$(providers_key "$1")"
   if [[ -f "$augmented/quarkus-application.dat" ]]; then
     cp -a "$augmented" "$home/lib/quarkus"
   else
@@ -155,7 +164,7 @@ make_home() {
 
 # After a start that re-augmented: keep its lib/quarkus for the next state dirs.
 keep_augmented() {
-  local dir="$1" augmented="$CACHE/augmented-dev-$(providers_key)"
+  local dir="$1" augmented="$CACHE/augmented-dev-$(providers_key "$1")"
   [[ -d "$augmented" ]] && return 0
   grep -q "augmentation completed" "$dir/keycloak.log" || return 0
   cp -a "$dir/home/lib/quarkus" "$augmented.$$" && mv -T "$augmented.$$" "$augmented" 2>/dev/null || rm -rf "$augmented.$$"
@@ -172,17 +181,14 @@ start() {
   local mport; mport="$(free_port)"
   while [[ "$mport" == "$port" ]]; do mport="$(free_port)"; done
 
-  # The playa listener reads only this file (a missing one is silently ignored). Its own env overrides
-  # (KAFKA_BOOTSTRAP_SERVERS, KEYCLOAK_KAFKA_DRYRUN, ...: each key upper-cased, non-alnum -> _) are
-  # removed from Keycloak's environment below so that this file is what counts.
-  cat > "$dir/keycloak-kafka.properties" <<EOF
-kafka.bootstrap.servers=${KEYCLOAK_KAFKA_BOOTSTRAP:-127.0.0.1:9092}
-kafka.max.block.ms=15000
-keycloak.kafka.sync=true
-keycloak.kafka.dryrun=false
-keycloak.kafka.topic.login=${KEYCLOAK_KAFKA_TOPIC_LOGIN:-keycloak-login-events}
-keycloak.kafka.topic.admin=${KEYCLOAK_KAFKA_TOPIC_ADMIN:-keycloak-admin-events}
-EOF
+  # The listener's settings (SnuK87's variable names), only when it is installed: never inherited.
+  local -a kafka_env=(-u KAFKA_BOOTSTRAP_SERVERS -u KAFKA_TOPIC -u KAFKA_ADMIN_TOPIC -u KAFKA_EVENTS -u KAFKA_CLIENT_ID)
+  if [[ -n "${KEYCLOAK_KAFKA_BOOTSTRAP:-}" ]]; then
+    kafka_env+=("KAFKA_BOOTSTRAP_SERVERS=$KEYCLOAK_KAFKA_BOOTSTRAP"
+      "KAFKA_TOPIC=${KEYCLOAK_KAFKA_TOPIC:-keycloak-events}"
+      "KAFKA_ADMIN_TOPIC=${KEYCLOAK_KAFKA_ADMIN_TOPIC:-keycloak-admin-events}"
+      "KAFKA_EVENTS=${KEYCLOAK_KAFKA_EVENTS:-REGISTER,UPDATE_PROFILE,UPDATE_EMAIL,USER_DISABLED_BY_PERMANENT_LOCKOUT,DELETE_ACCOUNT}")
+  fi
 
   # JAVA_OPTS_APPEND: C1 only (-XX:TieredStopAtLevel=1) halves start-up and augmentation on 2 busy
   # cores (measured 29 s instead of 65 s); set KEYCLOAK_JAVA_OPTS_APPEND="" for full JIT. The add-opens
@@ -193,13 +199,11 @@ EOF
   echo "$port $mport" > "$dir/ports"
   local started=$SECONDS
   # setsid: its own process group, so stop can reach the JVM behind kc.sh's wrapper shell
-  env -u KAFKA_BOOTSTRAP_SERVERS -u KEYCLOAK_KAFKA_DRYRUN -u KEYCLOAK_KAFKA_SYNC \
-    -u KEYCLOAK_KAFKA_TOPIC_LOGIN -u KEYCLOAK_KAFKA_TOPIC_ADMIN -u JAVA_OPTS -u JAVA \
+  env -u JAVA_OPTS -u JAVA "${kafka_env[@]}" \
     JAVA_OPTS_APPEND="--add-opens=java.base/java.lang=ALL-UNNAMED ${KEYCLOAK_JAVA_OPTS_APPEND--XX:TieredStopAtLevel=1}" \
     JAVA_HOME="$jhome" \
     KC_BOOTSTRAP_ADMIN_USERNAME="${KC_BOOTSTRAP_ADMIN_USERNAME:-admin}" \
     KC_BOOTSTRAP_ADMIN_PASSWORD="${KC_BOOTSTRAP_ADMIN_PASSWORD:-admin}" \
-    KEYCLOAK_KAFKA_CONFIG="$dir/keycloak-kafka.properties" \
     setsid nohup "$dir/home/bin/kc.sh" start-dev --http-host=127.0.0.1 --http-port="$port" \
       --http-management-port="$mport" >>"$log" 2>&1 </dev/null &
   echo $! > "$dir/keycloak.pid"
@@ -239,7 +243,7 @@ case "${1:-}" in
   fetch) fetch ;;
   start) shift; start "$@" ;;
   stop) shift; stop "$@" ;;
-  provider) [[ -f "$PROVIDER_JAR" ]] && echo "$PROVIDER_JAR" ;;
+  listener) [[ -f "$LISTENER_JAR" ]] && echo "$LISTENER_JAR" ;;
   probe) probe ;;
-  *) echo "usage: $0 fetch | start [port] [dir] | stop <dir> | provider | probe" >&2; exit 2 ;;
+  *) echo "usage: $0 fetch | start [port] [dir] | stop <dir> | listener | probe" >&2; exit 2 ;;
 esac

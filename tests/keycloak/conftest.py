@@ -1,29 +1,38 @@
 """A real Keycloak for the session: KEYCLOAK_URL if set (with KEYCLOAK_ADMIN_PASSWORD), else the
-Quarkus distribution from Maven Central, fetched and started by scripts/keycloak/keycloak.sh.
+Quarkus distribution from Maven Central, fetched and started by scripts/keycloak/keycloak.sh, with the
+test Kafka event listener (scripts/keycloak/listener, SnuK87's record format, synchronous sends)
+installed and pointed at the session broker, on two topics of this session's own. A realm sends through
+it once it enables the listener (setup_realm.MasterAdmin.enable_listener(realm, LISTENER)).
 
-The only reason to skip is that Maven Central cannot be reached and nothing is cached: `fetch` exits 3.
-Even then the fixture asks `keycloak.sh probe` (a real download into a throwaway repository) and fails
-when Maven Central does answer, so a misread error cannot hide the tests. A skip leaves the marker file
-SKIP_MARKER (and OUTBOUND_SCIM_KEYCLOAK_SKIPPED in this process's environment) for CI to fail on.
+The only reason to skip is that Maven Central cannot be reached and what fetch needs (the distribution,
+the listener's build) is not cached: `fetch` exits 3. Even then the fixture asks `keycloak.sh probe` (a
+real download into a throwaway repository) and fails when Maven Central does answer, so a misread error
+cannot hide the tests. A skip leaves the marker file SKIP_MARKER (and OUTBOUND_SCIM_KEYCLOAK_SKIPPED in
+this process's environment) for CI to fail on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.support import ROOT
 
 KEYCLOAK_SCRIPT = ROOT / "scripts" / "keycloak" / "keycloak.sh"
 SKIP_MARKER = ROOT / "scripts" / "keycloak" / ".cache" / "tests-skipped-maven-central-unreachable"
 UNREACHABLE = 3  # keycloak.sh fetch's exit code for "Maven Central cannot be reached"
+LISTENER = "outbound-scim-test-kafka"  # the listener's provider id, what a realm lists to enable it
 
 
 @dataclass
@@ -31,12 +40,27 @@ class RealKeycloak:
     url: str
     admin_user: str
     admin_password: str
-    kafka_provider: Path | None  # the playa listener jar in providers/, when the registry served it
-    kafka_bootstrap: str | None  # where that listener sends, when it is loaded
+    listener_jar: Path | None = None  # the Kafka event listener in providers/ (None: KEYCLOAK_URL)
+    kafka_bootstrap: str | None = None  # where it sends
+    events_topic: str | None = None  # its topic for user events
+    admin_events_topic: str | None = None  # its topic for admin events
+    log: Path | None = None  # Keycloak's log (the listener logs failed sends there)
     fetch_seconds: float = 0.0
     start_seconds: float = 0.0
     pid: int | None = None
     memory_at_end: str = "n/a"
+
+    @property
+    def listener(self) -> str | None:
+        """The listener's id when it is installed, else None."""
+        return LISTENER if self.listener_jar is not None else None
+
+    def log_lines(self, *needles: str, last: int = 20) -> str:
+        """The last log lines mentioning any of `needles`, for failure messages."""
+        if self.log is None or not self.log.exists():
+            return "(no Keycloak log)"
+        lines = [line for line in self.log.read_text(errors="replace").splitlines() if any(n in line for n in needles)]
+        return "\n".join(lines[-last:]) or f"(nothing about {needles} in {self.log})"
 
     def memory(self) -> str:
         """Resident memory of the Keycloak JVM now and at its peak (kc.sh may be a wrapper shell)."""
@@ -75,7 +99,7 @@ def _skip_unreachable(fetch: subprocess.CompletedProcess[str]) -> None:
             "keycloak.sh fetch reported Maven Central unreachable, yet it answers: not a reason to skip.\n"
             + fetch.stderr[-3000:]
         )
-    reason = "Maven Central is unreachable and keycloak-quarkus-dist is not cached"
+    reason = "Maven Central is unreachable and keycloak-quarkus-dist or the listener's build is not cached"
     SKIP_MARKER.parent.mkdir(parents=True, exist_ok=True)
     SKIP_MARKER.write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {reason}\n")
     os.environ["OUTBOUND_SCIM_KEYCLOAK_SKIPPED"] = reason
@@ -89,8 +113,6 @@ def keycloak(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             url=os.environ["KEYCLOAK_URL"].rstrip("/"),
             admin_user=os.environ.get("KEYCLOAK_ADMIN_USER", "admin"),
             admin_password=os.environ.get("KEYCLOAK_ADMIN_PASSWORD", "admin"),
-            kafka_provider=None,
-            kafka_bootstrap=None,
         )
         return
 
@@ -103,18 +125,23 @@ def keycloak(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         raise RuntimeError(f"keycloak.sh fetch failed:\n{fetch.stderr[-3000:]}")
     SKIP_MARKER.unlink(missing_ok=True)
 
-    provider = _run("provider")
-    jar = Path(provider.stdout.strip()) if provider.returncode == 0 and provider.stdout.strip() else None
-    # The listener sends synchronously (keycloak.kafka.sync=true): without a broker, every admin
-    # write on a realm that enables it would block for kafka.max.block.ms. So a real broker, but only
-    # when the listener is there at all.
-    bootstrap = request.getfixturevalue("kafka_bootstrap") if jar is not None else None
+    listener = _run("listener")
+    if listener.returncode != 0 or not listener.stdout.strip():
+        raise RuntimeError(f"keycloak.sh fetch did not build the Kafka event listener:\n{fetch.stderr[-3000:]}")
+    jar = Path(listener.stdout.strip())
+    # The listener sends synchronously: a missing broker would stall each admin write on a realm that
+    # enables it for the send timeout. So the session's broker, and topics made before anything is sent.
+    bootstrap: str = request.getfixturevalue("kafka_bootstrap")
+    session = uuid.uuid4().hex[:8]
+    topics = (f"kc{session}.keycloak-events", f"kc{session}.keycloak-admin-events")
+    with ThreadPoolExecutor(1) as pool:  # its own event loop, whatever runs in this thread
+        pool.submit(asyncio.run, _create_topics(bootstrap, topics)).result()
 
     data = tmp_path_factory.mktemp("keycloak")
     password = secrets.token_urlsafe(12)
-    env = {**os.environ, "KC_BOOTSTRAP_ADMIN_USERNAME": "admin", "KC_BOOTSTRAP_ADMIN_PASSWORD": password}
-    if bootstrap:
-        env["KEYCLOAK_KAFKA_BOOTSTRAP"] = bootstrap
+    env = {**os.environ, "KC_BOOTSTRAP_ADMIN_USERNAME": "admin", "KC_BOOTSTRAP_ADMIN_PASSWORD": password,
+           "KEYCLOAK_KAFKA_BOOTSTRAP": bootstrap, "KEYCLOAK_KAFKA_TOPIC": topics[0],
+           "KEYCLOAK_KAFKA_ADMIN_TOPIC": topics[1]}
     started = time.monotonic()
     start = _run("start", "0", str(data), env=env)
     if start.returncode != 0:
@@ -123,8 +150,11 @@ def keycloak(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         url=start.stdout.strip().splitlines()[-1],
         admin_user="admin",
         admin_password=password,
-        kafka_provider=jar,
+        listener_jar=jar,
         kafka_bootstrap=bootstrap,
+        events_topic=topics[0],
+        admin_events_topic=topics[1],
+        log=data / "keycloak.log",
         fetch_seconds=fetch_seconds,
         start_seconds=time.monotonic() - started,
         pid=int((data / "keycloak.pid").read_text()),
@@ -137,10 +167,19 @@ def keycloak(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         _run("stop", str(data))
 
 
+async def _create_topics(bootstrap: str, topics: tuple[str, ...], partitions: int = 3) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1) for topic in topics])
+    finally:
+        await admin.close()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Fetch and start times and the JVM's memory, in every run's output (CI logs included)."""
+    """Fetch (listener build included) and start times and the JVM's memory, in every run's output."""
     for kc in _started:
         terminalreporter.write_line(
             f"keycloak: fetch {kc.fetch_seconds:.1f} s, start {kc.start_seconds:.1f} s, "
-            f"{kc.memory_at_end} at the end, kafka listener jar {'present' if kc.kafka_provider else 'absent'}"
+            f"{kc.memory_at_end} at the end, kafka listener {kc.listener or 'absent'}"
         )

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-PLAYA_LISTENER = "playa-kafka-event-listener"
+TEST_LISTENER = "outbound-scim-test-kafka"  # scripts/keycloak/listener: writes the SnuK87 format
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class MasterAdmin:
         return location.rsplit("/", 1)[1] if location and doc is None else doc
 
     async def create_realm(self, name: str) -> str:
-        """Creates an enabled realm; returns its internal id (what the playa plugin sends)."""
+        """Creates an enabled realm; returns its internal id (what plugins without realmName send)."""
         await self.ok("POST", "", {"realm": name, "enabled": True})
         return str((await self.ok("GET", f"/{name}"))["id"])
 
@@ -89,7 +89,7 @@ class MasterAdmin:
         """Creates a user; returns its id."""
         return str(await self.ok("POST", f"/{realm}/users", rep))
 
-    async def enable_listener(self, realm: str, listener: str = PLAYA_LISTENER) -> tuple[int, Any]:
+    async def enable_listener(self, realm: str, listener: str = TEST_LISTENER) -> tuple[int, Any]:
         """GET then PUT events/config (the PUT replaces the listener list); 204 means it loaded,
         400 "Unknown event listener" that its provider jar did not."""
         config = await self.ok("GET", f"/{realm}/events/config")
