@@ -7,9 +7,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from service.settings import Settings
 from tests import events as ev
 from tests.conftest import SCIM_TOKEN
-from tests.support import Api, by_external_id, downstream_users, wait_until
+from tests.support import Api, by_external_id, downstream_users, spawn_service, wait_until
 
 
 async def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -46,3 +47,18 @@ def stop(process: subprocess.Popen[bytes]) -> int:
     return process.wait(timeout=60)
 
 
+
+
+async def start_with_tenant(settings: Settings, log: Path, realm: str, base: str) -> subprocess.Popen[bytes]:
+    """The service as a process, ready, with `realm` enabled towards `base`."""
+    process = spawn_service(settings, log)
+    await wait_ready(settings.api_port, process, log)
+    assert (await Api(settings.api_port).enable(realm, base, SCIM_TOKEN))[0] == 201
+    return process
+
+
+async def when_downstream_has(base: str, users: int, what: str) -> None:
+    async def enough() -> bool:
+        return len(await downstream_users(base, SCIM_TOKEN)) >= users
+
+    await wait_until(enough, what=what)

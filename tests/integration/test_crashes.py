@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 from tests.conftest import SCIM_TOKEN
-from tests.integration.scenarios import burst, converged, stop, wait_ready
+from tests.integration.scenarios import burst, converged, start_with_tenant, stop, wait_ready, when_downstream_has
 from tests.support import (
-    Api,
     Publisher,
     ScimServer,
     create_source_topics,
@@ -35,9 +34,7 @@ async def test_kill_minus_nine_at_random_points_loses_and_duplicates_nothing(
     await create_source_topics(settings)
     log = tmp_path / "service.log"
     realm, base = "killed", scim_server.base_url()
-    process = spawn_service(settings, log)
-    await wait_ready(settings.api_port, process, log)
-    assert (await Api(settings.api_port).enable(realm, base, SCIM_TOKEN))[0] == 201
+    process = await start_with_tenant(settings, log, realm, base)
     kill_points = []
     async with Publisher(kafka_bootstrap) as publisher:
         for round_ in range(5):
@@ -83,17 +80,11 @@ async def test_broker_restart_mid_stream_is_survived(scim_server: ScimServer, tm
     process = None
     try:
         await create_source_topics(settings)
-        process = spawn_service(settings, log)
-        await wait_ready(settings.api_port, process, log)
         realm, base = "broker-restart", scim_server.base_url()
-        assert (await Api(settings.api_port).enable(realm, base, SCIM_TOKEN))[0] == 201
+        process = await start_with_tenant(settings, log, realm, base)
         async with Publisher(bootstrap) as publisher:
             await publisher.send_all(settings.admin_events_topic, burst(realm, 150, "b"), partitions=3)
-
-        async def under_way() -> bool:
-            return len(await downstream_users(base, SCIM_TOKEN)) >= 10
-
-        await wait_until(under_way, what="the burst under way")
+        await when_downstream_has(base, 10, "the burst under way")
         stop_broker(data)
         outage_started = time.monotonic()
         assert process.poll() is None, "the service must survive a broker outage"

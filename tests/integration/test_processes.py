@@ -9,13 +9,12 @@ import aiohttp
 
 from service.settings import Settings
 from tests.conftest import SCIM_TOKEN
-from tests.integration.scenarios import burst, converged, stop, wait_ready
+from tests.integration.scenarios import burst, converged, start_with_tenant, stop, wait_ready, when_downstream_has
 from tests.support import (
     Api,
     Publisher,
     ScimServer,
     create_source_topics,
-    downstream_users,
     free_port,
     make_settings,
     spawn_service,
@@ -59,17 +58,11 @@ async def test_sigterm_mid_stream_then_restart_loses_and_duplicates_nothing(
     settings: Settings = make_settings(kafka_bootstrap, api_port=free_port())
     await create_source_topics(settings)
     log = tmp_path / "service.log"
-    process = spawn_service(settings, log)
-    await wait_ready(settings.api_port, process, log)
     realm, base = "sigterm", scim_server.base_url()
-    assert (await Api(settings.api_port).enable(realm, base, SCIM_TOKEN))[0] == 201
+    process = await start_with_tenant(settings, log, realm, base)
     async with Publisher(kafka_bootstrap) as publisher:
         await publisher.send_all(settings.admin_events_topic, burst(realm, 200, "s"), partitions=3)
-
-    async def some_done() -> bool:
-        return len(await downstream_users(base, SCIM_TOKEN)) >= 20
-
-    await wait_until(some_done, what="the burst under way")
+    await when_downstream_has(base, 20, "the burst under way")
     assert stop(process) == 0
     assert not await converged(base, 200, "s"), "the burst finished before SIGTERM: the test proves nothing"
     text = log.read_text()
