@@ -149,12 +149,12 @@ class Service:
             timeout_seconds=s.http_timeout_seconds,
         )
 
-    async def _reconcile_periodically(self, reconciler: Reconciler, check_seconds: float = 30.0) -> None:
+    async def _reconcile_periodically(self, reconciler: Reconciler) -> None:
         """Tenants with a reconcile interval are reconciled by the replica owning changes partition 0
         (one replica does it; after a rebalance the new owner starts its own clock)."""
         last: dict[str, float] = {}
         while True:
-            await asyncio.sleep(check_seconds)
+            await asyncio.sleep(self.settings.reconcile_check_seconds)
             if self.apply is None or not self.apply.owns(0):
                 last.clear()
                 continue

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     keycloak_auth_realm: str = Field("master", description="realm of the service-account client")
     keycloak_client_id: str | None = None
     keycloak_client_secret: SecretStr | None = None
+    reconcile_check_seconds: float = Field(
+        30.0, gt=0, description="how often the tenants' reconcile intervals are checked"
+    )
     keycloak_authoritative: bool = Field(
         True, description="with Keycloak access, apply each change from the user as Keycloak stores it"
     )

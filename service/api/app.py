@@ -230,10 +230,13 @@ def _parse_enable(realm: str, body: dict[str, Any]) -> Tenant | web.Response:
         policy = DeletePolicy(body.get("delete_policy", "ignore"))
     except ValueError:
         return _error(400, "invalid_request", "delete_policy is one of ignore, deactivate, delete")
-    limits = {k: body.get(k) for k in ("max_concurrency", "rate_limit_per_minute", "reconcile_interval_minutes")}
+    limits = {k: body.get(k) for k in ("max_concurrency", "rate_limit_per_minute")}
     for name, value in limits.items():
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             return _error(400, "invalid_request", f"{name} is a positive integer")
+    interval = body.get("reconcile_interval_minutes")
+    if interval is not None and (not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0):
+        return _error(400, "invalid_request", "reconcile_interval_minutes is a positive number")
     realm_id = body.get("realm_id")
     if realm_id is not None and (not isinstance(realm_id, str) or not realm_id):
         return _error(400, "invalid_request", "realm_id is a non-empty string")
@@ -246,7 +249,7 @@ def _parse_enable(realm: str, body: dict[str, Any]) -> Tenant | web.Response:
         max_concurrency=limits["max_concurrency"],
         rate_limit_per_minute=limits["rate_limit_per_minute"],
         realm_id=realm_id,
-        reconcile_interval_minutes=limits["reconcile_interval_minutes"],
+        reconcile_interval_minutes=interval,
     )
 
 

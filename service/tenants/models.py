@@ -27,7 +27,7 @@ class Tenant:
     status: TenantStatus = "enabled"
     generation: int = 1  # bumped by every enable / rotate: tells a stale "unauthorized" mark apart
     realm_id: str | None = None  # the realm's internal id: plugins that send no realmName (playa) use it
-    reconcile_interval_minutes: int | None = None  # periodic reconciliation; None: off
+    reconcile_interval_minutes: float | None = None  # periodic reconciliation; None: off
 
     @property
     def downstream(self) -> Downstream:

@@ -44,7 +44,8 @@ async def setup(
                                                         "lastName": "Test", "email": f"{name}@example.com",
                                                         "enabled": enabled})
         settings = make_settings(kafka_bootstrap, keycloak_url=keycloak.url, keycloak_auth_realm=realm,
-                                 keycloak_client_id=account.client_id, keycloak_client_secret=account.client_secret)
+                                 keycloak_client_id=account.client_id, keycloak_client_secret=account.client_secret,
+                                 reconcile_check_seconds=0.5)
         await create_source_topics(settings)
         async with running_service(settings) as service:
             base = scim_server.base_url()
@@ -137,3 +138,23 @@ async def test_provision_one_user_now_returns_the_step_trace(
 
     status, trace = await Api(service.api_port or 0).call("POST", f"/tenants/{realm}/users/no-such-user/sync")
     assert (status, trace["result"], trace["steps"][0]) == (200, "skipped", {"step": "read_keycloak", "found": False})
+
+
+async def test_periodic_reconciliation_repairs_drift_by_itself(
+    setup: tuple[Service, MasterAdmin, str, dict[str, str], str],
+) -> None:
+    """A tenant with reconcile_interval_minutes gets its drift fixed without anyone asking."""
+    service, _, realm, ids, base = setup
+    api = Api(service.api_port or 0)
+    status, body = await api.call("PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN,
+                                                                 "reconcile_interval_minutes": 0.05})
+    assert (status, body["reconcile_interval_minutes"]) == (200, 0.05)
+    users = {u["externalId"]: u for u in await downstream_users(base, SCIM_TOKEN)}
+    await scim("DELETE", f"{base}/Users/{users[ids['alice']]['id']}")
+
+    async def recreated() -> bool:
+        return ids["alice"] in by_external_id(await downstream_users(base, SCIM_TOKEN))
+
+    await wait_until(recreated, timeout=60, what="the periodic reconciliation re-created alice")
+    assert service.metrics.registry.get_sample_value(
+        "outbound_scim_drift_users", {"tenant": realm, "kind": "missing"}) is not None
