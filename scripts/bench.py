@@ -679,26 +679,30 @@ def print_table(args: argparse.Namespace, service: Result, baseline: Result, bro
         print(f"{label:<{width}}  {svc:>10}  {base:>10}  {floor}")
     print("-" * (width + 40))
     print(f"service requests by method: {_methods(service.requests)}; baseline: {_methods(baseline.requests)}")
-    print_cpu(service)
-    for name, value in sorted(service.counters.items()):
-        if value:
-            print(f"  {name} = {value:g}")
+    print_cpu(service.cpu, service.wall_seconds, service.events, "event")
+    print_counters(service.counters)
 
 
-def print_cpu(service: Result) -> None:
-    """Where the host's cores went while the service worked (publish start -> convergence)."""
-    used = dict(service.cpu)
+def print_cpu(cpu: dict[str, float], wall_seconds: float, units: int, unit: str) -> None:
+    """Where the host's cores went while the service worked (both benches print this)."""
+    used = dict(cpu)
     if "service" not in used or "host busy" not in used:
         return
     cores = os.cpu_count() or 1
-    capacity = cores * service.wall_seconds
+    capacity = cores * wall_seconds
     busy = used.pop("host busy")
     own = sum(used.values())
-    print(f"CPU seconds in the service window ({cores} cores x {service.wall_seconds:.1f} s = {capacity:.0f}):")
-    print("  " + ", ".join(f"{name} {cpu:.1f}" for name, cpu in used.items())
+    print(f"CPU seconds in the window ({cores} cores x {wall_seconds:.1f} s = {capacity:.0f}):")
+    print("  " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
           + f", other processes on the host {max(0.0, busy - own):.1f}, idle {max(0.0, capacity - busy):.1f}")
-    print(f"  service: {used['service'] / service.events * 1e6:.0f} us CPU per event, "
-          f"{used['service'] / service.wall_seconds:.0%} of one core")
+    print(f"  service: {used['service'] / units * 1e6:.0f} us CPU per {unit}, "
+          f"{used['service'] / wall_seconds:.0%} of one core")
+
+
+def print_counters(counters: dict[str, float]) -> None:
+    for name, value in sorted(counters.items()):
+        if value:
+            print(f"  {name} = {value:g}")
 
 
 def _methods(requests: dict[str, int]) -> str:

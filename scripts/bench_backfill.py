@@ -57,6 +57,8 @@ from scripts.bench import (
     ProcessWatch,
     Responder,
     kafka_broker,
+    print_counters,
+    print_cpu,
     running_responder,
     service_counters,
 )
@@ -530,25 +532,8 @@ def print_table(args: argparse.Namespace, kc: KeycloakHandle, setup: Setup, m: M
     print(f"downstream requests: {sum(m.downstream_requests.values())} ({ds_kinds}); "
           f"users held downstream: {m.downstream_users}")
     print(f"service backfill progress: {m.backfill}")
-    print_cpu(m)
-    for name, value in sorted(m.counters.items()):
-        if value:
-            print(f"  {name} = {value:g}")
-
-
-def print_cpu(m: Measured) -> None:
-    used = dict(m.cpu)
-    if "service" not in used or "host busy" not in used:
-        return
-    cores = os.cpu_count() or 1
-    capacity = cores * m.wall_seconds
-    busy = used.pop("host busy")
-    own = sum(used.values())
-    print(f"CPU seconds in the window ({cores} cores x {m.wall_seconds:.1f} s = {capacity:.0f}):")
-    print("  " + ", ".join(f"{name} {cpu:.1f}" for name, cpu in used.items())
-          + f", other processes on the host {max(0.0, busy - own):.1f}, idle {max(0.0, capacity - busy):.1f}")
-    print(f"  service: {used['service'] / m.users * 1e6:.0f} us CPU per user, "
-          f"{used['service'] / m.wall_seconds:.0%} of one core")
+    print_cpu(m.cpu, m.wall_seconds, m.users, "user")
+    print_counters(m.counters)
 
 
 # == orchestration ========================================================================================

@@ -9,6 +9,9 @@ from typing import Any
 
 import aiohttp
 
+from service.settings import Settings
+from tests.support import make_settings
+
 TEST_LISTENER = "outbound-scim-test-kafka"  # scripts/keycloak/listener: writes the SnuK87 format
 
 
@@ -98,3 +101,10 @@ class MasterAdmin:
                       adminEventsDetailsEnabled=True)
         status, doc, _ = await self.call("PUT", f"/{realm}/events/config", config)
         return status, doc
+
+
+def keycloak_settings(kafka_bootstrap: str, keycloak_url: str, account: ServiceAccount, **overrides: Any) -> Settings:
+    """Service settings (fresh topics) reading Keycloak as `account`, from the realm the account lives in."""
+    return make_settings(kafka_bootstrap, keycloak_url=keycloak_url, keycloak_auth_realm=account.realm,
+                         keycloak_client_id=account.client_id, keycloak_client_secret=account.client_secret,
+                         **overrides)

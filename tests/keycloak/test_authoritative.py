@@ -12,8 +12,8 @@ import pytest
 from tests import events as ev
 from tests.integration.conftest import Pipeline
 from tests.keycloak.conftest import RealKeycloak
-from tests.keycloak.setup_realm import MasterAdmin
-from tests.support import Api, Publisher, ScimServer, create_source_topics, make_settings, running_service, wait_until
+from tests.keycloak.setup_realm import MasterAdmin, keycloak_settings
+from tests.support import Api, Publisher, ScimServer, create_source_topics, running_service, wait_until
 
 
 @pytest.fixture
@@ -25,8 +25,7 @@ async def authoritative(
         realm = f"au-{uuid.uuid4().hex[:8]}"
         await admin.create_realm(realm)
         account = await admin.create_service_account(realm, "outbound-scim")
-        settings = make_settings(kafka_bootstrap, keycloak_url=keycloak.url, keycloak_auth_realm=realm,
-                                 keycloak_client_id=account.client_id, keycloak_client_secret=account.client_secret)
+        settings = keycloak_settings(kafka_bootstrap, keycloak.url, account)
         await create_source_topics(settings)
         async with running_service(settings) as service, Publisher(kafka_bootstrap) as publisher:
             pipeline = Pipeline(settings, service, Api(service.api_port or 0), publisher, scim_server)

@@ -14,14 +14,13 @@ import pytest
 from service.app import Service
 from tests.conftest import SCIM_TOKEN
 from tests.keycloak.conftest import RealKeycloak
-from tests.keycloak.setup_realm import MasterAdmin, ServiceAccount
+from tests.keycloak.setup_realm import MasterAdmin, ServiceAccount, keycloak_settings
 from tests.support import (
     Api,
     ScimServer,
     by_external_id,
     create_source_topics,
     downstream_users,
-    make_settings,
     running_service,
     wait_until,
 )
@@ -64,9 +63,8 @@ async def populated(keycloak: RealKeycloak) -> AsyncIterator[tuple[str, ServiceA
 async def service(
     keycloak: RealKeycloak, kafka_bootstrap: str, populated: tuple[str, ServiceAccount, dict[str, int]]
 ) -> AsyncIterator[Service]:
-    realm, account, _ = populated
-    settings = make_settings(kafka_bootstrap, keycloak_url=keycloak.url, keycloak_auth_realm=realm,
-                             keycloak_client_id=account.client_id, keycloak_client_secret=account.client_secret)
+    _, account, _ = populated
+    settings = keycloak_settings(kafka_bootstrap, keycloak.url, account)
     await create_source_topics(settings)
     async with running_service(settings) as running:
         yield running

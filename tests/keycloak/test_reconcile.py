@@ -14,14 +14,13 @@ import pytest
 from service.app import Service
 from tests.conftest import SCIM_TOKEN
 from tests.keycloak.conftest import RealKeycloak
-from tests.keycloak.setup_realm import MasterAdmin
+from tests.keycloak.setup_realm import MasterAdmin, keycloak_settings
 from tests.support import (
     Api,
     ScimServer,
     by_external_id,
     create_source_topics,
     downstream_users,
-    make_settings,
     running_service,
     wait_until,
 )
@@ -43,9 +42,7 @@ async def setup(
             ids[name] = await admin.create_user(realm, {"username": name, "firstName": name.title(),
                                                         "lastName": "Test", "email": f"{name}@example.com",
                                                         "enabled": enabled})
-        settings = make_settings(kafka_bootstrap, keycloak_url=keycloak.url, keycloak_auth_realm=realm,
-                                 keycloak_client_id=account.client_id, keycloak_client_secret=account.client_secret,
-                                 reconcile_check_seconds=0.5)
+        settings = keycloak_settings(kafka_bootstrap, keycloak.url, account, reconcile_check_seconds=0.5)
         await create_source_topics(settings)
         async with running_service(settings) as service:
             base = scim_server.base_url()
