@@ -121,8 +121,8 @@ class Service:
         site = web.TCPSite(self._runner, s.api_host, s.api_port)
         await site.start()
         self.api_port = self._runner.addresses[0][1]
-        authoritative = keycloak if s.keycloak_authoritative else None
-        self.apply = ApplyStage(s, self.metrics, self.tenants, scim, self._producer, authoritative)
+        self.apply = ApplyStage(s, self.metrics, self.tenants, scim, self._producer, keycloak,
+                                authoritative=s.keycloak_authoritative)
         await self.apply.start()
         self.rekey = RekeyStage(s, self.metrics)
         await self.rekey.start()

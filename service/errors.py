@@ -10,6 +10,8 @@
         │   └── CircuitOpen  the tenant's breaker holds traffic: park instead of waiting
         ├── ScimNotFound     404: re-resolve or re-create
         ├── ScimConflict     409: look up by externalId / userName and adopt
+        │   └── ScimOwnershipConflict  the account holding the userName belongs to another externalId:
+        │                              never written; dead-lettered for an operator (resolve or link)
         └── ScimRejected     other 4xx (and forbidden addresses): not retriable; 401/403 mean the
                              token is refused -> the tenant is marked unauthorized
 """
@@ -86,6 +88,16 @@ class ScimNotFound(ScimError):
 
 class ScimConflict(ScimError):
     pass
+
+
+class ScimOwnershipConflict(ScimConflict):
+    """The downstream account that blocks a create is owned by another externalId (`owner`)."""
+
+    def __init__(self, downstream_id: str, owner: str) -> None:
+        detail = "the account holding this userName belongs to another user"
+        super().__init__(409, "POST", "Users", "uniqueness", detail)
+        self.downstream_id = downstream_id
+        self.owner = owner
 
 
 class ScimRejected(ScimError):

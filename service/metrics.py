@@ -98,6 +98,23 @@ class Metrics:
             "Users found out of step by the last reconciliation: missing, stale, or extra downstream",
             ["tenant", "kind"], registry=r,
         )
+        self.conflicts = Counter(
+            "outbound_scim_conflicts_total",
+            "Creates blocked by an account that is not provably this user's (owned by another externalId, "
+            "or none matches): dead-lettered with reason conflict, never written",
+            ["tenant"], registry=r,
+        )
+        self.lookup_scans = Gauge(
+            "outbound_scim_lookup_scan",
+            "1 while lookups to the tenant's downstream list its accounts instead of filtering "
+            "(filters unsupported, or answers that did not satisfy the filter)",
+            ["tenant"], registry=r,
+        )
+        self.clamped_times = Counter(
+            "outbound_scim_event_time_clamped_total",
+            "Events whose time was further ahead of the service's clock than OUTBOUND_SCIM_MAX_CLOCK_SKEW_SECONDS",
+            registry=r,
+        )
         self.commits = Counter(
             "outbound_scim_offset_commits_total", "Offset commits of the apply stage", registry=r
         )

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     internal_replication_factor: int = Field(1, ge=1)
     group_id: str = "outbound-scim"
     max_record_bytes: int = Field(1_000_000, ge=1024)
+    max_clock_skew_seconds: float = Field(
+        300.0, ge=0, description="event times further ahead of the service's clock are clamped to it (and counted)"
+    )
 
     # Work scheduling
     max_in_flight: int = Field(1000, ge=1, description="changes being applied at once, all users")

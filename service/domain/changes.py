@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from service.domain.keycloak import KeycloakEvent
@@ -16,7 +16,7 @@ from service.errors import PoisonRecord
 
 ATTRIBUTES = ("userName", "givenName", "familyName", "email", "active")
 
-ChangeOp = Literal["upsert", "delete"]
+ChangeOp = Literal["upsert", "delete", "link"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,8 @@ class UserChange:
     event_id: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
     force: bool = False  # write every attribute even if it matches what was last written (reconciliation)
+    reread: bool = False  # the event carried no representation: only a re-read from Keycloak says what changed
+    link_to: str | None = None  # op "link": the downstream id an operator declared to be this user
 
     @property
     def key(self) -> str:
@@ -47,6 +49,10 @@ class UserChange:
             "attributes": dict(self.attributes),
             "force": self.force,
         }
+        if self.reread:
+            doc["reread"] = True
+        if self.link_to is not None:
+            doc["link_to"] = self.link_to
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -62,6 +68,8 @@ class UserChange:
                 event_id=doc.get("event_id"),
                 attributes={k: v for k, v in (doc.get("attributes") or {}).items() if k in ATTRIBUTES},
                 force=bool(doc.get("force", False)),
+                reread=bool(doc.get("reread", False)),
+                link_to=doc.get("link_to"),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PoisonRecord("malformed_change", str(exc)[:200]) from exc
@@ -92,18 +100,19 @@ def _from_admin(event: KeycloakEvent) -> UserChange | Skip:
         return Skip("admin_action")
     if event.user_subresource is not None:  # e.g. users/<id>/federated-identity/google
         return Skip("user_subresource")
-    rep = event.representation or {}
     if event.operation_type == "DELETE":
         return _change(event, "delete", {})
+    if event.operation_type not in ("CREATE", "UPDATE"):
+        return Skip("admin_action")
+    if event.representation is None:
+        # The realm's "Include representation" is off and the listener honours it: the event says
+        # that the user changed, not how. A re-read from Keycloak (when configured) tells.
+        return replace(_change(event, "upsert", {}), reread=True)
+    attrs = _from_representation(event.representation)
     if event.operation_type == "CREATE":
-        attrs = _from_representation(rep)
         # Keycloak creates a user disabled unless the request says enabled=true.
         attrs.setdefault("active", False)
-        return _change(event, "upsert", attrs)
-    if event.operation_type == "UPDATE":
-        attrs = _from_representation(rep)
-        return _change(event, "upsert", attrs) if attrs else Skip("no_scim_attributes")
-    return Skip("admin_action")
+    return _change(event, "upsert", attrs) if attrs else Skip("no_scim_attributes")
 
 
 _REPRESENTATION_KEYS = {
@@ -181,3 +190,13 @@ def _clean(attr: str, value: object) -> Any:
     if not isinstance(value, str):
         raise PoisonRecord("wrong_shape", f"{attr} is {type(value).__name__}, not a string")
     return value
+
+
+def clamp_future(change: UserChange, now_ms: int, max_ahead_ms: int) -> tuple[UserChange, bool]:
+    """An event time further ahead of our clock than `max_ahead_ms` comes from a Keycloak node with a
+    wrong clock; left as is it would win every race for as long as the skew lasts. Returns the change
+    with its time clamped to `now_ms + max_ahead_ms`, and whether it was clamped."""
+    limit = now_ms + max_ahead_ms
+    if change.time_ms <= limit:
+        return change, False
+    return replace(change, time_ms=limit), True

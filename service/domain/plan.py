@@ -1,17 +1,20 @@
 """What a change needs downstream: (known state, change, delete policy) -> `Plan`. Pure.
 
-The executor turns a plan into HTTP calls; everything that can be decided without the network is
-decided here, so it is table-tested without a server.
+The state merges every change seen (service.domain.state), so the user the downstream should hold is
+a function of the state alone, `desired`, whatever order the changes came in. A plan moves the
+downstream from what was last written to that: nothing, a PATCH of what differs, a create (or a link
+to an existing account, decided by the executor), or a DELETE. The executor turns it into HTTP calls;
+everything decidable without the network is decided here, so it is table-tested without a server.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from service.domain.changes import UserChange
-from service.domain.state import UserState, newer_attributes
+from service.domain.state import UserState, merge
 
 
 class DeletePolicy(StrEnum):
@@ -20,58 +23,70 @@ class DeletePolicy(StrEnum):
     DELETE = "delete"  # DELETE /Users/{id}
 
 
-Action = Literal["none", "sync", "deactivate", "delete"]
+class Action(StrEnum):
+    NONE = "none"
+    SYNC = "sync"  # make the downstream user hold `values` (PATCH `changed` when linked, else resolve / create)
+    DELETE = "delete"  # the user must not exist downstream
+    LINK = "link"  # an operator declared the downstream id: take that account, write `values`
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     action: Action
-    state: UserState  # the state once the plan has been carried out (downstream id filled in by the executor)
+    state: UserState  # the merged state; the executor fills in downstream_id and written
+    values: dict[str, Any] = field(default_factory=dict)  # what the downstream user should hold
     changed: dict[str, Any] = field(default_factory=dict)  # attributes to PATCH on a linked user
     reason: str = ""
 
-    @property
-    def values(self) -> dict[str, Any]:
-        """Everything known of the user: what a POST would send if the downstream lacks it."""
-        return self.state.values
 
+def desired(state: UserState, policy: DeletePolicy) -> dict[str, Any] | None:
+    """The attributes the downstream user should have, or None when it should not exist.
 
-def plan_change(state: UserState, change: UserChange, delete_policy: DeletePolicy) -> Plan:
-    if change.op == "delete":
-        return _plan_delete(state, change, delete_policy)
-    if state.deleted_ms is not None and change.time_ms < state.deleted_ms:
-        return Plan("none", state, reason="older_than_delete")
-    newer = newer_attributes(state, change)
-    if not newer:
-        return Plan("none", state, reason="superseded")
-    new_state = replace(
-        state,
-        values={**state.values, **newer},
-        times={**state.times, **dict.fromkeys(newer, change.time_ms)},
-    )
-    if state.downstream_id is None or change.force:
-        return Plan("sync", new_state, changed=newer)
-    changed = {attr: value for attr, value in newer.items() if state.values.get(attr, _MISSING) != value}
-    if not changed:
-        return Plan("none", new_state, reason="unchanged")
-    return Plan("sync", new_state, changed=changed)
+    | delete policy | after a deletion newer than every other change      | an older change arrives after it |
+    |---------------|----------------------------------------------------|----------------------------------|
+    | ignore        | unchanged downstream                               | applies                          |
+    | deactivate    | active=false, other attributes as last set         | applies; active stays false      |
+    | delete        | absent                                             | does not resurrect the user      |
 
-
-def _plan_delete(state: UserState, change: UserChange, policy: DeletePolicy) -> Plan:
-    if state.deleted_ms is not None and state.deleted_ms >= change.time_ms:
-        return Plan("none", state, reason="already_deleted")
-    if policy is DeletePolicy.IGNORE:
-        return Plan("none", replace(state, deleted_ms=change.time_ms), reason="delete_ignored")
+    A change newer than the deletion (a re-create, an enable) wins as any newer change does.
+    """
+    deleted = state.deleted_ms
+    if deleted is None:
+        return state.values
+    if policy is DeletePolicy.DELETE:
+        return None if deleted >= state.newest_ms else state.values
     if policy is DeletePolicy.DEACTIVATE:
-        new_state = replace(
-            state,
-            values={**state.values, "active": False},
-            times={**state.times, "active": change.time_ms},
-            deleted_ms=change.time_ms,
-        )
-        return Plan("deactivate", new_state, changed={"active": False})
-    # The state keeps the downstream id until the executor has deleted the user.
-    return Plan("delete", replace(state, values={}, deleted_ms=change.time_ms))
+        active_since = state.versions.get("active", (-1, ""))[0]
+        if deleted >= active_since:  # at equal times the deletion wins, as active=false does
+            return {**state.values, "active": False}
+    return state.values
+
+
+def plan_change(state: UserState, change: UserChange, policy: DeletePolicy) -> Plan:
+    new_state = merge(state, change)
+    after = desired(new_state, policy)
+    if change.op == "link":
+        return Plan(Action.LINK, new_state, after or {}, changed=after or {}, reason="operator_link")
+    if after is None:
+        if state.downstream_id is None and desired(state, policy) is None and not change.force:
+            return Plan(Action.NONE, new_state, reason="deleted")  # gone already: nothing older resurrects it
+        return Plan(Action.DELETE, new_state)
+    if state.downstream_id is None or change.force:
+        if not after:
+            return Plan(Action.NONE, new_state, reason="nothing_known")
+        return Plan(Action.SYNC, new_state, after, changed=after)
+    changed = {attr: value for attr, value in after.items() if state.written.get(attr, _MISSING) != value}
+    if not changed:
+        return Plan(Action.NONE, new_state, after, reason=_why_nothing(state, new_state, change, policy))
+    return Plan(Action.SYNC, new_state, after, changed=changed)
+
+
+def _why_nothing(state: UserState, new_state: UserState, change: UserChange, policy: DeletePolicy) -> str:
+    if new_state is state:
+        return "superseded"  # nothing in the change is newer than what we know
+    if change.op == "delete" and policy is DeletePolicy.IGNORE:
+        return "delete_ignored"
+    return "unchanged"
 
 
 _MISSING = object()

@@ -5,6 +5,7 @@ the bench showed plain dicts to be the hot path's cheapest option, and these are
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -72,6 +73,54 @@ def eq_filter(attribute: str, value: str) -> str:
     """`attribute eq "value"` with the value quoted as RFC 7644 section 3.4.2.2 asks."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'{attribute} eq "{escaped}"'
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A lookup answer, verified: `match` is the one resource that satisfies the filter (None when none
+    or several do); `honoured` is False when the answer held resources that do not satisfy the filter,
+    i.e. the downstream ignores or mis-evaluates filters and its "no match" proves nothing."""
+
+    match: dict[str, Any] | None
+    honoured: bool
+
+
+def matches(resource: Mapping[str, Any], attribute: str, value: str) -> bool:
+    """`attribute eq value` as RFC 7643 defines it for our two lookup attributes: externalId is
+    case-exact, userName is not."""
+    held = resource.get(attribute)
+    if not isinstance(held, str):
+        return False
+    if attribute == "userName":
+        return held.casefold() == value.casefold()
+    return held == value
+
+
+def verify_lookup(doc: object, attribute: str, value: str) -> Lookup:
+    """Never trust what comes back: keep only resources that satisfy the filter and carry a usable id."""
+    resources = doc.get("Resources") if isinstance(doc, dict) else None
+    if not isinstance(resources, list):
+        return Lookup(None, True)
+    found = [r for r in resources if isinstance(r, dict) and matches(r, attribute, value)]
+    honoured = len(found) == len(resources)
+    usable = [r for r in found if is_resource_id(r.get("id"))]
+    return Lookup(usable[0] if len(found) == 1 and usable else None, honoured)
+
+
+def is_resource_id(value: object) -> bool:
+    """A downstream id we can put in a path: a non-empty string without "/", "?", "#" or control characters."""
+    return (
+        isinstance(value, str)
+        and value != ""
+        and not any(c in "/?#" or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)
+    )
+
+
+def filter_supported(config: object) -> bool | None:
+    """What a ServiceProviderConfig says of `filter.supported` (None: it does not say)."""
+    section = config.get("filter") if isinstance(config, dict) else None
+    supported = section.get("supported") if isinstance(section, dict) else None
+    return supported if isinstance(supported, bool) else None
 
 
 def is_service_provider_config(doc: object) -> bool:

@@ -1,54 +1,112 @@
-"""Per-user state kept in the compacted user-state topic, and the race rule that updates it.
+"""Per-user state, and the merge rule that makes the downstream converge whatever the arrival order.
 
-Events of one user can come from different source partitions, so they may arrive out of order. The
-event `time` decides, per attribute: each attribute keeps the time of the change that last set it,
-and an older change still applies to the attributes nothing newer has set. Dropping a whole older
-change would lose, say, a name edit that raced with a newer disable.
+One user's events reach us in any order: the plugin spreads them over partitions, user and admin
+events come on two topics, replays and backfills interleave with live traffic. So the state is a
+merge of everything seen, independent of the order it was seen in (a state-based CRDT):
+
+- each attribute keeps its newest value with that value's version (event time, event id); an older
+  change still sets the attributes that nothing newer has set, whether or not the user exists
+  downstream yet;
+- a deletion is a tombstone with a time (`deleted_ms`); it hides nothing: what the downstream should
+  hold is decided by `service.domain.plan.desired` from the state and the tenant's delete policy;
+- ties in event time are settled by a rule that ignores arrival order: for `active`, false wins; for
+  the other attributes, the greater event id, then the greater value.
+
+Merging is commutative, associative and idempotent, so any permutation of a user's changes, with
+duplicates, ends in the same state as applying them in event-time order.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from service.domain.changes import UserChange
 
+Version = tuple[int, str]  # (event time in ms, tie tag: the event id, "" when the plugin sends none)
+NO_VERSION: Version = (-1, "")
+
 
 @dataclass(frozen=True, slots=True)
 class UserState:
-    downstream_id: str | None = None
-    values: dict[str, Any] = field(default_factory=dict)  # attributes as last written downstream
-    times: dict[str, int] = field(default_factory=dict)  # attribute -> time of the change that set it
-    deleted_ms: int | None = None
+    downstream_id: str | None = None  # the downstream's id of this user, once known
+    values: dict[str, Any] = field(default_factory=dict)  # newest known value per attribute
+    versions: dict[str, Version] = field(default_factory=dict)  # version of each value in `values`
+    deleted_ms: int | None = None  # time of the newest deletion seen
+    written: dict[str, Any] = field(default_factory=dict)  # what the linked downstream user holds, as last written
     parked: str | None = None  # why this user's changes go to the parking topic until a replay
 
+    @property
+    def newest_ms(self) -> int:
+        """Time of the newest change that set an attribute (-1 when none did)."""
+        return max((version[0] for version in self.versions.values()), default=-1)
+
     def to_json(self) -> bytes:
-        doc = {
+        doc: dict[str, Any] = {
             "downstream_id": self.downstream_id,
             "values": self.values,
-            "times": self.times,
+            "versions": self.versions,
             "deleted_ms": self.deleted_ms,
             "parked": self.parked,
         }
+        if self.written != self.values:  # the common case (downstream in step) costs nothing
+            doc["written"] = self.written
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> UserState:
         doc = json.loads(raw)
+        values = dict(doc.get("values") or {})
+        if "versions" in doc:
+            versions = {k: (int(v[0]), str(v[1])) for k, v in (doc.get("versions") or {}).items()}
+        else:  # written by a version that kept times only
+            versions = {k: (int(v), "") for k, v in (doc.get("times") or {}).items()}
         return cls(
             downstream_id=doc.get("downstream_id"),
-            values=dict(doc.get("values") or {}),
-            times={k: int(v) for k, v in (doc.get("times") or {}).items()},
+            values=values,
+            versions=versions,
             deleted_ms=doc.get("deleted_ms"),
+            written=dict(doc["written"]) if "written" in doc else values,  # shared when equal: no copy
             parked=doc.get("parked"),
         )
 
 
-def newer_attributes(state: UserState, change: UserChange) -> dict[str, Any]:
-    """The attributes of `change` that no newer change has already set."""
-    return {
-        attr: value
-        for attr, value in change.attributes.items()
-        if change.time_ms >= state.times.get(attr, -1)
+def version_of(change: UserChange) -> Version:
+    return (change.time_ms, change.event_id or "")
+
+
+def wins(attribute: str, value: Any, version: Version, held: Any, held_version: Version) -> bool:
+    """Whether `value` at `version` replaces `held` at `held_version`: newer time first; at equal
+    times `active=false` beats `active=true`, then the greater event id, then the greater value."""
+    if version[0] != held_version[0]:
+        return version[0] > held_version[0]
+    if attribute == "active" and value is not held:
+        return value is False
+    if version[1] != held_version[1]:
+        return version[1] > held_version[1]
+    return _canonical(value) > _canonical(held)
+
+
+def merge(state: UserState, change: UserChange) -> UserState:
+    """`state` with what `change` says that nothing newer has said. The same object when nothing is new."""
+    if change.op == "delete":
+        if state.deleted_ms is not None and state.deleted_ms >= change.time_ms:
+            return state
+        return replace(state, deleted_ms=change.time_ms)
+    version = version_of(change)
+    newer = {
+        attribute: value
+        for attribute, value in change.attributes.items()
+        if attribute not in state.versions
+        or wins(attribute, value, version, state.values.get(attribute), state.versions[attribute])
     }
+    if not newer:
+        return state
+    # `written` stays: the downstream holds what it held until the executor writes the new values.
+    versions = {**state.versions, **dict.fromkeys(newer, version)}
+    return replace(state, values={**state.values, **newer}, versions=versions)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)

@@ -24,12 +24,21 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from service.domain.changes import UserChange
 from service.domain.plan import plan_change
-from service.errors import CircuitOpen, Parked, PoisonRecord, ScimError, ScimRejected, ScimTransient
+from service.errors import (
+    CircuitOpen,
+    Parked,
+    PoisonRecord,
+    ScimError,
+    ScimNotFound,
+    ScimOwnershipConflict,
+    ScimRejected,
+    ScimTransient,
+)
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.keycloak_admin.errors import KeycloakError, KeycloakUnavailable
 from service.metrics import Metrics
 from service.pipeline.authoritative import read_truth
-from service.pipeline.dead_letters import REPLAYED, dead_letter
+from service.pipeline.dead_letters import DOWNSTREAM_ID, OWNER, REPLAYED, dead_letter
 from service.pipeline.offsets import PartitionOffsets
 from service.pipeline.rewind import rewind_to_committed
 from service.pipeline.scheduler import KeyedScheduler
@@ -64,9 +73,13 @@ class ApplyStage(ConsumerRebalanceListener):
         scim: ScimClient,
         producer: AIOKafkaProducer,
         keycloak: KeycloakAdminClient | None = None,
+        *,
+        authoritative: bool = False,
     ) -> None:
         self._settings = settings
-        self._keycloak = keycloak  # authoritative mode: each change re-reads the user from Keycloak
+        self._keycloak = keycloak  # re-reads users whose event carried no representation
+        self._authoritative = authoritative and keycloak is not None  # ... and, if set, every user
+        self._warned_no_representation: set[str] = set()
         self._metrics = metrics
         self._tenants = tenants
         self._scim = scim
@@ -275,7 +288,10 @@ class ApplyStage(ConsumerRebalanceListener):
             attempt += 1
             state = self._states.get(change.key)
             try:
-                effective = await read_truth(self._keycloak, change) if self._keycloak else change
+                effective = await self._effective(change)
+                if effective is None:
+                    await self._no_representation(change, bound)
+                    return
                 plan = plan_change(state, effective, tenant.delete_policy)
                 outcome = await execute(plan, effective, tenant.downstream, self._scim)
                 break
@@ -313,9 +329,23 @@ class ApplyStage(ConsumerRebalanceListener):
                 bound.error("change.rejected", status=exc.status, error=str(exc))
                 await self._dead_letter(work, "rejected", exc, tenant=change.realm)
                 return
-            except ScimError as exc:  # a conflict that could not be adopted
+            except ScimOwnershipConflict as exc:  # never written: an operator resolves or links
+                self._metrics.changes.labels(change.realm, "conflict").inc()
+                self._metrics.conflicts.labels(change.realm).inc()
+                bound.error("change.conflict", downstream_id=exc.downstream_id, owner=exc.owner,
+                            hint="resolve downstream then replay, or link the user to the account")
+                await self._dead_letter(work, "conflict", exc, tenant=change.realm,
+                                        headers={DOWNSTREAM_ID: exc.downstream_id, OWNER: exc.owner})
+                return
+            except ScimNotFound as exc:  # only an operator's link reaches here: the account is not there
                 self._metrics.changes.labels(change.realm, "failed").inc()
                 bound.error("change.failed", status=exc.status, error=str(exc))
+                await self._dead_letter(work, "link_target_missing", exc, tenant=change.realm)
+                return
+            except ScimError as exc:  # a conflict that could not be adopted
+                self._metrics.changes.labels(change.realm, "conflict").inc()
+                self._metrics.conflicts.labels(change.realm).inc()
+                bound.error("change.conflict", status=exc.status, error=str(exc))
                 await self._dead_letter(work, "conflict", exc, tenant=change.realm)
                 return
         new_state = replace(outcome.state, parked=None)  # a replayed change went through: unpark the user
@@ -325,6 +355,25 @@ class ApplyStage(ConsumerRebalanceListener):
         bound.info("change.applied", result=outcome.result, reason=outcome.reason or None, type=change.event_type,
                    attributes=sorted(change.attributes), event_time=change.time_ms,
                    downstream_id=outcome.state.downstream_id, replay=is_replay(record))
+
+    async def _effective(self, change: UserChange) -> UserChange | None:
+        """The change to apply: the user as Keycloak stores it (authoritative mode, or an event without
+        a representation), else the change itself. None: nothing says what changed."""
+        if change.op == "link":
+            return change
+        if self._keycloak is not None and (self._authoritative or change.reread):
+            return await read_truth(self._keycloak, change)
+        return None if change.reread else change
+
+    async def _no_representation(self, change: UserChange, bound: structlog.typing.FilteringBoundLogger) -> None:
+        """Counted, and warned once per realm with the fix: the change itself is not knowable here."""
+        self._metrics.changes.labels(change.realm, "no_representation").inc()
+        if change.realm not in self._warned_no_representation:
+            self._warned_no_representation.add(change.realm)
+            bound.warning("change.no_representation", type=change.event_type,
+                          hint="turn on the realm's Admin events > Include representation, "
+                               "or configure Keycloak access (OUTBOUND_SCIM_KEYCLOAK_*) so users are re-read")
+        await self._tenants.note(change.realm, "no_representation")
 
     async def _park(self, work: Work, change: UserChange, reason: str, exc: BaseException) -> None:
         """Set the change aside, and every later change of the user with it, so the offset can advance
@@ -342,8 +391,9 @@ class ApplyStage(ConsumerRebalanceListener):
                     user_id=change.user_id, event_id=change.event_id,
                     partition=work.record.partition, offset=work.record.offset)
 
-    async def _dead_letter(self, work: Work, reason: str, exc: BaseException, tenant: str | None = None) -> None:
-        letter = dead_letter(work.record, reason, exc, tenant=tenant)
+    async def _dead_letter(self, work: Work, reason: str, exc: BaseException, tenant: str | None = None,
+                           headers: dict[str, str] | None = None) -> None:
+        letter = dead_letter(work.record, reason, exc, tenant=tenant, headers=headers)
         await self._producer.send_and_wait(
             self._settings.dead_letter_topic, key=letter.key, value=letter.value, headers=letter.headers
         )

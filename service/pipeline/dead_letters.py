@@ -13,6 +13,8 @@ TENANT = "outbound_scim.tenant"
 REPLAY_TO = "outbound_scim.replay_to"
 REPLAYED = "outbound_scim.replay"
 ORIGINAL_SIZE = "outbound_scim.original_size"
+DOWNSTREAM_ID = "outbound_scim.downstream_id"  # conflicts: the account that blocked the create ...
+OWNER = "outbound_scim.owner"  # ... and the externalId that owns it
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,7 @@ def dead_letter(
     *,
     tenant: str | None = None,
     keep_value: bool = True,
+    headers: dict[str, str] | None = None,
 ) -> DeadLetter:
     """Keep the record as it was, and say where it came from and why it failed. `keep_value=False`
     (oversized records) keeps only the coordinates: the original stays readable in its source topic."""
@@ -43,6 +46,7 @@ def dead_letter(
     }
     if tenant is not None:
         context[TENANT] = tenant
+    context.update(headers or {})
     if not keep_value:
         context[ORIGINAL_SIZE] = str(len(record.value or b""))
     inherited = [(k, v) for k, v in (record.headers or ()) if not k.startswith(("__connect.errors.", "outbound_scim."))]

@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from service.domain.changes import Skip, change_from_event
+from service.domain.changes import Skip, change_from_event, clamp_future
 from service.domain.keycloak import parse_record
 from service.errors import PoisonRecord
 from service.metrics import Metrics
@@ -44,6 +45,7 @@ class RekeyStage(ConsumerRebalanceListener):
         self._settings = settings
         self._metrics = metrics
         self._group_id = f"{settings.group_id}.rekey"
+        self._max_ahead_ms = int(settings.max_clock_skew_seconds * 1000)
         self._lock = asyncio.Lock()
         self._generation = 0  # bumped by every rebalance: a batch fetched across one is dropped
         self._consumer: AIOKafkaConsumer | None = None
@@ -144,6 +146,11 @@ class RekeyStage(ConsumerRebalanceListener):
             log.debug("event.skipped", reason=result.reason, realm=event.realm, event_id=event.event_id,
                       type=event.type, **ctx)
             return
+        result, clamped = clamp_future(result, int(time.time() * 1000), self._max_ahead_ms)
+        if clamped:
+            self._metrics.clamped_times.inc()
+            log.warning("event.time.clamped", realm=event.realm, event_id=event.event_id, event_time=event.time_ms,
+                        clamped_to=result.time_ms, hint="a Keycloak node's clock is ahead; check its NTP", **ctx)
         await self._producer.send(self._settings.changes_topic, key=result.key.encode(), value=result.to_json())
         self._metrics.events.labels(label, "forwarded").inc()
         log.debug("event.forwarded", realm=result.realm, user_id=result.user_id, event_id=result.event_id,

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import structlog
@@ -41,14 +41,19 @@ class Downstream:
         return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
 
 
+LookupMode = Literal["unknown", "filter", "scan"]
+
+
 @dataclass
 class TenantGate:
-    """What stands between one tenant's changes and its downstream: breaker, pacing, concurrency."""
+    """What stands between one tenant's changes and its downstream: breaker, pacing, concurrency;
+    and what we learnt of it: whether its filters can be trusted for lookups."""
 
     breaker: CircuitBreaker
     slots: asyncio.Semaphore
     size: int
     bucket: TokenBucket | None = None
+    lookups: LookupMode = "unknown"
 
 
 def error_for_status(
@@ -107,22 +112,66 @@ class ScimClient:
         return {tenant: gate.breaker for tenant, gate in self._gates.items()}
 
     async def list_users(self, ds: Downstream, page_size: int = 500) -> AsyncIterator[dict[str, Any]]:
-        """Every user of the downstream, page by page (startIndex / count)."""
+        """Every user of the downstream, page by page (startIndex / count). A downstream that ignores
+        startIndex and answers the same page again ends the listing instead of looping."""
         start = 1
+        seen: set[str] = set()
         while True:
             doc = await self.send(ds, "GET", "Users", params={"startIndex": str(start), "count": str(page_size)})
-            page = (doc.get("Resources") if isinstance(doc, dict) else None) or []
+            page = [r for r in ((doc.get("Resources") if isinstance(doc, dict) else None) or []) if isinstance(r, dict)]
+            ids = {str(r.get("id")) for r in page}
+            if not page or ids <= seen:
+                return
+            seen |= ids
             for resource in page:
                 yield resource
-            total = int(doc.get("totalResults", 0)) if isinstance(doc, dict) else 0
+            total = doc.get("totalResults") if isinstance(doc, dict) else None
             start += len(page)
-            if not page or start > total:
+            if not isinstance(total, int) or start > total:
                 return
 
     async def find_user(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None:
-        doc = await self.send(ds, "GET", "Users", params={"filter": scim.eq_filter(attribute, value)})
-        resources = doc.get("Resources") if isinstance(doc, dict) else None
-        return resources[0] if resources else None
+        """The one account whose `attribute` equals `value` (userName: ignoring case), verified here
+        whatever the downstream answered; None when none or several match.
+
+        A downstream whose ServiceProviderConfig says filters are unsupported, or that once answered a
+        filter with accounts that do not satisfy it, is not asked to filter again: its accounts are
+        listed and matched here instead (a scan; slower, but a "no match" then means no match)."""
+        gate = self.gate(ds)
+        if gate.lookups == "unknown":
+            gate.lookups = await self._lookup_mode(ds)
+        if gate.lookups == "filter":
+            doc = await self.send(ds, "GET", "Users", params={"filter": scim.eq_filter(attribute, value)})
+            answer = scim.verify_lookup(doc, attribute, value)
+            if answer.honoured:
+                return answer.match
+            gate.lookups = "scan"
+            self._metrics.lookup_scans.labels(ds.tenant).set(1)
+            log.warning("scim.filter.not_honoured", tenant=ds.tenant, attribute=attribute,
+                        hint="lookups list every account from now on")
+        return await self._scan(ds, attribute, value)
+
+    async def _scan(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None:
+        found = [r async for r in self.list_users(ds) if scim.matches(r, attribute, value)]
+        return found[0] if len(found) == 1 and scim.is_resource_id(found[0].get("id")) else None
+
+    async def _lookup_mode(self, ds: Downstream) -> LookupMode:
+        """Filters are used unless the ServiceProviderConfig says they are unsupported."""
+        try:
+            config = await self.send(ds, "GET", "ServiceProviderConfig")
+        except ScimTransient:
+            raise
+        except ScimError:
+            return "filter"  # no readable config: filter, and verify every answer
+        mode: LookupMode = "scan" if scim.filter_supported(config) is False else "filter"
+        self._metrics.lookup_scans.labels(ds.tenant).set(1 if mode == "scan" else 0)
+        if mode == "scan":
+            log.warning("scim.filter.unsupported", tenant=ds.tenant, hint="lookups list every account")
+        return mode
+
+    def lookup_mode(self, tenant: str) -> LookupMode:
+        gate = self._gates.get(tenant)
+        return gate.lookups if gate else "unknown"
 
     async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
         doc = await self.send(ds, "POST", "Users", body=body)

@@ -1,109 +1,156 @@
 """Carry out a `Plan` against one downstream: resolve the downstream id, then POST / PATCH / DELETE.
 
-Idempotent by construction: the downstream id comes from the stored state, else from
-`GET /Users?filter=externalId eq "<keycloak id>"`, and a 409 on POST adopts the existing record
-(found by externalId, then userName) instead of creating a second one. A retried POST whose first
-attempt did succeed therefore ends in the same single user.
+Only ever write to an account that is provably ours:
+- known by its stored downstream id (we created it, adopted it, or an operator linked it), or
+- found by a lookup whose answer is verified (the port returns a resource only when exactly one
+  matches the filter exactly: externalId equal to the Keycloak id, or userName equal ignoring case), or
+- after a 409 on POST, the account holding the userName when its externalId is empty or ours.
+An account owned by another externalId is never written: that is a conflict, for an operator to
+resolve (downstream, or by an explicit link). DELETE and deactivation resolve by externalId only.
+
+Idempotent by construction: a retried POST whose first attempt did succeed ends in one user (the
+externalId lookup or the 409 adoption finds it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from enum import StrEnum
+from typing import Any, Protocol
 
 from service.domain import scim
 from service.domain.changes import UserChange
-from service.domain.plan import Plan
+from service.domain.plan import Action, Plan
 from service.domain.state import UserState
-from service.errors import ScimConflict, ScimNotFound
-from service.scim.client import Downstream, ScimClient
+from service.errors import ScimConflict, ScimNotFound, ScimOwnershipConflict
+from service.scim.client import Downstream
+
+
+class ScimPort(Protocol):
+    """The user operations the executor needs; ScimClient implements them (and a tracer wraps them)."""
+
+    async def find_user(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None: ...
+
+    async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def patch_user(self, ds: Downstream, user_id: str, operations: list[dict[str, Any]]) -> None: ...
+
+    async def delete_user(self, ds: Downstream, user_id: str) -> None: ...
+
+
+class Result(StrEnum):
+    CREATED = "created"
+    LINKED = "linked"  # an existing account taken over: adopted after a 409, or linked by an operator
+    UPDATED = "updated"
+    DEACTIVATED = "deactivated"
+    DELETED = "deleted"
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    result: str  # created | linked | updated | deactivated | deleted | unchanged | skipped
+    result: Result
     state: UserState
     reason: str = ""
 
 
-async def execute(plan: Plan, change: UserChange, ds: Downstream, client: ScimClient) -> Outcome:
-    if plan.action == "none":
-        return Outcome("unchanged" if plan.reason == "unchanged" else "skipped", plan.state, plan.reason)
-    if plan.action == "delete":
-        return await _delete(plan, change, ds, client)
-    if plan.action == "deactivate":
-        return await _deactivate(plan, change, ds, client)
-    return await _sync(plan, change, ds, client)
+async def execute(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
+    if plan.action is Action.NONE:
+        return Outcome(Result.UNCHANGED if plan.reason == "unchanged" else Result.SKIPPED, plan.state, plan.reason)
+    if plan.action is Action.DELETE:
+        return await _delete(plan, change, ds, port)
+    if plan.action is Action.LINK:
+        return await _link(plan, change, ds, port)
+    return await _sync(plan, change, ds, port)
 
 
-async def _sync(plan: Plan, change: UserChange, ds: Downstream, client: ScimClient) -> Outcome:
-    downstream_id = plan.state.downstream_id
-    if downstream_id is not None:
+async def _sync(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
+    values = plan.values
+    linked = plan.state.downstream_id
+    if linked is not None:
         try:
-            await _patch(client, ds, downstream_id, plan.changed, plan.values)
-            return Outcome("updated", plan.state)
+            await _patch(port, ds, linked, plan.changed, values)
+            return Outcome(_updated(change, plan.changed), _written(plan.state, linked, values))
         except ScimNotFound:
             pass  # deleted downstream behind our back: resolve again, re-create if we can
-    found = await client.find_user(ds, "externalId", change.user_id)
+    found = await port.find_user(ds, "externalId", change.user_id)
     if found is not None:
-        # Known user but no stored link (first change seen, or state lost): make it match all we know.
-        await _patch(client, ds, found["id"], plan.values, plan.values)
-        return Outcome("updated", replace(plan.state, downstream_id=found["id"]))
-    if not plan.values.get("userName"):
-        return Outcome("skipped", replace(plan.state, downstream_id=None), "not_in_downstream_without_username")
+        # Ours (its externalId is our id) but not linked yet: make it hold everything we know.
+        await _patch(port, ds, found["id"], values, values)
+        return Outcome(_updated(change, values), _written(plan.state, found["id"], values))
+    if not values.get("userName"):
+        return Outcome(Result.SKIPPED, _unlinked(plan.state), "not_in_downstream_without_username")
     try:
-        created = await client.create_user(ds, scim.user_resource(change.user_id, plan.values))
-        return Outcome("created", replace(plan.state, downstream_id=created["id"]))
+        created = await port.create_user(ds, scim.user_resource(change.user_id, values))
+        return Outcome(Result.CREATED, _written(plan.state, created["id"], values))
     except ScimConflict:
-        return await _adopt(plan, change, ds, client)
+        return await _adopt(plan, change, ds, port)
 
 
-async def _adopt(plan: Plan, change: UserChange, ds: Downstream, client: ScimClient) -> Outcome:
-    """POST said 409: the user exists (a retried POST, or a user made downstream by hand). Link it."""
-    found = await client.find_user(ds, "externalId", change.user_id)
+async def _adopt(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
+    """POST said 409: an account holds the userName (a retried POST of ours, or one made downstream by
+    hand). Take it only if it is ours or nobody's; another owner's account is a conflict."""
+    values = plan.values
+    found = await port.find_user(ds, "externalId", change.user_id)
     if found is None:
-        found = await client.find_user(ds, "userName", plan.values["userName"])
+        found = await port.find_user(ds, "userName", values["userName"])
     if found is None:
-        raise ScimConflict(409, "POST", "Users", "uniqueness", "conflict but no user matches")
+        raise ScimConflict(409, "POST", "Users", "uniqueness", "conflict, and no account matches the userName")
+    owner = found.get("externalId")
+    if owner not in (None, "", change.user_id):
+        raise ScimOwnershipConflict(found["id"], str(owner))
+    operations = [{"op": "replace", "path": "externalId", "value": change.user_id}]
+    operations += scim.patch_operations(values, values)
+    await port.patch_user(ds, found["id"], operations)
+    return Outcome(Result.LINKED, _written(plan.state, found["id"], values))
+
+
+async def _link(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
+    """An operator said which account is this user's: claim it (externalId) and write what we know."""
+    assert change.link_to is not None
     operations = [{"op": "replace", "path": "externalId", "value": change.user_id}]
     operations += scim.patch_operations(plan.values, plan.values)
-    await client.patch_user(ds, found["id"], operations)
-    return Outcome("linked", replace(plan.state, downstream_id=found["id"]))
+    await port.patch_user(ds, change.link_to, operations)
+    return Outcome(Result.LINKED, _written(plan.state, change.link_to, plan.values), "operator_link")
 
 
-async def _deactivate(plan: Plan, change: UserChange, ds: Downstream, client: ScimClient) -> Outcome:
-    downstream_id = await _resolve(plan.state, change, ds, client)
+async def _delete(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
+    gone = _unlinked(plan.state)
+    downstream_id = await _resolve(plan.state, change, ds, port)
     if downstream_id is None:
-        return Outcome("skipped", plan.state, "not_in_downstream")
+        return Outcome(Result.SKIPPED, gone, "not_in_downstream")
     try:
-        await client.patch_user(ds, downstream_id, scim.patch_operations({"active": False}, plan.values))
+        await port.delete_user(ds, downstream_id)
     except ScimNotFound:
-        return Outcome("skipped", replace(plan.state, downstream_id=None), "not_in_downstream")
-    return Outcome("deactivated", replace(plan.state, downstream_id=downstream_id))
+        return Outcome(Result.SKIPPED, gone, "not_in_downstream")
+    return Outcome(Result.DELETED, gone)
 
 
-async def _delete(plan: Plan, change: UserChange, ds: Downstream, client: ScimClient) -> Outcome:
-    gone = replace(plan.state, downstream_id=None)
-    downstream_id = await _resolve(plan.state, change, ds, client)
-    if downstream_id is None:
-        return Outcome("skipped", gone, "not_in_downstream")
-    try:
-        await client.delete_user(ds, downstream_id)
-    except ScimNotFound:
-        return Outcome("skipped", gone, "not_in_downstream")
-    return Outcome("deleted", gone)
-
-
-async def _resolve(state: UserState, change: UserChange, ds: Downstream, client: ScimClient) -> str | None:
+async def _resolve(state: UserState, change: UserChange, ds: Downstream, port: ScimPort) -> str | None:
     if state.downstream_id is not None:
         return state.downstream_id
-    found = await client.find_user(ds, "externalId", change.user_id)
+    found = await port.find_user(ds, "externalId", change.user_id)
     return found["id"] if found else None
 
 
-async def _patch(
-    client: ScimClient, ds: Downstream, downstream_id: str, changed: dict[str, Any], values: dict[str, Any]
-) -> None:
+async def _patch(port: ScimPort, ds: Downstream, downstream_id: str, changed: dict[str, Any],
+                 values: dict[str, Any]) -> None:
     operations = scim.patch_operations(changed, values)
     if operations:
-        await client.patch_user(ds, downstream_id, operations)
+        await port.patch_user(ds, downstream_id, operations)
+
+
+def _updated(change: UserChange, changed: dict[str, Any]) -> Result:
+    """A deletion under the deactivate policy shows as what it did downstream."""
+    return Result.DEACTIVATED if change.op == "delete" and changed.get("active") is False else Result.UPDATED
+
+
+def _written(state: UserState, downstream_id: str, values: dict[str, Any]) -> UserState:
+    """The state once the downstream account `downstream_id` holds `values`."""
+    written = state.values if values == state.values else values  # shared when equal: no second copy
+    return replace(state, downstream_id=downstream_id, written=written)
+
+
+def _unlinked(state: UserState) -> UserState:
+    return replace(state, downstream_id=None, written={})

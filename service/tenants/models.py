@@ -14,6 +14,14 @@ from service.scim.client import Downstream
 
 TenantStatus = Literal["enabled", "unauthorized"]
 
+NOTICES = {
+    "no_representation": (
+        "admin events arrive without the user's representation, and no Keycloak access is configured to "
+        "re-read those users: their changes are not applied. Turn on the realm's Admin events > Include "
+        "representation, or configure OUTBOUND_SCIM_KEYCLOAK_* (then run a backfill or reconciliation)."
+    ),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
@@ -28,6 +36,7 @@ class Tenant:
     generation: int = 1  # bumped by every enable / rotate: tells a stale "unauthorized" mark apart
     realm_id: str | None = None  # the realm's internal id: plugins that send no realmName (playa) use it
     reconcile_interval_minutes: float | None = None  # periodic reconciliation; None: off
+    notices: dict[str, str] = field(default_factory=dict)  # code -> when first seen: things an operator should fix
 
     @property
     def downstream(self) -> Downstream:
@@ -45,6 +54,8 @@ class Tenant:
             "realm_id": self.realm_id,
             "reconcile_interval_minutes": self.reconcile_interval_minutes,
             "updated_at": self.updated_at,
+            "notices": [{"code": code, "since": since, "detail": NOTICES.get(code, "")}
+                        for code, since in sorted(self.notices.items())],
         }
 
 
@@ -81,6 +92,7 @@ def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
             "generation": tenant.generation,
             "realm_id": tenant.realm_id,
             "reconcile_interval_minutes": tenant.reconcile_interval_minutes,
+            "notices": tenant.notices,
         }
     ).encode()
 
@@ -99,4 +111,5 @@ def decode_tenant(raw: bytes, cipher: TokenCipher) -> Tenant:
         generation=int(doc.get("generation", 1)),
         realm_id=doc.get("realm_id"),
         reconcile_interval_minutes=doc.get("reconcile_interval_minutes"),
+        notices=dict(doc.get("notices") or {}),
     )

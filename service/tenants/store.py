@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -30,6 +31,7 @@ class TenantStore:
         self._metrics = metrics
         self._tenants: dict[str, Tenant] = {}
         self._marking: set[str] = set()
+        self._noting: set[tuple[str, str]] = set()
         self._names_by_id: dict[str, str] = {}
         self._positions: dict[int, int] = {}
         self._progress = asyncio.Condition()
@@ -91,6 +93,18 @@ class TenantStore:
             log.error("tenant.unauthorized", tenant=seen.realm, base_url=current.base_url)
         finally:
             self._marking.discard(seen.realm)
+
+    async def note(self, realm: str, code: str) -> None:
+        """Record, once for every replica, that the tenant has something an operator should fix."""
+        current = self._tenants.get(realm)
+        if current is None or code in current.notices or (realm, code) in self._noting:
+            return
+        self._noting.add((realm, code))
+        try:
+            since = datetime.now(UTC).isoformat(timespec="seconds")
+            await self.put(replace(current, notices={**current.notices, code: since}))
+        finally:
+            self._noting.discard((realm, code))
 
     async def remove(self, realm: str) -> None:
         await self._write(realm, None)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.domain.changes import Skip, UserChange, change_from_event
+from service.domain.changes import Skip, UserChange, change_from_event, clamp_future
 from service.domain.keycloak import KeycloakEvent, parse_record
 from service.errors import PoisonRecord
 
@@ -138,7 +138,8 @@ TABLE: list[tuple[str, KeycloakEvent, tuple[str, dict[str, Any]] | Skip]] = [
         admin("UPDATE", {"emailVerified": True, "attributes": {"x": ["y"]}}),
         Skip("no_scim_attributes"),
     ),
-    ("admin-update-no-representation", admin("UPDATE", None), Skip("no_scim_attributes")),
+    ("admin-update-no-representation", admin("UPDATE", None), ("upsert", {})),
+    ("admin-create-no-representation", admin("CREATE", None), ("upsert", {})),
     # user events
     (
         "register",
@@ -263,6 +264,29 @@ def test_event_maps_to_the_expected_change_or_skip(
     assert (result.op, dict(result.attributes)) == expected
 
 
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE"])
+def test_admin_event_without_representation_asks_for_a_re_read(operation: str) -> None:
+    """"Include representation" off: the change carries no attributes (not active=false) and asks for a re-read."""
+    change = change_from_event(admin(operation, None))
+    assert isinstance(change, UserChange)
+    assert (change.op, dict(change.attributes), change.reread) == ("upsert", {}, True)
+
+
+def test_event_with_a_representation_needs_no_re_read() -> None:
+    """A representation says what changed: no re-read is asked for."""
+    change = change_from_event(admin("UPDATE", {"enabled": False}))
+    assert isinstance(change, UserChange) and change.reread is False
+
+
+@pytest.mark.parametrize(("time_ms", "expected", "clamped"), [(1_000, 1_000, False), (1_300, 1_300, False),
+                                                               (1_301, 1_300, True), (10**15, 1_300, True)])
+def test_event_times_ahead_of_the_clock_are_clamped(time_ms: int, expected: int, clamped: bool) -> None:
+    """An event time more than the bound ahead of our clock (1,000 ms here, bound 300 ms) is clamped to it."""
+    change = UserChange("acme", UID, "upsert", time_ms, "USER_UPDATE", "e-1", {"active": False})
+    result, was_clamped = clamp_future(change, now_ms=1_000, max_ahead_ms=300)
+    assert (result.time_ms, was_clamped) == (expected, clamped)
+
+
 def test_change_carries_realm_user_time_type_and_event_id() -> None:
     """A change keeps the event's realm, user id, time, type and id, and is keyed realm/user."""
     change = change_from_event(golden("admin-user-create.json"))
@@ -317,8 +341,10 @@ def test_non_string_name_is_poison() -> None:
         UserChange("acme", UID, "upsert", 1764680000123, "USER_CREATE", "e-1", FULL_ATTRS),
         UserChange("acme", "f:comp:jdoe", "upsert", 5, "UPDATE_PROFILE", None, {"email": None}),
         UserChange("8d1f2a6e", UID, "delete", 7, "DELETE_ACCOUNT"),
+        UserChange("acme", UID, "upsert", 8, "USER_UPDATE", "e-2", reread=True),
+        UserChange("acme", UID, "link", 9, "LINK", link_to="d-42"),
     ],
-    ids=["upsert", "no-event-id-cleared-email", "delete"],
+    ids=["upsert", "no-event-id-cleared-email", "delete", "re-read", "link"],
 )
 def test_user_change_json_round_trip(change: UserChange) -> None:
     """to_json then from_json gives back an equal change."""

@@ -54,7 +54,7 @@ def test_absent_downstream_values_read_as_none() -> None:
 
 def test_a_forced_change_writes_even_what_was_last_written() -> None:
     """Reconciliation's forced change PATCHes attributes that equal the stored last-written values."""
-    state = UserState(downstream_id="d1", values=dict(ALICE), times=dict.fromkeys(ALICE, 1))
+    state = UserState(downstream_id="d1", values=dict(ALICE), versions=dict.fromkeys(ALICE, (1, "e-1")), written=ALICE)
     change = UserChange("r", "k1", "upsert", 2, "RECONCILE", attributes=dict(ALICE), force=True)
     plan = plan_change(state, change, DeletePolicy.IGNORE)
     assert (plan.action, plan.changed) == ("sync", ALICE)

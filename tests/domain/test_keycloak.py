@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from service.domain.changes import Skip, UserChange, change_from_event
 from service.domain.keycloak import KeycloakEvent, parse_record
 from service.errors import PoisonRecord
 
@@ -280,3 +283,37 @@ def test_poison_detail_is_bounded() -> None:
     with pytest.raises(PoisonRecord) as caught:
         parse_record(b"{" + b"x" * 10_000)
     assert len(caught.value.detail) <= 200
+
+
+# -- parsing as a property ------------------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+    max_leaves=20,
+)
+PLUGIN_KEYS = ["id", "time", "type", "realmId", "realmName", "userId", "error", "details", "operationType",
+               "resourceType", "resourcePath", "representation", "resourceId", "@class", "authDetails"]
+
+
+@st.composite
+def plugin_like_records(draw: st.DrawFn) -> bytes:
+    """JSON objects shaped like plugin records with any value in any key, and raw bytes now and then."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=200))
+    doc = draw(st.dictionaries(st.sampled_from(PLUGIN_KEYS), JSON_VALUES, max_size=len(PLUGIN_KEYS)))
+    if draw(st.booleans()) and "representation" in doc:
+        doc["representation"] = json.dumps(doc["representation"])  # the JSON-in-JSON of real records
+    return json.dumps(doc).encode()
+
+
+@settings(max_examples=1500, deadline=None)
+@given(plugin_like_records())
+def test_any_record_parses_to_a_change_a_skip_or_poison(raw: bytes) -> None:
+    """Whatever a record holds, parsing and mapping end in a change, a skip, or PoisonRecord: never another error."""
+    try:
+        result: UserChange | Skip | PoisonRecord = change_from_event(parse_record(raw))
+    except PoisonRecord as exc:
+        result = exc
+    assert isinstance(result, UserChange | Skip | PoisonRecord)
+    assert not isinstance(result, PoisonRecord) or result.reason

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from service.domain import scim
 from service.domain.changes import UserChange
-from service.domain.plan import DeletePolicy, Plan, plan_change
+from service.domain.plan import Action, DeletePolicy, Plan, plan_change
 from service.domain.state import UserState
-from service.errors import ScimConflict, ScimNotFound, ScimTransient
+from service.errors import ScimConflict, ScimNotFound, ScimOwnershipConflict, ScimTransient
 from service.scim.client import Downstream
-from service.scim.executor import Outcome, execute
+from service.scim.executor import Outcome, Result, execute
 
 UID = "3f6c1a2b-7d4e-4f80-a1b2-c3d4e5f60718"
 ALL = {"userName": "jdoe", "givenName": "Jane", "familyName": "Doe", "email": "jane.doe@example.com", "active": True}
@@ -78,6 +79,11 @@ def plan_for(
     return plan_change(state or UserState(), c, policy), c
 
 
+def linked(values: dict[str, Any], downstream_id: str = "d-1") -> UserState:
+    """A user created downstream from `values` (set at t=1) and linked."""
+    return UserState(downstream_id, dict(values), dict.fromkeys(values, (1, "e-0")), written=dict(values))
+
+
 def not_found(method: str = "PATCH") -> ScimNotFound:
     return ScimNotFound(404, method, "Users/x")
 
@@ -95,7 +101,7 @@ async def test_creates_the_user_when_absent_downstream() -> None:
     client = FakeScim(create=[{"id": "d-1"}])
     outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
     assert client.calls == [("find", "externalId", UID), ("create", scim.user_resource(UID, ALL))]
-    assert outcome == Outcome("created", UserState("d-1", ALL, dict.fromkeys(ALL, 10)))
+    assert outcome == Outcome(Result.CREATED, replace(plan.state, downstream_id="d-1", written=ALL))
 
 
 async def test_links_by_external_id_when_the_state_has_no_id() -> None:
@@ -110,12 +116,12 @@ async def test_links_by_external_id_when_the_state_has_no_id() -> None:
 
 async def test_linked_user_is_patched_with_only_the_changes() -> None:
     """A stored link means a PATCH of just the changed attributes, with no lookup."""
-    state = UserState("d-1", ALL, dict.fromkeys(ALL, 1))
+    state = linked(ALL)
     plan, c = plan_for({"active": False}, state)
     client = FakeScim()
     outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
     assert client.calls == [("patch", "d-1", [{"op": "replace", "path": "active", "value": False}])]
-    assert outcome == Outcome("updated", plan.state)
+    assert outcome == Outcome(Result.UPDATED, replace(plan.state, written=plan.values))
 
 
 async def test_conflict_on_post_adopts_by_external_id() -> None:
@@ -161,7 +167,7 @@ async def test_conflict_with_no_matching_user_raises_conflict() -> None:
 
 async def test_not_found_on_patch_re_resolves_by_external_id() -> None:
     """PATCH 404 on the stored id: look up by externalId and PATCH the user found there with everything."""
-    state = UserState("d-gone", ALL, dict.fromkeys(ALL, 1))
+    state = linked(ALL, "d-gone")
     plan, c = plan_for({"givenName": "Janet"}, state)
     client = FakeScim(find={("externalId", UID): [{"id": "d-9"}]}, patch=[not_found()])
     outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
@@ -176,7 +182,7 @@ async def test_not_found_on_patch_re_resolves_by_external_id() -> None:
 
 async def test_not_found_on_patch_re_creates_the_user() -> None:
     """PATCH 404 and no user with our externalId: POST the full user again."""
-    state = UserState("d-gone", ALL, dict.fromkeys(ALL, 1))
+    state = linked(ALL, "d-gone")
     plan, c = plan_for({"givenName": "Janet"}, state)
     client = FakeScim(patch=[not_found()], create=[{"id": "d-10"}])
     outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
@@ -198,7 +204,7 @@ async def test_absent_user_without_user_name_is_skipped() -> None:
 
 async def test_not_found_on_patch_without_user_name_is_skipped_and_unlinked() -> None:
     """PATCH 404, nothing found, no userName known: skipped and the stale link is dropped."""
-    state = UserState("d-gone", {"active": True}, {"active": 1})
+    state = linked({"active": True}, "d-gone")
     plan, c = plan_for({"active": False}, state)
     client = FakeScim(patch=[not_found()])
     outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
@@ -221,16 +227,16 @@ async def test_transient_errors_propagate_to_the_caller() -> None:
 )
 async def test_plan_none_makes_no_call(reason: str, result: str) -> None:
     """A plan with nothing to do makes no call; 'unchanged' is reported apart from other skips."""
-    state = UserState("d-1", ALL, dict.fromkeys(ALL, 1))
+    state = linked(ALL)
     client = FakeScim()
-    outcome = await execute(Plan("none", state, reason=reason), change(), DS, client)  # type: ignore[arg-type]
+    outcome = await execute(Plan(Action.NONE, state, reason=reason), change(), DS, client)  # type: ignore[arg-type]
     assert client.calls == []
     assert outcome == Outcome(result, state, reason)
 
 
 async def test_deactivate_patches_active_false() -> None:
     """Delete policy DEACTIVATE on a linked user: PATCH active=false."""
-    state = UserState("d-1", ALL, dict.fromkeys(ALL, 1))
+    state = linked(ALL)
     plan = plan_change(state, change("delete"), DeletePolicy.DEACTIVATE)
     client = FakeScim()
     outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
@@ -251,35 +257,75 @@ async def test_deactivate_resolves_by_external_id_without_link() -> None:
     assert (outcome.result, outcome.state.downstream_id) == ("deactivated", "d-5")
 
 
-@pytest.mark.parametrize("policy", [DeletePolicy.DEACTIVATE, DeletePolicy.DELETE])
-async def test_deactivate_or_delete_when_absent_is_skipped(policy: DeletePolicy) -> None:
-    """Nothing downstream to deactivate or delete: skipped, no write."""
+@pytest.mark.parametrize(("policy", "reason"), [(DeletePolicy.DEACTIVATE, "not_in_downstream_without_username"),
+                                                (DeletePolicy.DELETE, "not_in_downstream")])
+async def test_deactivate_or_delete_when_absent_is_skipped(policy: DeletePolicy, reason: str) -> None:
+    """Nothing downstream to deactivate or delete, and nothing known to create: skipped, no write."""
     plan = plan_change(UserState(), change("delete"), policy)
     client = FakeScim()
     outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
     assert client.calls == [("find", "externalId", UID)]
-    assert (outcome.result, outcome.reason, outcome.state.downstream_id) == ("skipped", "not_in_downstream", None)
+    assert (outcome.result, outcome.reason, outcome.state.downstream_id) == ("skipped", reason, None)
 
 
-@pytest.mark.parametrize("policy", [DeletePolicy.DEACTIVATE, DeletePolicy.DELETE])
-async def test_deactivate_or_delete_of_a_stale_link_is_skipped(policy: DeletePolicy) -> None:
-    """The stored id answers 404: skipped as not in downstream, and the link is dropped."""
-    state = UserState("d-gone", ALL, dict.fromkeys(ALL, 1))
-    plan = plan_change(state, change("delete"), policy)
-    client = FakeScim(patch=[not_found()], delete=[not_found("DELETE")])
+async def test_delete_of_a_stale_link_is_skipped() -> None:
+    """DELETE: the stored id answers 404: skipped as not in downstream, and the link is dropped."""
+    plan = plan_change(linked(ALL, "d-gone"), change("delete"), DeletePolicy.DELETE)
+    client = FakeScim(delete=[not_found("DELETE")])
     outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
     assert (outcome.result, outcome.reason, outcome.state.downstream_id) == ("skipped", "not_in_downstream", None)
 
 
+async def test_deactivate_of_a_vanished_account_re_creates_it_disabled() -> None:
+    """DEACTIVATE: the stored id answers 404: the user is what event-time order says, so it is created, inactive."""
+    plan = plan_change(linked(ALL, "d-gone"), change("delete"), DeletePolicy.DEACTIVATE)
+    client = FakeScim(patch=[not_found()], create=[{"id": "d-11"}])
+    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    assert client.calls[-1] == ("create", scim.user_resource(UID, {**ALL, "active": False}))
+    assert (outcome.result, outcome.state.downstream_id) == ("created", "d-11")
+
+
+async def test_conflict_with_an_account_owned_by_another_user_is_never_written() -> None:
+    """POST 409 and the account holding the userName has another externalId: no write, a typed conflict."""
+    plan, c = plan_for(ALL)
+    client = FakeScim(find={("userName", "jdoe"): [{"id": "d-4", "externalId": "kc-leaver"}]}, create=[conflict()])
+    with pytest.raises(ScimOwnershipConflict) as caught:
+        await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    assert (caught.value.downstream_id, caught.value.owner) == ("d-4", "kc-leaver")
+    assert not any(call[0] in ("patch", "delete") for call in client.calls)
+
+
+@pytest.mark.parametrize("owner", ["", None, UID])
+async def test_conflict_adopts_an_account_owned_by_nobody_or_us(owner: str | None) -> None:
+    """POST 409 and the account has no externalId (or ours): it is adopted."""
+    plan, c = plan_for(ALL)
+    account: dict[str, Any] = {"id": "d-4"} if owner is None else {"id": "d-4", "externalId": owner}
+    client = FakeScim(find={("userName", "jdoe"): [account]}, create=[conflict()])
+    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    assert (outcome.result, outcome.state.downstream_id) == ("linked", "d-4")
+
+
+async def test_operator_link_claims_the_account_and_writes_what_is_known() -> None:
+    """A link change: PATCH the declared account with our externalId and every known value, then it is ours."""
+    state = plan_change(UserState(), change(**ALL), DeletePolicy.IGNORE).state
+    link = UserChange("acme", UID, "link", 20, "LINK", link_to="d-42")
+    plan = plan_change(state, link, DeletePolicy.IGNORE)
+    client = FakeScim()
+    outcome = await execute(plan, link, DS, client)  # type: ignore[arg-type]
+    expected = [{"op": "replace", "path": "externalId", "value": UID}, *scim.patch_operations(ALL, ALL)]
+    assert client.calls == [("patch", "d-42", expected)]
+    assert (outcome.result, outcome.state.downstream_id, outcome.state.written) == ("linked", "d-42", ALL)
+
+
 async def test_delete_removes_the_user_and_the_link() -> None:
     """Delete policy DELETE on a linked user: DELETE /Users/{id}, then the link is forgotten."""
-    state = UserState("d-1", ALL, dict.fromkeys(ALL, 1))
+    state = linked(ALL)
     plan = plan_change(state, change("delete"), DeletePolicy.DELETE)
     client = FakeScim()
     outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
     assert client.calls == [("delete", "d-1")]
     assert outcome.result == "deleted"
-    assert outcome.state == UserState(None, {}, dict.fromkeys(ALL, 1), deleted_ms=10)
+    assert outcome.state == replace(state, downstream_id=None, written={}, deleted_ms=10)
 
 
 async def test_delete_without_link_resolves_by_external_id() -> None:
