@@ -4,14 +4,19 @@ the bench showed plain dicts to be the hot path's cheapest option, and these are
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SPC_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 CONTENT_TYPE = "application/scim+json"
+
+# What a downstream id may not hold: it goes into a URL path as one segment, and into logs.
+_NOT_IN_ID = re.compile(r"[/?#\x00-\x1f\x7f-\x9f]")
 
 
 def display_name(values: Mapping[str, Any]) -> str | None:
@@ -72,6 +77,21 @@ def eq_filter(attribute: str, value: str) -> str:
     """`attribute eq "value"` with the value quoted as RFC 7644 section 3.4.2.2 asks."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'{attribute} eq "{escaped}"'
+
+
+def valid_resource_id(value: object) -> str | None:
+    """The downstream id if it can be sent back as one path segment, else None.
+
+    A non-empty string without "/", "?", "#" or control characters (C0, DEL, C1), and not "." or ".."
+    (URL normalisation would turn those into another resource's path, even percent-encoded)."""
+    if not isinstance(value, str) or value in ("", ".", "..") or _NOT_IN_ID.search(value):
+        return None
+    return value
+
+
+def user_path(resource_id: str) -> str:
+    """`Users/<id>` with the id percent-encoded as a single segment (a space is sent as %20)."""
+    return f"Users/{quote(resource_id, safe='')}"
 
 
 def is_service_provider_config(doc: object) -> bool:

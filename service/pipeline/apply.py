@@ -311,7 +311,7 @@ class ApplyStage(ConsumerRebalanceListener):
                     return
                 self._metrics.changes.labels(change.realm, "rejected").inc()
                 bound.error("change.rejected", status=exc.status, error=str(exc))
-                await self._dead_letter(work, "rejected", exc, tenant=change.realm)
+                await self._dead_letter(work, exc.reason, exc, tenant=change.realm)
                 return
             except ScimError as exc:  # a conflict that could not be adopted
                 self._metrics.changes.labels(change.realm, "failed").inc()
