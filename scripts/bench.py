@@ -56,6 +56,7 @@ from service.errors import PoisonRecord
 from service.kafka_topics import partitions_of
 from service.metrics import Metrics
 from service.scim.client import Downstream, ScimClient
+from service.scim.egress import EgressPolicy
 from service.scim.executor import execute
 from service.scim.retry import RetryPolicy
 from tests import events as ev
@@ -589,7 +590,8 @@ async def bench_baseline(bootstrap: str, responder: Responder, args: argparse.Na
         await wait_until(_assigned(consumer, 2 * args.partitions), timeout=30, what="baseline consumer assigned")
         downstream = Downstream(REALM, responder.base_url("base"), DOWNSTREAM_TOKEN)
         async with aiohttp.ClientSession() as http:
-            client = ScimClient(http, Metrics(), RetryPolicy(3, 0.05, 1.0), 10.0, tenant_concurrency=1)
+            client = ScimClient(http, Metrics(), RetryPolicy(3, 0.05, 1.0), 10.0, tenant_concurrency=1,
+                                egress=EgressPolicy(allow_private_networks=True))
             applier = asyncio.create_task(_apply_one_at_a_time(consumer, client, downstream, len(workload.events)))
             print(f"-- baseline: publishing {len(workload.events)} events over {users} users", flush=True)
             async with Publisher(bootstrap) as publisher:

@@ -89,6 +89,8 @@ class Service:
             s.http_timeout_seconds,
             s.tenant_max_concurrency,
             CircuitBreaker(s.breaker_threshold, s.breaker_open_seconds, s.breaker_max_open_seconds),
+            egress=egress,
+            max_response_bytes=s.http_max_response_bytes,
         )
         self._producer = AIOKafkaProducer(
             **s.kafka_client_options(), acks="all", enable_idempotence=True, linger_ms=5

@@ -12,8 +12,14 @@
         ├── ScimConflict     409: look up by externalId / userName and adopt
         │   └── ScimOwnershipConflict  the account holding the userName belongs to another externalId:
         │                              never written; dead-lettered for an operator (resolve or link)
-        └── ScimRejected     other 4xx (and forbidden addresses): not retriable; 401/403 mean the
-                             token is refused -> the tenant is marked unauthorized
+        └── ScimRejected     not retriable; dead-lettered under its typed `reason`:
+                             rejected            other 4xx (401/403: the token is refused -> the tenant
+                                                 is marked unauthorized)
+                             redirect            a 3xx: redirects are never followed
+                             forbidden_address   the egress policy refuses the target address
+                             invalid_url         the tenant's base URL does not parse
+                             invalid_id          the downstream gave an id that is not one path segment
+                             response_too_large  the body is over OUTBOUND_SCIM_HTTP_MAX_RESPONSE_BYTES
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ class Parked(ServiceError):
 
 class EnableRefused(ServiceError):
     """A downstream failed validation; `reason` is one of not_found, unauthorized, not_scim, unreachable,
-    invalid_url, insecure_url, forbidden_address, downstream_error."""
+    redirect, invalid_url, insecure_url, forbidden_address, downstream_error."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -101,6 +107,21 @@ class ScimOwnershipConflict(ScimConflict):
 
 
 class ScimRejected(ScimError):
+    """Retrying cannot help. `reason` says why, so callers never parse the message (see the tree above)."""
+
+    def __init__(
+        self,
+        status: int | None,
+        method: str,
+        path: str,
+        scim_type: str | None = None,
+        detail: str = "",
+        *,
+        reason: str = "rejected",
+    ) -> None:
+        super().__init__(status, method, path, scim_type, detail)
+        self.reason = reason
+
     @property
     def unauthorized(self) -> bool:
         return self.status in (401, 403)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Downstream HTTP
     http_timeout_seconds: float = Field(10.0, gt=0)
     http_connections: int = Field(500, ge=1)
+    http_max_response_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="largest SCIM response body read (a list page fits)"
+    )
     tenant_max_concurrency: int = Field(16, ge=1, description="requests in flight to one downstream")
     retry_attempts: int = Field(6, ge=1)
     retry_base_seconds: float = Field(0.2, gt=0)

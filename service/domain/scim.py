@@ -4,15 +4,20 @@ the bench showed plain dicts to be the hot path's cheapest option, and these are
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SPC_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 CONTENT_TYPE = "application/scim+json"
+
+# What a downstream id may not hold: it goes into a URL path as one segment, and into logs.
+_NOT_IN_ID = re.compile(r"[/?#\x00-\x1f\x7f-\x9f]")
 
 
 def display_name(values: Mapping[str, Any]) -> str | None:
@@ -103,17 +108,9 @@ def verify_lookup(doc: object, attribute: str, value: str) -> Lookup:
         return Lookup(None, True)
     found = [r for r in resources if isinstance(r, dict) and matches(r, attribute, value)]
     honoured = len(found) == len(resources)
-    usable = [r for r in found if is_resource_id(r.get("id"))]
+    usable = [r for r in found if valid_resource_id(r.get("id")) is not None]
     return Lookup(usable[0] if len(found) == 1 and usable else None, honoured)
 
-
-def is_resource_id(value: object) -> bool:
-    """A downstream id we can put in a path: a non-empty string without "/", "?", "#" or control characters."""
-    return (
-        isinstance(value, str)
-        and value != ""
-        and not any(c in "/?#" or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)
-    )
 
 
 def filter_supported(config: object) -> bool | None:
@@ -121,6 +118,21 @@ def filter_supported(config: object) -> bool | None:
     section = config.get("filter") if isinstance(config, dict) else None
     supported = section.get("supported") if isinstance(section, dict) else None
     return supported if isinstance(supported, bool) else None
+
+
+def valid_resource_id(value: object) -> str | None:
+    """The downstream id if it can be sent back as one path segment, else None.
+
+    A non-empty string without "/", "?", "#" or control characters (C0, DEL, C1), and not "." or ".."
+    (URL normalisation would turn those into another resource's path, even percent-encoded)."""
+    if not isinstance(value, str) or value in ("", ".", "..") or _NOT_IN_ID.search(value):
+        return None
+    return value
+
+
+def user_path(resource_id: str) -> str:
+    """`Users/<id>` with the id percent-encoded as a single segment (a space is sent as %20)."""
+    return f"Users/{quote(resource_id, safe='')}"
 
 
 def is_service_provider_config(doc: object) -> bool:

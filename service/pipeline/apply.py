@@ -327,7 +327,7 @@ class ApplyStage(ConsumerRebalanceListener):
                     return
                 self._metrics.changes.labels(change.realm, "rejected").inc()
                 bound.error("change.rejected", status=exc.status, error=str(exc))
-                await self._dead_letter(work, "rejected", exc, tenant=change.realm)
+                await self._dead_letter(work, exc.reason, exc, tenant=change.realm)
                 return
             except ScimOwnershipConflict as exc:  # never written: an operator resolves or links
                 self._metrics.changes.labels(change.realm, "conflict").inc()

@@ -2,6 +2,11 @@
 
 HTTP statuses become errors in one function, `error_for_status`, named for what the caller does next
 (see service.errors). Bodies of failed requests are never put in errors or logs: they hold personal data.
+
+Every request is held to the same hygiene: redirects are never followed (a 3xx is refused, so a write
+and its token never go to an address the egress policy did not see), an IP-literal host is checked
+against the egress policy before connecting, bodies are read up to a cap, and downstream ids travel as
+one percent-encoded path segment.
 """
 
 from __future__ import annotations
@@ -12,19 +17,23 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
+from yarl import URL
 
 from service.domain import scim
 from service.errors import CircuitOpen, ScimConflict, ScimError, ScimNotFound, ScimRejected, ScimTransient
 from service.metrics import Metrics
 from service.scim.breaker import BreakerState, CircuitBreaker
-from service.scim.egress import ForbiddenAddress
+from service.scim.egress import EgressPolicy, ForbiddenAddress
 from service.scim.ratelimit import TokenBucket
 from service.scim.retry import RetryPolicy, parse_retry_after
 
 log = structlog.get_logger(__name__)
+
+DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +66,16 @@ class TenantGate:
 
 
 def error_for_status(
-    status: int, method: str, path: str, body: object = None, retry_after: str | None = None
+    status: int,
+    method: str,
+    path: str,
+    body: object = None,
+    retry_after: str | None = None,
+    location: str | None = None,
 ) -> ScimError | None:
     """The one status -> error mapping. None means success."""
+    if 300 <= status < 400:
+        return ScimRejected(status, method, path, detail=_redirect_detail(location), reason="redirect")
     if status < 400:
         return None
     scim_type = body.get("scimType") if isinstance(body, dict) else None
@@ -75,6 +91,24 @@ def error_for_status(
     return ScimRejected(status, method, path, scim_type, detail)
 
 
+def _redirect_detail(location: str | None) -> str:
+    """Names where the redirect pointed (the host only: the rest of a URL may carry tokens)."""
+    try:
+        host = urlsplit(location).hostname if location else None
+    except ValueError:
+        host = None
+    return f"redirect to {host[:100]} not followed" if host else "redirect not followed"
+
+
+def checked_id(value: object, method: str, path: str) -> str:
+    """A downstream id we may put into a path, else ScimRejected(reason="invalid_id")."""
+    resource_id = scim.valid_resource_id(value)
+    if resource_id is None:
+        raise ScimRejected(None, method, path, detail="the downstream id is not one path segment",
+                           reason="invalid_id")
+    return resource_id
+
+
 class ScimClient:
     def __init__(
         self,
@@ -84,8 +118,13 @@ class ScimClient:
         timeout_seconds: float,
         tenant_concurrency: int = 16,
         breaker: CircuitBreaker | None = None,
+        *,
+        egress: EgressPolicy,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._session = session
+        self._egress = egress
+        self._max_response_bytes = max_response_bytes
         self._metrics = metrics
         self._retry = retry
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
@@ -153,7 +192,7 @@ class ScimClient:
 
     async def _scan(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None:
         found = [r async for r in self.list_users(ds) if scim.matches(r, attribute, value)]
-        return found[0] if len(found) == 1 and scim.is_resource_id(found[0].get("id")) else None
+        return found[0] if len(found) == 1 and scim.valid_resource_id(found[0].get("id")) is not None else None
 
     async def _lookup_mode(self, ds: Downstream) -> LookupMode:
         """Filters are used unless the ServiceProviderConfig says they are unsupported."""
@@ -175,15 +214,15 @@ class ScimClient:
 
     async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
         doc = await self.send(ds, "POST", "Users", body=body)
-        if not isinstance(doc, dict) or not doc.get("id"):
-            raise ScimRejected(None, "POST", "Users", detail="response carries no id")
+        checked_id(doc.get("id") if isinstance(doc, dict) else None, "POST", "Users")
         return doc
 
     async def patch_user(self, ds: Downstream, user_id: str, operations: list[dict[str, Any]]) -> None:
-        await self.send(ds, "PATCH", f"Users/{user_id}", body=scim.patch_request(operations))
+        path = scim.user_path(checked_id(user_id, "PATCH", "Users/{id}"))
+        await self.send(ds, "PATCH", path, body=scim.patch_request(operations))
 
     async def delete_user(self, ds: Downstream, user_id: str) -> None:
-        await self.send(ds, "DELETE", f"Users/{user_id}")
+        await self.send(ds, "DELETE", scim.user_path(checked_id(user_id, "DELETE", "Users/{id}")))
 
     async def send(
         self,
@@ -260,20 +299,30 @@ class ScimClient:
         started = time.perf_counter()
         status_class = "error"
         try:
+            url = URL(ds.url(path))  # parsed once: the host checked is the host aiohttp connects to
+        except ValueError as exc:
+            raise ScimRejected(None, method, path, detail="the URL does not parse", reason="invalid_url") from exc
+        try:
+            self._egress.check_host(url.raw_host or "")
             async with self._session.request(
-                method, ds.url(path), json=body, params=params, headers=headers, timeout=self._timeout
+                method, url, json=body, params=params, headers=headers, timeout=self._timeout,
+                allow_redirects=False,
             ) as response:
                 status_class = f"{response.status // 100}xx"
-                doc = await _read_json(response)
+                redirect = 300 <= response.status < 400
+                doc = None if redirect else await self._read_json(response, method, path)
                 error = error_for_status(
-                    response.status, method, path, doc, response.headers.get("Retry-After")
+                    response.status, method, path, doc, response.headers.get("Retry-After"),
+                    response.headers.get("Location"),
                 )
                 if error is not None:
                     raise error
                 return doc
+        except ForbiddenAddress as exc:
+            raise ScimRejected(None, method, path, detail=str(exc), reason="forbidden_address") from exc
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, ForbiddenAddress):
-                raise ScimRejected(None, method, path, detail=f"forbidden_address: {exc.os_error}") from exc
+                raise ScimRejected(None, method, path, detail=str(exc.os_error), reason="forbidden_address") from exc
             raise ScimTransient(None, method, path, detail=type(exc).__name__) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ScimTransient(None, method, path, detail=type(exc).__name__) from exc
@@ -282,13 +331,30 @@ class ScimClient:
             self._metrics.scim_latency.labels(method).observe(time.perf_counter() - started)
 
 
-async def _read_json(response: aiohttp.ClientResponse) -> Any:
-    if response.status == 204:
-        return None
-    raw = await response.read()
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
+    async def _read_json(self, response: aiohttp.ClientResponse, method: str, path: str) -> Any:
+        """The body as JSON (None if empty or not JSON), read in a stream that stops past the cap."""
+        if response.status == 204:
+            return None
+        raw = await read_capped(response.content, self._max_response_bytes)
+        if raw is None and response.status >= 400:
+            return None  # the status says what to do; the body would only add a detail
+        if raw is None:
+            raise ScimRejected(response.status, method, path, reason="response_too_large",
+                               detail=f"body over {self._max_response_bytes} bytes")
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+
+async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """At most `limit` bytes from the stream; None (after reading limit + 1) if it holds more."""
+    buffer = bytearray()
+    while len(buffer) <= limit:
+        chunk = await stream.read(limit + 1 - len(buffer))
+        if not chunk:
+            return bytes(buffer)
+        buffer += chunk
+    return None

@@ -2,7 +2,8 @@
 
 `GET {base}/ServiceProviderConfig` must answer JSON describing a SCIM provider (it may answer without
 authentication, so it does not prove the token), then an authenticated `GET {base}/Users?count=1`
-must succeed. Failures become `EnableRefused` with a reason an operator can act on.
+must succeed. Failures become `EnableRefused` with a reason an operator can act on. Redirects are not
+followed here either: a base URL that redirects is refused, the operator gives the final one.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def _refusal(exc: ScimError, what: str) -> EnableRefused:
         return EnableRefused("unauthorized", f"GET {what} answered {exc.status}: the token was refused")
     if isinstance(exc, ScimTransient) and exc.status is None:
         return EnableRefused("unreachable", f"GET {what} failed: {exc.detail or 'no response'}")
-    if isinstance(exc, ScimRejected) and exc.detail.startswith("forbidden_address"):
-        return EnableRefused("forbidden_address", exc.detail)
+    if isinstance(exc, ScimRejected) and exc.reason in ("forbidden_address", "invalid_url"):
+        return EnableRefused(exc.reason, exc.detail)
+    if isinstance(exc, ScimRejected) and exc.reason == "redirect":
+        return EnableRefused("redirect", f"GET {what} answered {exc.status}, {exc.detail}: "
+                                         "give the final SCIM base URL")
+    if isinstance(exc, ScimRejected) and exc.reason != "rejected":  # e.g. response_too_large
+        return EnableRefused("downstream_error", f"GET {what} answered {exc.status}: {exc.reason}")
     return EnableRefused("downstream_error", f"GET {what} answered {exc.status}")

@@ -1,4 +1,4 @@
-"""SCIM 2.0 payloads built from attribute dicts: POST body, PatchOp operations, filters."""
+"""SCIM 2.0 payloads built from attribute dicts: POST body, PatchOp operations, filters, resource paths."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from service.domain.scim import (
     is_service_provider_config,
     patch_operations,
     patch_request,
+    user_path,
     user_resource,
+    valid_resource_id,
 )
 
 UID = "3f6c1a2b-7d4e-4f80-a1b2-c3d4e5f60718"
@@ -191,3 +193,32 @@ def test_is_service_provider_config() -> None:
     assert not is_service_provider_config({"schemas": [USER_SCHEMA]})
     assert not is_service_provider_config({"schemas": None})
     assert not is_service_provider_config([])
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2819c223-7f76-453a-919d-413861904646", "a b", "jane@example.com", "x:y;z", "%2F", "é", "..."],
+)
+def test_valid_resource_id_keeps_a_single_segment(value: str) -> None:
+    """Any non-empty string that stays one path segment once encoded is a usable downstream id."""
+    assert valid_resource_id(value) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 42, ["a"], "", ".", "..", "a b/c", "a?b", "a#b", "a\x00b", "a\nb", "a\x1fb", "a\x7fb", "a\x85b",
+     "a\x9fb"],
+)
+def test_valid_resource_id_refuses_what_would_leave_the_segment(value: object) -> None:
+    """Non-strings, empty, dot segments, "/", "?", "#" and control characters (C0, DEL, C1) are refused."""
+    assert valid_resource_id(value) is None
+
+
+@pytest.mark.parametrize(
+    ("resource_id", "path"),
+    [("a b", "Users/a%20b"), ("abc-123", "Users/abc-123"), ("x:y@z", "Users/x%3Ay%40z"), ("50%", "Users/50%25"),
+     ("é", "Users/%C3%A9")],
+)
+def test_user_path_percent_encodes_the_id_as_one_segment(resource_id: str, path: str) -> None:
+    """The id is percent-encoded whole, so nothing in it can reach another path or the query."""
+    assert user_path(resource_id) == path

@@ -56,6 +56,23 @@ def test_rejected_401_and_403_are_unauthorized(status: int, unauthorized: bool) 
     assert error.unauthorized is unauthorized
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 304, 307, 308])
+def test_3xx_is_a_redirect_refusal_not_retried(status: int) -> None:
+    """A 3xx is ScimRejected(reason="redirect"): the detail names the Location's host, nothing else of it."""
+    error = error_for_status(status, "POST", "Users", location="https://elsewhere.example/hook?token=s3cret")
+    assert isinstance(error, ScimRejected)
+    assert (error.reason, error.status, error.retriable) == ("redirect", status, False)
+    assert "elsewhere.example" in error.detail
+    assert "s3cret" not in str(error)
+
+
+def test_other_rejections_have_the_default_reason() -> None:
+    """A plain 4xx refusal carries reason "rejected"."""
+    error = error_for_status(422, "PATCH", "Users/1")
+    assert isinstance(error, ScimRejected)
+    assert error.reason == "rejected"
+
+
 def test_error_keeps_scim_type_and_a_short_detail_but_not_the_body() -> None:
     """scimType and a bounded detail are kept; other body fields (personal data) never reach the message."""
     body = {"scimType": "uniqueness", "detail": "x" * 500, "userName": "jane.doe@example.com"}

@@ -1,0 +1,142 @@
+"""A hostile SCIM downstream for tests: a proxy in front of a real scim2-server that answers honestly
+except where its mode tells it to misbehave on purpose (unlike tests/faults.py, whose faults are
+failures, these answers are well-formed and deceptive).
+
+Modes:
+- `honest`: forward everything.
+- `redirect_writes`: reads (GET, the ServiceProviderConfig) are forwarded; every write (POST, PATCH,
+  PUT, DELETE) answers `redirect_status` with a Location on `redirect_to`, same path and query.
+
+Adding a mode: write `async def _name(proxy, request) -> web.StreamResponse | None` and register it in
+`MODES`. Return None to forward honestly; `await proxy.forward(request)` gives the real answer when a
+mode tampers with it (drop resources, swap ids...). Settings a mode needs are fields of HostileProxy.
+`misbehaved[mode]` counts the requests a mode answered itself.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from tests.support import free_port
+
+PASS_HEADERS = ("Authorization", "Content-Type", "Accept")
+RETURN_HEADERS = ("Content-Type", "Location", "ETag")
+WRITES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+
+Mode = Callable[["HostileProxy", web.Request], Awaitable[web.StreamResponse | None]]
+
+
+@dataclass
+class Received:
+    method: str
+    path_qs: str
+    authorization: str | None
+
+
+@dataclass
+class Recorder:
+    """A listener that records every request it receives. It answers 201 with a user, so a client that
+    was led here would believe its write had landed."""
+
+    port: int = field(default_factory=free_port)
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> Recorder:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.received.append(Received(request.method, request.path_qs, request.headers.get("Authorization")))
+        return web.json_response({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "planted-1"},
+                                 status=201)
+
+
+@dataclass
+class HostileProxy:
+    upstream: str  # e.g. http://127.0.0.1:8080 (a scim2-server)
+    mode: str = "honest"
+    redirect_to: str = ""  # redirect_writes: base of the Location
+    redirect_status: int = 307
+    port: int = field(default_factory=free_port)
+    misbehaved: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; known: {sorted(MODES)}")
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    def base_url(self, tenant: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{tenant}"
+
+    def upstream_url(self, tenant: str) -> str:
+        """The same tenant read directly, behind the proxy."""
+        return f"{self.upstream}/{tenant}"
+
+    async def start(self) -> HostileProxy:
+        self._http = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+        if self._http:
+            await self._http.close()
+
+    async def forward(self, request: web.Request) -> web.Response:
+        """The upstream's real answer to the request (body read whole: test downstreams are small)."""
+        assert self._http is not None
+        headers = {k: v for k, v in request.headers.items() if k in PASS_HEADERS}
+        async with self._http.request(request.method, f"{self.upstream}{request.rel_url}", data=await request.read(),
+                                      headers=headers, allow_redirects=False) as upstream:
+            body = await upstream.read()
+            kept = {k: v for k, v in upstream.headers.items() if k in RETURN_HEADERS}
+            return web.Response(status=upstream.status, body=body, headers=kept)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        answer = await MODES[self.mode](self, request)
+        if answer is None:
+            return await self.forward(request)
+        self.misbehaved[self.mode] += 1
+        return answer
+
+
+async def _honest(proxy: HostileProxy, request: web.Request) -> web.StreamResponse | None:
+    return None
+
+
+async def _redirect_writes(proxy: HostileProxy, request: web.Request) -> web.StreamResponse | None:
+    if request.method not in WRITES:
+        return None
+    return web.Response(status=proxy.redirect_status, headers={"Location": f"{proxy.redirect_to}{request.rel_url}"})
+
+
+MODES: dict[str, Mode] = {
+    "honest": _honest,
+    "redirect_writes": _redirect_writes,
+}
