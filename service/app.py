@@ -15,6 +15,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from service.api.app import ApiDeps, build_api
+from service.domain.changes import UserChange
 from service.kafka_topics import ensure_topics
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
@@ -112,6 +113,7 @@ class Service:
                 parked=self.parked,
                 dead_letters=self.dead_letters,
                 replay=self.replay,
+                link=self.link_user,
                 max_body_bytes=s.api_max_body_bytes,
                 backfills=self.backfills,
                 reconciler=reconciler,
@@ -177,6 +179,12 @@ class Service:
     async def _recovered(self, realm: str) -> None:
         assert self.parked is not None
         await self.replay(self.parked, realm)
+
+    async def link_user(self, realm: str, user_id: str, downstream_id: str) -> None:
+        """Queue an operator's link on the user's keyed partition, behind the user's earlier changes."""
+        assert self._producer is not None
+        change = UserChange(realm, user_id, "link", int(time.time() * 1000), "LINK", link_to=downstream_id)
+        await self._producer.send_and_wait(self.settings.changes_topic, key=change.key.encode(), value=change.to_json())
 
     async def replay(self, held: HeldTopic, tenant: str | None) -> int:
         """Replay set-aside records of a tenant (or all), one replay per tenant at a time."""

@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     sync.set_defaults(
         func=lambda a: _call(a, "POST", f"/tenants/{quote(a.realm)}/users/{quote(a.user_id, safe='')}/sync")
     )
+    link = tsub.add_parser("link", help="declare which downstream account is a Keycloak user's (resolves a "
+                           "conflict; replay the user's dead letters afterwards)")
+    link.add_argument("realm")
+    link.add_argument("user_id", help="the Keycloak user id")
+    link.add_argument("downstream_id", help="the downstream account's SCIM id (see the conflict's dead letter)")
+    link.set_defaults(func=lambda a: _call(
+        a, "POST", f"/tenants/{quote(a.realm)}/users/{quote(a.user_id, safe='')}/link",
+        {"downstream_id": a.downstream_id}))
     disable = tsub.add_parser("disable", help="disable: events for the realm stop propagating")
     disable.add_argument("realm")
     disable.set_defaults(func=_disable)

@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.domain.plan import DeletePolicy
+from service.domain.scim import valid_resource_id
 from service.errors import EnableRefused
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
@@ -51,6 +52,7 @@ class ApiDeps:
     parked: HeldTopic
     dead_letters: HeldTopic
     replay: Callable[[HeldTopic, str | None], Awaitable[int]]
+    link: Callable[[str, str, str], Awaitable[None]]
     max_body_bytes: int
     backfills: Backfills | None = None  # None: no Keycloak admin access configured
     reconciler: Reconciler | None = None
@@ -72,7 +74,7 @@ def build_api(deps: ApiDeps) -> web.Application:
     def describe(tenant: Tenant) -> dict[str, Any]:
         breaker = deps.scim.breakers().get(tenant.realm)
         state = breaker.state if breaker else BreakerState.CLOSED
-        return {**tenant.public(), "circuit": state.name.lower()}
+        return {**tenant.public(), "circuit": state.name.lower(), "lookups": deps.scim.lookup_mode(tenant.realm)}
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -176,6 +178,24 @@ def build_api(deps: ApiDeps) -> web.Application:
             return _error(404, "not_enabled", "outbound SCIM is not enabled for this realm")
         return web.json_response(await provision_now(deps.keycloak, deps.scim, tenant, request.match_info["user_id"]))
 
+    async def link_user(request: web.Request) -> web.Response:
+        """Declare which downstream account is this Keycloak user's (resolving a conflict). Queued on the
+        user's keyed partition, so a replay sent afterwards finds the user linked."""
+        realm, user_id = request.match_info["realm"], request.match_info["user_id"]
+        if deps.tenants.get(realm) is None:
+            return _error(404, "not_enabled", "outbound SCIM is not enabled for this realm")
+        body = await _json_object(request)
+        if isinstance(body, web.Response):
+            return body
+        downstream_id = valid_resource_id(body.get("downstream_id"))
+        if downstream_id is None:
+            return _error(400, "invalid_request",
+                          "downstream_id is the account's id: a non-empty string without /, ?, # or control characters")
+        await deps.link(realm, user_id, downstream_id)
+        log.info("user.link.queued", tenant=realm, user_id=user_id, downstream_id=downstream_id)
+        return web.json_response({"realm": realm, "user_id": user_id, "downstream_id": downstream_id,
+                                  "queued": True}, status=202)
+
     async def list_dead_letters(request: web.Request) -> web.Response:
         records = await deps.dead_letters.list(request.query.get("tenant"))
         return web.json_response({"dead_letters": [r.public() for r in records]})
@@ -203,6 +223,7 @@ def build_api(deps: ApiDeps) -> web.Application:
     app.router.add_get("/tenants/{realm}/backfill", show_backfill)
     app.router.add_post("/tenants/{realm}/reconcile", reconcile)
     app.router.add_post("/tenants/{realm}/users/{user_id}/sync", sync_user)
+    app.router.add_post("/tenants/{realm}/users/{user_id}/link", link_user)
     app.router.add_get("/dead-letters", list_dead_letters)
     app.router.add_post("/dead-letters/replay", replay_dead_letters)
     return app

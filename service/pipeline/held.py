@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from service.kafka_topics import partitions_of
-from service.pipeline.dead_letters import ORIGINAL_SIZE, REASON, REPLAY_TO, REPLAYED, TENANT
+from service.pipeline.dead_letters import DOWNSTREAM_ID, ORIGINAL_SIZE, OWNER, REASON, REPLAY_TO, REPLAYED, TENANT
 from service.settings import Settings
 
 ALL = "*"
@@ -62,6 +62,8 @@ class HeldRecord:
                 "offset": self.headers.get("__connect.errors.offset"),
             },
             "replayable": self.replayable,
+            **({"downstream_id": self.headers[DOWNSTREAM_ID], "owner": self.headers.get(OWNER)}
+               if DOWNSTREAM_ID in self.headers else {}),
             **summary,
         }
 
