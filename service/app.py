@@ -52,6 +52,7 @@ class Service:
         self._monitor: asyncio.Task[None] | None = None
         self._periodic: asyncio.Task[None] | None = None
         self.backfills: Backfills | None = None
+        self.keycloak: KeycloakAdminClient | None = None  # None: no Keycloak admin access configured
         self._keycloak_http: aiohttp.ClientSession | None = None
         self._replay_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -97,9 +98,11 @@ class Service:
             **s.kafka_client_options(), acks="all", enable_idempotence=True, linger_ms=5
         )
         await self._producer.start()
-        keycloak = self._keycloak()
-        self.backfills = Backfills(keycloak, self._producer, s.changes_topic, self.metrics) if keycloak else None
-        reconciler = Reconciler(keycloak, scim, self._producer, s.changes_topic, self.metrics) if keycloak else None
+        keycloak = self.keycloak = self._keycloak()
+        pages = s.keycloak_page_size
+        self.backfills = Backfills(keycloak, self._producer, s.changes_topic, self.metrics, pages) if keycloak else None
+        reconciler = (Reconciler(keycloak, scim, self._producer, s.changes_topic, self.metrics, pages)
+                      if keycloak else None)
         self.parked = HeldTopic(s, s.parking_topic, self._producer)
         self.dead_letters = HeldTopic(s, s.dead_letter_topic, self._producer)
         api = build_api(
@@ -118,6 +121,7 @@ class Service:
                 backfills=self.backfills,
                 reconciler=reconciler,
                 keycloak=keycloak,
+                event_listeners=s.event_listener_ids,
             )
         )
         self._runner = web.AppRunner(api, access_log=None)

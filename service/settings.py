@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     keycloak_authoritative: bool = Field(
         True, description="with Keycloak access, apply each change from the user as Keycloak stores it"
     )
+    keycloak_page_size: int = Field(500, ge=1, description="users per Admin API page (backfill, reconciliation)")
+    keycloak_event_listeners: str = Field(
+        "kafka,playa-kafka-event-listener",
+        description="comma-separated ids of the event listeners that send to the service's topics",
+    )
 
     # HTTP API
     api_host: str = "0.0.0.0"
@@ -90,6 +95,10 @@ class Settings(BaseSettings):
     @property
     def http_hosts(self) -> frozenset[str]:
         return frozenset(h.strip() for h in self.allow_http_hosts.split(",") if h.strip())
+
+    @property
+    def event_listener_ids(self) -> tuple[str, ...]:
+        return tuple(i.strip() for i in self.keycloak_event_listeners.split(",") if i.strip())
 
     @property
     def source_topics(self) -> list[str]:

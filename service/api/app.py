@@ -20,6 +20,7 @@ from service.domain.plan import DeletePolicy
 from service.domain.scim import valid_resource_id
 from service.errors import EnableRefused
 from service.keycloak_admin.client import KeycloakAdminClient
+from service.keycloak_admin.realm_check import check_realm
 from service.metrics import Metrics
 from service.pipeline.backfill import Backfills
 from service.pipeline.held import HeldTopic
@@ -57,6 +58,7 @@ class ApiDeps:
     backfills: Backfills | None = None  # None: no Keycloak admin access configured
     reconciler: Reconciler | None = None
     keycloak: KeycloakAdminClient | None = None
+    event_listeners: tuple[str, ...] = ()  # listener ids that send to the service's topics
 
 
 def build_api(deps: ApiDeps) -> web.Application:
@@ -76,6 +78,11 @@ def build_api(deps: ApiDeps) -> web.Application:
         state = breaker.state if breaker else BreakerState.CLOSED
         return {**tenant.public(), "circuit": state.name.lower(), "lookups": deps.scim.lookup_mode(tenant.realm)}
 
+    async def realm_warnings(realm: str) -> list[dict[str, str]]:
+        """What in the realm's event settings keeps its events away, read now (Keycloak access only)."""
+        assert deps.keycloak is not None
+        return [w.public() for w in await check_realm(deps.keycloak, realm, deps.event_listeners)]
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -93,7 +100,10 @@ def build_api(deps: ApiDeps) -> web.Application:
         tenant = deps.tenants.get(request.match_info["realm"])
         if tenant is None:
             return _error(404, "not_enabled", "outbound SCIM is not enabled for this realm")
-        return web.json_response(describe(tenant))
+        answer = describe(tenant)
+        if deps.keycloak is not None:
+            answer["warnings"] = await realm_warnings(tenant.realm)
+        return web.json_response(answer)
 
     async def enable_tenant(request: web.Request) -> web.Response:
         """Enable or rotate: validate the downstream first; store nothing if it fails."""
@@ -122,6 +132,10 @@ def build_api(deps: ApiDeps) -> web.Application:
             background.add(task)
             task.add_done_callback(background.discard)
         answer = describe(tenant)
+        if deps.keycloak is not None:  # never blocks: the realm may be set up after the enable
+            answer["warnings"] = await realm_warnings(realm)
+            for warning in answer["warnings"]:
+                log.warning("tenant.enable.warning", tenant=realm, code=warning["code"])
         if backfill and deps.backfills is not None:
             answer["backfill"] = deps.backfills.start(realm).public()
         return web.json_response(answer, status=200 if previous else 201)

@@ -1,6 +1,6 @@
 """The only package that speaks HTTP to Keycloak: its Admin REST API, read as a service account."""
 
-from service.keycloak_admin.client import KeycloakAdminClient, error_for_status
+from service.keycloak_admin.client import KeycloakAdminClient, UserPage, error_for_status
 from service.keycloak_admin.errors import (
     KeycloakError,
     KeycloakNotFound,
@@ -15,6 +15,7 @@ __all__ = [
     "KeycloakNotFound",
     "KeycloakUnauthorized",
     "KeycloakUnavailable",
+    "UserPage",
     "error_for_status",
     "user_attributes",
 ]

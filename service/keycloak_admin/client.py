@@ -9,7 +9,8 @@ function, `error_for_status` (see service.keycloak_admin.errors). Response bodie
 or logs: they hold personal data.
 
 Roles the service account needs, on the `realm-management` client of each realm it reads: `view-users`
-(users, count; it includes `query-users`) and, for `realm_names()` to see realm ids, `view-realm`.
+(users, count; it includes `query-users`), for `realm_names()` to see realm ids `view-realm`, and for
+`events_config()` (the enable-time check of the realm's event settings) `view-events`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -34,7 +36,7 @@ from service.keycloak_admin.errors import (
 from service.keycloak_admin.mapping import user_attributes
 from service.scim.retry import RetryPolicy, parse_retry_after
 
-__all__ = ["KeycloakAdminClient", "error_for_status", "user_attributes"]
+__all__ = ["KeycloakAdminClient", "UserPage", "error_for_status", "user_attributes"]
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +62,18 @@ def error_for_status(
     return KeycloakError(status, method, path, detail)
 
 
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    """One page of a realm's users and the wall-clock time (epoch ms) taken just before it was requested.
+
+    That time, not the time the users are published, is how old the read is: a change Keycloak applied
+    after it (and its live event) must win over these users, however long the rest of a listing takes.
+    """
+
+    read_started_ms: int
+    users: list[dict[str, Any]]
+
+
 class KeycloakAdminClient:
     """Reads one Keycloak as one service account. Safe to share between tasks; the session is the
     caller's (one aiohttp session per process, as for the SCIM client)."""
@@ -75,6 +89,7 @@ class KeycloakAdminClient:
         retry: RetryPolicy | None = None,
         timeout_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
@@ -83,7 +98,8 @@ class KeycloakAdminClient:
         self._auth_realm = auth_realm  # where the client lives: master, or the tenant's own realm
         self._retry = retry or RetryPolicy()
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._clock = clock
+        self._clock = clock  # token expiry
+        self._wall_clock = wall_clock  # read times of user pages, compared with Keycloak's event times
         self._token: str | None = None
         self._token_good_until = 0.0
         self._token_lock = asyncio.Lock()
@@ -114,14 +130,24 @@ class KeycloakAdminClient:
     async def iter_users(
         self, realm: str, page_size: int = 100, *, brief: bool = False
     ) -> AsyncIterator[dict[str, Any]]:
-        """Every user of the realm, page by page (first/max). Offset paging is not a snapshot: a user
-        created or deleted while paging can be missed or seen twice, which backfill and reconciliation
-        tolerate (live events and the next cycle cover the gap). `brief=True` is enough for
-        user_attributes() and several times smaller (no attributes, no userProfileMetadata)."""
+        """Every user of the realm (see iter_user_pages), for callers that do not need read times."""
+        async for page in self.iter_user_pages(realm, page_size, brief=brief):
+            for user in page.users:
+                yield user
+
+    async def iter_user_pages(
+        self, realm: str, page_size: int = 100, *, brief: bool = False
+    ) -> AsyncIterator[UserPage]:
+        """Every user of the realm, page by page (first/max), each page with the time its request left.
+        Offset paging is not a snapshot: a user created or deleted while paging can be missed or seen
+        twice, which backfill and reconciliation tolerate (live events and the next cycle cover the gap).
+        `brief=True` is enough for user_attributes() and several times smaller (no attributes, no
+        userProfileMetadata)."""
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         first = 0
         while True:
+            read_started_ms = int(self._wall_clock() * 1000)
             page = await self._send(
                 "GET",
                 ("admin", "realms", realm, "users"),
@@ -129,9 +155,7 @@ class KeycloakAdminClient:
             )
             if not isinstance(page, list):
                 raise KeycloakError(200, "GET", _path(realm, "users"), "response is not a list")
-            for user in page:
-                if isinstance(user, dict):
-                    yield user
+            yield UserPage(read_started_ms, [user for user in page if isinstance(user, dict)])
             if len(page) < page_size:
                 return
             first += len(page)
@@ -162,6 +186,16 @@ class KeycloakAdminClient:
         if without_id:
             log.warning("keycloak.realms.no_id", realms=without_id, hint="grant realm-management view-realm")
         return names
+
+    async def events_config(self, realm: str) -> dict[str, Any]:
+        """The realm's event settings (RealmEventsConfigRepresentation: `eventsListeners`,
+        `eventsEnabled`, `adminEventsEnabled`, `adminEventsDetailsEnabled`, ...), so that enabling a
+        tenant can say what keeps its events from reaching the service. Needs the realm-management role
+        `view-events`; without it Keycloak answers 403 (KeycloakUnauthorized)."""
+        doc = await self._send("GET", ("admin", "realms", realm, "events", "config"))
+        if not isinstance(doc, dict):
+            raise KeycloakError(200, "GET", _path(realm, "events", "config"), "response is not an object")
+        return doc
 
     # -- transport --------------------------------------------------------------------------------------
 

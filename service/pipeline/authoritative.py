@@ -5,6 +5,10 @@ change that rolled back, and a read right after a CREATE can briefly 404), and a
 partial representation. So each change is replaced by the user as Keycloak stores it now; a user that
 stays absent is a deletion (the tenant's delete policy applies). Backfill and reconciliation changes
 were read from Keycloak already and pass through.
+
+The replacement is stamped with the time taken just before the read (never earlier than the event): a
+change Keycloak applies while the read is in flight may be missing from what it returns, so the read
+must not claim to be newer than that change.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ async def read_truth(
     create_attempts: int = 4,
     wait_seconds: float = 0.5,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.time,
 ) -> UserChange:
     if change.event_type in ALREADY_AUTHORITATIVE:
         return change
     attempts = create_attempts if change.event_type in CREATES else 1
     for attempt in range(attempts):
+        read_at = max(int(clock() * 1000), change.time_ms)
         rep = await keycloak.get_user(change.realm, change.user_id)
-        read_at = max(int(time.time() * 1000), change.time_ms)
         if rep is not None:
             return replace(change, op="upsert", time_ms=read_at, attributes=user_attributes(rep))
         if attempt + 1 < attempts:

@@ -2,9 +2,11 @@
 
 Users that existed before outbound SCIM was enabled are never pushed by events ("initial backfill is
 not automatic" is the first complaint about every Keycloak SCIM plugin). A backfill pages through the
-realm's users and publishes one `UserChange` per user (op upsert, all five attributes, time = when it
-was read, type BACKFILL) to the changes topic, keyed like live changes: ordering with live events
-holds, and the per-attribute time rule keeps a read from overwriting a newer live change.
+realm's users and publishes one `UserChange` per user (op upsert, all five attributes, type BACKFILL)
+to the changes topic, keyed like live changes: ordering with live events holds. Each change carries the
+time taken just before the request of the page that returned the user, not the time it is published:
+a listing can take minutes, and the per-attribute time rule (service.domain.state) must let a live
+change Keycloak applied after that read (a disable, say) win over it.
 """
 
 from __future__ import annotations
@@ -55,8 +57,12 @@ class BackfillProgress:
 class Backfills:
     """One backfill per realm at a time, run in the background; progress kept for the API."""
 
-    def __init__(self, keycloak: KeycloakAdminClient, producer: AIOKafkaProducer, topic: str, metrics: Metrics) -> None:
+    def __init__(
+        self, keycloak: KeycloakAdminClient, producer: AIOKafkaProducer, topic: str, metrics: Metrics,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
         self._keycloak = keycloak
+        self._page_size = page_size
         self._producer = producer
         self._topic = topic
         self._metrics = metrics
@@ -86,18 +92,10 @@ class Backfills:
         log.info("backfill.started", tenant=realm)
         try:
             progress.total = await self._keycloak.count_users(realm)
-            async for rep in self._keycloak.iter_users(realm, PAGE_SIZE, brief=True):
-                user_id = rep.get("id")
-                if not isinstance(user_id, str) or not user_id:
-                    progress.skipped += 1
-                    continue
-                change = UserChange(realm, user_id, "upsert", int(time.time() * 1000), "BACKFILL",
-                                    attributes=user_attributes(rep))
-                await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
-                progress.done += 1
-                self._metrics.backfilled.labels(realm).inc()
-                if progress.done % PAGE_SIZE == 0:
-                    log.info("backfill.progress", tenant=realm, done=progress.done, total=progress.total)
+            async for page in self._keycloak.iter_user_pages(realm, self._page_size, brief=True):
+                for rep in page.users:
+                    await self._publish(progress, rep, page.read_started_ms)
+                log.info("backfill.progress", tenant=realm, done=progress.done, total=progress.total)
             await self._producer.flush()
             progress.state = "done"
         except Exception as exc:  # reported through the API and the log; a new backfill can be started
@@ -106,3 +104,13 @@ class Backfills:
         finally:
             progress.finished = time.time()
         log.info("backfill.finished", tenant=realm, **progress.public())
+
+    async def _publish(self, progress: BackfillProgress, rep: dict[str, Any], read_ms: int) -> None:
+        user_id = rep.get("id")
+        if not isinstance(user_id, str) or not user_id:
+            progress.skipped += 1
+            return
+        change = UserChange(progress.realm, user_id, "upsert", read_ms, "BACKFILL", attributes=user_attributes(rep))
+        await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
+        progress.done += 1
+        self._metrics.backfilled.labels(progress.realm).inc()

@@ -3,8 +3,10 @@
 Events alone miss changes (the plugin can lose records, federated users and realm imports change
 users without events). A reconciliation reads every Keycloak user and every downstream user, compares
 them (service.domain.drift), and, unless it is a dry run, feeds a forced change per missing or stale
-user into the keyed pipeline, like a backfill: per-user order with live events holds. Downstream users
-without a Keycloak counterpart are reported, never deleted.
+user into the keyed pipeline, like a backfill: per-user order with live events holds. Each fix carries
+the time taken just before the request of the Keycloak page that returned the user: both listings can
+take minutes, and a live change Keycloak applied after that read must win over it (service.domain.state).
+Downstream users without a Keycloak counterpart are reported, never deleted.
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ from service.scim.client import Downstream, ScimClient
 
 log = structlog.get_logger(__name__)
 LISTED = 200  # ids listed per category in a report; counts are always complete
+PAGE_SIZE = 500
 
 
 class Reconciler:
     def __init__(
-        self, keycloak: KeycloakAdminClient, scim: ScimClient, producer: AIOKafkaProducer, topic: str, metrics: Metrics
+        self, keycloak: KeycloakAdminClient, scim: ScimClient, producer: AIOKafkaProducer, topic: str, metrics: Metrics,
+        page_size: int = PAGE_SIZE,
     ) -> None:
         self._keycloak = keycloak
+        self._page_size = page_size
         self._scim = scim
         self._producer = producer
         self._topic = topic
@@ -39,17 +44,19 @@ class Reconciler:
     async def run(self, ds: Downstream, dry_run: bool) -> dict[str, Any]:
         realm = ds.tenant
         started = time.monotonic()
-        wanted = {
-            rep["id"]: user_attributes(rep)
-            async for rep in self._keycloak.iter_users(realm, 500, brief=True)
-            if isinstance(rep.get("id"), str)
-        }
+        wanted: dict[str, dict[str, Any]] = {}
+        read_ms: dict[str, int] = {}  # user id -> when the page that returned it was requested
+        async for page in self._keycloak.iter_user_pages(realm, self._page_size, brief=True):
+            for rep in page.users:
+                if isinstance(rep.get("id"), str):
+                    wanted[rep["id"]] = user_attributes(rep)
+                    read_ms[rep["id"]] = page.read_started_ms
         downstream = [resource async for resource in self._scim.list_users(ds)]
         drift = compare(wanted, downstream)
         if not dry_run:
-            now = int(time.time() * 1000)
             for user_id in drift.to_fix:
-                change = UserChange(realm, user_id, "upsert", now, "RECONCILE", attributes=wanted[user_id], force=True)
+                change = UserChange(realm, user_id, "upsert", read_ms[user_id], "RECONCILE",
+                                    attributes=wanted[user_id], force=True)
                 await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
             await self._producer.flush()
         for kind, count in (("missing", len(drift.missing)), ("stale", len(drift.stale)), ("extra", len(drift.extra))):

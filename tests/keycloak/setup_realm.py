@@ -78,7 +78,8 @@ class MasterAdmin:
         })
         user = await self.ok("GET", f"/{realm}/clients/{client_uuid}/service-account-user")
         account = ServiceAccount(realm, client_id, secret, client_uuid, user["id"])
-        await self.grant(account, *roles)
+        if roles:
+            await self.grant(account, *roles)
         return account
 
     async def grant(self, account: ServiceAccount, *roles: str) -> None:
@@ -88,17 +89,29 @@ class MasterAdmin:
         assert len(wanted) == len(roles), f"missing roles among {roles}"
         await self.ok("POST", f"/{realm}/users/{account.user_id}/role-mappings/clients/{management}", wanted)
 
+    async def grant_on_realm(self, account: ServiceAccount, realm: str, *roles: str) -> None:
+        """Roles on another realm for an account of the master realm: they live on master's `<realm>-realm`
+        client, as for one service account that reads many realms."""
+        assert account.realm == "master"
+        management = (await self.ok("GET", "/master/clients", clientId=f"{realm}-realm"))[0]["id"]
+        wanted = [r for r in await self.ok("GET", f"/master/clients/{management}/roles") if r["name"] in roles]
+        assert len(wanted) == len(roles), f"missing roles among {roles}"
+        await self.ok("POST", f"/master/users/{account.user_id}/role-mappings/clients/{management}", wanted)
+
     async def create_user(self, realm: str, rep: dict[str, Any]) -> str:
         """Creates a user; returns its id."""
         return str(await self.ok("POST", f"/{realm}/users", rep))
 
-    async def enable_listener(self, realm: str, listener: str = TEST_LISTENER) -> tuple[int, Any]:
+    async def enable_listener(
+        self, realm: str, listener: str = TEST_LISTENER, *, representation: bool = True
+    ) -> tuple[int, Any]:
         """GET then PUT events/config (the PUT replaces the listener list); 204 means it loaded,
-        400 "Unknown event listener" that its provider jar did not."""
+        400 "Unknown event listener" that its provider jar did not. `representation` is the realm's
+        "Include representation" switch (adminEventsDetailsEnabled)."""
         config = await self.ok("GET", f"/{realm}/events/config")
         listeners = [*config.get("eventsListeners", []), listener]
         config.update(eventsListeners=sorted(set(listeners)), eventsEnabled=True, adminEventsEnabled=True,
-                      adminEventsDetailsEnabled=True)
+                      adminEventsDetailsEnabled=representation)
         status, doc, _ = await self.call("PUT", f"/{realm}/events/config", config)
         return status, doc
 

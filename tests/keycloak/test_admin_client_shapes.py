@@ -73,6 +73,7 @@ class FakeKeycloak:
         app.router.add_get("/admin/realms/acme/users/count", self._count)
         app.router.add_get("/admin/realms/acme/users", self._list)
         app.router.add_get("/admin/realms/acme/users/{id}", self._user)
+        app.router.add_get("/admin/realms/acme/events/config", self._events_config)
         app.router.add_get("/admin/realms/{realm}/users/{id}", self._no_realm)
         return app
 
@@ -129,6 +130,9 @@ class FakeKeycloak:
             if user["id"] == request.match_info["id"]:
                 return web.json_response(user)
         return web.json_response(ERRORS["user_not_found_404"], status=404)
+
+    async def _events_config(self, request: web.Request) -> web.Response:
+        return web.json_response(recorded("events-config-default.json"))
 
     async def _no_realm(self, request: web.Request) -> web.Response:
         return web.json_response(ERRORS["realm_not_found_404"], status=404)
@@ -232,6 +236,35 @@ async def test_iter_users_brief_is_enough_for_the_attributes(
     brief = [u async for u in client(session, base).iter_users("acme", brief=True)]
     assert [user_attributes(u) for u in brief] == [user_attributes(u) for u in keycloak.users]
     assert user_attributes(recorded("users-page-brief.json")[1]) == user_attributes(USER)
+
+
+async def test_each_page_carries_the_time_taken_before_its_request(
+    fake: tuple[FakeKeycloak, str], session: aiohttp.ClientSession
+) -> None:
+    """iter_user_pages stamps a page with the wall clock read before the page's request left: here the
+    clock reads the number of requests the server had seen (token + earlier pages), in seconds."""
+    keycloak, base = fake
+    keycloak.add_users(25)
+    kc = client(session, base, wall_clock=lambda: float(len(keycloak.seen)))
+    pages = [page async for page in kc.iter_user_pages("acme", page_size=10)]
+    assert [len(page.users) for page in pages] == [10, 10, 5]
+    assert [page.read_started_ms for page in pages] == [0, 2000, 3000]  # page 1 before even the token
+    assert [u["id"] for page in pages for u in page.users] == [u["id"] for u in keycloak.users]
+
+
+async def test_events_config_is_the_realms_event_settings(
+    fake: tuple[FakeKeycloak, str], session: aiohttp.ClientSession
+) -> None:
+    """GET events/config gives the recorded RealmEventsConfigRepresentation; without view-events, 403."""
+    keycloak, base = fake
+    kc = client(session, base)
+    config = await kc.events_config("acme")
+    assert config == recorded("events-config-default.json")
+    assert (config["eventsListeners"], config["adminEventsDetailsEnabled"]) == (["jboss-logging"], False)
+    keycloak.forbidden = True
+    with pytest.raises(KeycloakUnauthorized) as caught:
+        await kc.events_config("acme")
+    assert caught.value.status == 403
 
 
 async def test_count_users(fake: tuple[FakeKeycloak, str], session: aiohttp.ClientSession) -> None:
