@@ -6,6 +6,9 @@ Modes:
 - `honest`: forward everything.
 - `redirect_writes`: reads (GET, the ServiceProviderConfig) are forwarded; every write (POST, PATCH,
   PUT, DELETE) answers `redirect_status` with a Location on `redirect_to`, same path and query.
+- `ignore_filters`: `GET /Users?filter=...` is answered as if there were no filter: every account, page
+  by page (servers that do not implement filtering do this), while the ServiceProviderConfig still
+  claims filter support.
 
 Adding a mode: write `async def _name(proxy, request) -> web.StreamResponse | None` and register it in
 `MODES`. Return None to forward honestly; `await proxy.forward(request)` gives the real answer when a
@@ -136,7 +139,15 @@ async def _redirect_writes(proxy: HostileProxy, request: web.Request) -> web.Str
     return web.Response(status=proxy.redirect_status, headers={"Location": f"{proxy.redirect_to}{request.rel_url}"})
 
 
+async def _ignore_filters(proxy: HostileProxy, request: web.Request) -> web.StreamResponse | None:
+    if request.method != "GET" or not request.path.endswith("/Users") or "filter" not in request.query:
+        return None
+    unfiltered = request.clone(rel_url=request.rel_url.without_query_params("filter"))
+    return await proxy.forward(unfiltered)
+
+
 MODES: dict[str, Mode] = {
     "honest": _honest,
     "redirect_writes": _redirect_writes,
+    "ignore_filters": _ignore_filters,
 }
