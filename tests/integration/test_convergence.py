@@ -151,7 +151,10 @@ async def test_interleaved_lives_spread_over_partitions_converge_for_every_delet
             assert set(found) <= set(wanted[realm]), "accounts for users we never sent"
         return not mismatches
 
-    await wait_until(converged, timeout=180, what=f"every user converged; still different: {mismatches}")
+    try:
+        await wait_until(converged, timeout=180, what="every user converged")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still different: {mismatches}") from None
     assert sum(faulty.injected.values()) > 0, "the downstream never failed: the test lost its faults"
     deleted = sum(1 for realm in wanted for v in wanted[realm].values() if v is None)
     assert deleted > 0, "no user ends absent: the delete policy was not exercised"
