@@ -156,7 +156,7 @@ class TenantStore:
             batches = await self._consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 for record in records:
-                    self._apply(record.key, record.value)
+                    self.apply_record(record.key, record.value)
             async with self._progress:
                 for tp in self._consumer.assignment():
                     self._positions[tp.partition] = await self._consumer.position(tp)
@@ -164,7 +164,8 @@ class TenantStore:
             self._metrics.tenants.set(len(self._tenants))
             self._metrics.tenants_unreadable.set(len(self._unreadable))
 
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+    def apply_record(self, key: bytes | None, value: bytes | None) -> None:
+        """Take one record of the tenants topic into effect (the follower calls it for each, in order)."""
         if key is None:
             return
         realm = key.decode()
