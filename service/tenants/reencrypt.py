@@ -52,7 +52,9 @@ async def reencrypt_tenants(settings: Settings) -> Reencryption:
     cipher = TokenCipher(settings.token_key.get_secret_value())
     topic = settings.tenants_topic
     tps = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
-    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False)
+    # earliest: with the default (latest) the initial position reset can win over seek_to_beginning
+    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False,
+                                auto_offset_reset="earliest")
     producer = AIOKafkaProducer(**settings.kafka_client_options(), acks="all", enable_idempotence=True)
     await consumer.start()
     await producer.start()

@@ -104,6 +104,26 @@ async def test_disable_stops_propagation(pipeline: Pipeline) -> None:
     assert users[0]["active"] is True
 
 
+async def test_rotation_gives_a_fresh_gate_and_disable_drops_it(pipeline: Pipeline) -> None:
+    """The replica learns both from the tenants topic: a rotation replaces the tenant's gate (fresh breaker),
+    a disable removes it and its outbound_scim_circuit_state series."""
+    realm = pipeline.realm()
+    base = await pipeline.enable(realm)
+    await pipeline.admin(ev.create_user(realm, "u1", "u1"))
+    await pipeline.wait_user(realm, "u1", userName="u1")
+    scim = pipeline.service.scim
+    assert scim is not None
+    before = scim.breakers()[realm]
+    status, body = await pipeline.api.enable(realm, base, SCIM_TOKEN)
+    assert status == 200, body
+    assert scim.breakers()[realm] is not before
+    series = {"tenant": realm}
+    assert pipeline.service.metrics.registry.get_sample_value("outbound_scim_circuit_state", series) == 0
+    assert (await pipeline.api.call("DELETE", f"/tenants/{realm}"))[0] == 200
+    assert realm not in scim.breakers()
+    assert pipeline.service.metrics.registry.get_sample_value("outbound_scim_circuit_state", series) is None
+
+
 async def test_rotate_uses_the_new_token(pipeline: Pipeline) -> None:
     """The downstream now only accepts a new token; rotating to it makes changes flow again with it."""
     realm = pipeline.realm()
