@@ -209,6 +209,8 @@ class Service:
         """At start: changes parked because their tenant record was unreadable go through if it reads now
         (the operator restarted with the missing key in OUTBOUND_SCIM_TOKEN_KEY)."""
         assert self.parked is not None
+        if not self.tenants.all():
+            return  # no readable tenant: nothing to release
         held = await self.parked.list(None, limit=1 << 30)
         realms = {r.tenant for r in held if r.tenant and r.headers.get(REASON) == TenantUnreadable.label}
         for realm in sorted(realms - {e.realm for e in self.tenants.unreadable()}):

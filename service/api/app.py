@@ -124,7 +124,7 @@ def build_api(deps: ApiDeps) -> web.Application:
         if backfill and deps.backfills is None:
             return _error(400, "keycloak_not_configured", "backfill needs OUTBOUND_SCIM_KEYCLOAK_* settings")
         previous = deps.tenants.last_generation(realm)  # also of a record this replica cannot read
-        tenant = replace(parsed, generation=previous + 1) if previous is not None else parsed
+        tenant = replace(parsed, generation=deps.tenants.next_generation(realm))
         await deps.tenants.put(tenant)
         log.info("tenant.enabled", tenant=realm, base_url=tenant.base_url, rotated=previous is not None)
         if previous is not None:  # a rotation: what was parked (e.g. by a refused token) goes through now

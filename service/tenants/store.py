@@ -59,6 +59,7 @@ class TenantStore:
         self._tenants: dict[str, Tenant] = {}
         self._unreadable: dict[str, TenantUnreadable] = {}
         self._generations: dict[str, int] = {}
+        self._highest_generation: dict[str, int] = {}  # kept after a disable: generations only grow
         self._observers: list[TenantObserver] = []
         self._marking: set[str] = set()
         self._names_by_id: dict[str, str] = {}
@@ -89,6 +90,11 @@ class TenantStore:
     def last_generation(self, realm: str) -> int | None:
         """The generation of the realm's current record, readable or not; None when it has none (disabled)."""
         return self._generations.get(realm)
+
+    def next_generation(self, realm: str) -> int:
+        """The generation for the realm's next enable / rotation: above any it had, even before a disable,
+        so a request still running with an older config never passes for the newer one."""
+        return self._highest_generation.get(realm, 0) + 1
 
     def observe(self, observer: TenantObserver) -> None:
         """Call `observer` after each tenant record takes effect here (on every replica: each reads the topic)."""
@@ -189,7 +195,8 @@ class TenantStore:
             if isinstance(realm_id, str) and realm_id:
                 self._names_by_id[realm_id] = realm
             generation = tenant.generation if tenant else fields.get("generation", 1)
-            self._generations[realm] = generation if isinstance(generation, int) else 1
+            self._generations[realm] = generation = generation if isinstance(generation, int) else 1
+            self._highest_generation[realm] = max(generation, self._highest_generation.get(realm, 0))
         if was_unreadable and realm not in self._unreadable:
             log.info("tenants.record.readable", tenant=realm, enabled=tenant is not None)
         update = TenantUpdate(realm, tenant, previous, realm in self._unreadable, was_unreadable)

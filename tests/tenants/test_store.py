@@ -92,3 +92,13 @@ def test_an_observer_failure_does_not_stop_the_store() -> None:
     store.apply_record(b"acme", encode_tenant(ACME, TokenCipher(OLD)))
     assert store.get("acme") == ACME
     assert len(updates) == 1
+
+
+def test_generations_keep_growing_across_a_disable() -> None:
+    """Enabled again after a disable: the next generation is above the old one (a stale gate stays stale)."""
+    store, _ = store_with(OLD)
+    assert store.next_generation("acme") == 1
+    store.apply_record(b"acme", encode_tenant(ACME, TokenCipher(OLD)))
+    assert (store.last_generation("acme"), store.next_generation("acme")) == (3, 4)
+    store.apply_record(b"acme", None)
+    assert (store.last_generation("acme"), store.next_generation("acme")) == (None, 4)
