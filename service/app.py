@@ -8,6 +8,8 @@ import signal
 import ssl
 import time
 from collections import defaultdict
+from collections.abc import Coroutine
+from typing import Any
 
 import aiohttp
 import structlog
@@ -16,11 +18,13 @@ from aiokafka import AIOKafkaProducer
 
 from service.api.app import ApiDeps, build_api
 from service.domain.changes import UserChange
+from service.errors import TenantUnreadable
 from service.kafka_topics import ensure_topics
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
 from service.pipeline.apply import ApplyStage
 from service.pipeline.backfill import Backfills
+from service.pipeline.dead_letters import REASON
 from service.pipeline.held import HeldTopic
 from service.pipeline.reconcile import Reconciler
 from service.pipeline.rekey import RekeyStage
@@ -31,7 +35,7 @@ from service.scim.health import BreakerMonitor
 from service.scim.retry import RetryPolicy
 from service.settings import Settings
 from service.tenants.models import TokenCipher
-from service.tenants.store import TenantStore
+from service.tenants.store import TenantStore, TenantUpdate
 
 log = structlog.get_logger(__name__)
 
@@ -55,15 +59,24 @@ class Service:
         self.keycloak: KeycloakAdminClient | None = None  # None: no Keycloak admin access configured
         self._keycloak_http: aiohttp.ClientSession | None = None
         self._replay_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.scim: ScimClient | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self.tenants.observe(self._tenant_updated)
 
     def is_ready(self) -> bool:
-        return bool(
-            self.tenants.loaded.is_set()
-            and self.rekey is not None
-            and self.rekey.assigned.is_set()
-            and self.apply is not None
-            and self.apply.assigned.is_set()
-        )
+        return not self.unready_reasons()
+
+    def unready_reasons(self) -> list[str]:
+        """Why this replica should get no traffic yet, each saying what fixes it; empty when ready."""
+        reasons = []
+        if not self.tenants.loaded.is_set():
+            reasons.append("the tenant store is still loading the tenants topic")
+        if self.rekey is None or not self.rekey.assigned.is_set():
+            reasons.append("stage 1 (rekey) has no partition assignment yet")
+        if self.apply is None or not self.apply.assigned.is_set():
+            reasons.append("stage 2 (apply) has no partition assignment yet")
+        reasons += [f"{exc}: {exc.fix}" for exc in self.tenants.unreadable()]
+        return reasons
 
     async def start(self) -> None:
         try:
@@ -84,7 +97,7 @@ class Service:
             ssl=ssl.create_default_context(cafile=s.ca_bundle),  # verified; a custom CA bundle if set
         )
         self._http = aiohttp.ClientSession(connector=connector)
-        scim = ScimClient(
+        scim = self.scim = ScimClient(
             self._http,
             self.metrics,
             RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds),
@@ -138,6 +151,7 @@ class Service:
         self._monitor = asyncio.create_task(monitor.run(), name="breaker-monitor")
         if reconciler is not None:
             self._periodic = asyncio.create_task(self._reconcile_periodically(reconciler), name="reconcile")
+        self._in_background(self._replay_once_readable())
         log.info("service.started", api_port=self.api_port)
 
     def _keycloak(self) -> KeycloakAdminClient | None:
@@ -177,7 +191,10 @@ class Service:
                         log.error("reconcile.failed", tenant=tenant.realm, error=str(exc)[:300])
 
     def _downstream_of(self, realm: str) -> Downstream | None:
-        tenant = self.tenants.get(realm)
+        try:
+            tenant = self.tenants.get(realm)
+        except TenantUnreadable:
+            return None  # nothing to probe with: its gate was dropped when the record turned unreadable
         return tenant.downstream if tenant else None
 
     async def _recovered(self, realm: str) -> None:
@@ -189,6 +206,34 @@ class Service:
         assert self._producer is not None
         change = UserChange(realm, user_id, "link", int(time.time() * 1000), "LINK", link_to=downstream_id)
         await self._producer.send_and_wait(self.settings.changes_topic, key=change.key.encode(), value=change.to_json())
+    def _tenant_updated(self, update: TenantUpdate) -> None:
+        """Every replica follows the tenants topic: an enable / rotation gives the tenant a fresh gate
+        here too, a disable drops it, and a record readable again releases what its realm parked."""
+        if self.scim is not None:
+            if update.tenant is None:
+                self.scim.drop(update.realm)
+            else:
+                self.scim.refresh(update.tenant.downstream)
+        # one replica replays (the owner of changes partition 0); a replay done twice would be harmless
+        if update.readable_again and self.parked is not None and self.apply is not None and self.apply.owns(0):
+            self._in_background(self._recovered(update.realm))
+
+    async def _replay_once_readable(self) -> None:
+        """At start: changes parked because their tenant record was unreadable go through if it reads now
+        (the operator restarted with the missing key in OUTBOUND_SCIM_TOKEN_KEY)."""
+        assert self.parked is not None
+        if not self.tenants.all():
+            return  # no readable tenant: nothing to release
+        held = await self.parked.list(None, limit=1 << 30)
+        realms = {r.tenant for r in held if r.tenant and r.headers.get(REASON) == TenantUnreadable.label}
+        for realm in sorted(realms - {e.realm for e in self.tenants.unreadable()}):
+            await self._recovered(realm)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
 
     async def replay(self, held: HeldTopic, tenant: str | None) -> int:
         """Replay set-aside records of a tenant (or all), one replay per tenant at a time."""
@@ -203,7 +248,7 @@ class Service:
         """Intake first, then the apply stage drains and commits, then the clients close."""
         if self.backfills:
             await self.backfills.stop()
-        for task in (self._monitor, self._periodic):
+        for task in (self._monitor, self._periodic, *self._background):
             if task:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -222,6 +267,11 @@ class Service:
             await self._keycloak_http.close()
         await self.tenants.stop()
         log.info("service.stopped")
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("background.failed", task=task.get_name(), error=str(exc)[:300])
 
 
 async def run(settings: Settings) -> None:

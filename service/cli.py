@@ -1,8 +1,10 @@
-"""Console entry point: `outbound-scim run | tenants ... | parked ... | dead-letters ... | gen-key`.
+"""Console entry point: `outbound-scim run | tenants ... | parked ... | dead-letters ... | gen-key |
+reencrypt-tenants`.
 
 `tenants` commands call the admin HTTP API of a running service, so the CLI and the API share one
 implementation. Downstream tokens are read from an environment variable or stdin, never from argv
-(argv is visible to every local user in `ps`).
+(argv is visible to every local user in `ps`). `run` and `reencrypt-tenants` read the OUTBOUND_SCIM_*
+settings and talk to Kafka themselves.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("gen-key", help="print a new key for OUTBOUND_SCIM_TOKEN_KEY")
     gen.set_defaults(func=lambda _: print(Fernet.generate_key().decode()))
 
+    reencrypt = sub.add_parser(
+        "reencrypt-tenants",
+        help="re-encrypt every tenant record with the first OUTBOUND_SCIM_TOKEN_KEY (settings as for run)",
+    )
+    reencrypt.set_defaults(func=_reencrypt)
+
     tenants = sub.add_parser("tenants", help="manage tenants through the admin API")
     tenants.add_argument("--api-url", default=os.environ.get("OUTBOUND_SCIM_API_URL", "http://127.0.0.1:8080"))
     tsub = tenants.add_subparsers(required=True, metavar="action")
@@ -43,12 +51,24 @@ def _parser() -> argparse.ArgumentParser:
     show = tsub.add_parser("show", help="show one tenant")
     show.add_argument("realm")
     show.set_defaults(func=_show)
-    enable = tsub.add_parser("enable", help="enable or rotate (validates the downstream first)")
+    enable = tsub.add_parser(
+        "enable",
+        help="enable or rotate (validates the downstream first); a rotation keeps every field not passed",
+        description="Enable a realm, or rotate it: the current settings are read first and only the options "
+        "passed replace them. `none` clears an optional setting back to its default.",
+    )
     enable.add_argument("realm")
-    enable.add_argument("--base-url", required=True)
-    enable.add_argument("--delete-policy", choices=["ignore", "deactivate", "delete"], default="ignore")
-    enable.add_argument("--max-concurrency", type=int, help="requests in flight to this downstream")
-    enable.add_argument("--rate-limit-per-minute", type=int, help="pace requests (e.g. Slack: 180)")
+    enable.add_argument("--base-url", help="SCIM base URL (required to enable; kept on a rotation)")
+    enable.add_argument("--delete-policy", choices=["ignore", "deactivate", "delete"],
+                        help="what a Keycloak deletion does downstream (default when enabling: ignore)")
+    enable.add_argument("--max-concurrency", type=_optional(_positive_int),
+                        help="requests in flight to this downstream (`none`: the service default)")
+    enable.add_argument("--rate-limit-per-minute", type=_optional(_positive_int),
+                        help="pace requests, e.g. Slack: 180 (`none`: unpaced)")
+    enable.add_argument("--realm-id", type=_optional(str),
+                        help="the realm's internal id, for plugins that send no realm name (`none`: unset)")
+    enable.add_argument("--reconcile-interval-minutes", type=_optional(_positive_float),
+                        help="reconcile with Keycloak periodically (`none`: off)")
     enable.add_argument("--token-env", default="OUTBOUND_SCIM_DOWNSTREAM_TOKEN",
                         help="environment variable holding the downstream token (default: %(default)s)")
     enable.add_argument("--token-stdin", action="store_true", help="read the downstream token from stdin")
@@ -129,20 +149,98 @@ def _disable(args: argparse.Namespace) -> int:
     return _call(args, "DELETE", f"/tenants/{quote(args.realm)}")
 
 
+# the tenant fields an enable / rotation sends; tokens are not among them (they come from env / stdin)
+TENANT_FIELDS = ("base_url", "delete_policy", "max_concurrency", "rate_limit_per_minute", "realm_id",
+                 "reconcile_interval_minutes")
+CLEAR = "none"
+
+
+class _Clear:
+    """An option given as `none`: send the field as null (its default)."""
+
+    def __repr__(self) -> str:
+        return CLEAR
+
+
+CLEARED = _Clear()
+
+
+def _optional(parse: Any) -> Any:
+    def parse_or_clear(text: str) -> Any:
+        return CLEARED if text.strip().lower() == CLEAR else parse(text)
+
+    parse_or_clear.__name__ = getattr(parse, "__name__", "value")
+    return parse_or_clear
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
+
+
+def enable_body(current: dict[str, Any] | None, given: dict[str, Any], token: str) -> dict[str, Any]:
+    """The PUT body: the tenant's current fields (none when enabling), overridden by the options given
+    (None: not given; CLEARED: back to the default)."""
+    body = {k: current.get(k) for k in TENANT_FIELDS} if current else {}
+    for name in TENANT_FIELDS:
+        value = given.get(name)
+        if value is CLEARED:
+            body[name] = None
+        elif value is not None:
+            body[name] = value
+    body["token"] = token
+    return {k: v for k, v in body.items() if v is not None}  # the API defaults what is left out
+
+
 def _enable(args: argparse.Namespace) -> int:
     token = sys.stdin.readline().strip() if args.token_stdin else os.environ.get(args.token_env, "")
     if not token:
         print(f"no downstream token: set {args.token_env} or pass --token-stdin", file=sys.stderr)
         return 2
-    body = {
-        "base_url": args.base_url,
-        "token": token,
-        "delete_policy": args.delete_policy,
-        "max_concurrency": args.max_concurrency,
-        "rate_limit_per_minute": args.rate_limit_per_minute,
-        "backfill": args.backfill,
-    }
-    return _call(args, "PUT", f"/tenants/{quote(args.realm)}", body)
+    path = f"/tenants/{quote(args.realm)}"
+    try:
+        status, current = _request(args, "GET", path)
+    except urllib.error.URLError as exc:
+        print(f"cannot reach {args.api_url}: {exc.reason}", file=sys.stderr)
+        return 1
+    if status == 409 and current.get("error") == "tenant_unreadable":
+        print(f"{current.get('detail')}\nenabling it again with only the options passed", file=sys.stderr)
+        current = None
+    elif status == 404:
+        current = None
+    elif status >= 300:
+        print(json.dumps(current, indent=2), file=sys.stderr)
+        return 1
+    given = {name: getattr(args, name) for name in TENANT_FIELDS}
+    body = enable_body(current, given, token)
+    if not body.get("base_url"):
+        print(f"{args.realm} is not enabled: --base-url is required", file=sys.stderr)
+        return 2
+    if args.backfill:
+        body["backfill"] = True
+    return _call(args, "PUT", path, body)
+
+
+def _reencrypt(_: argparse.Namespace) -> int:
+    """Prints how many records were rewritten, and which realms no key decrypts; never a token."""
+    from service.settings import Settings
+    from service.tenants.reencrypt import reencrypt_tenants
+
+    report = asyncio.run(reencrypt_tenants(Settings()))  # type: ignore[call-arg]
+    print(f"rewrote {len(report.rewritten)} tenant record(s) with the first OUTBOUND_SCIM_TOKEN_KEY; "
+          f"{len(report.current)} already used it")
+    for exc in report.unreadable:
+        print(f"{exc}: left as it is; {exc.fix}", file=sys.stderr)
+    return 1 if report.unreadable else 0
 
 
 def _backfill(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@
     ├── PoisonRecord         unparseable / unsupported record -> count, dead-letter, advance the offset
     ├── Parked               a change set aside until a replay (the reason is in the message)
     ├── EnableRefused        a downstream failed validation -> 4xx with a reason, nothing stored
+    ├── TenantUnreadable     a stored tenant record this replica cannot read (a token key is missing):
+    │                        retriable; its changes wait, then park, until the key or record is fixed
     └── ScimError            status, scim_type, method, path, detail (never a request body)
         ├── ScimTransient    connect error, timeout, 408, 429, 5xx: retriable, honours Retry-After
         │   └── CircuitOpen  the tenant's breaker holds traffic: park instead of waiting
@@ -56,6 +58,22 @@ class EnableRefused(ServiceError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class TenantUnreadable(ServiceError):
+    """The realm's tenant record cannot be read here: its changes must wait (or park), never be skipped.
+
+    `reason` completes "the record of realm X ..."; `fix` says what the operator does. Neither holds a token.
+    """
+
+    retriable = True
+    label: ClassVar[str] = "tenant_unreadable"  # the parking reason of the realm's changes
+
+    def __init__(self, realm: str, reason: str, fix: str) -> None:
+        super().__init__(f"the record of realm {realm} {reason}")
+        self.realm = realm
+        self.reason = reason
+        self.fix = fix
 
 
 class ScimError(ServiceError):

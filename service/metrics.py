@@ -57,6 +57,12 @@ class Metrics:
             registry=r,
         )
         self.tenants = Gauge("outbound_scim_tenants", "Tenants with outbound SCIM enabled", registry=r)
+        self.tenants_unreadable = Gauge(
+            "outbound_scim_tenants_unreadable",
+            "Tenant records this replica cannot read (a token key missing from OUTBOUND_SCIM_TOKEN_KEY, or "
+            "malformed): their realms' changes wait, then park, and the replica is not ready",
+            registry=r,
+        )
         self.parked = Counter(
             "outbound_scim_parked_total",
             "Changes parked (retry budget exhausted, token refused, or behind a parked change of the same user)",

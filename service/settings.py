@@ -65,7 +65,9 @@ class Settings(BaseSettings):
     ca_bundle: str | None = Field(None, description="CA bundle (PEM) to verify downstream TLS certificates")
 
     # Secrets
-    token_key: SecretStr = Field(description="Fernet key that encrypts downstream tokens at rest")
+    token_key: SecretStr = Field(
+        description="Fernet keys, comma-separated, for downstream tokens at rest: the first encrypts, all decrypt"
+    )
     admin_token: SecretStr = Field(description="bearer token of the admin HTTP API")
 
     # Keycloak Admin REST API (backfill); a service account with view-users on the tenants' realms

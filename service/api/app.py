@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.domain.plan import DeletePolicy
 from service.domain.scim import valid_resource_id
-from service.errors import EnableRefused
+from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.keycloak_admin.realm_check import check_realm
 from service.metrics import Metrics
@@ -40,6 +40,10 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 class Readiness(Protocol):
     def is_ready(self) -> bool: ...
+
+    def unready_reasons(self) -> list[str]:
+        """Why the replica is not ready, each with what to do; empty when ready."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,10 @@ def build_api(deps: ApiDeps) -> web.Application:
             expected = f"Bearer {deps.admin_token}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 return _error(401, "unauthorized", "a valid admin bearer token is required")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except TenantUnreadable as exc:  # one answer for every endpoint that needs the realm's record
+            return _error(409, "tenant_unreadable", f"{exc}: {exc.fix}")
 
     def describe(tenant: Tenant) -> dict[str, Any]:
         breaker = deps.scim.breakers().get(tenant.realm)
@@ -88,13 +95,18 @@ def build_api(deps: ApiDeps) -> web.Application:
 
     async def readyz(_: web.Request) -> web.Response:
         ready = deps.readiness.is_ready()
-        return web.json_response({"ready": ready}, status=200 if ready else 503)
+        if ready:
+            return web.json_response({"ready": True})
+        return web.json_response({"ready": False, "reasons": deps.readiness.unready_reasons()}, status=503)
 
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(deps.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def list_tenants(_: web.Request) -> web.Response:
-        return web.json_response({"tenants": [describe(t) for t in deps.tenants.all()]})
+        unreadable = [{"realm": e.realm, "status": "unreadable", "detail": f"{e}: {e.fix}"}
+                      for e in deps.tenants.unreadable()]
+        listed = [describe(t) for t in deps.tenants.all()] + unreadable
+        return web.json_response({"tenants": sorted(listed, key=lambda t: str(t["realm"]))})
 
     async def show_tenant(request: web.Request) -> web.Response:
         tenant = deps.tenants.get(request.match_info["realm"])
@@ -123,8 +135,8 @@ def build_api(deps: ApiDeps) -> web.Application:
         backfill = body.get("backfill", False)
         if backfill and deps.backfills is None:
             return _error(400, "keycloak_not_configured", "backfill needs OUTBOUND_SCIM_KEYCLOAK_* settings")
-        previous = deps.tenants.get(realm)
-        tenant = replace(parsed, generation=previous.generation + 1) if previous else parsed
+        previous = deps.tenants.last_generation(realm)  # also of a record this replica cannot read
+        tenant = replace(parsed, generation=deps.tenants.next_generation(realm))
         await deps.tenants.put(tenant)
         log.info("tenant.enabled", tenant=realm, base_url=tenant.base_url, rotated=previous is not None)
         if previous is not None:  # a rotation: what was parked (e.g. by a refused token) goes through now
@@ -138,11 +150,11 @@ def build_api(deps: ApiDeps) -> web.Application:
                 log.warning("tenant.enable.warning", tenant=realm, code=warning["code"])
         if backfill and deps.backfills is not None:
             answer["backfill"] = deps.backfills.start(realm).public()
-        return web.json_response(answer, status=200 if previous else 201)
+        return web.json_response(answer, status=200 if previous is not None else 201)
 
     async def disable_tenant(request: web.Request) -> web.Response:
         realm = request.match_info["realm"]
-        if deps.tenants.get(realm) is None:
+        if deps.tenants.last_generation(realm) is None:  # an unreadable record may be disabled too
             return _error(404, "not_enabled", "outbound SCIM is not enabled for this realm")
         await deps.tenants.remove(realm)
         log.info("tenant.disabled", tenant=realm)

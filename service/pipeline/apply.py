@@ -33,6 +33,7 @@ from service.errors import (
     ScimOwnershipConflict,
     ScimRejected,
     ScimTransient,
+    TenantUnreadable,
 )
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.keycloak_admin.errors import KeycloakError, KeycloakUnavailable
@@ -47,6 +48,7 @@ from service.scim.client import ScimClient
 from service.scim.executor import execute
 from service.scim.retry import RetryPolicy
 from service.settings import Settings
+from service.tenants.models import Tenant
 from service.tenants.store import TenantStore
 
 log = structlog.get_logger(__name__)
@@ -266,7 +268,11 @@ class ApplyStage(ConsumerRebalanceListener):
         except PoisonRecord as exc:
             await self._dead_letter(work, exc.reason, exc)
             return
-        tenant = self._tenants.get(change.realm)
+        try:
+            tenant = await self._readable_tenant(change, time.monotonic() + self._settings.change_retry_budget_seconds)
+        except TenantUnreadable as exc:
+            await self._park(work, replace(change, realm=exc.realm), exc.label, exc)
+            return
         if tenant is None:
             self._metrics.changes.labels("unknown", "skipped_no_tenant").inc()
             log.info("change.skipped", reason="no_enabled_tenant", realm=change.realm, user_id=change.user_id,
@@ -314,7 +320,11 @@ class ApplyStage(ConsumerRebalanceListener):
                     return
                 bound.warning("change.retry", error=str(exc), attempt=attempt, delay=round(delay, 2))
                 await asyncio.sleep(delay)
-                refreshed = self._tenants.get(change.realm)
+                try:
+                    refreshed = await self._readable_tenant(change, deadline)
+                except TenantUnreadable as exc:
+                    await self._park(work, change, exc.label, exc)
+                    return
                 if refreshed is None:  # disabled meanwhile
                     self._metrics.changes.labels("unknown", "skipped_no_tenant").inc()
                     bound.info("change.skipped", reason="no_enabled_tenant")
@@ -374,6 +384,23 @@ class ApplyStage(ConsumerRebalanceListener):
                           hint="turn on the realm's Admin events > Include representation, "
                                "or configure Keycloak access (OUTBOUND_SCIM_KEYCLOAK_*) so users are re-read")
         await self._tenants.note(change.realm, "no_representation")
+
+    async def _readable_tenant(self, change: UserChange, deadline: float) -> Tenant | None:
+        """The change's tenant (None: not enabled). A record this replica cannot read is a transient
+        failure, never "no tenant": wait with backoff until `deadline`, then raise TenantUnreadable."""
+        attempt = 0
+        while True:
+            try:
+                return self._tenants.get(change.realm)
+            except TenantUnreadable as exc:
+                attempt += 1
+                delay = self._backoff.delay(min(attempt, 10))
+                if time.monotonic() + delay > deadline:
+                    raise
+                if attempt == 1:
+                    log.warning("change.waiting", reason=exc.label, tenant=exc.realm, user_id=change.user_id,
+                                event_id=change.event_id, error=str(exc), fix=exc.fix)
+                await asyncio.sleep(delay)
 
     async def _park(self, work: Work, change: UserChange, reason: str, exc: BaseException) -> None:
         """Set the change aside, and every later change of the user with it, so the offset can advance

@@ -12,6 +12,7 @@ one percent-encoded path segment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -45,6 +46,7 @@ class Downstream:
     token: str = field(repr=False)
     max_concurrency: int | None = None  # None: the service-wide default
     rate_per_minute: int | None = None  # None: unpaced
+    generation: int = 0  # the tenant's enable / rotate count: a newer one gets a fresh gate
 
     def url(self, path: str) -> str:
         return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
@@ -63,6 +65,8 @@ class TenantGate:
     size: int
     bucket: TokenBucket | None = None
     lookups: LookupMode = "unknown"
+    generation: int = 0
+    base_url: str = ""
 
 
 def error_for_status(
@@ -133,19 +137,39 @@ class ScimClient:
         self._gates: dict[str, TenantGate] = {}
 
     def gate(self, ds: Downstream) -> TenantGate:
-        """The tenant's gate, resized when its limits changed (a rotation may change them)."""
+        """The tenant's gate. A newer generation (enable / rotate) or another base URL starts a fresh one
+        (closed breaker, new limits): the old breaker judged the old downstream or token. A request made
+        with an older generation's config uses the current gate as it is."""
         size = ds.max_concurrency or self._tenant_concurrency
         gate = self._gates.get(ds.tenant)
-        if gate is None or gate.size != size:
+        if gate is not None and ds.generation < gate.generation:
+            return gate
+        if gate is None or ds.generation > gate.generation or ds.base_url != gate.base_url:
             t = self._breaker_template
-            breaker = gate.breaker if gate else CircuitBreaker(t.threshold, t.open_seconds, t.max_open_seconds)
-            gate = self._gates[ds.tenant] = TenantGate(breaker, asyncio.Semaphore(size), size)
+            breaker = CircuitBreaker(t.threshold, t.open_seconds, t.max_open_seconds)
+            gate = self._gates[ds.tenant] = TenantGate(breaker, asyncio.Semaphore(size), size,
+                                                       generation=ds.generation, base_url=ds.base_url)
+            self._set_breaker(ds.tenant, gate, breaker.state)
+        elif gate.size != size:
+            gate.slots, gate.size = asyncio.Semaphore(size), size
         rate = ds.rate_per_minute
         if rate is None:
             gate.bucket = None
         elif gate.bucket is None or gate.bucket.rate_per_minute != rate:
             gate.bucket = TokenBucket(rate, burst=max(1.0, min(rate / 6, 20.0)))
         return gate
+
+    def refresh(self, ds: Downstream) -> None:
+        """Bring an existing gate in line with the tenant's stored config now rather than at its next
+        request, so an enable / rotation seen on this replica resets the breaker the monitor probes."""
+        if ds.tenant in self._gates:
+            self.gate(ds)
+
+    def drop(self, tenant: str) -> None:
+        """Forget a disabled tenant's gate and its breaker-state series."""
+        self._gates.pop(tenant, None)
+        with contextlib.suppress(KeyError):
+            self._metrics.breaker_state.remove(tenant)
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         return {tenant: gate.breaker for tenant, gate in self._gates.items()}
@@ -257,8 +281,13 @@ class ScimClient:
         params: dict[str, str] | None = None,
         authenticated: bool = True,
         probe: bool = False,
+        detached: bool = False,
     ) -> Any:
-        """One request through the tenant's gate. `probe` requests pass an open breaker: they test it."""
+        """One request through the tenant's gate. `probe` requests pass an open breaker: they test it.
+        `detached` requests (validation before an enable / rotation) bypass the gate entirely: an open
+        breaker does not hold them and their outcome does not count in it."""
+        if detached:
+            return await self._request(ds, method, path, self._headers(ds, body, authenticated), body, params)
         gate = self.gate(ds)
         now = time.monotonic()
         if not probe and not gate.breaker.allows(now):
@@ -267,25 +296,33 @@ class ScimClient:
             wait = gate.bucket.reserve(now)
             if wait > 0:
                 await asyncio.sleep(wait)
+        headers = self._headers(ds, body, authenticated)
+        try:
+            async with gate.slots:
+                result = await self._request(ds, method, path, headers, body, params)
+        except ScimTransient:
+            self._set_breaker(ds.tenant, gate, gate.breaker.failed(time.monotonic()))
+            raise
+        except ScimError:
+            self._set_breaker(ds.tenant, gate, gate.breaker.succeeded())  # the downstream answered
+            raise
+        self._set_breaker(ds.tenant, gate, gate.breaker.succeeded())
+        return result
+
+    @staticmethod
+    def _headers(ds: Downstream, body: dict[str, Any] | None, authenticated: bool) -> dict[str, str]:
         headers = {"Accept": scim.CONTENT_TYPE}
         if authenticated:
             headers["Authorization"] = f"Bearer {ds.token}"
         if body is not None:
             headers["Content-Type"] = scim.CONTENT_TYPE
-        try:
-            async with gate.slots:
-                result = await self._request(ds, method, path, headers, body, params)
-        except ScimTransient:
-            self._set_breaker(ds.tenant, gate.breaker.failed(time.monotonic()))
-            raise
-        except ScimError:
-            self._set_breaker(ds.tenant, gate.breaker.succeeded())  # the downstream answered
-            raise
-        self._set_breaker(ds.tenant, gate.breaker.succeeded())
-        return result
+        return headers
 
-    def _set_breaker(self, tenant: str, state: BreakerState) -> None:
-        self._metrics.breaker_state.labels(tenant).set(int(state))
+    def _set_breaker(self, tenant: str, gate: TenantGate, state: BreakerState) -> None:
+        """Report the state of the tenant's current gate only: a request that ends after a reset or a
+        drop must not bring back the old breaker's state (or the series of a disabled tenant)."""
+        if self._gates.get(tenant) is gate:
+            self._metrics.breaker_state.labels(tenant).set(int(state))
 
     async def _request(
         self,

@@ -3,7 +3,9 @@
 `GET {base}/ServiceProviderConfig` must answer JSON describing a SCIM provider (it may answer without
 authentication, so it does not prove the token), then an authenticated `GET {base}/Users?count=1`
 must succeed. Failures become `EnableRefused` with a reason an operator can act on. Redirects are not
-followed here either: a base URL that redirects is refused, the operator gives the final one.
+followed here either: a base URL that redirects is refused, the operator gives the final one. Both
+requests go around the tenant's gate: an open breaker of the current config neither holds nor counts
+them (a rotation is often what fixes the downstream that opened it).
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from service.scim.egress import EgressPolicy
 async def validate_downstream(client: ScimClient, ds: Downstream, egress: EgressPolicy) -> None:
     await egress.check_resolved(ds.base_url)
     try:
-        config = await client.send_once(ds, "GET", "ServiceProviderConfig", authenticated=False)
+        config = await client.send_once(ds, "GET", "ServiceProviderConfig", authenticated=False, detached=True)
     except ScimError as exc:
         raise _refusal(exc, "ServiceProviderConfig") from exc
     if not scim.is_service_provider_config(config):
         raise EnableRefused("not_scim", "ServiceProviderConfig did not answer a SCIM JSON document")
     try:
-        listing = await client.send_once(ds, "GET", "Users", params={"count": "1"})
+        listing = await client.send_once(ds, "GET", "Users", params={"count": "1"}, detached=True)
     except ScimError as exc:
         raise _refusal(exc, "Users") from exc
     if not isinstance(listing, dict) or scim.LIST_SCHEMA not in (listing.get("schemas") or []):

@@ -3,6 +3,7 @@
 While a breaker is open no change is sent to that tenant (they are parked instead), so real traffic
 cannot tell when the downstream is back: this monitor sends `GET /Users?count=1` once each open period
 has elapsed. A success closes the breaker and calls `on_recovered` (which replays the parked changes).
+It always probes the tenant's current gate: an enable or rotation replaces the gate, breaker included.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class BreakerMonitor:
         if ds is None:
             return  # disabled meanwhile
         breaker = self._client.gate(ds).breaker
+        if not breaker.probe_due(time.monotonic()):
+            return  # an enable / rotation gave the tenant a fresh gate meanwhile: nothing to probe
         breaker.start_probe()
         try:
             await self._client.send_once(ds, "GET", "Users", params={"count": "1"}, probe=True)

@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from service.domain.plan import DeletePolicy
-from service.errors import ConfigError
+from service.errors import ConfigError, TenantUnreadable
 from service.scim.client import Downstream
 
 TenantStatus = Literal["enabled", "unauthorized"]
@@ -33,14 +33,15 @@ class Tenant:
     max_concurrency: int | None = None
     rate_limit_per_minute: int | None = None
     status: TenantStatus = "enabled"
-    generation: int = 1  # bumped by every enable / rotate: tells a stale "unauthorized" mark apart
+    generation: int = 1  # bumped by every enable / rotate: tells a stale "unauthorized" mark or gate apart
     realm_id: str | None = None  # the realm's internal id: plugins that send no realmName (playa) use it
     reconcile_interval_minutes: float | None = None  # periodic reconciliation; None: off
     notices: dict[str, str] = field(default_factory=dict)  # code -> when first seen: things an operator should fix
 
     @property
     def downstream(self) -> Downstream:
-        return Downstream(self.realm, self.base_url, self.token, self.max_concurrency, self.rate_limit_per_minute)
+        return Downstream(self.realm, self.base_url, self.token, self.max_concurrency, self.rate_limit_per_minute,
+                          self.generation)
 
     def public(self) -> dict[str, Any]:
         """What the API and CLI may show: never the token."""
@@ -59,23 +60,52 @@ class Tenant:
         }
 
 
-class TokenCipher:
-    """Encrypts downstream tokens at rest (Fernet: AES-128-CBC + HMAC-SHA256)."""
+KEYS_SETTING = "OUTBOUND_SCIM_TOKEN_KEY"
+UNDECRYPTABLE = f"does not decrypt with any {KEYS_SETTING}"
+UNDECRYPTABLE_FIX = (
+    f"add the key it was written with to {KEYS_SETTING} (after the current first key) and restart, "
+    "or enable the realm again with its downstream token"
+)
+MALFORMED_FIX = "enable the realm again with its downstream token, or disable it"
 
-    def __init__(self, key: str) -> None:
+
+class TokenCipher:
+    """Encrypts downstream tokens at rest (Fernet: AES-128-CBC + HMAC-SHA256).
+
+    `keys` is a comma-separated list: the first key encrypts, every key decrypts (MultiFernet), so a key
+    is rotated by putting the new one first, re-encrypting the records, then dropping the old one.
+    """
+
+    def __init__(self, keys: str) -> None:
+        parts = [k.strip() for k in keys.split(",") if k.strip()]
+        if not parts:
+            raise ConfigError("token_key is empty: set one Fernet key, or several separated by commas")
         try:
-            self._fernet = Fernet(key.encode())
+            self._fernets = [Fernet(k.encode()) for k in parts]
         except (ValueError, TypeError) as exc:
-            raise ConfigError("token_key must be a Fernet key (32 url-safe base64 bytes)") from exc
+            raise ConfigError(
+                "every token_key entry must be a Fernet key (32 url-safe base64 bytes), separated by commas"
+            ) from exc
+        self._multi = MultiFernet(self._fernets)
 
     def encrypt(self, token: str) -> str:
-        return self._fernet.encrypt(token.encode()).decode()
+        return self._multi.encrypt(token.encode()).decode()
 
     def decrypt(self, blob: str) -> str:
+        """Raises InvalidToken when no key decrypts `blob`."""
+        return self._multi.decrypt(blob.encode()).decode()
+
+    def is_current(self, blob: str) -> bool:
+        """Whether `blob` was encrypted with the first key (it needs no re-encryption)."""
         try:
-            return self._fernet.decrypt(blob.encode()).decode()
-        except InvalidToken as exc:
-            raise ConfigError("a stored tenant token does not decrypt with token_key") from exc
+            self._fernets[0].decrypt(blob.encode())
+        except InvalidToken:
+            return False
+        return True
+
+    def rotate(self, blob: str) -> str:
+        """`blob` re-encrypted with the first key; raises InvalidToken when no key decrypts it."""
+        return self._multi.rotate(blob.encode()).decode()
 
 
 def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
@@ -97,19 +127,70 @@ def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
     ).encode()
 
 
-def decode_tenant(raw: bytes, cipher: TokenCipher) -> Tenant:
-    doc = json.loads(raw)
-    return Tenant(
-        realm=doc["realm"],
-        base_url=doc["base_url"],
-        token=cipher.decrypt(doc["token_encrypted"]),
-        delete_policy=DeletePolicy(doc.get("delete_policy", "ignore")),
-        updated_at=doc.get("updated_at", ""),
-        max_concurrency=doc.get("max_concurrency"),
-        rate_limit_per_minute=doc.get("rate_limit_per_minute"),
-        status="unauthorized" if doc.get("status") == "unauthorized" else "enabled",
-        generation=int(doc.get("generation", 1)),
-        realm_id=doc.get("realm_id"),
-        reconcile_interval_minutes=doc.get("reconcile_interval_minutes"),
-        notices=dict(doc.get("notices") or {}),
-    )
+def decode_tenant(raw: bytes, cipher: TokenCipher, realm: str) -> Tenant:
+    """The tenant stored under `realm`; TenantUnreadable (naming the fix, never the token) when the record
+    is malformed or none of the keys decrypts its token."""
+    doc = _document(raw, realm)
+    try:
+        token = cipher.decrypt(doc["token_encrypted"])
+    except InvalidToken as exc:
+        raise TenantUnreadable(realm, UNDECRYPTABLE, UNDECRYPTABLE_FIX) from exc
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise _malformed(realm, exc) from exc
+    try:
+        return Tenant(
+            realm=doc["realm"],
+            base_url=doc["base_url"],
+            token=token,
+            delete_policy=DeletePolicy(doc.get("delete_policy", "ignore")),
+            updated_at=doc.get("updated_at", ""),
+            max_concurrency=doc.get("max_concurrency"),
+            rate_limit_per_minute=doc.get("rate_limit_per_minute"),
+            status="unauthorized" if doc.get("status") == "unauthorized" else "enabled",
+            generation=int(doc.get("generation", 1)),
+            realm_id=doc.get("realm_id"),
+            reconcile_interval_minutes=doc.get("reconcile_interval_minutes"),
+            notices=dict(doc.get("notices") or {}),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise _malformed(realm, exc) from exc
+
+
+def record_fields(raw: bytes) -> dict[str, Any]:
+    """The fields of a record that need no key (generation, realm_id ...), read leniently: {} if not JSON."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return {}
+    return {k: v for k, v in doc.items() if k != "token_encrypted"} if isinstance(doc, dict) else {}
+
+
+def reencrypted(raw: bytes, cipher: TokenCipher, realm: str) -> bytes | None:
+    """The record with its token encrypted under the first key, every other field as it was; None when it
+    already is. TenantUnreadable when no key decrypts it (it is left alone)."""
+    doc = _document(raw, realm)
+    blob = doc.get("token_encrypted")
+    if not isinstance(blob, str):
+        raise _malformed(realm, KeyError("token_encrypted"))
+    if cipher.is_current(blob):
+        return None
+    try:
+        doc["token_encrypted"] = cipher.rotate(blob)
+    except InvalidToken as exc:
+        raise TenantUnreadable(realm, UNDECRYPTABLE, UNDECRYPTABLE_FIX) from exc
+    return json.dumps(doc).encode()
+
+
+def _document(raw: bytes, realm: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise _malformed(realm, exc) from exc
+    if not isinstance(doc, dict):
+        raise _malformed(realm, TypeError("not a JSON object"))
+    return doc
+
+
+def _malformed(realm: str, exc: Exception) -> TenantUnreadable:
+    """The exception's type only: its message could quote the record."""
+    return TenantUnreadable(realm, f"is not a valid tenant record ({type(exc).__name__})", MALFORMED_FIX)

@@ -19,7 +19,7 @@ import helm_python
 import kubernetes_validate
 import pytest
 import yaml
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, MultiFernet
 
 from service.settings import Settings
 from tests.deploy.promql import exported_series, selectors
@@ -33,6 +33,10 @@ RELEASE, NAMESPACE = "scim", "iam"
 FULLNAME = "scim-outbound-scim"
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
 FERNET_KEY = "kPWUf8ehR0Yf1jOcEYWf0z0j0w0b7m0tLZ3sJ8ZQqQk="
+OLD_FERNET_KEY = "x0Vn3Hh7p1mXbq8W4rS2cT6yZ9aD5eF0gJ1kL3nQ7uY="
+ADMIN_TOKEN = "admin-token-from-values"
+# What the chart requires and never generates: the token key and the admin token (value or existingSecret).
+MINIMAL: dict[str, Any] = {"adminToken": {"value": ADMIN_TOKEN}, "tokenKey": {"value": FERNET_KEY}}
 RUNBOOK_BASE = "https://git.example.com/iam/outbound-scim/blob/main/README.md"
 OPERATIONS = ROOT / "README.md"
 DASHBOARD = ROOT / "deploy" / "grafana" / "outbound-scim.json"
@@ -114,7 +118,7 @@ HPA_FULL: dict[str, Any] = {
         "caBundle": {"configMap": "trust-bundle", "key": "trust-bundle.pem"},
     },
 }
-SCENARIOS = {"defaults": {}, "keda-full": KEDA_FULL, "hpa-full": HPA_FULL}
+SCENARIOS = {"minimal": MINIMAL, "keda-full": KEDA_FULL, "hpa-full": HPA_FULL}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -126,8 +130,18 @@ def chart() -> Iterator[helm_python.Chart]:
         yield loaded
 
 
+def with_secrets(values: dict[str, Any] | None) -> dict[str, Any]:
+    """`values` plus MINIMAL's secret value for each secret that names neither a value nor an existingSecret."""
+    out = copy.deepcopy(values or {})
+    for name, required in MINIMAL.items():
+        given = out.setdefault(name, {})
+        if not given.get("value") and not given.get("existingSecret"):
+            given.update(required)
+    return out
+
+
 def render_raw(chart: helm_python.Chart, values: dict[str, Any] | None = None) -> dict[str, str]:
-    return chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return chart.render(with_secrets(values), name=RELEASE, namespace=NAMESPACE, is_install=True)
 
 
 def render(chart: helm_python.Chart, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -159,9 +173,10 @@ def env_of(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container(docs)["env"]}
 
 
-def render_error(chart: helm_python.Chart, values: dict[str, Any]) -> str:
+def render_error(chart: helm_python.Chart, values: dict[str, Any], *, secrets: bool = True) -> str:
     with pytest.raises((helm_python.HelmRenderError, helm_python.HelmValuesError)) as caught:
-        render_raw(chart, values)
+        chart.render(with_secrets(values) if secrets else values, name=RELEASE, namespace=NAMESPACE,
+                     is_install=True)
     return str(caught.value)
 
 
@@ -176,7 +191,7 @@ def merged(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_lint_strict_is_clean(scenario: str) -> None:
-    report = helm_python.lint(CHART, SCENARIOS[scenario] or None, strict=True, namespace=NAMESPACE,
+    report = helm_python.lint(CHART, SCENARIOS[scenario], strict=True, namespace=NAMESPACE,
                               kube_version=f"v{KUBE_VERSION}")
     assert report["errors"] == []
     problems = [m for m in report["messages"] if m["severity"] >= 2]
@@ -364,20 +379,51 @@ def secret_ref(env: dict[str, dict[str, Any]], name: str) -> tuple[str, str]:
     return ref["name"], ref["key"]
 
 
-def test_generated_secrets(chart: helm_python.Chart) -> None:
-    docs = render(chart)
+def test_secrets_from_values(chart: helm_python.Chart) -> None:
+    """The chart's Secret holds the admin token and the token key as given; pods read them by reference."""
+    docs = render(chart, MINIMAL)
     secret = one(docs, "Secret")
     assert secret["metadata"]["name"] == FULLNAME
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    assert set(secret["data"]) == {"admin-token", "token-key"}
-    token_key = base64.b64decode(secret["data"]["token-key"])
-    Fernet(token_key)  # a usable Fernet key
-    assert len(base64.b64decode(secret["data"]["admin-token"])) >= 32
+    assert base64.b64decode(secret["data"]["admin-token"]).decode() == ADMIN_TOKEN
+    assert base64.b64decode(secret["data"]["token-key"]).decode() == FERNET_KEY
     env = env_of(docs)
     assert secret_ref(env, "OUTBOUND_SCIM_ADMIN_TOKEN") == (FULLNAME, "admin-token")
     assert secret_ref(env, "OUTBOUND_SCIM_TOKEN_KEY") == (FULLNAME, "token-key")
     # no secret value in plain env
     assert all("value" not in env[n] for n in ("OUTBOUND_SCIM_ADMIN_TOKEN", "OUTBOUND_SCIM_TOKEN_KEY"))
+
+
+def test_rendering_twice_gives_the_same_secret(chart: helm_python.Chart) -> None:
+    """Nothing is generated: two renders (helm template, a GitOps sync) give identical Secret data."""
+    first, second = (one(render(chart, MINIMAL), "Secret")["data"] for _ in range(2))
+    assert first == second
+    template = (CHART / "templates" / "secret.yaml").read_text()
+    assert not re.search(r"\brand[A-Z]\w*|genPrivateKey|uuidv4|\blookup\b", template)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"adminToken": {"value": "a"}}, "tokenKey: set tokenKey.existingSecret (recommended"),
+        ({"tokenKey": {"value": FERNET_KEY}}, "adminToken: set adminToken.existingSecret (recommended)"),
+        ({}, "or tokenKey.value (outbound-scim gen-key)"),
+    ],
+)
+def test_missing_token_key_or_admin_token_is_a_clear_error(
+    chart: helm_python.Chart, values: dict[str, Any], message: str
+) -> None:
+    """Neither a value nor an existingSecret: rendering fails and says which value to set, and why."""
+    assert message in render_error(chart, values, secrets=False)
+
+
+def test_token_key_may_list_several_keys(chart: helm_python.Chart) -> None:
+    """A rotation in progress: comma-separated Fernet keys pass the schema and reach the pods as given."""
+    keys = f"{FERNET_KEY},{OLD_FERNET_KEY}"
+    MultiFernet([Fernet(k) for k in keys.split(",")])  # what the service builds from it
+    secret = one(render(chart, {"tokenKey": {"value": keys}}), "Secret")
+    assert base64.b64decode(secret["data"]["token-key"]).decode() == keys
+    assert "/tokenKey/value" in render_error(chart, {"tokenKey": {"value": f"{FERNET_KEY}, {OLD_FERNET_KEY}"}})
 
 
 def test_explicit_secret_values(chart: helm_python.Chart) -> None:
@@ -506,7 +552,7 @@ def test_keycloak_existing_secret_swaps_the_name_and_renders_no_secret_key(chart
     docs = render(chart, values)
     env = env_of(docs)
     assert secret_ref(env, "OUTBOUND_SCIM_KEYCLOAK_CLIENT_SECRET") == ("scim-keycloak", "secret")
-    secret = one(docs, "Secret")  # still holds the generated admin token / token key
+    secret = one(docs, "Secret")  # still holds the admin token / token key given as values
     assert set(secret["data"]) == {"admin-token", "token-key"}
     # every secret from an existing Secret (KEDA_FULL): no chart Secret at all
     docs = render(chart, KEDA_FULL)

@@ -14,12 +14,12 @@ from tests.integration.conftest import Pipeline
 from tests.support import ADMIN_TOKEN, ROOT
 
 
-async def cli(pipeline: Pipeline, *args: str, **env: str) -> tuple[int, str, str]:
+async def cli(pipeline: Pipeline, *args: str, input_text: str | None = None, **env: str) -> tuple[int, str, str]:
     environment = {**os.environ, "OUTBOUND_SCIM_ADMIN_TOKEN": ADMIN_TOKEN,
                    "OUTBOUND_SCIM_API_URL": pipeline.api.url, **env}
     done = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "service", *args], capture_output=True, text=True,
-        env=environment, cwd=ROOT, check=False,
+        env=environment, cwd=ROOT, check=False, input=input_text,
     )
     return done.returncode, done.stdout, done.stderr
 
@@ -82,3 +82,39 @@ async def test_dead_letter_commands_list_and_replay(pipeline: Pipeline) -> None:
             break
         await asyncio.sleep(0.2)
     assert [(x["reason"], x["offset"] > first) for x in letters] == [("malformed_json", True)]
+
+
+async def test_rotation_keeps_what_it_does_not_mention(pipeline: Pipeline) -> None:
+    """`tenants enable` of an enabled realm reads it first: with only a token every field stays, an option
+    passed replaces its field, and `none` clears one back to its default."""
+    realm, base = pipeline.realm(), pipeline.scim.base_url()
+    code, _, err = await cli(pipeline, "tenants", "enable", realm, "--base-url", base, "--delete-policy", "delete",
+                             "--max-concurrency", "3", "--rate-limit-per-minute", "600", "--realm-id", "id-1",
+                             "--reconcile-interval-minutes", "90", OUTBOUND_SCIM_DOWNSTREAM_TOKEN=SCIM_TOKEN)
+    assert code == 0, err
+    fields = {"base_url": base, "delete_policy": "delete", "max_concurrency": 3, "rate_limit_per_minute": 600,
+              "realm_id": "id-1", "reconcile_interval_minutes": 90}
+
+    async def shown() -> dict[str, object]:
+        _, out, _ = await cli(pipeline, "tenants", "show", realm)
+        doc = json.loads(out)
+        return {k: doc[k] for k in fields}
+
+    assert await shown() == fields
+    code, out, err = await cli(pipeline, "tenants", "enable", realm, "--token-stdin", input_text=SCIM_TOKEN + "\n")
+    assert code == 0, err
+    assert SCIM_TOKEN not in out + err
+    assert await shown() == fields
+    code, _, err = await cli(pipeline, "tenants", "enable", realm, "--max-concurrency", "none", "--realm-id", "none",
+                             "--delete-policy", "deactivate", OUTBOUND_SCIM_DOWNSTREAM_TOKEN=SCIM_TOKEN)
+    assert code == 0, err
+    assert await shown() == {**fields, "max_concurrency": None, "realm_id": None, "delete_policy": "deactivate"}
+
+
+async def test_enabling_a_new_realm_needs_a_base_url(pipeline: Pipeline) -> None:
+    """No current tenant to keep fields from: without --base-url the CLI exits 2 and stores nothing."""
+    realm = pipeline.realm()
+    code, _, err = await cli(pipeline, "tenants", "enable", realm, OUTBOUND_SCIM_DOWNSTREAM_TOKEN=SCIM_TOKEN)
+    assert code == 2
+    assert "--base-url is required" in err
+    assert (await pipeline.api.call("GET", f"/tenants/{realm}"))[0] == 404

@@ -10,7 +10,7 @@ from aiohttp import web
 from tests import events as ev
 from tests.conftest import SCIM_TOKEN
 from tests.integration.conftest import Pipeline
-from tests.support import Api, free_port, start_scim_server, wait_until
+from tests.support import Api, downstream_users, free_port, start_scim_server, wait_until
 
 
 @pytest.fixture
@@ -102,6 +102,55 @@ async def test_disable_stops_propagation(pipeline: Pipeline) -> None:
     users = await pipeline.users(realm)
     assert [u["externalId"] for u in users] == ["before"]
     assert users[0]["active"] is True
+
+
+async def test_rotation_gives_a_fresh_gate_and_disable_drops_it(pipeline: Pipeline) -> None:
+    """The replica learns both from the tenants topic: a rotation replaces the tenant's gate (fresh breaker),
+    a disable removes it and its outbound_scim_circuit_state series."""
+    realm = pipeline.realm()
+    base = await pipeline.enable(realm)
+    await pipeline.admin(ev.create_user(realm, "u1", "u1"))
+    await pipeline.wait_user(realm, "u1", userName="u1")
+    scim = pipeline.service.scim
+    assert scim is not None
+    before = scim.breakers()[realm]
+    status, body = await pipeline.api.enable(realm, base, SCIM_TOKEN)
+    assert status == 200, body
+    assert scim.breakers()[realm] is not before
+    series = {"tenant": realm}
+    assert pipeline.service.metrics.registry.get_sample_value("outbound_scim_circuit_state", series) == 0
+    assert (await pipeline.api.call("DELETE", f"/tenants/{realm}"))[0] == 200
+    assert realm not in scim.breakers()
+    assert pipeline.service.metrics.registry.get_sample_value("outbound_scim_circuit_state", series) is None
+
+
+async def test_rotation_while_the_breaker_is_open_goes_around_it_and_resets_it(pipeline: Pipeline) -> None:
+    """The downstream went away and the tenant's breaker opened; a rotation to a working downstream is not
+    refused by that breaker (validation goes around it), answers a fresh closed breaker, and the changes
+    held meanwhile reach the new downstream."""
+    realm = pipeline.realm()
+    old = start_scim_server("old-token")
+    base = old.base_url(realm)
+    assert (await pipeline.api.enable(realm, base, "old-token"))[0] == 201
+    old.stop()
+    await pipeline.admin(*(ev.create_user(realm, f"u{i}", f"u{i}") for i in range(3)))
+
+    async def breaker_open() -> bool:
+        return (await pipeline.api.call("GET", f"/tenants/{realm}"))[1]["circuit"] in ("open", "half_open")
+
+    await wait_until(breaker_open, what="the breaker of the unreachable downstream open")
+    new = start_scim_server("new-token", port=old.port)
+    try:
+        status, body = await pipeline.api.enable(realm, base, "new-token")
+        assert (status, body["circuit"]) == (200, "closed"), body
+
+        async def all_delivered() -> bool:
+            users = await downstream_users(base, "new-token")
+            return sorted(u["externalId"] for u in users) == ["u0", "u1", "u2"]
+
+        await wait_until(all_delivered, what="the held changes delivered with the new token")
+    finally:
+        new.stop()
 
 
 async def test_rotate_uses_the_new_token(pipeline: Pipeline) -> None:

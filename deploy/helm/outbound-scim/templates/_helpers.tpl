@@ -100,6 +100,17 @@ app.kubernetes.io/part-of: outbound-scim
 {{- if .Values.keycloak.existingSecret }}{{ .Values.keycloak.existingSecretKey }}{{ else }}keycloak-client-secret{{ end }}
 {{- end }}
 
+{{/*
+Required secrets, with what to set: the chart generates neither (a value rendered anew by every
+`helm template` or GitOps sync would change on each one). The chart's Secret `required`s them.
+*/}}
+{{- define "outbound-scim.tokenKeyRequired" -}}
+tokenKey: set tokenKey.existingSecret (recommended: a Secret created once, see the chart README) or tokenKey.value (outbound-scim gen-key). The chart does not generate the key: one rendered anew by every helm template or GitOps sync would make every stored downstream token unreadable.
+{{- end }}
+{{- define "outbound-scim.adminTokenRequired" -}}
+adminToken: set adminToken.existingSecret (recommended) or adminToken.value (e.g. openssl rand -base64 36). The chart does not generate it: a token rendered anew by every helm template or GitOps sync would change under the operators' scripts.
+{{- end }}
+
 {{/* "true" when the chart renders its own Secret (some secret setting has no existingSecret). */}}
 {{- define "outbound-scim.createSecret" -}}
 {{- if or (not .Values.adminToken.existingSecret) (not .Values.tokenKey.existingSecret) (and (include "outbound-scim.kafkaSasl" .) (not .Values.kafka.sasl.existingSecret)) (and (include "outbound-scim.keycloak" .) (not .Values.keycloak.existingSecret)) }}true{{ end }}
