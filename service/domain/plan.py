@@ -64,6 +64,8 @@ def desired(state: UserState, policy: DeletePolicy) -> dict[str, Any] | None:
 
 def plan_change(state: UserState, change: UserChange, policy: DeletePolicy) -> Plan:
     new_state = merge(state, change)
+    if new_state is state and not change.force and change.op != "link":
+        return Plan(Action.NONE, state, reason="superseded")  # nothing newer than what was acted on already
     after = desired(new_state, policy)
     if change.op == "link":
         return Plan(Action.LINK, new_state, after or {}, changed=after or {}, reason="operator_link")
@@ -77,13 +79,11 @@ def plan_change(state: UserState, change: UserChange, policy: DeletePolicy) -> P
         return Plan(Action.SYNC, new_state, after, changed=after)
     changed = {attr: value for attr, value in after.items() if state.written.get(attr, _MISSING) != value}
     if not changed:
-        return Plan(Action.NONE, new_state, after, reason=_why_nothing(state, new_state, change, policy))
+        return Plan(Action.NONE, new_state, after, reason=_why_nothing(change, policy))
     return Plan(Action.SYNC, new_state, after, changed=changed)
 
 
-def _why_nothing(state: UserState, new_state: UserState, change: UserChange, policy: DeletePolicy) -> str:
-    if new_state is state:
-        return "superseded"  # nothing in the change is newer than what we know
+def _why_nothing(change: UserChange, policy: DeletePolicy) -> str:
     if change.op == "delete" and policy is DeletePolicy.IGNORE:
         return "delete_ignored"
     return "unchanged"

@@ -65,6 +65,7 @@ class TenantGate:
     size: int
     bucket: TokenBucket | None = None
     lookups: LookupMode = "unknown"
+    discovery: asyncio.Lock = field(default_factory=asyncio.Lock)
     generation: int = 0
     base_url: str = ""
 
@@ -202,7 +203,9 @@ class ScimClient:
         listed and matched here instead (a scan; slower, but a "no match" then means no match)."""
         gate = self.gate(ds)
         if gate.lookups == "unknown":
-            gate.lookups = await self._lookup_mode(ds)
+            async with gate.discovery:  # one ServiceProviderConfig read per gate, however many lookups wait
+                if gate.lookups == "unknown":
+                    gate.lookups = await self._lookup_mode(ds)
         if gate.lookups == "filter":
             doc = await self.send(ds, "GET", "Users", params={"filter": scim.eq_filter(attribute, value)})
             answer = scim.verify_lookup(doc, attribute, value)

@@ -49,11 +49,12 @@ def stop(process: subprocess.Popen[bytes]) -> int:
 
 
 
-async def start_with_tenant(settings: Settings, log: Path, realm: str, base: str) -> subprocess.Popen[bytes]:
+async def start_with_tenant(settings: Settings, log: Path, realm: str, base: str,
+                            delete_policy: str = "ignore") -> subprocess.Popen[bytes]:
     """The service as a process, ready, with `realm` enabled towards `base`."""
     process = spawn_service(settings, log)
     await wait_ready(settings.api_port, process, log)
-    assert (await Api(settings.api_port).enable(realm, base, SCIM_TOKEN))[0] == 201
+    assert (await Api(settings.api_port).enable(realm, base, SCIM_TOKEN, delete_policy))[0] == 201
     return process
 
 
