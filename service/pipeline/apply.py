@@ -358,7 +358,9 @@ class ApplyStage(ConsumerRebalanceListener):
                 bound.error("change.conflict", status=exc.status, error=str(exc))
                 await self._dead_letter(work, "conflict", exc, tenant=change.realm)
                 return
-        new_state = replace(outcome.state, parked=None)  # a replayed change went through: unpark the user
+        new_state = outcome.state
+        if new_state.parked is not None:  # a replayed change went through: unpark the user
+            new_state = replace(new_state, parked=None)
         if new_state != state:
             await self._states.save(change.key, record.partition, new_state)
         self._metrics.changes.labels(change.realm, outcome.result).inc()

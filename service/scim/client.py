@@ -375,7 +375,11 @@ class ScimClient:
         """The body as JSON (None if empty or not JSON), read in a stream that stops past the cap."""
         if response.status == 204:
             return None
-        raw = await read_capped(response.content, self._max_response_bytes)
+        length = response.content_length  # aiohttp reads no more than a declared length
+        if length is not None and length <= self._max_response_bytes:
+            raw: bytes | None = await response.read()
+        else:
+            raw = await read_capped(response.content, self._max_response_bytes)
         if raw is None and response.status >= 400:
             return None  # the status says what to do; the body would only add a detail
         if raw is None:

@@ -13,6 +13,7 @@ that IPv4 host through a translator or tunnel, so the IPv4 rules apply to what i
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -92,16 +93,9 @@ class EgressPolicy:
     def check_host(self, host: str) -> None:
         """The request-time check of an IP-literal host, which never reaches the resolver. Raises
         ForbiddenAddress like the resolver does; names pass here (the resolver checks them)."""
-        if not is_ip_address(host):
-            return
-        try:
-            literal = ipaddress.ip_address(host)
-        except ValueError as exc:  # 2130706433, 127.1: numeric forms that stand for another address
-            raise ForbiddenAddress(f"{host} is not a canonical IP address") from exc
-        try:
-            self.check_address(literal)
-        except EnableRefused as exc:
-            raise ForbiddenAddress(exc.detail) from exc
+        refusal = _literal_refusal(self, host)
+        if refusal is not None:
+            raise ForbiddenAddress(refusal)
 
     async def check_resolved(self, url: str) -> None:
         """The enable-time check: the URL, then every address its host resolves to."""
@@ -113,6 +107,23 @@ class EgressPolicy:
             raise EnableRefused("unreachable", f"{host} does not resolve") from exc
         for info in infos:
             self.check_address(ipaddress.ip_address(info[4][0]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal_refusal(policy: EgressPolicy, host: str) -> str | None:
+    """Why `policy` refuses the IP-literal `host` (None: allowed, or a name). Cached: it runs before every
+    request, and a tenant's host rarely changes."""
+    if not is_ip_address(host):
+        return None
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:  # 2130706433, 127.1: numeric forms that stand for another address
+        return f"{host} is not a canonical IP address"
+    try:
+        policy.check_address(literal)
+    except EnableRefused as exc:
+        return exc.detail
+    return None
 
 
 def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
