@@ -29,6 +29,7 @@ unit: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests scripts
+	$(BIN)/ruff format --check service tests scripts
 
 ## bench: events (throughput, latency, memory against a naive baseline) and backfill (10,000 users)
 bench: deps

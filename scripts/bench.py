@@ -147,8 +147,9 @@ def _create(seq: int, uid: str, family: str) -> Planned:
     return Planned(seq, "admin", ev.create_user(REALM, uid, login, "Bench", family, enabled=True))
 
 
-async def publish(publisher: Publisher, topics: dict[str, str], workload: Workload,
-                  rate: float = 0.0) -> dict[int, float]:
+async def publish(
+    publisher: Publisher, topics: dict[str, str], workload: Workload, rate: float = 0.0
+) -> dict[int, float]:
     """Publish with null keys; returns the produce time of each seq.
 
     rate 0 is a burst (as fast as the producer takes them): latency then includes the backlog. A rate
@@ -232,8 +233,13 @@ def build_responder(latency: float) -> web.Application:
         return await handler(request)
 
     async def service_provider_config(_: web.Request) -> web.Response:
-        return scim_json({"schemas": [scim_schema.SPC_SCHEMA], "patch": {"supported": True},
-                          "filter": {"supported": True, "maxResults": 100}})
+        return scim_json(
+            {
+                "schemas": [scim_schema.SPC_SCHEMA],
+                "patch": {"supported": True},
+                "filter": {"supported": True, "maxResults": 100},
+            }
+        )
 
     async def list_users(request: web.Request) -> web.Response:
         space = space_of(request)
@@ -246,8 +252,15 @@ def build_responder(latency: float) -> web.Application:
             index = space.by_external_id if attribute == "externalId" else space.by_user_name
             found = [space.users[index[value]]] if value in index else []
         count = int(request.query.get("count", "100"))
-        return scim_json({"schemas": [scim_schema.LIST_SCHEMA], "totalResults": len(found),
-                          "itemsPerPage": min(count, len(found)), "startIndex": 1, "Resources": found[:count]})
+        return scim_json(
+            {
+                "schemas": [scim_schema.LIST_SCHEMA],
+                "totalResults": len(found),
+                "itemsPerPage": min(count, len(found)),
+                "startIndex": 1,
+                "Resources": found[:count],
+            }
+        )
 
     async def create_user(request: web.Request) -> web.Response:
         space, received = space_of(request), time.time()
@@ -293,8 +306,9 @@ def build_responder(latency: float) -> web.Application:
 
     async def progress(request: web.Request) -> web.Response:
         space = space_of(request)
-        return web.json_response({"matching": space.matching(), "writes": len(space.writes),
-                                  "requests": space.requests})
+        return web.json_response(
+            {"matching": space.matching(), "writes": len(space.writes), "requests": space.requests}
+        )
 
     async def writes(request: web.Request) -> web.Response:
         return web.json_response(space_of(request).writes)
@@ -340,8 +354,15 @@ class Responder:
 
     def __init__(self, latency_ms: float) -> None:
         self.port = free_port()
-        command = [sys.executable, "-m", "scripts.bench", "--serve-responder", str(self.port),
-                   "--latency-ms", str(latency_ms)]
+        command = [
+            sys.executable,
+            "-m",
+            "scripts.bench",
+            "--serve-responder",
+            str(self.port),
+            "--latency-ms",
+            str(latency_ms),
+        ]
         self.process = subprocess.Popen(command, cwd=ROOT)
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -410,8 +431,13 @@ class Result:
         return sum(self.requests.values()) / self.events
 
 
-def measure(name: str, workload: Workload, produced: dict[int, float],
-            writes: list[tuple[str, float, float, str | None]], requests: dict[str, int]) -> Result:
+def measure(
+    name: str,
+    workload: Workload,
+    produced: dict[int, float],
+    writes: list[tuple[str, float, float, str | None]],
+    requests: dict[str, int],
+) -> Result:
     """Latency = response-send time of the first write carrying v<seq> minus the produce time of seq.
 
     An event may legitimately cause no request of its own: an older event that lost the race against a
@@ -504,8 +530,14 @@ async def wait_converged(responder: Responder, space: str, users: int, timeout: 
 # == the service ========================================================================================
 
 
-async def bench_service(bootstrap: str, responder: Responder, args: argparse.Namespace, workdir: Path,
-                        neighbours: dict[str, int], space: str = "service") -> Result:
+async def bench_service(
+    bootstrap: str,
+    responder: Responder,
+    args: argparse.Namespace,
+    workdir: Path,
+    neighbours: dict[str, int],
+    space: str = "service",
+) -> Result:
     """The real service as its own process, one enabled tenant, the workload burst-published.
 
     `neighbours` (name -> pid: broker, responder, bench) get their CPU time measured over the window.
@@ -536,8 +568,10 @@ async def bench_service(bootstrap: str, responder: Responder, args: argparse.Nam
         cpu.start()
         async with Publisher(bootstrap) as publisher:
             produced = await publish(publisher, topics, workload, args.rate)
-        print(f"-- {space}: published in {time.time() - min(produced.values()):.1f} s; waiting for the downstream",
-              flush=True)
+        print(
+            f"-- {space}: published in {time.time() - min(produced.values()):.1f} s; waiting for the downstream",
+            flush=True,
+        )
         await wait_converged(responder, space, args.users, args.timeout)
         cpu.stop()
         watch.sample()
@@ -583,15 +617,26 @@ async def bench_baseline(bootstrap: str, responder: Responder, args: argparse.Na
     for topic in settings.source_topics:  # leaders elected, or the consumer logs NotLeaderForPartition
         await partitions_of(settings, topic)
     topics = {"admin": settings.admin_events_topic, "user": settings.events_topic}
-    consumer = AIOKafkaConsumer(*settings.source_topics, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        *settings.source_topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         await wait_until(_assigned(consumer, 2 * args.partitions), timeout=30, what="baseline consumer assigned")
         downstream = Downstream(REALM, responder.base_url("base"), DOWNSTREAM_TOKEN)
         async with aiohttp.ClientSession() as http:
-            client = ScimClient(http, Metrics(), RetryPolicy(3, 0.05, 1.0), 10.0, tenant_concurrency=1,
-                                egress=EgressPolicy(allow_private_networks=True))
+            client = ScimClient(
+                http,
+                Metrics(),
+                RetryPolicy(3, 0.05, 1.0),
+                10.0,
+                tenant_concurrency=1,
+                egress=EgressPolicy(allow_private_networks=True),
+            )
             applier = asyncio.create_task(_apply_one_at_a_time(consumer, client, downstream, len(workload.events)))
             print(f"-- baseline: publishing {len(workload.events)} events over {users} users", flush=True)
             async with Publisher(bootstrap) as publisher:
@@ -600,8 +645,11 @@ async def bench_baseline(bootstrap: str, responder: Responder, args: argparse.Na
     finally:
         await consumer.stop()
     progress = await responder.progress("base")
-    print(f"-- baseline: {progress['matching']} of {users} users ended in their last state "
-          "(partition order without per-user ordering)", flush=True)
+    print(
+        f"-- baseline: {progress['matching']} of {users} users ended in their last state "
+        "(partition order without per-user ordering)",
+        flush=True,
+    )
     return measure("baseline", workload, produced, await responder.writes("base"), progress["requests"])
 
 
@@ -658,21 +706,52 @@ def print_table(args: argparse.Namespace, service: Result, baseline: Result, bro
         ("events", f"{service.events}", f"{baseline.events}", ""),
         ("users", f"{service.users}", f"{baseline.users}", ""),
         ("downstream latency (ms)", f"{args.latency_ms:g}", f"{args.latency_ms:g}", ""),
-        ("wall time, first produce -> last write (s)", f"{service.wall_seconds:.2f}", f"{baseline.wall_seconds:.2f}", ""),
-        ("events/s", f"{service.events_per_second:.0f}", f"{baseline.events_per_second:.1f}",
-         f">= {FLOOR_EVENTS_PER_SECOND:.0f}  {verdict(service.events_per_second >= FLOOR_EVENTS_PER_SECOND)}"),
-        ("p50 latency produce -> downstream (ms)", f"{service.percentile(50):.0f}", f"{baseline.percentile(50):.0f}", ""),
-        ("p99 latency produce -> downstream (ms)", f"{service.percentile(99):.0f}", f"{baseline.percentile(99):.0f}", ""),
-        ("peak RSS of the service process (MB)", f"{rss:.1f}", "-", f"<= {FLOOR_RSS_MB:.0f}  {verdict(rss <= FLOOR_RSS_MB)}"),
-        ("ratio service / baseline events/s", f"{ratio:.1f}x", "", f">= {FLOOR_RATIO:.0f}x  {verdict(ratio >= FLOOR_RATIO)}"),
+        (
+            "wall time, first produce -> last write (s)",
+            f"{service.wall_seconds:.2f}",
+            f"{baseline.wall_seconds:.2f}",
+            "",
+        ),
+        (
+            "events/s",
+            f"{service.events_per_second:.0f}",
+            f"{baseline.events_per_second:.1f}",
+            f">= {FLOOR_EVENTS_PER_SECOND:.0f}  {verdict(service.events_per_second >= FLOOR_EVENTS_PER_SECOND)}",
+        ),
+        (
+            "p50 latency produce -> downstream (ms)",
+            f"{service.percentile(50):.0f}",
+            f"{baseline.percentile(50):.0f}",
+            "",
+        ),
+        (
+            "p99 latency produce -> downstream (ms)",
+            f"{service.percentile(99):.0f}",
+            f"{baseline.percentile(99):.0f}",
+            "",
+        ),
+        (
+            "peak RSS of the service process (MB)",
+            f"{rss:.1f}",
+            "-",
+            f"<= {FLOOR_RSS_MB:.0f}  {verdict(rss <= FLOOR_RSS_MB)}",
+        ),
+        (
+            "ratio service / baseline events/s",
+            f"{ratio:.1f}x",
+            "",
+            f">= {FLOOR_RATIO:.0f}x  {verdict(ratio >= FLOOR_RATIO)}",
+        ),
         ("requests per event", f"{service.requests_per_event:.2f}", f"{baseline.requests_per_event:.2f}", ""),
         ("events with a write of their own", f"{len(service.latencies_ms)}", f"{len(baseline.latencies_ms)}", ""),
         ("events merged/superseded (no own write)", f"{service.merged}", f"{baseline.merged}", ""),
     ]
     print()
     publishing = f"at {args.rate:g} events/s" if args.rate else "as a burst"
-    print(f"outbound-scim bench: {os.cpu_count()} CPUs, broker {broker}, {args.partitions} partitions per source "
-          f"topic, events published {publishing}")
+    print(
+        f"outbound-scim bench: {os.cpu_count()} CPUs, broker {broker}, {args.partitions} partitions per source "
+        f"topic, events published {publishing}"
+    )
     print(f"service settings: {', '.join(f'{k}={v}' for k, v in SERVICE_OVERRIDES.items())}")
     width = max(len(r[0]) for r in rows)
     print(f"{'':<{width}}  {'service':>10}  {'baseline':>10}  floor")
@@ -695,10 +774,15 @@ def print_cpu(cpu: dict[str, float], wall_seconds: float, units: int, unit: str)
     busy = used.pop("host busy")
     own = sum(used.values())
     print(f"CPU seconds in the window ({cores} cores x {wall_seconds:.1f} s = {capacity:.0f}):")
-    print("  " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
-          + f", other processes on the host {max(0.0, busy - own):.1f}, idle {max(0.0, capacity - busy):.1f}")
-    print(f"  service: {used['service'] / units * 1e6:.0f} us CPU per {unit}, "
-          f"{used['service'] / wall_seconds:.0%} of one core")
+    print(
+        "  "
+        + ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
+        + f", other processes on the host {max(0.0, busy - own):.1f}, idle {max(0.0, capacity - busy):.1f}"
+    )
+    print(
+        f"  service: {used['service'] / units * 1e6:.0f} us CPU per {unit}, "
+        f"{used['service'] / wall_seconds:.0%} of one core"
+    )
 
 
 def print_counters(counters: dict[str, float]) -> None:
@@ -722,7 +806,9 @@ def kafka_broker(workdir: Path) -> Iterator[tuple[str, int | None]]:
         return
     state = workdir / "kafka"
     print("-- starting a local Kafka broker (scripts/kafka/kafka.sh)", flush=True)
-    started = subprocess.run(["bash", str(KAFKA), "start", "0", str(state)], capture_output=True, text=True, check=False)
+    started = subprocess.run(
+        ["bash", str(KAFKA), "start", "0", str(state)], capture_output=True, text=True, check=False
+    )
     if started.returncode != 0:
         raise BenchError(f"kafka.sh start failed:\n{started.stderr[-3000:]}")
     try:
@@ -741,12 +827,14 @@ async def running_responder(latency_ms: float) -> AsyncIterator[Responder]:
         responder.stop()
 
 
-async def warm_up(bootstrap: str, responder: Responder, args: argparse.Namespace, workdir: Path,
-                  neighbours: dict[str, int]) -> None:
+async def warm_up(
+    bootstrap: str, responder: Responder, args: argparse.Namespace, workdir: Path, neighbours: dict[str, int]
+) -> None:
     """A short throwaway service run first: a fresh broker's JVM compiles its hot paths during its
     first thousands of records (and creates its internal topics), which is not what we measure."""
-    small = argparse.Namespace(**{**vars(args), "events": args.warmup_events,
-                                  "users": max(1, args.users * args.warmup_events // args.events)})
+    small = argparse.Namespace(
+        **{**vars(args), "events": args.warmup_events, "users": max(1, args.users * args.warmup_events // args.events)}
+    )
     result = await bench_service(bootstrap, responder, small, workdir, neighbours, space="warmup")
     print(f"-- warmup: {result.events_per_second:.0f} events/s (discarded)", flush=True)
 
@@ -769,12 +857,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=20_000, help="events for the service run")
     parser.add_argument("--users", type=int, default=2_000, help="distinct users for the service run")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="the responder answers after this")
-    parser.add_argument("--baseline-events", type=int, default=1_000,
-                        help="events for the naive baseline (users scaled in proportion)")
-    parser.add_argument("--warmup-events", type=int, default=2_000,
-                        help="a throwaway service run first, to warm up the broker (0: none)")
-    parser.add_argument("--rate", type=float, default=0.0,
-                        help="publish at this many events/s (default 0: a burst, as fast as possible)")
+    parser.add_argument(
+        "--baseline-events", type=int, default=1_000, help="events for the naive baseline (users scaled in proportion)"
+    )
+    parser.add_argument(
+        "--warmup-events",
+        type=int,
+        default=2_000,
+        help="a throwaway service run first, to warm up the broker (0: none)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="publish at this many events/s (default 0: a burst, as fast as possible)",
+    )
     parser.add_argument("--partitions", type=int, default=3, help="partitions of each source topic")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the downstream")
     parser.add_argument("--serve-responder", type=int, metavar="PORT", help=argparse.SUPPRESS)

@@ -79,14 +79,23 @@ SPACE = "backfill"  # the responder's base path for this run
 def expected(i: int) -> dict[str, Any]:
     """User i as the downstream must end up holding it (SCIM side). Some users have no lastName and
     some are disabled, so the mapping of absent names and of `enabled` is checked too."""
-    return {"userName": f"bf{i:05d}", "givenName": f"Given{i}", "familyName": None if i % 7 == 0 else f"Fam{i}",
-            "email": f"bf{i:05d}@bench.test", "active": i % 10 != 0}
+    return {
+        "userName": f"bf{i:05d}",
+        "givenName": f"Given{i}",
+        "familyName": None if i % 7 == 0 else f"Fam{i}",
+        "email": f"bf{i:05d}@bench.test",
+        "active": i % 10 != 0,
+    }
 
 
 def representation(i: int) -> dict[str, Any]:
     want = expected(i)
-    rep = {"username": want["userName"], "firstName": want["givenName"], "email": want["email"],
-           "enabled": want["active"]}
+    rep = {
+        "username": want["userName"],
+        "firstName": want["givenName"],
+        "email": want["email"],
+        "enabled": want["active"],
+    }
     if want["familyName"]:
         rep["lastName"] = want["familyName"]
     return rep
@@ -152,8 +161,7 @@ async def prepare_realm(kc: KeycloakHandle, users: int, concurrency: int) -> Set
         await admin.create_realm(realm)
         kc.realms.append(realm)
         account = await admin.create_service_account(realm, "outbound-scim-bench")
-        print(f"-- creating {users} users in realm {realm} through the Admin API ({concurrency} in flight)",
-              flush=True)
+        print(f"-- creating {users} users in realm {realm} through the Admin API ({concurrency} in flight)", flush=True)
         started = time.monotonic()
         ids = await create_users(admin, realm, users, concurrency)
         seconds = time.monotonic() - started
@@ -200,8 +208,12 @@ def java_pid(pid: int) -> int:
 async def keycloak(workdir: Path, bootstrap: str) -> AsyncIterator[KeycloakHandle]:
     """KEYCLOAK_URL if set, else a Keycloak of our own from scripts/keycloak/keycloak.sh, stopped at exit."""
     if os.environ.get("KEYCLOAK_URL"):
-        handle = KeycloakHandle(os.environ["KEYCLOAK_URL"].rstrip("/"), os.environ.get("KEYCLOAK_ADMIN_USER", "admin"),
-                                os.environ.get("KEYCLOAK_ADMIN_PASSWORD", "admin"), own=False)
+        handle = KeycloakHandle(
+            os.environ["KEYCLOAK_URL"].rstrip("/"),
+            os.environ.get("KEYCLOAK_ADMIN_USER", "admin"),
+            os.environ.get("KEYCLOAK_ADMIN_PASSWORD", "admin"),
+            own=False,
+        )
         try:
             yield handle
         finally:
@@ -217,18 +229,27 @@ async def keycloak(workdir: Path, bootstrap: str) -> AsyncIterator[KeycloakHandl
     password = secrets.token_urlsafe(12)
     # The test Kafka listener is installed but not enabled on the bench realm, so nothing is
     # published; it gets the bench's broker anyway, so that it never waits for a missing one.
-    env = {**os.environ, "KC_BOOTSTRAP_ADMIN_USERNAME": "admin", "KC_BOOTSTRAP_ADMIN_PASSWORD": password,
-           "KEYCLOAK_KAFKA_BOOTSTRAP": bootstrap}
+    env = {
+        **os.environ,
+        "KC_BOOTSTRAP_ADMIN_USERNAME": "admin",
+        "KC_BOOTSTRAP_ADMIN_PASSWORD": password,
+        "KEYCLOAK_KAFKA_BOOTSTRAP": bootstrap,
+    }
     print("-- starting Keycloak (start-dev, H2; the first start on a machine can take 30-120 s)", flush=True)
     started = time.monotonic()
     try:
         result = await asyncio.to_thread(lambda: _keycloak_sh("start", "0", str(state), env=env))
         if result.returncode != 0:
             raise BenchError(f"Keycloak did not start:\n{result.stderr[-3000:]}")
-        handle = KeycloakHandle(result.stdout.strip().splitlines()[-1], "admin", password, own=True,
-                                start_seconds=time.monotonic() - started,
-                                pid=java_pid(int((state / "keycloak.pid").read_text())),
-                                version=os.environ.get("KEYCLOAK_VERSION", "26.5.6"))
+        handle = KeycloakHandle(
+            result.stdout.strip().splitlines()[-1],
+            "admin",
+            password,
+            own=True,
+            start_seconds=time.monotonic() - started,
+            pid=java_pid(int((state / "keycloak.pid").read_text())),
+            version=os.environ.get("KEYCLOAK_VERSION", "26.5.6"),
+        )
         print(f"-- Keycloak {handle.version} ready at {handle.url} in {handle.start_seconds:.0f} s", flush=True)
         yield handle
     finally:
@@ -248,8 +269,21 @@ async def _delete_realms(handle: KeycloakHandle) -> None:
 
 # == the counting proxy in front of Keycloak =============================================================
 
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                        "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "accept-encoding",
+    }
+)
 DROP_FROM_ANSWER = HOP_BY_HOP | {"content-encoding"}
 
 
@@ -308,8 +342,13 @@ class CountingProxy:
         body = await request.read()
         began = time.monotonic()
         try:
-            async with self._session.request(request.method, URL(self.upstream + request.raw_path, encoded=True),
-                                             headers=headers, data=body or None, allow_redirects=False) as answer:
+            async with self._session.request(
+                request.method,
+                URL(self.upstream + request.raw_path, encoded=True),
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+            ) as answer:
                 payload = await answer.read()
                 self.statuses[answer.status] += 1
                 self.timings.append((kind, time.monotonic() - began))
@@ -363,8 +402,9 @@ class Measured:
         return sum(self.downstream_requests.values()) / self.users
 
 
-async def wait_backfilled(responder: Responder, api: Api, realm: str, process: subprocess.Popen[bytes],
-                          users: int, timeout: float, log: Path) -> None:
+async def wait_backfilled(
+    responder: Responder, api: Api, realm: str, process: subprocess.Popen[bytes], users: int, timeout: float, log: Path
+) -> None:
     """Until the responder holds every user with its expected (familyName, active); fails early when
     the service exits or reports its backfill failed. Polled every 0.5 s: the figure comes from the
     responder's write times, not from this loop."""
@@ -383,16 +423,21 @@ async def wait_backfilled(responder: Responder, api: Api, realm: str, process: s
         if time.monotonic() > deadline:
             raise BenchError(f"not every user downstream within {timeout:g} s: responder {last}, backfill {progress}")
         if time.monotonic() > next_report:
-            print(f"   {last['matching']} of {users} users right downstream; service backfill: "
-                  f"{progress.get('done')} of {progress.get('total')} read ({progress.get('state')})", flush=True)
+            print(
+                f"   {last['matching']} of {users} users right downstream; service backfill: "
+                f"{progress.get('done')} of {progress.get('total')} read ({progress.get('state')})",
+                flush=True,
+            )
             next_report += 10
         await asyncio.sleep(0.5)
 
 
 async def verify(responder: Responder, setup: Setup) -> tuple[int, int, list[str]]:
     """Every attribute of every user as the responder holds it: (correct, downstream users, first problems)."""
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {DOWNSTREAM_TOKEN}"}) as http, \
-            http.get(f"{responder.base_url(SPACE)}/Users", params={"count": "1000000"}) as answer:
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {DOWNSTREAM_TOKEN}"}) as http,
+        http.get(f"{responder.base_url(SPACE)}/Users", params={"count": "1000000"}) as answer,
+    ):
         answer.raise_for_status()
         doc = await answer.json(content_type=None)
     found: dict[str, list[dict[str, Any]]] = {}
@@ -405,9 +450,13 @@ async def verify(responder: Responder, setup: Setup) -> tuple[int, int, list[str
             problems.append(f"{want['userName']}: {len(held)} downstream users")
             continue
         user = held[0]
-        got = {"userName": user.get("userName"), "givenName": (user.get("name") or {}).get("givenName"),
-               "familyName": (user.get("name") or {}).get("familyName"),
-               "email": ((user.get("emails") or [{}])[0]).get("value"), "active": user.get("active")}
+        got = {
+            "userName": user.get("userName"),
+            "givenName": (user.get("name") or {}).get("givenName"),
+            "familyName": (user.get("name") or {}).get("familyName"),
+            "email": ((user.get("emails") or [{}])[0]).get("value"),
+            "active": user.get("active"),
+        }
         if got == want:
             correct += 1
         else:
@@ -415,14 +464,29 @@ async def verify(responder: Responder, setup: Setup) -> tuple[int, int, list[str
     return correct, len(doc.get("Resources") or []), problems[:5]
 
 
-async def run_service(bootstrap: str, kc: KeycloakHandle, setup: Setup, responder: Responder, proxy: CountingProxy,
-                      args: argparse.Namespace, workdir: Path, neighbours: dict[str, int]) -> Measured:
-    settings = make_settings(bootstrap, api_port=free_port(), **SERVICE_OVERRIDES, keycloak_url=proxy.url,
-                             keycloak_auth_realm=setup.realm, keycloak_client_id=setup.account.client_id,
-                             keycloak_client_secret=setup.account.client_secret)
+async def run_service(
+    bootstrap: str,
+    kc: KeycloakHandle,
+    setup: Setup,
+    responder: Responder,
+    proxy: CountingProxy,
+    args: argparse.Namespace,
+    workdir: Path,
+    neighbours: dict[str, int],
+) -> Measured:
+    settings = make_settings(
+        bootstrap,
+        api_port=free_port(),
+        **SERVICE_OVERRIDES,
+        keycloak_url=proxy.url,
+        keycloak_auth_realm=setup.realm,
+        keycloak_client_id=setup.account.client_id,
+        keycloak_client_secret=setup.account.client_secret,
+    )
     await create_source_topics(settings)
-    await responder.expect(SPACE, {uid: (expected(i)["familyName"], expected(i)["active"])
-                                   for uid, i in setup.ids.items()})
+    await responder.expect(
+        SPACE, {uid: (expected(i)["familyName"], expected(i)["active"]) for uid, i in setup.ids.items()}
+    )
     log = workdir / "service-backfill.log"
     process = spawn_service(settings, log)
     watch = ProcessWatch(process.pid)
@@ -430,6 +494,7 @@ async def run_service(bootstrap: str, kc: KeycloakHandle, setup: Setup, responde
     sampler = asyncio.create_task(watch.run())
     api = Api(settings.api_port)
     try:
+
         async def ready() -> bool:
             if process.poll() is not None:
                 raise BenchError(f"the service exited at start:\n{log.read_text()[-3000:]}")
@@ -437,12 +502,18 @@ async def run_service(bootstrap: str, kc: KeycloakHandle, setup: Setup, responde
 
         await wait_until(ready, timeout=120, what="service ready")
         before, timed_before = proxy.snapshot(), len(proxy.timings)
-        print(f"-- enabling realm {setup.realm} with backfill ({len(setup.ids)} users, downstream answers after "
-              f"{args.latency_ms:g} ms)", flush=True)
+        print(
+            f"-- enabling realm {setup.realm} with backfill ({len(setup.ids)} users, downstream answers after "
+            f"{args.latency_ms:g} ms)",
+            flush=True,
+        )
         cpu.start()
         enabled_at = time.time()
-        status, body = await api.call("PUT", f"/tenants/{setup.realm}", {
-            "base_url": responder.base_url(SPACE), "token": DOWNSTREAM_TOKEN, "backfill": True})
+        status, body = await api.call(
+            "PUT",
+            f"/tenants/{setup.realm}",
+            {"base_url": responder.base_url(SPACE), "token": DOWNSTREAM_TOKEN, "backfill": True},
+        )
         if status not in (200, 201) or not isinstance(body, dict) or "backfill" not in body:
             raise BenchError(f"enabling the tenant with backfill failed: {status} {body}")
         await wait_backfilled(responder, api, setup.realm, process, len(setup.ids), args.timeout, log)
@@ -512,8 +583,10 @@ def print_table(args: argparse.Namespace, kc: KeycloakHandle, setup: Setup, m: M
     if not full:
         print(f"NOTE: measured with {m.users} users, not {FLOOR_USERS}: the floor is judged on the rate only")
     print(f"service settings: {', '.join(f'{k}={v}' for k, v in SERVICE_OVERRIDES.items())}")
-    setup_line = (f"setup (not measured): {len(setup.ids)} users created through the Admin API in "
-                  f"{setup.seconds:.1f} s ({setup.users_per_second:.0f} users/s, {setup.concurrency} in flight)")
+    setup_line = (
+        f"setup (not measured): {len(setup.ids)} users created through the Admin API in "
+        f"{setup.seconds:.1f} s ({setup.users_per_second:.0f} users/s, {setup.concurrency} in flight)"
+    )
     if kc.own:
         setup_line += f"; Keycloak start {kc.start_seconds:.0f} s"
     print(setup_line)
@@ -523,14 +596,20 @@ def print_table(args: argparse.Namespace, kc: KeycloakHandle, setup: Setup, m: M
     for label, value, floor_text in rows:
         print(f"{label:<{width}}  {value:>12}  {floor_text}")
     print("-" * (width + 40))
-    print(f"Keycloak requests in the window: {sum(m.keycloak_requests.values())} ({kc_kinds}); "
-          f"before the enable call: {sum(m.keycloak_before.values())}; statuses {dict(sorted(m.keycloak_statuses.items()))}")
+    print(
+        f"Keycloak requests in the window: {sum(m.keycloak_requests.values())} ({kc_kinds}); "
+        f"before the enable call: {sum(m.keycloak_before.values())}; statuses {dict(sorted(m.keycloak_statuses.items()))}"
+    )
     pages = [seconds for kind, seconds in m.keycloak_timings if kind == "user pages"]
     if pages:
-        print(f"Keycloak answer time for the user pages: {sum(pages):.1f} s in all, first {pages[0] * 1000:.0f} ms, "
-              f"slowest {max(pages) * 1000:.0f} ms, last {pages[-1] * 1000:.0f} ms (read one after another)")
-    print(f"downstream requests: {sum(m.downstream_requests.values())} ({ds_kinds}); "
-          f"users held downstream: {m.downstream_users}")
+        print(
+            f"Keycloak answer time for the user pages: {sum(pages):.1f} s in all, first {pages[0] * 1000:.0f} ms, "
+            f"slowest {max(pages) * 1000:.0f} ms, last {pages[-1] * 1000:.0f} ms (read one after another)"
+        )
+    print(
+        f"downstream requests: {sum(m.downstream_requests.values())} ({ds_kinds}); "
+        f"users held downstream: {m.downstream_users}"
+    )
     print(f"service backfill progress: {m.backfill}")
     print_cpu(m.cpu, m.wall_seconds, m.users, "user")
     print_counters(m.counters)
@@ -556,8 +635,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench_backfill", description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=FLOOR_USERS, help="Keycloak users to create and backfill")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="the responder answers after this")
-    parser.add_argument("--create-concurrency", type=int, default=24,
-                        help="Admin API requests in flight while creating the users (setup)")
+    parser.add_argument(
+        "--create-concurrency",
+        type=int,
+        default=24,
+        help="Admin API requests in flight while creating the users (setup)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the downstream")
     return parser.parse_args(argv)
 

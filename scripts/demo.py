@@ -39,7 +39,9 @@ def show(title: str, users: list[dict[str, Any]]) -> None:
     print(f"   {'userName':<10} {'externalId':<10} {'displayName':<14} {'email':<24} active")
     for u in sorted(users, key=lambda u: u.get("userName", "")):
         email = (u.get("emails") or [{}])[0].get("value", "")
-        print(f"   {u['userName']:<10} {u.get('externalId', ''):<10} {u.get('displayName', ''):<14} {email:<24} {u['active']}")
+        print(
+            f"   {u['userName']:<10} {u.get('externalId', ''):<10} {u.get('displayName', ''):<14} {email:<24} {u['active']}"
+        )
 
 
 async def scenario(bootstrap: str, workdir: Path) -> None:
@@ -63,11 +65,24 @@ async def scenario(bootstrap: str, workdir: Path) -> None:
 
         steps = [
             ("admin CREATE jdoe", "admin", ev.create_user(REALM, "kc-jdoe", "jdoe", "Jane", "Doe", "jane@acme.test")),
-            ("user REGISTER asmith", "user", ev.user_event(REALM, "kc-asmith", "REGISTER", {
-                "username": "asmith", "email": "al@acme.test", "first_name": "Al", "last_name": "Smith"})),
+            (
+                "user REGISTER asmith",
+                "user",
+                ev.user_event(
+                    REALM,
+                    "kc-asmith",
+                    "REGISTER",
+                    {"username": "asmith", "email": "al@acme.test", "first_name": "Al", "last_name": "Smith"},
+                ),
+            ),
             ("admin CREATE bgone", "admin", ev.create_user(REALM, "kc-bgone", "bgone", "Bo", "Gone")),
-            ("UPDATE_PROFILE jdoe: last name", "user", ev.user_event(REALM, "kc-jdoe", "UPDATE_PROFILE", {
-                "previous_last_name": "Doe", "updated_last_name": "Doe-Smith"})),
+            (
+                "UPDATE_PROFILE jdoe: last name",
+                "user",
+                ev.user_event(
+                    REALM, "kc-jdoe", "UPDATE_PROFILE", {"previous_last_name": "Doe", "updated_last_name": "Doe-Smith"}
+                ),
+            ),
             ("admin UPDATE asmith: email", "admin", ev.update_user(REALM, "kc-asmith", email="alan@acme.test")),
             ("admin UPDATE jdoe: disable", "admin", ev.update_user(REALM, "kc-jdoe", enabled=False)),
             ("admin UPDATE jdoe: re-enable", "admin", ev.update_user(REALM, "kc-jdoe", enabled=True)),
@@ -87,9 +102,13 @@ async def scenario(bootstrap: str, workdir: Path) -> None:
             users = {u["externalId"]: u for u in await downstream_users(base, DOWNSTREAM_TOKEN)}
             jdoe, asmith = users.get("kc-jdoe"), users.get("kc-asmith")
             return (
-                "kc-bgone" not in users and jdoe is not None and asmith is not None
-                and jdoe["active"] is True and jdoe["name"]["familyName"] == "Doe-Smith"
-                and asmith["active"] is False and asmith["emails"][0]["value"] == "alan@acme.test"
+                "kc-bgone" not in users
+                and jdoe is not None
+                and asmith is not None
+                and jdoe["active"] is True
+                and jdoe["name"]["familyName"] == "Doe-Smith"
+                and asmith["active"] is False
+                and asmith["emails"][0]["value"] == "alan@acme.test"
             )
 
         await wait_until(settled, timeout=60, what="the downstream to reflect the events")
@@ -116,8 +135,9 @@ def main() -> int:
     started = False
     if not bootstrap:
         print("-- starting a local Kafka broker (assembled from Maven Central)")
-        result = subprocess.run(["bash", str(KAFKA), "start", "0", str(workdir / "kafka")],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            ["bash", str(KAFKA), "start", "0", str(workdir / "kafka")], capture_output=True, text=True, check=False
+        )
         if result.returncode != 0:
             print(result.stderr, file=sys.stderr)
             return 1

@@ -107,15 +107,14 @@ class Service:
             egress=egress,
             max_response_bytes=s.http_max_response_bytes,
         )
-        self._producer = AIOKafkaProducer(
-            **s.kafka_client_options(), acks="all", enable_idempotence=True, linger_ms=5
-        )
+        self._producer = AIOKafkaProducer(**s.kafka_client_options(), acks="all", enable_idempotence=True, linger_ms=5)
         await self._producer.start()
         keycloak = self.keycloak = self._keycloak()
         pages = s.keycloak_page_size
         self.backfills = Backfills(keycloak, self._producer, s.changes_topic, self.metrics, pages) if keycloak else None
-        reconciler = (Reconciler(keycloak, scim, self._producer, s.changes_topic, self.metrics, pages)
-                      if keycloak else None)
+        reconciler = (
+            Reconciler(keycloak, scim, self._producer, s.changes_topic, self.metrics, pages) if keycloak else None
+        )
         self.parked = HeldTopic(s, s.parking_topic, self._producer)
         self.dead_letters = HeldTopic(s, s.dead_letter_topic, self._producer)
         api = build_api(
@@ -142,8 +141,9 @@ class Service:
         site = web.TCPSite(self._runner, s.api_host, s.api_port)
         await site.start()
         self.api_port = self._runner.addresses[0][1]
-        self.apply = ApplyStage(s, self.metrics, self.tenants, scim, self._producer, keycloak,
-                                authoritative=s.keycloak_authoritative)
+        self.apply = ApplyStage(
+            s, self.metrics, self.tenants, scim, self._producer, keycloak, authoritative=s.keycloak_authoritative
+        )
         await self.apply.start()
         self.rekey = RekeyStage(s, self.metrics)
         await self.rekey.start()
@@ -159,8 +159,9 @@ class Service:
         if not (s.keycloak_url and s.keycloak_client_id and s.keycloak_client_secret):
             return None
         # Keycloak is the operator's own (often internal) service: not behind the tenants' egress policy.
-        self._keycloak_http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-            ssl=ssl.create_default_context(cafile=s.ca_bundle)))
+        self._keycloak_http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=s.ca_bundle))
+        )
         return KeycloakAdminClient(
             self._keycloak_http,
             s.keycloak_url,
@@ -206,6 +207,7 @@ class Service:
         assert self._producer is not None
         change = UserChange(realm, user_id, "link", int(time.time() * 1000), "LINK", link_to=downstream_id)
         await self._producer.send_and_wait(self.settings.changes_topic, key=change.key.encode(), value=change.to_json())
+
     def _tenant_updated(self, update: TenantUpdate) -> None:
         """Every replica follows the tenants topic: an enable / rotation gives the tenant a fresh gate
         here too, a disable drops it, and a record readable again releases what its realm parked."""

@@ -59,18 +59,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     enable.add_argument("realm")
     enable.add_argument("--base-url", help="SCIM base URL (required to enable; kept on a rotation)")
-    enable.add_argument("--delete-policy", choices=["ignore", "deactivate", "delete"],
-                        help="what a Keycloak deletion does downstream (default when enabling: ignore)")
-    enable.add_argument("--max-concurrency", type=_optional(_positive_int),
-                        help="requests in flight to this downstream (`none`: the service default)")
-    enable.add_argument("--rate-limit-per-minute", type=_optional(_positive_int),
-                        help="pace requests, e.g. Slack: 180 (`none`: unpaced)")
-    enable.add_argument("--realm-id", type=_optional(str),
-                        help="the realm's internal id, for plugins that send no realm name (`none`: unset)")
-    enable.add_argument("--reconcile-interval-minutes", type=_optional(_positive_float),
-                        help="reconcile with Keycloak periodically (`none`: off)")
-    enable.add_argument("--token-env", default="OUTBOUND_SCIM_DOWNSTREAM_TOKEN",
-                        help="environment variable holding the downstream token (default: %(default)s)")
+    enable.add_argument(
+        "--delete-policy",
+        choices=["ignore", "deactivate", "delete"],
+        help="what a Keycloak deletion does downstream (default when enabling: ignore)",
+    )
+    enable.add_argument(
+        "--max-concurrency",
+        type=_optional(_positive_int),
+        help="requests in flight to this downstream (`none`: the service default)",
+    )
+    enable.add_argument(
+        "--rate-limit-per-minute",
+        type=_optional(_positive_int),
+        help="pace requests, e.g. Slack: 180 (`none`: unpaced)",
+    )
+    enable.add_argument(
+        "--realm-id",
+        type=_optional(str),
+        help="the realm's internal id, for plugins that send no realm name (`none`: unset)",
+    )
+    enable.add_argument(
+        "--reconcile-interval-minutes",
+        type=_optional(_positive_float),
+        help="reconcile with Keycloak periodically (`none`: off)",
+    )
+    enable.add_argument(
+        "--token-env",
+        default="OUTBOUND_SCIM_DOWNSTREAM_TOKEN",
+        help="environment variable holding the downstream token (default: %(default)s)",
+    )
     enable.add_argument("--token-stdin", action="store_true", help="read the downstream token from stdin")
     enable.set_defaults(func=_enable)
     enable.add_argument("--backfill", action="store_true", help="then push every existing Keycloak user")
@@ -90,14 +108,22 @@ def _parser() -> argparse.ArgumentParser:
     sync.set_defaults(
         func=lambda a: _call(a, "POST", f"/tenants/{quote(a.realm)}/users/{quote(a.user_id, safe='')}/sync")
     )
-    link = tsub.add_parser("link", help="declare which downstream account is a Keycloak user's (resolves a "
-                           "conflict; replay the user's dead letters afterwards)")
+    link = tsub.add_parser(
+        "link",
+        help="declare which downstream account is a Keycloak user's (resolves a "
+        "conflict; replay the user's dead letters afterwards)",
+    )
     link.add_argument("realm")
     link.add_argument("user_id", help="the Keycloak user id")
     link.add_argument("downstream_id", help="the downstream account's SCIM id (see the conflict's dead letter)")
-    link.set_defaults(func=lambda a: _call(
-        a, "POST", f"/tenants/{quote(a.realm)}/users/{quote(a.user_id, safe='')}/link",
-        {"downstream_id": a.downstream_id}))
+    link.set_defaults(
+        func=lambda a: _call(
+            a,
+            "POST",
+            f"/tenants/{quote(a.realm)}/users/{quote(a.user_id, safe='')}/link",
+            {"downstream_id": a.downstream_id},
+        )
+    )
     disable = tsub.add_parser("disable", help="disable: events for the realm stop propagating")
     disable.add_argument("realm")
     disable.set_defaults(func=_disable)
@@ -150,8 +176,14 @@ def _disable(args: argparse.Namespace) -> int:
 
 
 # the tenant fields an enable / rotation sends; tokens are not among them (they come from env / stdin)
-TENANT_FIELDS = ("base_url", "delete_policy", "max_concurrency", "rate_limit_per_minute", "realm_id",
-                 "reconcile_interval_minutes")
+TENANT_FIELDS = (
+    "base_url",
+    "delete_policy",
+    "max_concurrency",
+    "rate_limit_per_minute",
+    "realm_id",
+    "reconcile_interval_minutes",
+)
 CLEAR = "none"
 
 
@@ -236,8 +268,10 @@ def _reencrypt(_: argparse.Namespace) -> int:
     from service.tenants.reencrypt import reencrypt_tenants
 
     report = asyncio.run(reencrypt_tenants(Settings()))  # type: ignore[call-arg]
-    print(f"rewrote {len(report.rewritten)} tenant record(s) with the first OUTBOUND_SCIM_TOKEN_KEY; "
-          f"{len(report.current)} already used it")
+    print(
+        f"rewrote {len(report.rewritten)} tenant record(s) with the first OUTBOUND_SCIM_TOKEN_KEY; "
+        f"{len(report.current)} already used it"
+    )
     for exc in report.unreadable:
         print(f"{exc}: left as it is; {exc.fix}", file=sys.stderr)
     return 1 if report.unreadable else 0

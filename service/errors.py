@@ -1,27 +1,27 @@
 """The error taxonomy, named for what the caller does next.
 
-    ServiceError (retriable = False)
-    ├── ConfigError          bad settings -> refuse to start
-    ├── PoisonRecord         unparseable / unsupported record -> count, dead-letter, advance the offset
-    ├── Parked               a change set aside until a replay (the reason is in the message)
-    ├── EnableRefused        a downstream failed validation -> 4xx with a reason, nothing stored
-    ├── TenantUnreadable     a stored tenant record this replica cannot read (a token key is missing):
-    │                        retriable; its changes wait, then park, until the key or record is fixed
-    └── ScimError            status, scim_type, method, path, detail (never a request body)
-        ├── ScimTransient    connect error, timeout, 408, 429, 5xx: retriable, honours Retry-After
-        │   └── CircuitOpen  the tenant's breaker holds traffic: park instead of waiting
-        ├── ScimNotFound     404: re-resolve or re-create
-        ├── ScimConflict     409: look up by externalId / userName and adopt
-        │   └── ScimOwnershipConflict  the account holding the userName belongs to another externalId:
-        │                              never written; dead-lettered for an operator (resolve or link)
-        └── ScimRejected     not retriable; dead-lettered under its typed `reason`:
-                             rejected            other 4xx (401/403: the token is refused -> the tenant
-                                                 is marked unauthorized)
-                             redirect            a 3xx: redirects are never followed
-                             forbidden_address   the egress policy refuses the target address
-                             invalid_url         the tenant's base URL does not parse
-                             invalid_id          the downstream gave an id that is not one path segment
-                             response_too_large  the body is over OUTBOUND_SCIM_HTTP_MAX_RESPONSE_BYTES
+ServiceError (retriable = False)
+├── ConfigError          bad settings -> refuse to start
+├── PoisonRecord         unparseable / unsupported record -> count, dead-letter, advance the offset
+├── Parked               a change set aside until a replay (the reason is in the message)
+├── EnableRefused        a downstream failed validation -> 4xx with a reason, nothing stored
+├── TenantUnreadable     a stored tenant record this replica cannot read (a token key is missing):
+│                        retriable; its changes wait, then park, until the key or record is fixed
+└── ScimError            status, scim_type, method, path, detail (never a request body)
+    ├── ScimTransient    connect error, timeout, 408, 429, 5xx: retriable, honours Retry-After
+    │   └── CircuitOpen  the tenant's breaker holds traffic: park instead of waiting
+    ├── ScimNotFound     404: re-resolve or re-create
+    ├── ScimConflict     409: look up by externalId / userName and adopt
+    │   └── ScimOwnershipConflict  the account holding the userName belongs to another externalId:
+    │                              never written; dead-lettered for an operator (resolve or link)
+    └── ScimRejected     not retriable; dead-lettered under its typed `reason`:
+                         rejected            other 4xx (401/403: the token is refused -> the tenant
+                                             is marked unauthorized)
+                         redirect            a 3xx: redirects are never followed
+                         forbidden_address   the egress policy refuses the target address
+                         invalid_url         the tenant's base URL does not parse
+                         invalid_id          the downstream gave an id that is not one path segment
+                         response_too_large  the body is over OUTBOUND_SCIM_HTTP_MAX_RESPONSE_BYTES
 """
 
 from __future__ import annotations

@@ -42,18 +42,23 @@ class Metrics:
             registry=r,
         )
         self.retries = Counter(
-            "outbound_scim_scim_retries_total", "SCIM requests retried after a transient failure",
-            ["tenant"], registry=r,
+            "outbound_scim_scim_retries_total",
+            "SCIM requests retried after a transient failure",
+            ["tenant"],
+            registry=r,
         )
         self.dead_letters = Counter(
-            "outbound_scim_dead_letters_total", "Records or changes written to the dead-letter topic",
-            ["reason"], registry=r,
+            "outbound_scim_dead_letters_total",
+            "Records or changes written to the dead-letter topic",
+            ["reason"],
+            registry=r,
         )
         self.in_flight = Gauge(
             "outbound_scim_changes_in_flight", "Changes being applied downstream right now", registry=r
         )
         self.buffered = Gauge(
-            "outbound_scim_changes_buffered", "Changes polled and not yet finished (queued + in flight)",
+            "outbound_scim_changes_buffered",
+            "Changes polled and not yet finished (queued + in flight)",
             registry=r,
         )
         self.tenants = Gauge("outbound_scim_tenants", "Tenants with outbound SCIM enabled", registry=r)
@@ -96,31 +101,34 @@ class Metrics:
             registry=r,
         )
         self.backfilled = Counter(
-            "outbound_scim_backfill_users_total", "Keycloak users fed into the pipeline by a backfill",
-            ["tenant"], registry=r,
+            "outbound_scim_backfill_users_total",
+            "Keycloak users fed into the pipeline by a backfill",
+            ["tenant"],
+            registry=r,
         )
         self.drift = Gauge(
             "outbound_scim_drift_users",
             "Users found out of step by the last reconciliation: missing, stale, or extra downstream",
-            ["tenant", "kind"], registry=r,
+            ["tenant", "kind"],
+            registry=r,
         )
         self.conflicts = Counter(
             "outbound_scim_conflicts_total",
             "Creates blocked by an account that is not provably this user's (owned by another externalId, "
             "or none matches): dead-lettered with reason conflict, never written",
-            ["tenant"], registry=r,
+            ["tenant"],
+            registry=r,
         )
         self.lookup_scans = Gauge(
             "outbound_scim_lookup_scan",
             "1 while lookups to the tenant's downstream list its accounts instead of filtering "
             "(filters unsupported, or answers that did not satisfy the filter)",
-            ["tenant"], registry=r,
+            ["tenant"],
+            registry=r,
         )
         self.clamped_times = Counter(
             "outbound_scim_event_time_clamped_total",
             "Events whose time was further ahead of the service's clock than OUTBOUND_SCIM_MAX_CLOCK_SKEW_SECONDS",
             registry=r,
         )
-        self.commits = Counter(
-            "outbound_scim_offset_commits_total", "Offset commits of the apply stage", registry=r
-        )
+        self.commits = Counter("outbound_scim_offset_commits_total", "Offset commits of the apply stage", registry=r)

@@ -90,8 +90,13 @@ def changes_strategy(draw: st.DrawFn, max_changes: int = 8) -> list[UserChange]:
             names = ["givenName", "familyName", "email"] + (["active", "userName"] if kind == "partial" else [])
             chosen = draw(st.lists(st.sampled_from(names), min_size=1, max_size=len(names), unique=True))
             attributes = {a: draw(st.sampled_from(POOLS[a])) for a in chosen}
-        event_type = {"create": "USER_CREATE", "console_save": "USER_UPDATE", "partial": "USER_UPDATE",
-                      "self_service": "UPDATE_PROFILE", "lockout": "USER_DISABLED_BY_PERMANENT_LOCKOUT"}[kind]
+        event_type = {
+            "create": "USER_CREATE",
+            "console_save": "USER_UPDATE",
+            "partial": "USER_UPDATE",
+            "self_service": "UPDATE_PROFILE",
+            "lockout": "USER_DISABLED_BY_PERMANENT_LOCKOUT",
+        }[kind]
         changes.append(UserChange("acme", UID, "upsert", time_ms, event_type, event_id or None, attributes))
     return changes
 

@@ -31,8 +31,13 @@ def admin_event(
         "time": time_ms or now_ms(),
         "realmId": f"id-{realm}",
         "realmName": realm,
-        "authDetails": {"realmId": "master-id", "realmName": "master", "clientId": "admin-cli",
-                        "userId": "admin-user", "ipAddress": "10.0.0.5"},
+        "authDetails": {
+            "realmId": "master-id",
+            "realmName": "master",
+            "clientId": "admin-cli",
+            "userId": "admin-user",
+            "ipAddress": "10.0.0.5",
+        },
         "resourceType": resource_type,
         "operationType": operation,
         "resourcePath": f"users/{user_id}{path_suffix}",
@@ -44,12 +49,27 @@ def admin_event(
     }
 
 
-def create_user(realm: str, user_id: str, username: str, first: str = "Jane", last: str = "Doe",
-                email: str | None = None, enabled: bool = True, **kw: Any) -> dict[str, Any]:
-    rep = {"username": username, "firstName": first, "lastName": last,
-           "email": email or f"{username}@example.com", "emailVerified": False,
-           "attributes": {"department": ["Engineering"]}, "enabled": enabled, "requiredActions": [],
-           "groups": ["/staff"]}
+def create_user(
+    realm: str,
+    user_id: str,
+    username: str,
+    first: str = "Jane",
+    last: str = "Doe",
+    email: str | None = None,
+    enabled: bool = True,
+    **kw: Any,
+) -> dict[str, Any]:
+    rep = {
+        "username": username,
+        "firstName": first,
+        "lastName": last,
+        "email": email or f"{username}@example.com",
+        "emailVerified": False,
+        "attributes": {"department": ["Engineering"]},
+        "enabled": enabled,
+        "requiredActions": [],
+        "groups": ["/staff"],
+    }
     return admin_event(realm, user_id, "CREATE", rep, **kw)
 
 
@@ -63,8 +83,14 @@ def delete_user(realm: str, user_id: str) -> dict[str, Any]:
     return admin_event(realm, user_id, "DELETE", None)
 
 
-def user_event(realm: str, user_id: str, event_type: str, details: dict[str, str] | None = None,
-               error: str | None = None, time_ms: int | None = None) -> dict[str, Any]:
+def user_event(
+    realm: str,
+    user_id: str,
+    event_type: str,
+    details: dict[str, str] | None = None,
+    error: str | None = None,
+    time_ms: int | None = None,
+) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid4()),
         "time": time_ms or now_ms(),

@@ -81,8 +81,9 @@ class FaultProxy:
             return _reset(request)
         if self.accept_token and request.headers.get("Authorization") not in (None, f"Bearer {self.accept_token}"):
             self.injected["401"] += 1
-            return web.json_response({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "401"},
-                                     status=401)
+            return web.json_response(
+                {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "401"}, status=401
+            )
         fault = self._draw() if "ServiceProviderConfig" not in request.path else None
         if fault:
             self.injected[fault] += 1

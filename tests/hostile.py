@@ -70,8 +70,9 @@ class Recorder:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.received.append(Received(request.method, request.path_qs, request.headers.get("Authorization")))
-        return web.json_response({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "planted-1"},
-                                 status=201)
+        return web.json_response(
+            {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "planted-1"}, status=201
+        )
 
 
 @dataclass
@@ -115,8 +116,13 @@ class HostileProxy:
         """The upstream's real answer to the request (body read whole: test downstreams are small)."""
         assert self._http is not None
         headers = {k: v for k, v in request.headers.items() if k in PASS_HEADERS}
-        async with self._http.request(request.method, f"{self.upstream}{request.rel_url}", data=await request.read(),
-                                      headers=headers, allow_redirects=False) as upstream:
+        async with self._http.request(
+            request.method,
+            f"{self.upstream}{request.rel_url}",
+            data=await request.read(),
+            headers=headers,
+            allow_redirects=False,
+        ) as upstream:
             body = await upstream.read()
             kept = {k: v for k, v in upstream.headers.items() if k in RETURN_HEADERS}
             return web.Response(status=upstream.status, body=body, headers=kept)

@@ -35,14 +35,31 @@ def user_life(rng: random.Random, realm: str, user_id: str) -> list[Event]:
     if rng.random() < 0.5:
         life.append(("admin", events.create_user(realm, user_id, login, first, last, email)))
     else:
-        life.append(("user", events.user_event(realm, user_id, "REGISTER", {
-            "username": login, "email": email, "first_name": first, "last_name": last})))
+        life.append(
+            (
+                "user",
+                events.user_event(
+                    realm,
+                    user_id,
+                    "REGISTER",
+                    {"username": login, "email": email, "first_name": first, "last_name": last},
+                ),
+            )
+        )
     for _ in range(rng.randint(2, 7)):
         kind = rng.choice(["console_save", "disable", "enable", "rename", "self_service", "email", "lockout"])
         if kind == "console_save":
             last = rng.choice(["Last", "Last-B", "Last-C"])
-            rep = {"id": user_id, "username": login, "firstName": first, "lastName": last, "email": email,
-                   "enabled": rng.random() < 0.6, "emailVerified": True, "attributes": {}}
+            rep = {
+                "id": user_id,
+                "username": login,
+                "firstName": first,
+                "lastName": last,
+                "email": email,
+                "enabled": rng.random() < 0.6,
+                "emailVerified": True,
+                "attributes": {},
+            }
             life.append(("admin", events.admin_event(realm, user_id, "UPDATE", rep)))
         elif kind in ("disable", "enable"):
             life.append(("admin", events.update_user(realm, user_id, enabled=kind == "enable")))
@@ -51,13 +68,25 @@ def user_life(rng: random.Random, realm: str, user_id: str) -> list[Event]:
             life.append(("admin", events.update_user(realm, user_id, firstName=first)))
         elif kind == "self_service":
             new_last = rng.choice(["Last", "Self-Made", "Changed"])
-            life.append(("user", events.user_event(realm, user_id, "UPDATE_PROFILE", {
-                "previous_last_name": last, "updated_last_name": new_last})))
+            life.append(
+                (
+                    "user",
+                    events.user_event(
+                        realm, user_id, "UPDATE_PROFILE", {"previous_last_name": last, "updated_last_name": new_last}
+                    ),
+                )
+            )
             last = new_last
         elif kind == "email":
             new_email = f"{login}.{rng.randint(1, 9)}@example.com"
-            life.append(("user", events.user_event(realm, user_id, "UPDATE_EMAIL", {
-                "previous_email": email, "updated_email": new_email})))
+            life.append(
+                (
+                    "user",
+                    events.user_event(
+                        realm, user_id, "UPDATE_EMAIL", {"previous_email": email, "updated_email": new_email}
+                    ),
+                )
+            )
             email = new_email
         else:
             life.append(("user", events.user_event(realm, user_id, "USER_DISABLED_BY_PERMANENT_LOCKOUT")))
@@ -83,14 +112,15 @@ def interleave(rng: random.Random, lives: list[list[Event]], start_ms: int, wind
         record["time"] = now
         timeline.append((kind, record))
     for i in range(0, len(timeline), window):
-        chunk = timeline[i:i + window]
+        chunk = timeline[i : i + window]
         rng.shuffle(chunk)
-        timeline[i:i + window] = chunk
+        timeline[i : i + window] = chunk
     return timeline
 
 
-async def publish(publisher: Publisher, settings: Settings, timeline: list[Event], rng: random.Random,
-                  partitions: int = 3) -> None:
+async def publish(
+    publisher: Publisher, settings: Settings, timeline: list[Event], rng: random.Random, partitions: int = 3
+) -> None:
     """Each record on a random partition of its topic, as the plugin's null keys spread them."""
     for kind, record in timeline:
         topic = settings.admin_events_topic if kind == "admin" else settings.events_topic

@@ -93,7 +93,9 @@ async def create_source_topics(settings: Settings, partitions: int = 3, configs:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(t, partitions, 1, topic_configs=configs or {}) for t in settings.source_topics])
+        await admin.create_topics(
+            [NewTopic(t, partitions, 1, topic_configs=configs or {}) for t in settings.source_topics]
+        )
     finally:
         await admin.close()
 
@@ -164,8 +166,14 @@ class ScimServer:
 
 def start_scim_server(*tokens: str, port: int | None = None) -> ScimServer:
     port = port or free_port()
-    command = [str(Path(sys.executable).parent / "scim2-server"), "--hostname", "127.0.0.1",
-               "--port", str(port), "--dynamic-tenants"]
+    command = [
+        str(Path(sys.executable).parent / "scim2-server"),
+        "--hostname",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dynamic-tenants",
+    ]
     for token in tokens:
         command += ["--bearer-token", token]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -234,9 +242,10 @@ class Api:
         self.headers = {"Authorization": f"Bearer {token}"}
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http, http.request(
-            method, self.url + path, json=body, headers=self.headers
-        ) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(method, self.url + path, json=body, headers=self.headers) as r,
+        ):
             text = await r.text()
             try:
                 return r.status, json.loads(text)
@@ -250,8 +259,9 @@ class Api:
             return False
 
     async def enable(self, realm: str, base_url: str, token: str, delete_policy: str = "ignore") -> tuple[int, Any]:
-        return await self.call("PUT", f"/tenants/{realm}",
-                               {"base_url": base_url, "token": token, "delete_policy": delete_policy})
+        return await self.call(
+            "PUT", f"/tenants/{realm}", {"base_url": base_url, "token": token, "delete_policy": delete_policy}
+        )
 
 
 def spawn_service(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:

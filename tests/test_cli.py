@@ -6,32 +6,73 @@ import pytest
 
 from service.cli import CLEARED, _parser, enable_body
 
-CURRENT = {"realm": "acme", "status": "enabled", "circuit": "closed", "base_url": "https://a.example/v2",
-           "delete_policy": "deactivate", "max_concurrency": 4, "rate_limit_per_minute": 180,
-           "realm_id": "id-acme", "reconcile_interval_minutes": 60, "updated_at": "2025-01-01T00:00:00+00:00"}
+CURRENT = {
+    "realm": "acme",
+    "status": "enabled",
+    "circuit": "closed",
+    "base_url": "https://a.example/v2",
+    "delete_policy": "deactivate",
+    "max_concurrency": 4,
+    "rate_limit_per_minute": 180,
+    "realm_id": "id-acme",
+    "reconcile_interval_minutes": 60,
+    "updated_at": "2025-01-01T00:00:00+00:00",
+}
 NEW_TOKEN = "token-2"
 
 
 def given(*argv: str) -> dict[str, object]:
     """The tenant fields parsed from `tenants enable acme <argv>` (None: not passed)."""
     args = _parser().parse_args(["tenants", "enable", "acme", *argv])
-    return {k: getattr(args, k) for k in ("base_url", "delete_policy", "max_concurrency", "rate_limit_per_minute",
-                                         "realm_id", "reconcile_interval_minutes")}
+    return {
+        k: getattr(args, k)
+        for k in (
+            "base_url",
+            "delete_policy",
+            "max_concurrency",
+            "rate_limit_per_minute",
+            "realm_id",
+            "reconcile_interval_minutes",
+        )
+    }
 
 
 def test_a_rotation_with_only_a_token_keeps_every_field() -> None:
     """Nothing passed: the body repeats the current tenant's fields (not its status or timestamps)."""
     assert enable_body(CURRENT, given(), NEW_TOKEN) == {
-        "base_url": "https://a.example/v2", "delete_policy": "deactivate", "max_concurrency": 4,
-        "rate_limit_per_minute": 180, "realm_id": "id-acme", "reconcile_interval_minutes": 60, "token": NEW_TOKEN}
+        "base_url": "https://a.example/v2",
+        "delete_policy": "deactivate",
+        "max_concurrency": 4,
+        "rate_limit_per_minute": 180,
+        "realm_id": "id-acme",
+        "reconcile_interval_minutes": 60,
+        "token": NEW_TOKEN,
+    }
 
 
 def test_options_passed_override_and_none_clears() -> None:
     """Passed options replace the current value; `none` leaves the field out, so the API applies its default."""
-    body = enable_body(CURRENT, given("--delete-policy", "delete", "--max-concurrency", "none",
-                                      "--reconcile-interval-minutes", "0.5", "--realm-id", "NONE"), NEW_TOKEN)
-    assert body == {"base_url": "https://a.example/v2", "delete_policy": "delete", "rate_limit_per_minute": 180,
-                    "reconcile_interval_minutes": 0.5, "token": NEW_TOKEN}
+    body = enable_body(
+        CURRENT,
+        given(
+            "--delete-policy",
+            "delete",
+            "--max-concurrency",
+            "none",
+            "--reconcile-interval-minutes",
+            "0.5",
+            "--realm-id",
+            "NONE",
+        ),
+        NEW_TOKEN,
+    )
+    assert body == {
+        "base_url": "https://a.example/v2",
+        "delete_policy": "delete",
+        "rate_limit_per_minute": 180,
+        "reconcile_interval_minutes": 0.5,
+        "token": NEW_TOKEN,
+    }
 
 
 def test_enabling_sends_only_what_was_passed() -> None:
@@ -40,8 +81,15 @@ def test_enabling_sends_only_what_was_passed() -> None:
     assert body == {"base_url": "https://b.example/v2", "rate_limit_per_minute": 60, "token": NEW_TOKEN}
 
 
-@pytest.mark.parametrize("argv", [["--max-concurrency", "0"], ["--reconcile-interval-minutes", "-1"],
-                                  ["--rate-limit-per-minute", "many"], ["--delete-policy", "none"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--max-concurrency", "0"],
+        ["--reconcile-interval-minutes", "-1"],
+        ["--rate-limit-per-minute", "many"],
+        ["--delete-policy", "none"],
+    ],
+)
 def test_invalid_options_are_refused_before_any_call(argv: list[str]) -> None:
     """argparse refuses them (exit 2) before the API is called."""
     with pytest.raises(SystemExit) as caught:

@@ -33,8 +33,16 @@ def test_readme_lists_every_metric() -> None:
 
 def test_domain_imports_no_io() -> None:
     """service/domain is pure: it imports neither aiokafka, aiohttp, asyncio nor another service package."""
-    forbidden = ("aiokafka", "aiohttp", "asyncio", "service.scim", "service.pipeline", "service.api",
-                 "service.tenants", "service.app")
+    forbidden = (
+        "aiokafka",
+        "aiohttp",
+        "asyncio",
+        "service.scim",
+        "service.pipeline",
+        "service.api",
+        "service.tenants",
+        "service.app",
+    )
     for path in (ROOT / "service" / "domain").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = []

@@ -103,8 +103,9 @@ def build_api(deps: ApiDeps) -> web.Application:
         return web.Response(body=generate_latest(deps.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def list_tenants(_: web.Request) -> web.Response:
-        unreadable = [{"realm": e.realm, "status": "unreadable", "detail": f"{e}: {e.fix}"}
-                      for e in deps.tenants.unreadable()]
+        unreadable = [
+            {"realm": e.realm, "status": "unreadable", "detail": f"{e}: {e.fix}"} for e in deps.tenants.unreadable()
+        ]
         listed = [describe(t) for t in deps.tenants.all()] + unreadable
         return web.json_response({"tenants": sorted(listed, key=lambda t: str(t["realm"]))})
 
@@ -130,8 +131,11 @@ def build_api(deps: ApiDeps) -> web.Application:
             await validate_downstream(deps.scim, parsed.downstream, deps.egress)
         except EnableRefused as exc:
             log.info("tenant.enable.refused", tenant=realm, reason=exc.reason, detail=exc.detail)
-            return _error(400 if exc.reason in ("invalid_url", "insecure_url", "forbidden_address") else 422,
-                          exc.reason, exc.detail)
+            return _error(
+                400 if exc.reason in ("invalid_url", "insecure_url", "forbidden_address") else 422,
+                exc.reason,
+                exc.detail,
+            )
         backfill = body.get("backfill", False)
         if backfill and deps.backfills is None:
             return _error(400, "keycloak_not_configured", "backfill needs OUTBOUND_SCIM_KEYCLOAK_* settings")
@@ -215,12 +219,16 @@ def build_api(deps: ApiDeps) -> web.Application:
             return body
         downstream_id = valid_resource_id(body.get("downstream_id"))
         if downstream_id is None:
-            return _error(400, "invalid_request",
-                          "downstream_id is the account's id: a non-empty string without /, ?, # or control characters")
+            return _error(
+                400,
+                "invalid_request",
+                "downstream_id is the account's id: a non-empty string without /, ?, # or control characters",
+            )
         await deps.link(realm, user_id, downstream_id)
         log.info("user.link.queued", tenant=realm, user_id=user_id, downstream_id=downstream_id)
-        return web.json_response({"realm": realm, "user_id": user_id, "downstream_id": downstream_id,
-                                  "queued": True}, status=202)
+        return web.json_response(
+            {"realm": realm, "user_id": user_id, "downstream_id": downstream_id, "queued": True}, status=202
+        )
 
     async def list_dead_letters(request: web.Request) -> web.Response:
         records = await deps.dead_letters.list(request.query.get("tenant"))

@@ -91,9 +91,9 @@ def _user_in_path(path: str, resource_id: str | None) -> tuple[str | None, str |
     keeps ids containing a slash whole; older versions only have the path."""
     if not path.startswith("users/"):
         return None, None
-    rest = path[len("users/"):]
+    rest = path[len("users/") :]
     if resource_id and (rest == resource_id or rest.startswith(resource_id + "/")):
-        return resource_id, rest[len(resource_id) + 1:] or None
+        return resource_id, rest[len(resource_id) + 1 :] or None
     user_id, _, subresource = rest.partition("/")
     return (user_id or None), (subresource or None) if user_id else None
 

@@ -112,7 +112,6 @@ def verify_lookup(doc: object, attribute: str, value: str) -> Lookup:
     return Lookup(usable[0] if len(found) == 1 and usable else None, honoured)
 
 
-
 def filter_supported(config: object) -> bool | None:
     """What a ServiceProviderConfig says of `filter.supported` (None: it does not say)."""
     section = config.get("filter") if isinstance(config, dict) else None

@@ -106,8 +106,9 @@ def merge(state: UserState, change: UserChange) -> UserState:
     # `written` stays: the downstream holds what it held until the executor writes the new values.
     versions = {**state.versions, **dict.fromkeys(newer, version)}
     # Built directly rather than with dataclasses.replace: this runs for every change (bench profile).
-    return UserState(state.downstream_id, {**state.values, **newer}, versions, state.deleted_ms, state.written,
-                     state.parked)
+    return UserState(
+        state.downstream_id, {**state.values, **newer}, versions, state.deleted_ms, state.written, state.parked
+    )
 
 
 def _canonical(value: Any) -> str:

@@ -199,9 +199,7 @@ class KeycloakAdminClient:
 
     # -- transport --------------------------------------------------------------------------------------
 
-    async def _send(
-        self, method: str, parts: tuple[str, ...], *, params: dict[str, str] | None = None
-    ) -> Any:
+    async def _send(self, method: str, parts: tuple[str, ...], *, params: dict[str, str] | None = None) -> Any:
         """One call, retrying what is transient with backoff; raise the final error."""
         path = "/".join(parts)
         for attempt in range(1, self._retry.attempts + 1):
@@ -211,14 +209,19 @@ class KeycloakAdminClient:
                 if attempt == self._retry.attempts:
                     raise
                 delay = self._retry.delay(attempt, exc.retry_after)
-                log.info("keycloak.request.retry", method=method, path=path, status=exc.status,
-                         detail=exc.detail, attempt=attempt, delay=round(delay, 3))
+                log.info(
+                    "keycloak.request.retry",
+                    method=method,
+                    path=path,
+                    status=exc.status,
+                    detail=exc.detail,
+                    attempt=attempt,
+                    delay=round(delay, 3),
+                )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _send_once(
-        self, method: str, parts: tuple[str, ...], path: str, params: dict[str, str] | None
-    ) -> Any:
+    async def _send_once(self, method: str, parts: tuple[str, ...], path: str, params: dict[str, str] | None) -> Any:
         url = self._url(parts)
         token = await self._access_token()
         status, doc, retry_after = await self._request(method, url, path, token, params)

@@ -48,25 +48,31 @@ def events_config_warnings(config: Mapping[str, Any], listeners: Collection[str]
     listed = config.get("eventsListeners")
     listed = set(listed) if isinstance(listed, list) else set()
     if not listed & set(listeners):
-        warnings.append(RealmWarning(
-            WarningCode.LISTENER_MISSING,
-            f"none of the event listeners {', '.join(sorted(listeners))} is enabled in this realm, so none of "
-            "its events reach the service: add yours under Realm settings -> Events -> Event listeners "
-            "(or set OUTBOUND_SCIM_KEYCLOAK_EVENT_LISTENERS to the id of the listener you use)",
-        ))
+        warnings.append(
+            RealmWarning(
+                WarningCode.LISTENER_MISSING,
+                f"none of the event listeners {', '.join(sorted(listeners))} is enabled in this realm, so none of "
+                "its events reach the service: add yours under Realm settings -> Events -> Event listeners "
+                "(or set OUTBOUND_SCIM_KEYCLOAK_EVENT_LISTENERS to the id of the listener you use)",
+            )
+        )
     if config.get("adminEventsDetailsEnabled") is not True:
-        warnings.append(RealmWarning(
-            WarningCode.REPRESENTATION_OFF,
-            "'Include representation' is off: a listener that honours it sends admin events without the "
-            "user (SnuK87's listener sends it anyway); with Keycloak access configured the service re-reads "
-            "those users, without it they are counted as no_representation and not applied. Turn on "
-            "Realm settings -> Events -> Admin events settings -> Include representation",
-        ))
+        warnings.append(
+            RealmWarning(
+                WarningCode.REPRESENTATION_OFF,
+                "'Include representation' is off: a listener that honours it sends admin events without the "
+                "user (SnuK87's listener sends it anyway); with Keycloak access configured the service re-reads "
+                "those users, without it they are counted as no_representation and not applied. Turn on "
+                "Realm settings -> Events -> Admin events settings -> Include representation",
+            )
+        )
     return warnings
 
 
 async def check_realm(
-    keycloak: KeycloakAdminClient, realm: str, listeners: Collection[str],
+    keycloak: KeycloakAdminClient,
+    realm: str,
+    listeners: Collection[str],
     timeout_seconds: float = CHECK_TIMEOUT_SECONDS,
 ) -> list[RealmWarning]:
     """Read the realm's event settings and warn about them; a settings read that fails is a warning too
@@ -78,10 +84,18 @@ async def check_realm(
         return [_unreadable(f"Keycloak did not answer within {timeout_seconds:g} s; enable again to re-check")]
     except KeycloakUnauthorized as exc:
         if exc.status == 403:
-            return [_unreadable("Keycloak refused to show the realm's event settings (403): grant the service "
-                                "account the realm-management role view-events to let enable check them")]
-        return [_unreadable(f"Keycloak refused the service's credentials ({exc.status}): check the "
-                            "OUTBOUND_SCIM_KEYCLOAK_* settings")]
+            return [
+                _unreadable(
+                    "Keycloak refused to show the realm's event settings (403): grant the service "
+                    "account the realm-management role view-events to let enable check them"
+                )
+            ]
+        return [
+            _unreadable(
+                f"Keycloak refused the service's credentials ({exc.status}): check the "
+                "OUTBOUND_SCIM_KEYCLOAK_* settings"
+            )
+        ]
     except KeycloakNotFound:
         return [_unreadable("Keycloak has no such realm (404): check the realm name and OUTBOUND_SCIM_KEYCLOAK_URL")]
     except KeycloakError as exc:

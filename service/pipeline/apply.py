@@ -253,8 +253,7 @@ class ApplyStage(ConsumerRebalanceListener):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not stop the consumer; the change is dead-lettered
-            log.exception("change.failed.unexpectedly", partition=work.record.partition,
-                          offset=work.record.offset)
+            log.exception("change.failed.unexpectedly", partition=work.record.partition, offset=work.record.offset)
             await self._dead_letter(work, "internal_error", exc)
         finally:
             self._metrics.in_flight.dec()
@@ -275,12 +274,24 @@ class ApplyStage(ConsumerRebalanceListener):
             return
         if tenant is None:
             self._metrics.changes.labels("unknown", "skipped_no_tenant").inc()
-            log.info("change.skipped", reason="no_enabled_tenant", realm=change.realm, user_id=change.user_id,
-                     event_id=change.event_id, partition=record.partition, offset=record.offset)
+            log.info(
+                "change.skipped",
+                reason="no_enabled_tenant",
+                realm=change.realm,
+                user_id=change.user_id,
+                event_id=change.event_id,
+                partition=record.partition,
+                offset=record.offset,
+            )
             return
         change = replace(change, realm=tenant.realm)  # a realm id (playa plugin) becomes the realm's name
-        bound = log.bind(tenant=change.realm, user_id=change.user_id, event_id=change.event_id,
-                         partition=record.partition, offset=record.offset)
+        bound = log.bind(
+            tenant=change.realm,
+            user_id=change.user_id,
+            event_id=change.event_id,
+            partition=record.partition,
+            offset=record.offset,
+        )
         state = self._states.get(change.key)
         if state.parked and not is_replay(record):
             await self._park(work, change, "behind_parked", Parked(f"an earlier change is parked ({state.parked})"))
@@ -342,10 +353,19 @@ class ApplyStage(ConsumerRebalanceListener):
             except ScimOwnershipConflict as exc:  # never written: an operator resolves or links
                 self._metrics.changes.labels(change.realm, "conflict").inc()
                 self._metrics.conflicts.labels(change.realm).inc()
-                bound.error("change.conflict", downstream_id=exc.downstream_id, owner=exc.owner,
-                            hint="resolve downstream then replay, or link the user to the account")
-                await self._dead_letter(work, "conflict", exc, tenant=change.realm,
-                                        headers={DOWNSTREAM_ID: exc.downstream_id, OWNER: exc.owner})
+                bound.error(
+                    "change.conflict",
+                    downstream_id=exc.downstream_id,
+                    owner=exc.owner,
+                    hint="resolve downstream then replay, or link the user to the account",
+                )
+                await self._dead_letter(
+                    work,
+                    "conflict",
+                    exc,
+                    tenant=change.realm,
+                    headers={DOWNSTREAM_ID: exc.downstream_id, OWNER: exc.owner},
+                )
                 return
             except ScimNotFound as exc:  # only an operator's link reaches here: the account is not there
                 self._metrics.changes.labels(change.realm, "failed").inc()
@@ -364,9 +384,16 @@ class ApplyStage(ConsumerRebalanceListener):
         if new_state != state:
             await self._states.save(change.key, record.partition, new_state)
         self._metrics.changes.labels(change.realm, outcome.result).inc()
-        bound.info("change.applied", result=outcome.result, reason=outcome.reason or None, type=change.event_type,
-                   attributes=sorted(change.attributes), event_time=change.time_ms,
-                   downstream_id=outcome.state.downstream_id, replay=is_replay(record))
+        bound.info(
+            "change.applied",
+            result=outcome.result,
+            reason=outcome.reason or None,
+            type=change.event_type,
+            attributes=sorted(change.attributes),
+            event_time=change.time_ms,
+            downstream_id=outcome.state.downstream_id,
+            replay=is_replay(record),
+        )
 
     async def _effective(self, change: UserChange) -> UserChange | None:
         """The change to apply: the user as Keycloak stores it (authoritative mode, or an event without
@@ -382,9 +409,12 @@ class ApplyStage(ConsumerRebalanceListener):
         self._metrics.changes.labels(change.realm, "no_representation").inc()
         if change.realm not in self._warned_no_representation:
             self._warned_no_representation.add(change.realm)
-            bound.warning("change.no_representation", type=change.event_type,
-                          hint="turn on the realm's Admin events > Include representation, "
-                               "or configure Keycloak access (OUTBOUND_SCIM_KEYCLOAK_*) so users are re-read")
+            bound.warning(
+                "change.no_representation",
+                type=change.event_type,
+                hint="turn on the realm's Admin events > Include representation, "
+                "or configure Keycloak access (OUTBOUND_SCIM_KEYCLOAK_*) so users are re-read",
+            )
         await self._tenants.note(change.realm, "no_representation")
 
     async def _readable_tenant(self, change: UserChange, deadline: float) -> Tenant | None:
@@ -400,8 +430,15 @@ class ApplyStage(ConsumerRebalanceListener):
                 if time.monotonic() + delay > deadline:
                     raise
                 if attempt == 1:
-                    log.warning("change.waiting", reason=exc.label, tenant=exc.realm, user_id=change.user_id,
-                                event_id=change.event_id, error=str(exc), fix=exc.fix)
+                    log.warning(
+                        "change.waiting",
+                        reason=exc.label,
+                        tenant=exc.realm,
+                        user_id=change.user_id,
+                        event_id=change.event_id,
+                        error=str(exc),
+                        fix=exc.fix,
+                    )
                 await asyncio.sleep(delay)
 
     async def _park(self, work: Work, change: UserChange, reason: str, exc: BaseException) -> None:
@@ -416,12 +453,25 @@ class ApplyStage(ConsumerRebalanceListener):
             await self._states.save(change.key, work.record.partition, replace(state, parked=reason))
         self._metrics.parked.labels(change.realm, reason).inc()
         self._metrics.changes.labels(change.realm, "parked").inc()
-        log.warning("change.parked", reason=reason, error=str(exc)[:300], tenant=change.realm,
-                    user_id=change.user_id, event_id=change.event_id,
-                    partition=work.record.partition, offset=work.record.offset)
+        log.warning(
+            "change.parked",
+            reason=reason,
+            error=str(exc)[:300],
+            tenant=change.realm,
+            user_id=change.user_id,
+            event_id=change.event_id,
+            partition=work.record.partition,
+            offset=work.record.offset,
+        )
 
-    async def _dead_letter(self, work: Work, reason: str, exc: BaseException, tenant: str | None = None,
-                           headers: dict[str, str] | None = None) -> None:
+    async def _dead_letter(
+        self,
+        work: Work,
+        reason: str,
+        exc: BaseException,
+        tenant: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         letter = dead_letter(work.record, reason, exc, tenant=tenant, headers=headers)
         await self._producer.send_and_wait(
             self._settings.dead_letter_topic, key=letter.key, value=letter.value, headers=letter.headers

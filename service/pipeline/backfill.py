@@ -58,7 +58,11 @@ class Backfills:
     """One backfill per realm at a time, run in the background; progress kept for the API."""
 
     def __init__(
-        self, keycloak: KeycloakAdminClient, producer: AIOKafkaProducer, topic: str, metrics: Metrics,
+        self,
+        keycloak: KeycloakAdminClient,
+        producer: AIOKafkaProducer,
+        topic: str,
+        metrics: Metrics,
         page_size: int = PAGE_SIZE,
     ) -> None:
         self._keycloak = keycloak

@@ -62,8 +62,11 @@ class HeldRecord:
                 "offset": self.headers.get("__connect.errors.offset"),
             },
             "replayable": self.replayable,
-            **({"downstream_id": self.headers[DOWNSTREAM_ID], "owner": self.headers.get(OWNER)}
-               if DOWNSTREAM_ID in self.headers else {}),
+            **(
+                {"downstream_id": self.headers[DOWNSTREAM_ID], "owner": self.headers.get(OWNER)}
+                if DOWNSTREAM_ID in self.headers
+                else {}
+            ),
             **summary,
         }
 
@@ -133,8 +136,14 @@ class HeldTopic:
                 batches = await consumer.getmany(*remaining, timeout_ms=1000)
                 for tp, batch in batches.items():
                     records += [
-                        HeldRecord(r.partition, r.offset, r.timestamp, r.key, r.value,
-                                   {k: v.decode(errors="replace") for k, v in r.headers})
+                        HeldRecord(
+                            r.partition,
+                            r.offset,
+                            r.timestamp,
+                            r.key,
+                            r.value,
+                            {k: v.decode(errors="replace") for k, v in r.headers},
+                        )
                         for r in batch
                         if r.offset < end[tp.partition]
                     ]

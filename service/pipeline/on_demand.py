@@ -41,8 +41,13 @@ async def provision_now(
     try:
         outcome = await execute(plan, change, tenant.downstream, traced)  # type: ignore[arg-type]
     except ScimError as exc:
-        return {"realm": tenant.realm, "user_id": user_id, "result": "failed", "error": str(exc),
-                "steps": steps + traced.steps}
+        return {
+            "realm": tenant.realm,
+            "user_id": user_id,
+            "result": "failed",
+            "error": str(exc),
+            "steps": steps + traced.steps,
+        }
     return {
         "realm": tenant.realm,
         "user_id": user_id,

@@ -31,7 +31,12 @@ PAGE_SIZE = 500
 
 class Reconciler:
     def __init__(
-        self, keycloak: KeycloakAdminClient, scim: ScimClient, producer: AIOKafkaProducer, topic: str, metrics: Metrics,
+        self,
+        keycloak: KeycloakAdminClient,
+        scim: ScimClient,
+        producer: AIOKafkaProducer,
+        topic: str,
+        metrics: Metrics,
         page_size: int = PAGE_SIZE,
     ) -> None:
         self._keycloak = keycloak
@@ -55,8 +60,9 @@ class Reconciler:
         drift = compare(wanted, downstream)
         if not dry_run:
             for user_id in drift.to_fix:
-                change = UserChange(realm, user_id, "upsert", read_ms[user_id], "RECONCILE",
-                                    attributes=wanted[user_id], force=True)
+                change = UserChange(
+                    realm, user_id, "upsert", read_ms[user_id], "RECONCILE", attributes=wanted[user_id], force=True
+                )
                 await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
             await self._producer.flush()
         for kind, count in (("missing", len(drift.missing)), ("stale", len(drift.stale)), ("extra", len(drift.extra))):
@@ -67,12 +73,21 @@ class Reconciler:
             "keycloak_users": len(wanted),
             "downstream_users": len(downstream),
             "missing": {"count": len(drift.missing), "ids": drift.missing[:LISTED]},
-            "stale": {"count": len(drift.stale),
-                      "users": [{"id": k, "attributes": v} for k, v in list(drift.stale.items())[:LISTED]]},
+            "stale": {
+                "count": len(drift.stale),
+                "users": [{"id": k, "attributes": v} for k, v in list(drift.stale.items())[:LISTED]],
+            },
             "extra": {"count": len(drift.extra), "users": drift.extra[:LISTED]},
             "fixes_queued": 0 if dry_run else len(drift.to_fix),
             "seconds": round(time.monotonic() - started, 2),
         }
-        log.info("reconcile.finished", tenant=realm, dry_run=dry_run, missing=len(drift.missing),
-                 stale=len(drift.stale), extra=len(drift.extra), seconds=report["seconds"])
+        log.info(
+            "reconcile.finished",
+            tenant=realm,
+            dry_run=dry_run,
+            missing=len(drift.missing),
+            stale=len(drift.stale),
+            extra=len(drift.extra),
+            seconds=report["seconds"],
+        )
         return report

@@ -33,9 +33,21 @@ log = structlog.get_logger(__name__)
 # Event types that get their own metric label; anything else is "other" (labels stay bounded).
 KNOWN_TYPES = frozenset(
     {
-        "REGISTER", "UPDATE_PROFILE", "UPDATE_EMAIL", "USER_DISABLED_BY_PERMANENT_LOCKOUT", "DELETE_ACCOUNT",
-        "LOGIN", "LOGOUT", "CODE_TO_TOKEN", "USER_CREATE", "USER_UPDATE", "USER_DELETE", "USER_ACTION",
-        "GROUP_MEMBERSHIP_CREATE", "GROUP_MEMBERSHIP_DELETE", "REALM_ROLE_MAPPING_CREATE",
+        "REGISTER",
+        "UPDATE_PROFILE",
+        "UPDATE_EMAIL",
+        "USER_DISABLED_BY_PERMANENT_LOCKOUT",
+        "DELETE_ACCOUNT",
+        "LOGIN",
+        "LOGOUT",
+        "CODE_TO_TOKEN",
+        "USER_CREATE",
+        "USER_UPDATE",
+        "USER_DELETE",
+        "USER_ACTION",
+        "GROUP_MEMBERSHIP_CREATE",
+        "GROUP_MEMBERSHIP_DELETE",
+        "REALM_ROLE_MAPPING_CREATE",
     }
 )
 
@@ -143,15 +155,34 @@ class RekeyStage(ConsumerRebalanceListener):
         label = event.type if event.type in KNOWN_TYPES else "other"
         if isinstance(result, Skip):
             self._metrics.events.labels(label, result.reason).inc()
-            log.debug("event.skipped", reason=result.reason, realm=event.realm, event_id=event.event_id,
-                      type=event.type, **ctx)
+            log.debug(
+                "event.skipped",
+                reason=result.reason,
+                realm=event.realm,
+                event_id=event.event_id,
+                type=event.type,
+                **ctx,
+            )
             return
         result, clamped = clamp_future(result, int(time.time() * 1000), self._max_ahead_ms)
         if clamped:
             self._metrics.clamped_times.inc()
-            log.warning("event.time.clamped", realm=event.realm, event_id=event.event_id, event_time=event.time_ms,
-                        clamped_to=result.time_ms, hint="a Keycloak node's clock is ahead; check its NTP", **ctx)
+            log.warning(
+                "event.time.clamped",
+                realm=event.realm,
+                event_id=event.event_id,
+                event_time=event.time_ms,
+                clamped_to=result.time_ms,
+                hint="a Keycloak node's clock is ahead; check its NTP",
+                **ctx,
+            )
         await self._producer.send(self._settings.changes_topic, key=result.key.encode(), value=result.to_json())
         self._metrics.events.labels(label, "forwarded").inc()
-        log.debug("event.forwarded", realm=result.realm, user_id=result.user_id, event_id=result.event_id,
-                  type=event.type, **ctx)
+        log.debug(
+            "event.forwarded",
+            realm=result.realm,
+            user_id=result.user_id,
+            event_id=result.event_id,
+            type=event.type,
+            **ctx,
+        )

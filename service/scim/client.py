@@ -86,9 +86,7 @@ def error_for_status(
     scim_type = body.get("scimType") if isinstance(body, dict) else None
     detail = str(body.get("detail", ""))[:200] if isinstance(body, dict) else ""
     if status == 429 or status >= 500 or status == 408:
-        return ScimTransient(
-            status, method, path, scim_type, detail, retry_after=parse_retry_after(retry_after)
-        )
+        return ScimTransient(status, method, path, scim_type, detail, retry_after=parse_retry_after(retry_after))
     if status == 404:
         return ScimNotFound(status, method, path, scim_type, detail)
     if status == 409:
@@ -109,8 +107,7 @@ def checked_id(value: object, method: str, path: str) -> str:
     """A downstream id we may put into a path, else ScimRejected(reason="invalid_id")."""
     resource_id = scim.valid_resource_id(value)
     if resource_id is None:
-        raise ScimRejected(None, method, path, detail="the downstream id is not one path segment",
-                           reason="invalid_id")
+        raise ScimRejected(None, method, path, detail="the downstream id is not one path segment", reason="invalid_id")
     return resource_id
 
 
@@ -148,8 +145,9 @@ class ScimClient:
         if gate is None or ds.generation > gate.generation or ds.base_url != gate.base_url:
             t = self._breaker_template
             breaker = CircuitBreaker(t.threshold, t.open_seconds, t.max_open_seconds)
-            gate = self._gates[ds.tenant] = TenantGate(breaker, asyncio.Semaphore(size), size,
-                                                       generation=ds.generation, base_url=ds.base_url)
+            gate = self._gates[ds.tenant] = TenantGate(
+                breaker, asyncio.Semaphore(size), size, generation=ds.generation, base_url=ds.base_url
+            )
             self._set_breaker(ds.tenant, gate, breaker.state)
         elif gate.size != size:
             gate.slots, gate.size = asyncio.Semaphore(size), size
@@ -213,8 +211,12 @@ class ScimClient:
                 return answer.match
             gate.lookups = "scan"
             self._metrics.lookup_scans.labels(ds.tenant).set(1)
-            log.warning("scim.filter.not_honoured", tenant=ds.tenant, attribute=attribute,
-                        hint="lookups list every account from now on")
+            log.warning(
+                "scim.filter.not_honoured",
+                tenant=ds.tenant,
+                attribute=attribute,
+                hint="lookups list every account from now on",
+            )
         return await self._scan(ds, attribute, value)
 
     async def _scan(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None:
@@ -269,8 +271,15 @@ class ScimClient:
                     raise
                 delay = self._retry.delay(attempt, exc.retry_after)
                 self._metrics.retries.labels(ds.tenant).inc()
-                log.info("scim.request.retry", tenant=ds.tenant, method=method, path=path,
-                         status=exc.status, attempt=attempt, delay=round(delay, 3))
+                log.info(
+                    "scim.request.retry",
+                    tenant=ds.tenant,
+                    method=method,
+                    path=path,
+                    status=exc.status,
+                    attempt=attempt,
+                    delay=round(delay, 3),
+                )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -345,14 +354,23 @@ class ScimClient:
         try:
             self._egress.check_host(url.raw_host or "")
             async with self._session.request(
-                method, url, json=body, params=params, headers=headers, timeout=self._timeout,
+                method,
+                url,
+                json=body,
+                params=params,
+                headers=headers,
+                timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
                 status_class = f"{response.status // 100}xx"
                 redirect = 300 <= response.status < 400
                 doc = None if redirect else await self._read_json(response, method, path)
                 error = error_for_status(
-                    response.status, method, path, doc, response.headers.get("Retry-After"),
+                    response.status,
+                    method,
+                    path,
+                    doc,
+                    response.headers.get("Retry-After"),
                     response.headers.get("Location"),
                 )
                 if error is not None:
@@ -370,7 +388,6 @@ class ScimClient:
             self._metrics.scim_requests.labels(ds.tenant, method, status_class).inc()
             self._metrics.scim_latency.labels(method).observe(time.perf_counter() - started)
 
-
     async def _read_json(self, response: aiohttp.ClientResponse, method: str, path: str) -> Any:
         """The body as JSON (None if empty or not JSON), read in a stream that stops past the cap."""
         if response.status == 204:
@@ -383,8 +400,13 @@ class ScimClient:
         if raw is None and response.status >= 400:
             return None  # the status says what to do; the body would only add a detail
         if raw is None:
-            raise ScimRejected(response.status, method, path, reason="response_too_large",
-                               detail=f"body over {self._max_response_bytes} bytes")
+            raise ScimRejected(
+                response.status,
+                method,
+                path,
+                reason="response_too_large",
+                detail=f"body over {self._max_response_bytes} bytes",
+            )
         if not raw:
             return None
         try:

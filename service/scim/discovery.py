@@ -42,8 +42,9 @@ def _refusal(exc: ScimError, what: str) -> EnableRefused:
     if isinstance(exc, ScimRejected) and exc.reason in ("forbidden_address", "invalid_url"):
         return EnableRefused(exc.reason, exc.detail)
     if isinstance(exc, ScimRejected) and exc.reason == "redirect":
-        return EnableRefused("redirect", f"GET {what} answered {exc.status}, {exc.detail}: "
-                                         "give the final SCIM base URL")
+        return EnableRefused(
+            "redirect", f"GET {what} answered {exc.status}, {exc.detail}: give the final SCIM base URL"
+        )
     if isinstance(exc, ScimRejected) and exc.reason != "rejected":  # e.g. response_too_large
         return EnableRefused("downstream_error", f"GET {what} answered {exc.status}: {exc.reason}")
     return EnableRefused("downstream_error", f"GET {what} answered {exc.status}")

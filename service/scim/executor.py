@@ -134,8 +134,9 @@ async def _resolve(state: UserState, change: UserChange, ds: Downstream, port: S
     return found["id"] if found else None
 
 
-async def _patch(port: ScimPort, ds: Downstream, downstream_id: str, changed: dict[str, Any],
-                 values: dict[str, Any]) -> None:
+async def _patch(
+    port: ScimPort, ds: Downstream, downstream_id: str, changed: dict[str, Any], values: dict[str, Any]
+) -> None:
     operations = scim.patch_operations(changed, values)
     if operations:
         await port.patch_user(ds, downstream_id, operations)

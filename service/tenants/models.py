@@ -40,8 +40,9 @@ class Tenant:
 
     @property
     def downstream(self) -> Downstream:
-        return Downstream(self.realm, self.base_url, self.token, self.max_concurrency, self.rate_limit_per_minute,
-                          self.generation)
+        return Downstream(
+            self.realm, self.base_url, self.token, self.max_concurrency, self.rate_limit_per_minute, self.generation
+        )
 
     def public(self) -> dict[str, Any]:
         """What the API and CLI may show: never the token."""
@@ -55,8 +56,10 @@ class Tenant:
             "realm_id": self.realm_id,
             "reconcile_interval_minutes": self.reconcile_interval_minutes,
             "updated_at": self.updated_at,
-            "notices": [{"code": code, "since": since, "detail": NOTICES.get(code, "")}
-                        for code, since in sorted(self.notices.items())],
+            "notices": [
+                {"code": code, "since": since, "detail": NOTICES.get(code, "")}
+                for code, since in sorted(self.notices.items())
+            ],
         }
 
 

@@ -53,8 +53,9 @@ async def reencrypt_tenants(settings: Settings) -> Reencryption:
     topic = settings.tenants_topic
     tps = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
     # earliest: with the default (latest) the initial position reset can win over seek_to_beginning
-    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_options(), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     producer = AIOKafkaProducer(**settings.kafka_client_options(), acks="all", enable_idempotence=True)
     await consumer.start()
     await producer.start()

@@ -17,8 +17,26 @@ from prometheus_client.metrics import MetricWrapperBase
 from service.metrics import Metrics
 
 # Keywords and binary operators spelled as words.
-KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
-                      "group_left", "group_right", "inf", "nan", "atan2", "start", "end"})
+KEYWORDS = frozenset(
+    {
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "inf",
+        "nan",
+        "atan2",
+        "start",
+        "end",
+    }
+)
 GROUPING = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
 
 TOKEN = re.compile(
@@ -57,7 +75,7 @@ def tokens(expr: str) -> list[tuple[str, str]]:
     while pos < len(expr):
         match = TOKEN.match(expr, pos)
         if not match:
-            raise ValueError(f"cannot read PromQL at {pos}: {expr[pos:pos + 30]!r} in {expr!r}")
+            raise ValueError(f"cannot read PromQL at {pos}: {expr[pos : pos + 30]!r} in {expr!r}")
         kind = match.lastgroup or ""
         if kind != "space":
             out.append((kind, match.group()))
@@ -114,7 +132,7 @@ def selectors(expr: str) -> list[Selector]:
                 if toks[i][1] == ",":
                     i += 1
                     continue
-                (k1, label), (k2, op), (k3, value) = toks[i:i + 3]
+                (k1, label), (k2, op), (k3, value) = toks[i : i + 3]
                 if k1 != "ident" or k2 != "op" or k3 != "string":
                     raise ValueError(f"cannot read the matchers of {text} in {expr!r}")
                 matchers.append((label, op, _unquote(value)))
@@ -143,10 +161,17 @@ def exported_families() -> dict[str, set[str]]:
     prometheus_client names a counter family without `_total` and an Info family without `_info`; the
     exposition adds them, and a histogram is scraped as `_bucket`, `_sum` and `_count`.
     """
-    suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"],
-                "info": ["_info"], "gauge": [""], "summary": ["", "_sum", "_count", "_created"]}
-    return {family.name: {family.name + suffix for suffix in suffixes.get(family.type, [""])}
-            for family in Metrics(CollectorRegistry()).registry.collect()}
+    suffixes = {
+        "counter": ["_total", "_created"],
+        "histogram": ["_bucket", "_sum", "_count", "_created"],
+        "info": ["_info"],
+        "gauge": [""],
+        "summary": ["", "_sum", "_count", "_created"],
+    }
+    return {
+        family.name: {family.name + suffix for suffix in suffixes.get(family.type, [""])}
+        for family in Metrics(CollectorRegistry()).registry.collect()
+    }
 
 
 def exported_series() -> set[str]:

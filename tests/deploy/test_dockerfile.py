@@ -142,8 +142,11 @@ def dockerfile() -> Dockerfile:
 
 
 def dockerignore_patterns() -> list[str]:
-    return [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
-            if line.strip() and not line.strip().startswith("#")]
+    return [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
 
 
 def in_build_context(path: str) -> bool:
@@ -154,8 +157,9 @@ def in_build_context(path: str) -> bool:
         pattern = pattern.lstrip("!").rstrip("/")
         parts = Path(path).parts
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        if any(fnmatch.fnmatchcase(p, pattern) or fnmatch.fnmatchcase(p, pattern.removeprefix("**/"))
-               for p in prefixes):
+        if any(
+            fnmatch.fnmatchcase(p, pattern) or fnmatch.fnmatchcase(p, pattern.removeprefix("**/")) for p in prefixes
+        ):
             included = negate
     return included
 
@@ -236,8 +240,11 @@ def test_exposes_the_api_port(dockerfile: Dockerfile) -> None:
 
 def test_oci_labels(dockerfile: Dockerfile) -> None:
     labels = dockerfile.final.labels()
-    oci = {key.removeprefix("org.opencontainers.image."): value for key, value in labels.items()
-           if key.startswith("org.opencontainers.image.")}
+    oci = {
+        key.removeprefix("org.opencontainers.image."): value
+        for key, value in labels.items()
+        if key.startswith("org.opencontainers.image.")
+    }
     assert set(oci) >= OCI_LABELS
     assert oci["title"] == PYPROJECT["project"]["name"]
     assert oci["licenses"] == PYPROJECT["project"]["license"]["text"]
@@ -302,8 +309,9 @@ def test_healthcheck_probes_healthz(dockerfile: Dockerfile, health_server: Healt
 def test_build_context_holds_what_the_build_copies(dockerfile: Dockerfile) -> None:
     patterns = dockerignore_patterns()
     assert patterns[0] == "*", ".dockerignore is an allow-list"
-    copied = {source.rstrip("/") for stage in dockerfile.stages for sources, _ in context_copies(stage)
-              for source in sources}
+    copied = {
+        source.rstrip("/") for stage in dockerfile.stages for sources, _ in context_copies(stage) for source in sources
+    }
     # setuptools reads the readme named in pyproject.toml: the build needs it in the context
     assert {"pyproject.toml", PYPROJECT["project"]["readme"], "service"} <= copied
     for source in copied:
@@ -323,8 +331,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 def _run(argv: list[str], cwd: Path, timeout: int = 600, **extra: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, cwd=cwd, env=_clean_env(**extra), capture_output=True, text=True,
-                            check=False, timeout=timeout)
+    result = subprocess.run(
+        argv, cwd=cwd, env=_clean_env(**extra), capture_output=True, text=True, check=False, timeout=timeout
+    )
     assert result.returncode == 0, f"{shlex.join(argv)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
@@ -363,8 +372,20 @@ def test_wheel_builds_and_runs_from_a_clean_environment(dockerfile: Dockerfile, 
     # stage 2: offline install from the wheelhouse into a clean environment (every dependency must be there)
     runtime = tmp_path / "runtime"
     _run([sys.executable, "-m", "venv", str(runtime)], tmp_path)
-    _run([str(runtime / "bin" / "python"), "-m", "pip", "install", "--no-index", "--find-links", str(wheels),
-          "--compile", PYPROJECT["project"]["name"]], tmp_path)
+    _run(
+        [
+            str(runtime / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "--compile",
+            PYPROJECT["project"]["name"],
+        ],
+        tmp_path,
+    )
 
     # run from outside the repository, so only the installed package can be imported
     installed = _tree(runtime)
@@ -376,8 +397,10 @@ def test_wheel_builds_and_runs_from_a_clean_environment(dockerfile: Dockerfile, 
         assert command in help_text
     key = _run([str(runtime / "bin" / CONSOLE_COMMAND), "gen-key"], workdir).stdout.strip()
     Fernet(key.encode())
-    imported = _run([str(runtime / "bin" / "python"), "-c",
-                     "import service, service.app, service.cli; print(service.__file__)"], workdir).stdout
+    imported = _run(
+        [str(runtime / "bin" / "python"), "-c", "import service, service.app, service.cli; print(service.__file__)"],
+        workdir,
+    ).stdout
     assert imported.strip().startswith(str(runtime))
     # nothing was written into the installation at run time (it is read-only in the image)
     assert _tree(runtime) == installed

@@ -124,7 +124,9 @@ def test_queries_apply_the_variables(dashboard: dict[str, Any]) -> None:
             if "tenant" in labels[selector.name]:
                 wanted["tenant"] = "$tenant"
             for label, variable in wanted.items():
-                assert selector.matcher(label) == ("=~", variable), f"{title}: {selector.name} lacks {label}=~{variable}"
+                assert selector.matcher(label) == ("=~", variable), (
+                    f"{title}: {selector.name} lacks {label}=~{variable}"
+                )
             for label, _, _ in selector.matchers:
                 assert label in labels[selector.name] | set(FILTERS), f"{title}: {selector.name} has no label {label}"
 

@@ -41,9 +41,17 @@ RUNBOOK_BASE = "https://git.example.com/iam/outbound-scim/blob/main/README.md"
 OPERATIONS = ROOT / "README.md"
 DASHBOARD = ROOT / "deploy" / "grafana" / "outbound-scim.json"
 # Alerts on the service's own metrics, and those that also need kafka_exporter (prometheusRule.kafkaExporter).
-CORE_ALERTS = {"OutboundScimDown", "OutboundScimTenantFailing", "OutboundScimTenantUnauthorized",
-               "OutboundScimCircuitOpen", "OutboundScimParkedGrowing", "OutboundScimDeadLetters",
-               "OutboundScimLagGrowing", "OutboundScimChangesDelayed", "OutboundScimNoProgress"}
+CORE_ALERTS = {
+    "OutboundScimDown",
+    "OutboundScimTenantFailing",
+    "OutboundScimTenantUnauthorized",
+    "OutboundScimCircuitOpen",
+    "OutboundScimParkedGrowing",
+    "OutboundScimDeadLetters",
+    "OutboundScimLagGrowing",
+    "OutboundScimChangesDelayed",
+    "OutboundScimNoProgress",
+}
 KAFKA_EXPORTER_ALERTS = {"OutboundScimIntakeStalled", "OutboundScimIntakeLagGrowing"}
 
 # Every optional feature on, KEDA flavour (KEDA and HPA are exclusive: HPA_FULL is the other one).
@@ -74,8 +82,13 @@ KEDA_FULL: dict[str, Any] = {
     },
     "egress": {"caBundle": {"secret": "corporate-ca", "key": "bundle.pem"}},
     "topics": {"parking": "scim.parked", "replayCursors": "scim.replay-cursors"},
-    "config": {"max_in_flight": 2000, "max_buffered": 1000000, "retry_base_seconds": 0.5,
-               "change_retry_budget_seconds": 600, "breaker_threshold": 5},
+    "config": {
+        "max_in_flight": 2000,
+        "max_buffered": 1000000,
+        "retry_base_seconds": 0.5,
+        "change_retry_budget_seconds": 600,
+        "breaker_threshold": 5,
+    },
     "extraEnv": [{"name": "TZ", "value": "UTC"}],
     "podLabels": {"team": "iam"},
     "podAnnotations": {"example.com/owner": "iam"},
@@ -175,8 +188,7 @@ def env_of(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def render_error(chart: helm_python.Chart, values: dict[str, Any], *, secrets: bool = True) -> str:
     with pytest.raises((helm_python.HelmRenderError, helm_python.HelmValuesError)) as caught:
-        chart.render(with_secrets(values) if secrets else values, name=RELEASE, namespace=NAMESPACE,
-                     is_install=True)
+        chart.render(with_secrets(values) if secrets else values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     return str(caught.value)
 
 
@@ -191,8 +203,9 @@ def merged(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_lint_strict_is_clean(scenario: str) -> None:
-    report = helm_python.lint(CHART, SCENARIOS[scenario], strict=True, namespace=NAMESPACE,
-                              kube_version=f"v{KUBE_VERSION}")
+    report = helm_python.lint(
+        CHART, SCENARIOS[scenario], strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}"
+    )
     assert report["errors"] == []
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert problems == [], problems
@@ -218,8 +231,18 @@ def test_default_render_has_the_core_objects_only(chart: helm_python.Chart) -> N
 
 def test_full_render_has_every_optional_object(chart: helm_python.Chart) -> None:
     keda = sorted(d["kind"] for d in render(chart, KEDA_FULL))
-    assert keda == ["ConfigMap", "Deployment", "Ingress", "PodDisruptionBudget", "PrometheusRule", "ScaledObject",
-                    "Service", "ServiceAccount", "ServiceMonitor", "TriggerAuthentication"]
+    assert keda == [
+        "ConfigMap",
+        "Deployment",
+        "Ingress",
+        "PodDisruptionBudget",
+        "PrometheusRule",
+        "ScaledObject",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
+        "TriggerAuthentication",
+    ]
     hpa = {d["kind"] for d in render(chart, HPA_FULL)}
     assert "HorizontalPodAutoscaler" in hpa
     assert "ScaledObject" not in hpa
@@ -322,14 +345,19 @@ def test_env_names_are_service_settings(chart: helm_python.Chart) -> None:
 
 
 def test_env_from_values(chart: helm_python.Chart) -> None:
-    env = env_of(render(chart, {
-        "kafka": {"bootstrapServers": "b1:9092,b2:9092"},
-        "topics": {"events": "kc-user", "changes": "scim.changes"},
-        "groupId": "scim-prod",
-        "partitions": 12,
-        "replicationFactor": 3,
-        "logLevel": "DEBUG",
-    }))
+    env = env_of(
+        render(
+            chart,
+            {
+                "kafka": {"bootstrapServers": "b1:9092,b2:9092"},
+                "topics": {"events": "kc-user", "changes": "scim.changes"},
+                "groupId": "scim-prod",
+                "partitions": 12,
+                "replicationFactor": 3,
+                "logLevel": "DEBUG",
+            },
+        )
+    )
     values = {name: e.get("value") for name, e in env.items()}
     assert values["OUTBOUND_SCIM_KAFKA_BOOTSTRAP_SERVERS"] == "b1:9092,b2:9092"
     assert values["OUTBOUND_SCIM_EVENTS_TOPIC"] == "kc-user"
@@ -480,11 +508,19 @@ def test_kafka_sasl_password_in_chart_secret(chart: helm_python.Chart) -> None:
     [
         ({"securityProtocol": "SASL_SSL", "sasl": {"username": "u", "password": "p"}}, "kafka.sasl.mechanism"),
         ({"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN", "password": "p"}}, "kafka.sasl.username"),
-        ({"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN", "username": "u"}},
-         "kafka.sasl.existingSecret"),
+        (
+            {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN", "username": "u"}},
+            "kafka.sasl.existingSecret",
+        ),
         ({"securityProtocol": "PLAINTEXT", "sasl": {"mechanism": "PLAIN"}}, "kafka.securityProtocol is PLAINTEXT"),
-        ({"securityProtocol": "SASL_PLAINTEXT", "sasl": {"mechanism": "PLAIN", "username": "u", "password": "p"},
-          "tls": {"caSecret": "ca"}}, "kafka.tls.caSecret"),
+        (
+            {
+                "securityProtocol": "SASL_PLAINTEXT",
+                "sasl": {"mechanism": "PLAIN", "username": "u", "password": "p"},
+                "tls": {"caSecret": "ca"},
+            },
+            "kafka.tls.caSecret",
+        ),
     ],
 )
 def test_kafka_settings_are_checked(chart: helm_python.Chart, kafka: dict[str, Any], message: str) -> None:
@@ -493,8 +529,13 @@ def test_kafka_settings_are_checked(chart: helm_python.Chart, kafka: dict[str, A
 
 # ------------------------------------------------------------------------------------- Keycloak, egress
 
-KEYCLOAK_ENV = ("OUTBOUND_SCIM_KEYCLOAK_URL", "OUTBOUND_SCIM_KEYCLOAK_AUTH_REALM", "OUTBOUND_SCIM_KEYCLOAK_CLIENT_ID",
-                "OUTBOUND_SCIM_KEYCLOAK_CLIENT_SECRET", "OUTBOUND_SCIM_KEYCLOAK_AUTHORITATIVE")
+KEYCLOAK_ENV = (
+    "OUTBOUND_SCIM_KEYCLOAK_URL",
+    "OUTBOUND_SCIM_KEYCLOAK_AUTH_REALM",
+    "OUTBOUND_SCIM_KEYCLOAK_CLIENT_ID",
+    "OUTBOUND_SCIM_KEYCLOAK_CLIENT_SECRET",
+    "OUTBOUND_SCIM_KEYCLOAK_AUTHORITATIVE",
+)
 
 
 def settings_from(env: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -547,8 +588,15 @@ def test_keycloak_client_secret_in_chart_secret(chart: helm_python.Chart) -> Non
 
 
 def test_keycloak_existing_secret_swaps_the_name_and_renders_no_secret_key(chart: helm_python.Chart) -> None:
-    values = {"keycloak": {"url": "https://sso.example.com", "clientId": "scim", "clientSecret": "ignored",
-                           "existingSecret": "scim-keycloak", "existingSecretKey": "secret"}}
+    values = {
+        "keycloak": {
+            "url": "https://sso.example.com",
+            "clientId": "scim",
+            "clientSecret": "ignored",
+            "existingSecret": "scim-keycloak",
+            "existingSecretKey": "secret",
+        }
+    }
     docs = render(chart, values)
     env = env_of(docs)
     assert secret_ref(env, "OUTBOUND_SCIM_KEYCLOAK_CLIENT_SECRET") == ("scim-keycloak", "secret")
@@ -643,9 +691,19 @@ def test_rendered_env_parses_as_settings(
         assert settings.breaker_threshold == 5
 
 
-@pytest.mark.parametrize("setting", ["keycloak_url", "keycloak_client_secret", "keycloak_authoritative",
-                                     "allow_http_hosts", "allow_private_networks", "ca_bundle", "parking_topic",
-                                     "replay_cursors_topic"])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "keycloak_url",
+        "keycloak_client_secret",
+        "keycloak_authoritative",
+        "allow_http_hosts",
+        "allow_private_networks",
+        "ca_bundle",
+        "parking_topic",
+        "replay_cursors_topic",
+    ],
+)
 def test_config_refuses_settings_with_chart_values(chart: helm_python.Chart, setting: str) -> None:
     assert f"config.{setting}" in render_error(chart, {"config": {setting: "x"}})
 
@@ -747,8 +805,9 @@ def test_pod_disruption_budget(chart: helm_python.Chart) -> None:
     assert pdb["spec"]["maxUnavailable"] == 1
     pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    pdb = one(render(chart, {"podDisruptionBudget": {"maxUnavailable": None, "minAvailable": "50%"}}),
-              "PodDisruptionBudget")
+    pdb = one(
+        render(chart, {"podDisruptionBudget": {"maxUnavailable": None, "minAvailable": "50%"}}), "PodDisruptionBudget"
+    )
     assert pdb["spec"] == {"minAvailable": "50%", "selector": pdb["spec"]["selector"]}
     assert "podDisruptionBudget" in render_error(chart, {"podDisruptionBudget": {"maxUnavailable": None}})
     assert by_kind(render(chart, {"podDisruptionBudget": {"enabled": False}}), "PodDisruptionBudget") == []
@@ -805,8 +864,9 @@ def test_prometheus_rules(chart: helm_python.Chart) -> None:
     assert failing["expr"].startswith("sum by (tenant) (rate(outbound_scim_changes_total{")
     assert failing["expr"].endswith("> 0")
     assert failing["for"] == "10m"
-    assert alerts["OutboundScimTenantUnauthorized"]["expr"].endswith("outbound_scim_tenant_unauthorized{"
-                                                                      f'job="{FULLNAME}",namespace="{NAMESPACE}"}}) == 1')
+    assert alerts["OutboundScimTenantUnauthorized"]["expr"].endswith(
+        f'outbound_scim_tenant_unauthorized{{job="{FULLNAME}",namespace="{NAMESPACE}"}}) == 1'
+    )
     assert alerts["OutboundScimCircuitOpen"]["expr"].endswith(") == 2")
     assert alerts["OutboundScimCircuitOpen"]["for"] == "15m"
     assert "increase(outbound_scim_parked_total{" in alerts["OutboundScimParkedGrowing"]["expr"]
@@ -833,7 +893,8 @@ def test_prometheus_rules_read_exported_metrics_of_this_release(chart: helm_pyth
                 continue
             # `up` is written by Prometheus for every scrape target; everything else comes from the service
             assert selector.name == "up" or selector.name in exported, (
-                f"{name} uses {selector.name}, which the service does not export")
+                f"{name} uses {selector.name}, which the service does not export"
+            )
             assert selector.matchers[:2] == release, f"{name}: {selector}"
 
 
@@ -858,11 +919,25 @@ def test_prometheus_rules_without_kafka_exporter(chart: helm_python.Chart) -> No
 
 
 def test_prometheus_rule_thresholds_and_selectors(chart: helm_python.Chart) -> None:
-    alerts = rules(chart, {"groupId": "scim-prod", "prometheusRule": {
-        "enabled": True, "selector": 'service="scim"', "lagThreshold": 0, "oldestUnfinishedAgeSeconds": 600,
-        "kafkaExporter": {"enabled": True, "lagThreshold": 50}}})
-    assert all(s.matchers[0] == ("service", "=", "scim") for a in alerts.values()
-               for s in selectors(a["expr"]) if not s.name.startswith("kafka_"))
+    alerts = rules(
+        chart,
+        {
+            "groupId": "scim-prod",
+            "prometheusRule": {
+                "enabled": True,
+                "selector": 'service="scim"',
+                "lagThreshold": 0,
+                "oldestUnfinishedAgeSeconds": 600,
+                "kafkaExporter": {"enabled": True, "lagThreshold": 50},
+            },
+        },
+    )
+    assert all(
+        s.matchers[0] == ("service", "=", "scim")
+        for a in alerts.values()
+        for s in selectors(a["expr"])
+        if not s.name.startswith("kafka_")
+    )
     assert alerts["OutboundScimLagGrowing"]["expr"].split("\n")[0].endswith("> 0")
     assert alerts["OutboundScimChangesDelayed"]["expr"].endswith("> 600")
     growing = alerts["OutboundScimIntakeLagGrowing"]["expr"]
@@ -878,8 +953,10 @@ def runbook_sections() -> dict[str, str]:
     sections = dict(zip(parts[1::2], parts[2::2], strict=True))
     # the anchor of a section sits on the line before its heading, i.e. at the end of the previous part
     anchors = [re.findall(r'<a id="([^"]+)"></a>\s*$', part) for part in parts[0::2][:-1]]
-    return {title.strip(): (anchor[0] if anchor else "") + "\n" + body
-            for (title, body), anchor in zip(sections.items(), anchors, strict=True)}
+    return {
+        title.strip(): (anchor[0] if anchor else "") + "\n" + body
+        for (title, body), anchor in zip(sections.items(), anchors, strict=True)
+    }
 
 
 def test_every_alert_has_a_runbook_section(chart: helm_python.Chart) -> None:
@@ -934,8 +1011,11 @@ def test_readme_documents_every_value() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     readme = (CHART / "README.md").read_text()
     documented = set(re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE))
-    missing = [key for key in leaf_keys(values) if key not in documented and not any(
-        key.startswith(d + ".") for d in documented)]
+    missing = [
+        key
+        for key in leaf_keys(values)
+        if key not in documented and not any(key.startswith(d + ".") for d in documented)
+    ]
     assert missing == []
 
 

@@ -86,8 +86,14 @@ def test_production_example_renders(path: Path) -> None:
     for doc in docs:
         if doc["kind"] not in CUSTOM_KINDS:
             kubernetes_validate.validate(doc, "1.30.0", strict=True)
-    assert {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule", "ConfigMap",
-            "PodDisruptionBudget"} <= set(kinds)
+    assert {
+        "ScaledObject",
+        "TriggerAuthentication",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+        "PodDisruptionBudget",
+    } <= set(kinds)
     deployment = kinds["Deployment"]
     assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
     [container] = deployment["spec"]["template"]["spec"]["containers"]
@@ -110,13 +116,23 @@ def test_production_example_renders(path: Path) -> None:
 
 def test_install_section(text: str) -> None:
     install = section(text, "Install with Helm")
-    for needle in ("helm upgrade --install", "deploy/helm/outbound-scim", "kubectl -n iam create secret",
-                   "outbound-scim gen-key", "rollout status", "tenants enable"):
+    for needle in (
+        "helm upgrade --install",
+        "deploy/helm/outbound-scim",
+        "kubectl -n iam create secret",
+        "outbound-scim gen-key",
+        "rollout status",
+        "tenants enable",
+    ):
         assert needle in install, needle
     values = production_values(OPERATIONS)
     secrets = re.findall(r"create secret generic (\S+)", install)
-    referenced = {values["adminToken"]["existingSecret"], values["tokenKey"]["existingSecret"],
-                  values["kafka"]["sasl"]["existingSecret"], values["kafka"]["tls"]["caSecret"]}
+    referenced = {
+        values["adminToken"]["existingSecret"],
+        values["tokenKey"]["existingSecret"],
+        values["kafka"]["sasl"]["existingSecret"],
+        values["kafka"]["tls"]["caSecret"],
+    }
     assert referenced <= set(secrets), "every secret the values name is created in the commands"
 
 
@@ -154,7 +170,9 @@ def test_replay_interfaces_are_described(text: str, needle: str) -> None:
     ],
 )
 def test_troubleshooting_entries(text: str, anchor: str, needles: list[str]) -> None:
-    match = re.search(rf'<a id="{anchor}"></a>\n### [^\n]+\n(.*?)(?=^<a id=|^## |\Z)', text, flags=re.MULTILINE | re.DOTALL)
+    match = re.search(
+        rf'<a id="{anchor}"></a>\n### [^\n]+\n(.*?)(?=^<a id=|^## |\Z)', text, flags=re.MULTILINE | re.DOTALL
+    )
     assert match, anchor
     for needle in needles:
         assert needle in match.group(1), f"{anchor}: {needle}"

@@ -266,7 +266,7 @@ def test_event_maps_to_the_expected_change_or_skip(
 
 @pytest.mark.parametrize("operation", ["CREATE", "UPDATE"])
 def test_admin_event_without_representation_asks_for_a_re_read(operation: str) -> None:
-    """"Include representation" off: the change carries no attributes (not active=false) and asks for a re-read."""
+    """ "Include representation" off: the change carries no attributes (not active=false) and asks for a re-read."""
     change = change_from_event(admin(operation, None))
     assert isinstance(change, UserChange)
     assert (change.op, dict(change.attributes), change.reread) == ("upsert", {}, True)
@@ -278,8 +278,10 @@ def test_event_with_a_representation_needs_no_re_read() -> None:
     assert isinstance(change, UserChange) and change.reread is False
 
 
-@pytest.mark.parametrize(("time_ms", "expected", "clamped"), [(1_000, 1_000, False), (1_300, 1_300, False),
-                                                               (1_301, 1_300, True), (10**15, 1_300, True)])
+@pytest.mark.parametrize(
+    ("time_ms", "expected", "clamped"),
+    [(1_000, 1_000, False), (1_300, 1_300, False), (1_301, 1_300, True), (10**15, 1_300, True)],
+)
 def test_event_times_ahead_of_the_clock_are_clamped(time_ms: int, expected: int, clamped: bool) -> None:
     """An event time more than the bound ahead of our clock (1,000 ms here, bound 300 ms) is clamped to it."""
     change = UserChange("acme", UID, "upsert", time_ms, "USER_UPDATE", "e-1", {"active": False})

@@ -48,4 +48,7 @@ def test_state_survives_the_changelog_at_any_point(data: st.DataObject, changes:
     resumed = reduce(merge, arrivals[cut:], restored)
     straight = fold(arrivals)
     assert (resumed.values, resumed.versions, resumed.deleted_ms) == (
-        straight.values, straight.versions, straight.deleted_ms)
+        straight.values,
+        straight.versions,
+        straight.deleted_ms,
+    )

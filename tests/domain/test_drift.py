@@ -12,7 +12,10 @@ ALICE = {"userName": "alice", "givenName": "Alice", "familyName": "Test", "email
 
 def resource(external_id: str | None, **overrides: object) -> dict[str, object]:
     doc: dict[str, object] = {
-        "id": f"d-{external_id}", "externalId": external_id, "userName": "alice", "active": True,
+        "id": f"d-{external_id}",
+        "externalId": external_id,
+        "userName": "alice",
+        "active": True,
         "name": {"givenName": "Alice", "familyName": "Test"},
         "emails": [{"value": "alice@example.com", "type": "work", "primary": True}],
     }
@@ -30,8 +33,12 @@ def test_missing_stale_and_extra_are_told_apart() -> None:
     """Absent downstream -> missing; differing attributes -> stale with their names; unknown -> extra."""
     drift = compare(
         {"k1": ALICE, "k2": {**ALICE, "userName": "bob"}, "k3": {**ALICE, "active": False}},
-        [resource("k1", emails=[{"value": "x@example.com", "primary": True}]), resource("k3"), resource("zz"),
-         resource(None)],
+        [
+            resource("k1", emails=[{"value": "x@example.com", "primary": True}]),
+            resource("k3"),
+            resource("zz"),
+            resource(None),
+        ],
     )
     assert drift.missing == ["k2"]
     assert drift.stale == {"k1": ["email"], "k3": ["active"]}
@@ -41,15 +48,21 @@ def test_missing_stale_and_extra_are_told_apart() -> None:
 
 def test_user_name_and_email_compare_case_insensitively() -> None:
     """RFC 7643: userName is not case-exact; email neither in practice."""
-    drift = compare({"k1": ALICE}, [resource("k1", userName="ALICE",
-                                             emails=[{"value": "Alice@Example.com", "primary": True}])])
+    drift = compare(
+        {"k1": ALICE}, [resource("k1", userName="ALICE", emails=[{"value": "Alice@Example.com", "primary": True}])]
+    )
     assert drift.stale == {}
 
 
 def test_absent_downstream_values_read_as_none() -> None:
     """No name, no emails, no active -> None, None, None, active True (the SCIM default)."""
     assert downstream_attributes({"userName": "u"}) == {
-        "userName": "u", "givenName": None, "familyName": None, "email": None, "active": True}
+        "userName": "u",
+        "givenName": None,
+        "familyName": None,
+        "email": None,
+        "active": True,
+    }
 
 
 def test_a_forced_change_writes_even_what_was_last_written() -> None:

@@ -267,7 +267,9 @@ _DELETE = object()
             id="bad-representation-string",
         ),
         pytest.param(b'{"type":"LOGIN","time":NaN,"realmId":"r","userId":"u"}', "malformed_json", id="nan-time"),
-        pytest.param(b'{"type":"LOGIN","time":Infinity,"realmId":"r","userId":"u"}', "malformed_json", id="infinite-time"),
+        pytest.param(
+            b'{"type":"LOGIN","time":Infinity,"realmId":"r","userId":"u"}', "malformed_json", id="infinite-time"
+        ),
         pytest.param(b"[" * 100_000 + b"]" * 100_000, "malformed_json", id="deeply-nested"),
     ],
 )
@@ -292,8 +294,23 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
     max_leaves=20,
 )
-PLUGIN_KEYS = ["id", "time", "type", "realmId", "realmName", "userId", "error", "details", "operationType",
-               "resourceType", "resourcePath", "representation", "resourceId", "@class", "authDetails"]
+PLUGIN_KEYS = [
+    "id",
+    "time",
+    "type",
+    "realmId",
+    "realmName",
+    "userId",
+    "error",
+    "details",
+    "operationType",
+    "resourceType",
+    "resourcePath",
+    "representation",
+    "resourceId",
+    "@class",
+    "authDetails",
+]
 
 
 @st.composite

@@ -57,8 +57,9 @@ def test_change_equal_to_last_write_is_unchanged() -> None:
 
 def test_replayed_change_is_superseded() -> None:
     """The same change seen twice (a replay after a crash) changes nothing the second time."""
-    state = replace(plan_change(UserState(downstream_id="d-1"), upsert(5, **ALL), DeletePolicy.IGNORE).state,
-                    written=ALL)
+    state = replace(
+        plan_change(UserState(downstream_id="d-1"), upsert(5, **ALL), DeletePolicy.IGNORE).state, written=ALL
+    )
     again = plan_change(state, upsert(5, **ALL), DeletePolicy.IGNORE)
     assert (again.action, again.reason) == (Action.NONE, "superseded")
     assert again.state is state
@@ -196,8 +197,9 @@ def test_link_takes_the_declared_account_and_writes_everything_known() -> None:
 
 def test_user_state_json_round_trip() -> None:
     """UserState survives to_json / from_json unchanged, including what was written when it differs."""
-    state = UserState("d-1", {**ALL, "email": None}, dict.fromkeys(ALL, (7, "e-7")), deleted_ms=9,
-                      written={**ALL, "active": False})
+    state = UserState(
+        "d-1", {**ALL, "email": None}, dict.fromkeys(ALL, (7, "e-7")), deleted_ms=9, written={**ALL, "active": False}
+    )
     assert UserState.from_json(state.to_json()) == state
     same = written(ALL, 3)
     assert b'"written"' not in same.to_json()

@@ -206,8 +206,7 @@ def test_valid_resource_id_keeps_a_single_segment(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [None, 42, ["a"], "", ".", "..", "a b/c", "a?b", "a#b", "a\x00b", "a\nb", "a\x1fb", "a\x7fb", "a\x85b",
-     "a\x9fb"],
+    [None, 42, ["a"], "", ".", "..", "a b/c", "a?b", "a#b", "a\x00b", "a\nb", "a\x1fb", "a\x7fb", "a\x85b", "a\x9fb"],
 )
 def test_valid_resource_id_refuses_what_would_leave_the_segment(value: object) -> None:
     """Non-strings, empty, dot segments, "/", "?", "#" and control characters (C0, DEL, C1) are refused."""
@@ -216,8 +215,13 @@ def test_valid_resource_id_refuses_what_would_leave_the_segment(value: object) -
 
 @pytest.mark.parametrize(
     ("resource_id", "path"),
-    [("a b", "Users/a%20b"), ("abc-123", "Users/abc-123"), ("x:y@z", "Users/x%3Ay%40z"), ("50%", "Users/50%25"),
-     ("é", "Users/%C3%A9")],
+    [
+        ("a b", "Users/a%20b"),
+        ("abc-123", "Users/abc-123"),
+        ("x:y@z", "Users/x%3Ay%40z"),
+        ("50%", "Users/50%25"),
+        ("é", "Users/%C3%A9"),
+    ],
 )
 def test_user_path_percent_encodes_the_id_as_one_segment(resource_id: str, path: str) -> None:
     """The id is percent-encoded whole, so nothing in it can reach another path or the query."""

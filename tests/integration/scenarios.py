@@ -47,10 +47,9 @@ def stop(process: subprocess.Popen[bytes]) -> int:
     return process.wait(timeout=60)
 
 
-
-
-async def start_with_tenant(settings: Settings, log: Path, realm: str, base: str,
-                            delete_policy: str = "ignore") -> subprocess.Popen[bytes]:
+async def start_with_tenant(
+    settings: Settings, log: Path, realm: str, base: str, delete_policy: str = "ignore"
+) -> subprocess.Popen[bytes]:
     """The service as a process, ready, with `realm` enabled towards `base`."""
     process = spawn_service(settings, log)
     await wait_ready(settings.api_port, process, log)

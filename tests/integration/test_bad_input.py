@@ -56,7 +56,9 @@ async def test_poison_records_are_dead_lettered_and_the_consumer_goes_on(big_rec
         b"{not json",
         b'["a", "list"]',
         json.dumps({**ev.create_user(realm, "x", "x"), "time": "yesterday"}).encode(),
-        json.dumps({k: v for k, v in ev.create_user(realm, "x", "x").items() if k not in ("realmId", "realmName")}).encode(),
+        json.dumps(
+            {k: v for k, v in ev.create_user(realm, "x", "x").items() if k not in ("realmId", "realmName")}
+        ).encode(),
         json.dumps({**ev.create_user(realm, "x", "x"), "padding": "z" * 5_000_000}).encode(),
     ]
     for value in poison:
@@ -103,7 +105,7 @@ async def test_odd_user_ids_are_provisioned(pipeline: Pipeline) -> None:
     """Federated ids (`f:<component>:<id>`), quotes, slashes and unicode survive the filter and the path."""
     realm = pipeline.realm()
     await pipeline.enable(realm)
-    odd = ['f:3a1b:jdoe@corp', 'quote"and\\back', "slash/and space", "ünïcödé-ид"]
+    odd = ["f:3a1b:jdoe@corp", 'quote"and\\back', "slash/and space", "ünïcödé-ид"]
     await pipeline.admin(*[ev.create_user(realm, uid, f"odd{i}") for i, uid in enumerate(odd)])
     for i, uid in enumerate(odd):
         await pipeline.wait_user(realm, uid, userName=f"odd{i}")

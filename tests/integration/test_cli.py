@@ -15,11 +15,21 @@ from tests.support import ADMIN_TOKEN, ROOT
 
 
 async def cli(pipeline: Pipeline, *args: str, input_text: str | None = None, **env: str) -> tuple[int, str, str]:
-    environment = {**os.environ, "OUTBOUND_SCIM_ADMIN_TOKEN": ADMIN_TOKEN,
-                   "OUTBOUND_SCIM_API_URL": pipeline.api.url, **env}
+    environment = {
+        **os.environ,
+        "OUTBOUND_SCIM_ADMIN_TOKEN": ADMIN_TOKEN,
+        "OUTBOUND_SCIM_API_URL": pipeline.api.url,
+        **env,
+    }
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "service", *args], capture_output=True, text=True,
-        env=environment, cwd=ROOT, check=False, input=input_text,
+        subprocess.run,
+        [sys.executable, "-m", "service", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=ROOT,
+        check=False,
+        input=input_text,
     )
     return done.returncode, done.stdout, done.stderr
 
@@ -27,8 +37,17 @@ async def cli(pipeline: Pipeline, *args: str, input_text: str | None = None, **e
 async def test_tenant_commands_enable_list_show_disable(pipeline: Pipeline) -> None:
     """`tenants enable` (token from the environment) -> list / show without the token -> disable."""
     realm, base = pipeline.realm(), pipeline.scim.base_url()
-    code, out, err = await cli(pipeline, "tenants", "enable", realm, "--base-url", base,
-                               "--delete-policy", "deactivate", OUTBOUND_SCIM_DOWNSTREAM_TOKEN=SCIM_TOKEN)
+    code, out, err = await cli(
+        pipeline,
+        "tenants",
+        "enable",
+        realm,
+        "--base-url",
+        base,
+        "--delete-policy",
+        "deactivate",
+        OUTBOUND_SCIM_DOWNSTREAM_TOKEN=SCIM_TOKEN,
+    )
     assert code == 0, err
     assert json.loads(out)["status"] == "enabled"
     _, out, _ = await cli(pipeline, "tenants", "list")
@@ -46,8 +65,15 @@ async def test_tenant_commands_enable_list_show_disable(pipeline: Pipeline) -> N
 
 async def test_enable_refusal_and_missing_token_are_reported(pipeline: Pipeline) -> None:
     """A refused downstream prints the reason on stderr and exits 1; no token at all exits 2."""
-    code, _, err = await cli(pipeline, "tenants", "enable", "r", "--base-url", pipeline.scim.base_url(),
-                             OUTBOUND_SCIM_DOWNSTREAM_TOKEN="wrong")
+    code, _, err = await cli(
+        pipeline,
+        "tenants",
+        "enable",
+        "r",
+        "--base-url",
+        pipeline.scim.base_url(),
+        OUTBOUND_SCIM_DOWNSTREAM_TOKEN="wrong",
+    )
     assert code == 1
     assert json.loads(err)["error"] == "unauthorized"
     code, _, err = await cli(pipeline, "tenants", "enable", "r", "--base-url", pipeline.scim.base_url())
@@ -88,12 +114,34 @@ async def test_rotation_keeps_what_it_does_not_mention(pipeline: Pipeline) -> No
     """`tenants enable` of an enabled realm reads it first: with only a token every field stays, an option
     passed replaces its field, and `none` clears one back to its default."""
     realm, base = pipeline.realm(), pipeline.scim.base_url()
-    code, _, err = await cli(pipeline, "tenants", "enable", realm, "--base-url", base, "--delete-policy", "delete",
-                             "--max-concurrency", "3", "--rate-limit-per-minute", "600", "--realm-id", "id-1",
-                             "--reconcile-interval-minutes", "90", OUTBOUND_SCIM_DOWNSTREAM_TOKEN=SCIM_TOKEN)
+    code, _, err = await cli(
+        pipeline,
+        "tenants",
+        "enable",
+        realm,
+        "--base-url",
+        base,
+        "--delete-policy",
+        "delete",
+        "--max-concurrency",
+        "3",
+        "--rate-limit-per-minute",
+        "600",
+        "--realm-id",
+        "id-1",
+        "--reconcile-interval-minutes",
+        "90",
+        OUTBOUND_SCIM_DOWNSTREAM_TOKEN=SCIM_TOKEN,
+    )
     assert code == 0, err
-    fields = {"base_url": base, "delete_policy": "delete", "max_concurrency": 3, "rate_limit_per_minute": 600,
-              "realm_id": "id-1", "reconcile_interval_minutes": 90}
+    fields = {
+        "base_url": base,
+        "delete_policy": "delete",
+        "max_concurrency": 3,
+        "rate_limit_per_minute": 600,
+        "realm_id": "id-1",
+        "reconcile_interval_minutes": 90,
+    }
 
     async def shown() -> dict[str, object]:
         _, out, _ = await cli(pipeline, "tenants", "show", realm)
@@ -105,8 +153,19 @@ async def test_rotation_keeps_what_it_does_not_mention(pipeline: Pipeline) -> No
     assert code == 0, err
     assert SCIM_TOKEN not in out + err
     assert await shown() == fields
-    code, _, err = await cli(pipeline, "tenants", "enable", realm, "--max-concurrency", "none", "--realm-id", "none",
-                             "--delete-policy", "deactivate", OUTBOUND_SCIM_DOWNSTREAM_TOKEN=SCIM_TOKEN)
+    code, _, err = await cli(
+        pipeline,
+        "tenants",
+        "enable",
+        realm,
+        "--max-concurrency",
+        "none",
+        "--realm-id",
+        "none",
+        "--delete-policy",
+        "deactivate",
+        OUTBOUND_SCIM_DOWNSTREAM_TOKEN=SCIM_TOKEN,
+    )
     assert code == 0, err
     assert await shown() == {**fields, "max_concurrency": None, "realm_id": None, "delete_policy": "deactivate"}
 

@@ -47,8 +47,10 @@ async def test_interleaved_lives_spread_over_partitions_converge_for_every_delet
     timeline = lives.interleave(rng, all_lives, events.now_ms())
     await lives.publish(pipeline.publisher, pipeline.settings, timeline, rng)
 
-    wanted = {realm: lives.expected_users([e for e in timeline if e[1]["realmName"] == realm], policy)
-              for realm, (policy, _) in realms.items()}
+    wanted = {
+        realm: lives.expected_users([e for e in timeline if e[1]["realmName"] == realm], policy)
+        for realm, (policy, _) in realms.items()
+    }
     different: dict[str, Any] = {}
 
     async def converged() -> bool:

@@ -42,8 +42,9 @@ async def test_kill_minus_nine_at_random_points_loses_and_duplicates_nothing(
     kill_points, wanted = [], {}
     async with Publisher(kafka_bootstrap) as publisher:
         for round_ in range(5):
-            timeline = lives.interleave(rng, [lives.user_life(rng, realm, f"k{round_}-{n}") for n in range(60)],
-                                        events.now_ms())
+            timeline = lives.interleave(
+                rng, [lives.user_life(rng, realm, f"k{round_}-{n}") for n in range(60)], events.now_ms()
+            )
             wanted.update(lives.expected_users(timeline, DeletePolicy.DELETE))
             before = len(await downstream_users(base, SCIM_TOKEN))
             await lives.publish(publisher, settings, timeline, rng)

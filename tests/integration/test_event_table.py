@@ -27,8 +27,13 @@ async def test_register_event_posts_the_user(pipeline: Pipeline) -> None:
     """User event REGISTER -> POST /Users from the event details."""
     realm = pipeline.realm()
     await pipeline.enable(realm)
-    details = {"username": "selfie", "email": "self@example.com", "first_name": "Sam", "last_name": "Elf",
-               "register_method": "form"}
+    details = {
+        "username": "selfie",
+        "email": "self@example.com",
+        "first_name": "Sam",
+        "last_name": "Elf",
+        "register_method": "form",
+    }
     await pipeline.user(ev.user_event(realm, "u-2", "REGISTER", details))
     user = await pipeline.wait_user(realm, "u-2", userName="selfie", active=True, displayName="Sam Elf")
     assert user["emails"][0]["value"] == "self@example.com"
@@ -131,10 +136,22 @@ async def test_irrelevant_events_are_skipped_and_counted(pipeline: Pipeline) -> 
     await pipeline.enable(realm)
     await pipeline.admin(
         ev.admin_event(realm, "u-9", "ACTION", None, path_suffix="/reset-password"),
-        ev.admin_event(realm, "u-9", "CREATE", {"id": "r1", "name": "admin"}, resource_type="REALM_ROLE_MAPPING",
-                       path_suffix="/role-mappings/realm"),
-        ev.admin_event(realm, "u-9", "CREATE", {"id": "g1", "name": "staff"}, resource_type="GROUP_MEMBERSHIP",
-                       path_suffix="/groups/g1"),
+        ev.admin_event(
+            realm,
+            "u-9",
+            "CREATE",
+            {"id": "r1", "name": "admin"},
+            resource_type="REALM_ROLE_MAPPING",
+            path_suffix="/role-mappings/realm",
+        ),
+        ev.admin_event(
+            realm,
+            "u-9",
+            "CREATE",
+            {"id": "g1", "name": "staff"},
+            resource_type="GROUP_MEMBERSHIP",
+            path_suffix="/groups/g1",
+        ),
         ev.admin_event(realm, "u-9", "DELETE", None, resource_type="USER_LOGIN_FAILURE"),
     )
     await pipeline.user(
@@ -165,12 +182,14 @@ async def test_playa_plugin_format_reaches_the_tenant_by_realm_id(pipeline: Pipe
     realm_id = f"id-{realm}"
     base = pipeline.scim.base_url()
     pipeline.bases[realm] = base
-    status, body = await pipeline.api.call("PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN,
-                                                                          "realm_id": realm_id})
+    status, body = await pipeline.api.call(
+        "PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN, "realm_id": realm_id}
+    )
     assert (status, body["realm_id"]) == (201, realm_id)
     event = ev.create_user(realm, "p-1", "playa-user", "Pla", "Ya")
-    event.update({"@class": "ru.playa.keycloak.kafka.KeycloakAdminEvent", "id": None, "realmName": None,
-                  "realmId": realm_id})
+    event.update(
+        {"@class": "ru.playa.keycloak.kafka.KeycloakAdminEvent", "id": None, "realmName": None, "realmId": realm_id}
+    )
     await pipeline.admin(event)
     user = await pipeline.wait_user(realm, "p-1", userName="playa-user", displayName="Pla Ya")
     assert user["active"] is True

@@ -21,13 +21,18 @@ USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 async def put_account(base: str, user_name: str, external_id: str | None, family: str = "Other") -> dict[str, Any]:
     """An account made downstream directly (by hand, or for another Keycloak user)."""
-    body: dict[str, Any] = {"schemas": [USER_SCHEMA], "userName": user_name, "active": True,
-                            "name": {"givenName": "Some", "familyName": family}}
+    body: dict[str, Any] = {
+        "schemas": [USER_SCHEMA],
+        "userName": user_name,
+        "active": True,
+        "name": {"givenName": "Some", "familyName": family},
+    }
     if external_id is not None:
         body["externalId"] = external_id
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {SCIM_TOKEN}"}) as http, http.post(
-        f"{base}/Users", json=body, headers={"Content-Type": "application/scim+json"}
-    ) as answer:
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {SCIM_TOKEN}"}) as http,
+        http.post(f"{base}/Users", json=body, headers={"Content-Type": "application/scim+json"}) as answer,
+    ):
         assert answer.status == 201, await answer.text()
         created: dict[str, Any] = await answer.json(content_type=None)
         return created
@@ -107,8 +112,9 @@ async def test_a_look_alike_account_of_another_owner_is_a_conflict_then_linked_b
     assert pipeline.counter("outbound_scim_conflicts_total", tenant=realm) == 1
     assert by_id(await pipeline.users(realm)) == by_id([leaver]), "the leaver's account was written"
 
-    status, body = await pipeline.api.call("POST", f"/tenants/{realm}/users/{hire}/link",
-                                           {"downstream_id": leaver["id"]})
+    status, body = await pipeline.api.call(
+        "POST", f"/tenants/{realm}/users/{hire}/link", {"downstream_id": leaver["id"]}
+    )
     assert status == 202, body
     status, body = await pipeline.api.call("POST", "/dead-letters/replay", {"tenant": realm})
     assert (status, body["replayed"]) == (200, 1)
@@ -128,9 +134,10 @@ async def test_a_conflict_resolved_downstream_is_created_on_replay(pipeline: Pip
         return pipeline.counter("outbound_scim_conflicts_total", tenant=realm) == 1
 
     await wait_until(conflicted, what="a conflict")
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {SCIM_TOKEN}"}) as http, http.delete(
-        f"{base}/Users/{leaver['id']}"
-    ) as answer:
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {SCIM_TOKEN}"}) as http,
+        http.delete(f"{base}/Users/{leaver['id']}") as answer,
+    ):
         assert answer.status == 204
     status, body = await pipeline.api.call("POST", "/dead-letters/replay", {"tenant": realm})
     assert (status, body["replayed"]) == (200, 1)

@@ -24,8 +24,9 @@ async def test_changes_without_representation_are_counted_warned_once_and_shown_
     await pipeline.wait_user(realm, user_id, userName="quiet.user", active=True)
 
     with capture_logs() as logs:
-        await pipeline.admin(events.admin_event(realm, user_id, "UPDATE", None),
-                             events.admin_event(realm, user_id, "UPDATE", None))
+        await pipeline.admin(
+            events.admin_event(realm, user_id, "UPDATE", None), events.admin_event(realm, user_id, "UPDATE", None)
+        )
 
         async def counted() -> bool:
             return pipeline.counter("outbound_scim_changes_total", tenant=realm, outcome="no_representation") == 2

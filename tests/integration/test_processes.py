@@ -86,9 +86,5 @@ async def _changes_applied(port: int) -> float:
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
         text = await r.text()
     return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("outbound_scim_changes_total{")
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("outbound_scim_changes_total{")
     )
-
-

@@ -24,8 +24,9 @@ async def recorder() -> AsyncIterator[Recorder]:
 
 @pytest.fixture
 async def redirecting(scim_server: ScimServer, recorder: Recorder) -> AsyncIterator[HostileProxy]:
-    proxy = await HostileProxy(f"http://127.0.0.1:{scim_server.port}", mode="redirect_writes",
-                               redirect_to=recorder.url).start()
+    proxy = await HostileProxy(
+        f"http://127.0.0.1:{scim_server.port}", mode="redirect_writes", redirect_to=recorder.url
+    ).start()
     yield proxy
     await proxy.stop()
 

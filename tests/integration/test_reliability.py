@@ -96,9 +96,11 @@ async def test_thousand_changes_through_twenty_percent_faults(faulty_pipeline: P
     assert len(users) == 200
     injected = sum(proxy.injected.values())
     requests = pipeline.counter("outbound_scim_scim_retries_total", tenant=realm)
-    print(f"\nFIGURES faults: 1000 changes/200 users in {elapsed:.1f}s; injected {dict(proxy.injected)} "
-          f"({injected} faults); retries {requests:.0f}; "
-          f"parked {sum(pipeline.counter('outbound_scim_parked_total', tenant=realm, reason=r) for r in ('retries_exhausted', 'circuit_open', 'behind_parked')):.0f}")
+    print(
+        f"\nFIGURES faults: 1000 changes/200 users in {elapsed:.1f}s; injected {dict(proxy.injected)} "
+        f"({injected} faults); retries {requests:.0f}; "
+        f"parked {sum(pipeline.counter('outbound_scim_parked_total', tenant=realm, reason=r) for r in ('retries_exhausted', 'circuit_open', 'behind_parked')):.0f}"
+    )
     assert injected >= 100, "the proxy should have injected faults of every kind"
     assert set(proxy.injected) >= {"error_500", "throttle_429", "timeout", "reset_before", "reset_after", "slow"}
 
@@ -161,9 +163,7 @@ async def test_a_down_tenant_does_not_slow_a_healthy_one(breaker_pipeline: Pipel
     assert (status, body["circuit"]) == (200, "closed")
 
 
-async def test_refused_token_parks_then_rotation_replays_in_order(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
+async def test_refused_token_parks_then_rotation_replays_in_order(kafka_bootstrap: str, tmp_path: Path) -> None:
     """The downstream starts refusing the token -> tenant unauthorized, changes parked (listed with the
     reason); rotating the token replays them in order: nothing lost. The token is in no log line,
     metric, API answer or parked record."""
@@ -181,8 +181,9 @@ async def test_refused_token_parks_then_rotation_replays_in_order(
         realm, base = "rotating", faults.base_url("rotating")
         answers.append(await api.enable(realm, base, old_token))
         async with Publisher(kafka_bootstrap) as publisher:
-            await publisher.send_all(settings.admin_events_topic,
-                                     [ev.create_user(realm, f"r{n}", f"r{n}", "F", "L0") for n in range(20)], 3)
+            await publisher.send_all(
+                settings.admin_events_topic, [ev.create_user(realm, f"r{n}", f"r{n}", "F", "L0") for n in range(20)], 3
+            )
 
             async def created() -> bool:
                 return len(await downstream_users(f"http://127.0.0.1:{upstream.port}/rotating", new_token)) == 20
@@ -244,8 +245,6 @@ async def test_refused_token_parks_then_rotation_replays_in_order(
     assert '"tenant.unauthorized"' in text
 
 
-
-
 async def test_a_tenant_rate_limit_paces_its_requests(faulty_pipeline: Pipeline) -> None:
     """rate_limit_per_minute=600 (10/s, burst 20): 30 new users (60 requests) cannot finish in less than
     the pacing allows, and every user still arrives."""
@@ -253,8 +252,9 @@ async def test_a_tenant_rate_limit_paces_its_requests(faulty_pipeline: Pipeline)
     realm = pipeline.realm()
     base = pipeline.scim.base_url()
     pipeline.bases[realm] = base
-    status, body = await pipeline.api.call("PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN,
-                                                                          "rate_limit_per_minute": 600})
+    status, body = await pipeline.api.call(
+        "PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN, "rate_limit_per_minute": 600}
+    )
     assert (status, body["rate_limit_per_minute"]) == (201, 600)
     started = time.monotonic()
     await pipeline.admin(*[ev.create_user(realm, f"paced{n}", f"paced{n}") for n in range(30)])
@@ -264,7 +264,9 @@ async def test_a_tenant_rate_limit_paces_its_requests(faulty_pipeline: Pipeline)
 
     await wait_until(all_there, timeout=60, what="30 paced users")
     elapsed = time.monotonic() - started
-    sent = sum(pipeline.counter("outbound_scim_scim_requests_total", tenant=realm, method=m, status_class="2xx")
-               for m in ("GET", "POST"))
+    sent = sum(
+        pipeline.counter("outbound_scim_scim_requests_total", tenant=realm, method=m, status_class="2xx")
+        for m in ("GET", "POST")
+    )
     assert sent >= 60
     assert elapsed >= (sent - 20) / 10 * 0.9, f"{sent} requests in {elapsed:.1f}s: faster than 10/s"

@@ -94,8 +94,10 @@ async def test_a_record_under_a_missing_key_parks_its_changes_until_the_key_is_b
     realm = f"realm-{uuid.uuid4().hex[:8]}"
     bases = await enable_with(first, realm, scim=scim_server)
 
-    async with assigned_service(with_keys(first, k2, change_retry_budget_seconds=1.0)) as service, \
-            Publisher(kafka_bootstrap) as publisher:
+    async with (
+        assigned_service(with_keys(first, k2, change_retry_budget_seconds=1.0)) as service,
+        Publisher(kafka_bootstrap) as publisher,
+    ):
         assert service.api_port is not None
         api = Api(service.api_port)
         status, body = await api.call("GET", "/readyz")
@@ -133,8 +135,10 @@ async def test_enabling_an_unreadable_realm_again_releases_its_waiting_change(
     realm = f"realm-{uuid.uuid4().hex[:8]}"
     bases = await enable_with(first, realm, scim=scim_server)
 
-    async with assigned_service(with_keys(first, k2, change_retry_budget_seconds=120.0)) as service, \
-            Publisher(kafka_bootstrap) as publisher:
+    async with (
+        assigned_service(with_keys(first, k2, change_retry_budget_seconds=120.0)) as service,
+        Publisher(kafka_bootstrap) as publisher,
+    ):
         assert service.api_port is not None
         api = Api(service.api_port)
         await publisher.send_all(first.admin_events_topic, [ev.create_user(realm, "u2", "jroe")])
@@ -176,9 +180,7 @@ async def test_reencrypt_tenants_lets_a_service_with_only_the_new_key_read_them(
         await wait_downstream(bases[realms[0]], "u3")
 
 
-async def test_reencrypt_tenants_names_a_record_no_key_decrypts(
-    kafka_bootstrap: str, scim_server: ScimServer
-) -> None:
+async def test_reencrypt_tenants_names_a_record_no_key_decrypts(kafka_bootstrap: str, scim_server: ScimServer) -> None:
     """A record under a key not configured is left alone and named on stderr; the exit code is 1."""
     k1, k2 = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     first = make_settings(kafka_bootstrap, token_key=k1)
@@ -194,7 +196,13 @@ async def test_reencrypt_tenants_names_a_record_no_key_decrypts(
 async def reencrypt(settings: Settings) -> tuple[int, str, str]:
     """`outbound-scim reencrypt-tenants` as an operator runs it, with the service's settings as variables."""
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "service", "reencrypt-tenants"], capture_output=True, text=True,
-        env={**os.environ, **settings_env(settings)}, cwd=ROOT, check=False, timeout=120,
+        subprocess.run,
+        [sys.executable, "-m", "service", "reencrypt-tenants"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **settings_env(settings)},
+        cwd=ROOT,
+        check=False,
+        timeout=120,
     )
     return done.returncode, done.stdout, done.stderr

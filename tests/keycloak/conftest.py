@@ -88,9 +88,7 @@ _started: list[RealKeycloak] = []
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(KEYCLOAK_SCRIPT), *args], capture_output=True, text=True, check=False, env=env
-    )
+    return subprocess.run(["bash", str(KEYCLOAK_SCRIPT), *args], capture_output=True, text=True, check=False, env=env)
 
 
 def _skip_unreachable(fetch: subprocess.CompletedProcess[str]) -> None:
@@ -139,9 +137,14 @@ def keycloak(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
     data = tmp_path_factory.mktemp("keycloak")
     password = secrets.token_urlsafe(12)
-    env = {**os.environ, "KC_BOOTSTRAP_ADMIN_USERNAME": "admin", "KC_BOOTSTRAP_ADMIN_PASSWORD": password,
-           "KEYCLOAK_KAFKA_BOOTSTRAP": bootstrap, "KEYCLOAK_KAFKA_TOPIC": topics[0],
-           "KEYCLOAK_KAFKA_ADMIN_TOPIC": topics[1]}
+    env = {
+        **os.environ,
+        "KC_BOOTSTRAP_ADMIN_USERNAME": "admin",
+        "KC_BOOTSTRAP_ADMIN_PASSWORD": password,
+        "KEYCLOAK_KAFKA_BOOTSTRAP": bootstrap,
+        "KEYCLOAK_KAFKA_TOPIC": topics[0],
+        "KEYCLOAK_KAFKA_ADMIN_TOPIC": topics[1],
+    }
     started = time.monotonic()
     start = _run("start", "0", str(data), env=env)
     if start.returncode != 0:

@@ -39,8 +39,12 @@ class MasterAdmin:
         if time.monotonic() - self._token_at > 30:
             async with self._session.post(
                 f"{self._base}/realms/master/protocol/openid-connect/token",
-                data={"grant_type": "password", "client_id": "admin-cli", "username": self._user,
-                      "password": self._password},
+                data={
+                    "grant_type": "password",
+                    "client_id": "admin-cli",
+                    "username": self._user,
+                    "password": self._password,
+                },
             ) as response:
                 response.raise_for_status()
                 self._token = (await response.json())["access_token"]
@@ -72,10 +76,18 @@ class MasterAdmin:
     ) -> ServiceAccount:
         """A confidential client with a service account holding realm-management roles."""
         secret = f"{client_id}-secret"
-        client_uuid = await self.ok("POST", f"/{realm}/clients", {
-            "clientId": client_id, "publicClient": False, "secret": secret, "serviceAccountsEnabled": True,
-            "standardFlowEnabled": False, "directAccessGrantsEnabled": False,
-        })
+        client_uuid = await self.ok(
+            "POST",
+            f"/{realm}/clients",
+            {
+                "clientId": client_id,
+                "publicClient": False,
+                "secret": secret,
+                "serviceAccountsEnabled": True,
+                "standardFlowEnabled": False,
+                "directAccessGrantsEnabled": False,
+            },
+        )
         user = await self.ok("GET", f"/{realm}/clients/{client_uuid}/service-account-user")
         account = ServiceAccount(realm, client_id, secret, client_uuid, user["id"])
         if roles:
@@ -110,14 +122,23 @@ class MasterAdmin:
         "Include representation" switch (adminEventsDetailsEnabled)."""
         config = await self.ok("GET", f"/{realm}/events/config")
         listeners = [*config.get("eventsListeners", []), listener]
-        config.update(eventsListeners=sorted(set(listeners)), eventsEnabled=True, adminEventsEnabled=True,
-                      adminEventsDetailsEnabled=representation)
+        config.update(
+            eventsListeners=sorted(set(listeners)),
+            eventsEnabled=True,
+            adminEventsEnabled=True,
+            adminEventsDetailsEnabled=representation,
+        )
         status, doc, _ = await self.call("PUT", f"/{realm}/events/config", config)
         return status, doc
 
 
 def keycloak_settings(kafka_bootstrap: str, keycloak_url: str, account: ServiceAccount, **overrides: Any) -> Settings:
     """Service settings (fresh topics) reading Keycloak as `account`, from the realm the account lives in."""
-    return make_settings(kafka_bootstrap, keycloak_url=keycloak_url, keycloak_auth_realm=account.realm,
-                         keycloak_client_id=account.client_id, keycloak_client_secret=account.client_secret,
-                         **overrides)
+    return make_settings(
+        kafka_bootstrap,
+        keycloak_url=keycloak_url,
+        keycloak_auth_realm=account.realm,
+        keycloak_client_id=account.client_id,
+        keycloak_client_secret=account.client_secret,
+        **overrides,
+    )

@@ -107,7 +107,9 @@ class FakeKeycloak:
         if form.get("grant_type") != "client_credentials" or form.get("client_secret") != SECRET:
             return web.json_response(ERRORS["token_bad_secret_401"], status=401)
         self.issued.append(f"token-{len(self.issued) + 1}")
-        return web.json_response({**recorded("token.json"), "access_token": self.issued[-1], "expires_in": self.expires_in})
+        return web.json_response(
+            {**recorded("token.json"), "access_token": self.issued[-1], "expires_in": self.expires_in}
+        )
 
     async def _token_no_realm(self, request: web.Request) -> web.Response:
         return web.json_response(ERRORS["token_no_realm_404"], status=404)
@@ -178,13 +180,17 @@ async def test_get_user_returns_the_stored_user(fake: tuple[FakeKeycloak, str], 
     assert await client(session, base).get_user("acme", USER["id"]) == USER
 
 
-async def test_get_user_404_user_not_found_is_none(fake: tuple[FakeKeycloak, str], session: aiohttp.ClientSession) -> None:
+async def test_get_user_404_user_not_found_is_none(
+    fake: tuple[FakeKeycloak, str], session: aiohttp.ClientSession
+) -> None:
     """Keycloak's own "User not found" is the one answer that means the user does not exist."""
     _, base = fake
     assert await client(session, base).get_user("acme", "gone") is None
 
 
-async def test_get_user_in_a_missing_realm_raises(fake: tuple[FakeKeycloak, str], session: aiohttp.ClientSession) -> None:
+async def test_get_user_in_a_missing_realm_raises(
+    fake: tuple[FakeKeycloak, str], session: aiohttp.ClientSession
+) -> None:
     """A missing realm is a 404 too, but must never read as "this user was deleted"."""
     _, base = fake
     with pytest.raises(KeycloakNotFound) as caught:
@@ -403,7 +409,9 @@ async def test_token_endpoint_outage_is_retried(fake: tuple[FakeKeycloak, str], 
     assert keycloak.issued == ["token-1"]
 
 
-async def test_persistent_outage_raises_unavailable(fake: tuple[FakeKeycloak, str], session: aiohttp.ClientSession) -> None:
+async def test_persistent_outage_raises_unavailable(
+    fake: tuple[FakeKeycloak, str], session: aiohttp.ClientSession
+) -> None:
     """After the policy's attempts the last transient error is raised, retriable, with no body in it."""
     keycloak, base = fake
     keycloak.script["/admin/realms/acme/users/count"] = [(503, {"error": "down"}, {})] * 3
@@ -421,7 +429,9 @@ async def test_dropped_connection_is_retried(fake: tuple[FakeKeycloak, str], ses
     assert await client(session, base).get_user("acme", USER["id"]) == USER
 
 
-async def test_slow_answer_times_out_and_is_retried(fake: tuple[FakeKeycloak, str], session: aiohttp.ClientSession) -> None:
+async def test_slow_answer_times_out_and_is_retried(
+    fake: tuple[FakeKeycloak, str], session: aiohttp.ClientSession
+) -> None:
     """The per-request timeout turns a hung request into a retriable failure."""
     keycloak, base = fake
     keycloak.script["/admin/realms/acme/users/count"] = ["slow"]
@@ -438,7 +448,9 @@ async def test_unreachable_keycloak_is_unavailable(session: aiohttp.ClientSessio
     assert caught.value.status is None
 
 
-async def test_a_200_that_is_not_json_is_an_error(fake: tuple[FakeKeycloak, str], session: aiohttp.ClientSession) -> None:
+async def test_a_200_that_is_not_json_is_an_error(
+    fake: tuple[FakeKeycloak, str], session: aiohttp.ClientSession
+) -> None:
     """An HTML page with 200 (a login page, a wrong base URL) is not retried and not taken for data."""
     keycloak, base = fake
     keycloak.script["/admin/realms/acme/users/count"] = [(200, "<html></html>", {})]
@@ -490,10 +502,19 @@ def test_retry_after_is_honoured() -> None:
 @pytest.mark.parametrize(
     ("rep", "expected"),
     [
-        (USER, {"userName": "jdoe", "givenName": "Jane", "familyName": "Doe", "email": "jane@example.com", "active": True}),
-        (recorded("users-page-brief.json")[0], {"userName": "bare", "givenName": None, "familyName": None, "email": None, "active": False}),
+        (
+            USER,
+            {"userName": "jdoe", "givenName": "Jane", "familyName": "Doe", "email": "jane@example.com", "active": True},
+        ),
+        (
+            recorded("users-page-brief.json")[0],
+            {"userName": "bare", "givenName": None, "familyName": None, "email": None, "active": False},
+        ),
         ({}, {"userName": None, "givenName": None, "familyName": None, "email": None, "active": False}),
-        ({"username": "x", "firstName": "", "enabled": "true"}, {"userName": "x", "givenName": None, "familyName": None, "email": None, "active": False}),
+        (
+            {"username": "x", "firstName": "", "enabled": "true"},
+            {"userName": "x", "givenName": None, "familyName": None, "email": None, "active": False},
+        ),
     ],
 )
 def test_user_attributes(rep: dict[str, Any], expected: dict[str, Any]) -> None:

@@ -37,8 +37,10 @@ async def test_the_stored_user_wins_over_the_event(authoritative: tuple[Pipeline
     """A CREATE event whose representation is partial and stale still creates the user as stored; a
     partial UPDATE applies the stored state; a DELETE removes the user (policy delete)."""
     pipeline, admin, realm = authoritative
-    user_id = await admin.create_user(realm, {"username": "truth", "firstName": "Real", "lastName": "Name",
-                                              "email": "truth@example.com", "enabled": True})
+    user_id = await admin.create_user(
+        realm,
+        {"username": "truth", "firstName": "Real", "lastName": "Name", "email": "truth@example.com", "enabled": True},
+    )
     await pipeline.admin(ev.admin_event(realm, user_id, "CREATE", {"username": "truth", "firstName": "Stale"}))
     await pipeline.wait_user(realm, user_id, userName="truth", displayName="Real Name", active=True)
 

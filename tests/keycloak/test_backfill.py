@@ -29,8 +29,13 @@ USERS = 1000
 
 
 def expected(i: int) -> dict[str, object]:
-    return {"userName": f"pre{i:04d}", "givenName": f"Given{i}", "familyName": None if i % 7 == 0 else f"Fam{i}",
-            "email": f"pre{i:04d}@example.com", "active": i % 3 != 0}
+    return {
+        "userName": f"pre{i:04d}",
+        "givenName": f"Given{i}",
+        "familyName": None if i % 7 == 0 else f"Fam{i}",
+        "email": f"pre{i:04d}@example.com",
+        "active": i % 3 != 0,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +51,12 @@ async def populated(keycloak: RealKeycloak) -> AsyncIterator[tuple[str, ServiceA
 
         async def create(i: int) -> None:
             attrs = expected(i)
-            rep = {"username": attrs["userName"], "firstName": attrs["givenName"], "email": attrs["email"],
-                   "enabled": attrs["active"]}
+            rep = {
+                "username": attrs["userName"],
+                "firstName": attrs["givenName"],
+                "email": attrs["email"],
+                "enabled": attrs["active"],
+            }
             if attrs["familyName"]:
                 rep["lastName"] = attrs["familyName"]
             async with slots:
@@ -78,8 +87,7 @@ async def test_backfill_of_a_thousand_existing_users_into_an_empty_downstream(
     realm, _, ids = populated
     api, base = Api(service.api_port or 0), scim_server.base_url()
     started = time.monotonic()
-    status, body = await api.call("PUT", f"/tenants/{realm}",
-                                  {"base_url": base, "token": SCIM_TOKEN, "backfill": True})
+    status, body = await api.call("PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN, "backfill": True})
     assert status == 201, body
     assert body["backfill"]["state"] == "running"
 

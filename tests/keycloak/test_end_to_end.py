@@ -84,8 +84,9 @@ async def e2e(keycloak: RealKeycloak, kafka_bootstrap: str, scim_server: ScimSer
         status, doc = await admin.enable_listener(realm, keycloak.listener)
         assert status == 204, f"enabling {keycloak.listener} on {realm}: {status} {doc}"
         # Event-carried mode: the plugin's topics are the listener's, the internal ones fresh.
-        settings = make_settings(kafka_bootstrap, events_topic=keycloak.events_topic,
-                                 admin_events_topic=keycloak.admin_events_topic)
+        settings = make_settings(
+            kafka_bootstrap, events_topic=keycloak.events_topic, admin_events_topic=keycloak.admin_events_topic
+        )
         async with running_service(settings) as service:
             assert service.api_port is not None
             base_url = scim_server.base_url(realm)
@@ -104,11 +105,24 @@ async def test_admin_api_changes_reach_the_downstream_within_10_s(e2e: EndToEnd)
 
     user_id: str = await e2e.step(
         "create",
-        lambda: admin.create_user(realm, {"username": "e2e.jane", "firstName": "Jane", "lastName": "Doe",
-                                          "email": "jane.doe@example.com", "enabled": True}),
-        lambda u: u is not None and u.get("userName") == "e2e.jane" and u.get("active") is True
-        and u.get("name", {}).get("givenName") == "Jane" and u.get("name", {}).get("familyName") == "Doe"
-        and email(u) == "jane.doe@example.com",
+        lambda: admin.create_user(
+            realm,
+            {
+                "username": "e2e.jane",
+                "firstName": "Jane",
+                "lastName": "Doe",
+                "email": "jane.doe@example.com",
+                "enabled": True,
+            },
+        ),
+        lambda u: (
+            u is not None
+            and u.get("userName") == "e2e.jane"
+            and u.get("active") is True
+            and u.get("name", {}).get("givenName") == "Jane"
+            and u.get("name", {}).get("familyName") == "Doe"
+            and email(u) == "jane.doe@example.com"
+        ),
     )
 
     async def rename() -> None:  # as the admin console saves: the whole user, changed
@@ -117,27 +131,35 @@ async def test_admin_api_changes_reach_the_downstream_within_10_s(e2e: EndToEnd)
         await admin.ok("PUT", f"/{realm}/users/{user_id}", stored)
 
     await e2e.step(
-        "change name and email", rename,
-        lambda u: u is not None and u.get("name", {}).get("givenName") == "Janet"
-        and u.get("name", {}).get("familyName") == "Doe-Smith" and email(u) == "janet.smith@example.com"
-        and u.get("userName") == "e2e.jane" and u.get("active") is True,
+        "change name and email",
+        rename,
+        lambda u: (
+            u is not None
+            and u.get("name", {}).get("givenName") == "Janet"
+            and u.get("name", {}).get("familyName") == "Doe-Smith"
+            and email(u) == "janet.smith@example.com"
+            and u.get("userName") == "e2e.jane"
+            and u.get("active") is True
+        ),
         user_id,
     )
     await e2e.step(
-        "disable", lambda: admin.ok("PUT", f"/{realm}/users/{user_id}", {"enabled": False}),
+        "disable",
+        lambda: admin.ok("PUT", f"/{realm}/users/{user_id}", {"enabled": False}),
         lambda u: u is not None and u.get("active") is False and email(u) == "janet.smith@example.com",
         user_id,
     )
     await e2e.step(
-        "re-enable", lambda: admin.ok("PUT", f"/{realm}/users/{user_id}", {"enabled": True}),
+        "re-enable",
+        lambda: admin.ok("PUT", f"/{realm}/users/{user_id}", {"enabled": True}),
         lambda u: u is not None and u.get("active") is True and u.get("name", {}).get("givenName") == "Janet",
         user_id,
     )
-    await e2e.step(
-        "delete", lambda: admin.ok("DELETE", f"/{realm}/users/{user_id}"), lambda u: u is None, user_id
+    await e2e.step("delete", lambda: admin.ok("DELETE", f"/{realm}/users/{user_id}"), lambda u: u is None, user_id)
+    print(
+        "end to end, seconds from admin call to downstream:",
+        ", ".join(f"{name} {seconds:.2f}" for name, seconds in e2e.timings.items()),
     )
-    print("end to end, seconds from admin call to downstream:",
-          ", ".join(f"{name} {seconds:.2f}" for name, seconds in e2e.timings.items()))
 
     # What travelled: SnuK87's records, one per admin call, on the admin topic.
     records = await admin_records(e2e.keycloak, realm, user_id, expected=5)
@@ -156,17 +178,26 @@ async def test_admin_api_changes_reach_the_downstream_within_10_s(e2e: EndToEnd)
 
 def about(value: bytes, realm: str, user_id: str) -> bool:
     event = json.loads(value)
-    return bool(event.get("realmName") == realm and event.get("resourceType") == "USER"
-                and str(event.get("resourcePath", "")).startswith(f"users/{user_id}"))
+    return bool(
+        event.get("realmName") == realm
+        and event.get("resourceType") == "USER"
+        and str(event.get("resourcePath", "")).startswith(f"users/{user_id}")
+    )
 
 
 async def admin_records(keycloak: RealKeycloak, realm: str, user_id: str, expected: int) -> list[Any]:
     """The admin topic's records about one user, read from the beginning until `expected` are there."""
-    consumer = AIOKafkaConsumer(keycloak.admin_events_topic, bootstrap_servers=keycloak.kafka_bootstrap,
-                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        keycloak.admin_events_topic,
+        bootstrap_servers=keycloak.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     found: list[Any] = []
     try:
+
         async def complete() -> bool:
             batches = await consumer.getmany(timeout_ms=500)
             found.extend(r for batch in batches.values() for r in batch if about(r.value, realm, user_id))

@@ -39,8 +39,16 @@ async def test_representation_less_create_and_update_are_re_read_from_keycloak(
     """CREATE and UPDATE events with `representation: null`, as a listener honouring the realm's default
     switch sends them: the user is created as Keycloak stores it, and the later disable reaches it too."""
     pipeline, admin, realm = rereading
-    user_id = await admin.create_user(realm, {"username": "reread", "firstName": "Stored", "lastName": "User",
-                                              "email": "reread@example.com", "enabled": True})
+    user_id = await admin.create_user(
+        realm,
+        {
+            "username": "reread",
+            "firstName": "Stored",
+            "lastName": "User",
+            "email": "reread@example.com",
+            "enabled": True,
+        },
+    )
     await pipeline.admin(ev.admin_event(realm, user_id, "CREATE", None))
     await pipeline.wait_user(realm, user_id, userName="reread", displayName="Stored User", active=True)
 

@@ -55,8 +55,12 @@ async def realm(admin: MasterAdmin) -> Realm:
             "email": f"user{i:02d}@example.com",
             "active": i % 4 != 0,
         }
-        rep = {"username": attrs["userName"], "firstName": attrs["givenName"], "email": attrs["email"],
-               "enabled": attrs["active"]}
+        rep = {
+            "username": attrs["userName"],
+            "firstName": attrs["givenName"],
+            "email": attrs["email"],
+            "enabled": attrs["active"],
+        }
         if attrs["familyName"]:
             rep["lastName"] = attrs["familyName"]
         users[await admin.create_user(name, rep)] = attrs
@@ -67,8 +71,13 @@ async def realm(admin: MasterAdmin) -> Realm:
 
 def reader(keycloak: RealKeycloak, session: aiohttp.ClientSession, realm: Realm, **kw: object) -> KeycloakAdminClient:
     return KeycloakAdminClient(
-        session, keycloak.url, realm.account.client_id, realm.account.client_secret,
-        auth_realm=realm.name, retry=RETRY, **kw,  # type: ignore[arg-type]
+        session,
+        keycloak.url,
+        realm.account.client_id,
+        realm.account.client_secret,
+        auth_realm=realm.name,
+        retry=RETRY,
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -82,7 +91,9 @@ async def test_get_user(keycloak: RealKeycloak, session: aiohttp.ClientSession, 
         assert user_attributes(rep) == attrs
 
 
-async def test_iter_users_pages_through_all_25(keycloak: RealKeycloak, session: aiohttp.ClientSession, realm: Realm) -> None:
+async def test_iter_users_pages_through_all_25(
+    keycloak: RealKeycloak, session: aiohttp.ClientSession, realm: Realm
+) -> None:
     """Page size 10 over 25 users: pages of 10, 10, 5, every user once, the service account not among them."""
     kc = reader(keycloak, session, realm)
     users = [u async for u in kc.iter_users(realm.name, page_size=10)]
@@ -105,7 +116,9 @@ async def test_absent_user_is_none(keycloak: RealKeycloak, session: aiohttp.Clie
         assert await kc.get_user(realm.name, user_id) is None
 
 
-async def test_absent_realm_raises_not_none(keycloak: RealKeycloak, session: aiohttp.ClientSession, realm: Realm) -> None:
+async def test_absent_realm_raises_not_none(
+    keycloak: RealKeycloak, session: aiohttp.ClientSession, realm: Realm
+) -> None:
     """A realm that does not exist is an error, never "the user is gone"."""
     with pytest.raises(KeycloakNotFound) as caught:
         await reader(keycloak, session, realm).get_user("no-such-realm", str(uuid.uuid4()))
@@ -119,9 +132,13 @@ async def test_another_realm_is_forbidden(keycloak: RealKeycloak, session: aioht
     assert caught.value.status == 403
 
 
-async def test_wrong_secret_is_unauthorized(keycloak: RealKeycloak, session: aiohttp.ClientSession, realm: Realm) -> None:
+async def test_wrong_secret_is_unauthorized(
+    keycloak: RealKeycloak, session: aiohttp.ClientSession, realm: Realm
+) -> None:
     """The token endpoint refuses a wrong secret; not retried."""
-    kc = KeycloakAdminClient(session, keycloak.url, realm.account.client_id, "wrong", auth_realm=realm.name, retry=RETRY)
+    kc = KeycloakAdminClient(
+        session, keycloak.url, realm.account.client_id, "wrong", auth_realm=realm.name, retry=RETRY
+    )
     with pytest.raises(KeycloakUnauthorized, match="unauthorized_client"):
         await kc.count_users(realm.name)
     assert kc.requests_sent == 1

@@ -71,7 +71,9 @@ def test_a_config_without_the_keys_warns_about_both() -> None:
     """Missing or odd keys (another Keycloak version) are read as "not set", never as an error."""
     assert codes({}) == [WarningCode.LISTENER_MISSING, WarningCode.REPRESENTATION_OFF]
     assert codes({"eventsListeners": "kafka", "adminEventsDetailsEnabled": "true"}) == [
-        WarningCode.LISTENER_MISSING, WarningCode.REPRESENTATION_OFF]
+        WarningCode.LISTENER_MISSING,
+        WarningCode.REPRESENTATION_OFF,
+    ]
 
 
 def test_the_answer_shape() -> None:
@@ -107,13 +109,16 @@ async def test_check_realm_reads_the_settings() -> None:
 PATH = "admin/realms/acme/events/config"
 
 
-@pytest.mark.parametrize(("error", "hint"), [
-    (KeycloakUnauthorized(403, "GET", PATH, "HTTP 403 Forbidden"), "view-events"),
-    (KeycloakUnauthorized(401, "POST", "realms/master/protocol/openid-connect/token"), "OUTBOUND_SCIM_KEYCLOAK_"),
-    (KeycloakNotFound(404, "GET", PATH, "Realm not found."), "no such realm"),
-    (KeycloakUnavailable(503, "GET", PATH), "503"),
-    (KeycloakError(200, "GET", PATH, "response is not an object"), "not an object"),
-])
+@pytest.mark.parametrize(
+    ("error", "hint"),
+    [
+        (KeycloakUnauthorized(403, "GET", PATH, "HTTP 403 Forbidden"), "view-events"),
+        (KeycloakUnauthorized(401, "POST", "realms/master/protocol/openid-connect/token"), "OUTBOUND_SCIM_KEYCLOAK_"),
+        (KeycloakNotFound(404, "GET", PATH, "Realm not found."), "no such realm"),
+        (KeycloakUnavailable(503, "GET", PATH), "503"),
+        (KeycloakError(200, "GET", PATH, "response is not an object"), "not an object"),
+    ],
+)
 async def test_an_unreadable_config_is_a_warning_not_an_error(error: KeycloakError, hint: str) -> None:
     """403 asks for view-events; other failures say what failed; none raises (the enable goes on)."""
     [warning] = await check_realm(ScriptedKeycloak(error), "acme", LISTENERS)  # type: ignore[arg-type]

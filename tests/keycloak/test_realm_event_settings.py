@@ -44,8 +44,9 @@ class Setup:
 
     async def enable(self, realm: str) -> list[dict[str, Any]]:
         """Enable the tenant (it must succeed, warnings or not); the warnings of its answer."""
-        status, body = await self.api.call("PUT", f"/tenants/{realm}",
-                                           {"base_url": self.scim.base_url(realm), "token": SCIM_TOKEN})
+        status, body = await self.api.call(
+            "PUT", f"/tenants/{realm}", {"base_url": self.scim.base_url(realm), "token": SCIM_TOKEN}
+        )
         assert status == 201, body
         return list(body["warnings"])
 

@@ -39,15 +39,23 @@ async def setup(
         account = await admin.create_service_account(realm, "outbound-scim")
         ids = {}
         for name, enabled in (("alice", True), ("bob", False), ("carol", True), ("dave", True)):
-            ids[name] = await admin.create_user(realm, {"username": name, "firstName": name.title(),
-                                                        "lastName": "Test", "email": f"{name}@example.com",
-                                                        "enabled": enabled})
+            ids[name] = await admin.create_user(
+                realm,
+                {
+                    "username": name,
+                    "firstName": name.title(),
+                    "lastName": "Test",
+                    "email": f"{name}@example.com",
+                    "enabled": enabled,
+                },
+            )
         settings = keycloak_settings(kafka_bootstrap, keycloak.url, account, reconcile_check_seconds=0.5)
         await create_source_topics(settings)
         async with running_service(settings) as service:
             base = scim_server.base_url()
             status, body = await Api(service.api_port or 0).call(
-                "PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN, "backfill": True})
+                "PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN, "backfill": True}
+            )
             assert status == 201, body
 
             async def backfilled() -> bool:
@@ -72,21 +80,44 @@ async def test_reconciliation_reports_and_fixes_drift(
     api = Api(service.api_port or 0)
     users = {u["externalId"]: u for u in await downstream_users(base, SCIM_TOKEN)}
     patch = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": []}
-    await scim("PATCH", f"{base}/Users/{users[ids['alice']]['id']}",
-               {**patch, "Operations": [{"op": "replace", "path": "emails",
-                                         "value": [{"value": "hacked@example.com", "type": "work", "primary": True}]}]})
-    await scim("PATCH", f"{base}/Users/{users[ids['bob']]['id']}",
-               {**patch, "Operations": [{"op": "replace", "path": "active", "value": True}]})
+    await scim(
+        "PATCH",
+        f"{base}/Users/{users[ids['alice']]['id']}",
+        {
+            **patch,
+            "Operations": [
+                {
+                    "op": "replace",
+                    "path": "emails",
+                    "value": [{"value": "hacked@example.com", "type": "work", "primary": True}],
+                }
+            ],
+        },
+    )
+    await scim(
+        "PATCH",
+        f"{base}/Users/{users[ids['bob']]['id']}",
+        {**patch, "Operations": [{"op": "replace", "path": "active", "value": True}]},
+    )
     await scim("DELETE", f"{base}/Users/{users[ids['carol']]['id']}")
-    extra = await scim("POST", f"{base}/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                                                 "userName": "outsider", "externalId": "not-in-keycloak"})
+    extra = await scim(
+        "POST",
+        f"{base}/Users",
+        {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "outsider",
+            "externalId": "not-in-keycloak",
+        },
+    )
     lost = await admin.create_user(realm, {"username": "erin", "email": "erin@example.com", "enabled": True})
 
     status, report = await api.call("POST", f"/tenants/{realm}/reconcile", {"dry_run": True})
     assert status == 200, report
     assert sorted(report["missing"]["ids"]) == sorted([ids["carol"], lost])
     assert {u["id"]: u["attributes"] for u in report["stale"]["users"]} == {
-        ids["alice"]: ["email"], ids["bob"]: ["active"]}
+        ids["alice"]: ["email"],
+        ids["bob"]: ["active"],
+    }
     assert [u["externalId"] for u in report["extra"]["users"]] == ["not-in-keycloak"]
     assert report["fixes_queued"] == 0
     after_dry_run = by_external_id(await downstream_users(base, SCIM_TOKEN))
@@ -124,8 +155,17 @@ async def test_provision_one_user_now_returns_the_step_trace(
     assert status == 200, trace
     assert trace["result"] == "updated"
     steps = trace["steps"]
-    assert steps[0] == {"step": "read_keycloak", "found": True, "attributes": {
-        "userName": "dave", "givenName": "David", "familyName": "Test", "email": "dave@example.com", "active": False}}
+    assert steps[0] == {
+        "step": "read_keycloak",
+        "found": True,
+        "attributes": {
+            "userName": "dave",
+            "givenName": "David",
+            "familyName": "Test",
+            "email": "dave@example.com",
+            "active": False,
+        },
+    }
     assert steps[1]["step"] == "plan"
     assert steps[1]["action"] == "sync"
     assert [(s["method"], s["outcome"]) for s in steps[2:]] == [("GET", "ok"), ("PATCH", "ok")]
@@ -143,8 +183,9 @@ async def test_periodic_reconciliation_repairs_drift_by_itself(
     """A tenant with reconcile_interval_minutes gets its drift fixed without anyone asking."""
     service, _, realm, ids, base = setup
     api = Api(service.api_port or 0)
-    status, body = await api.call("PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN,
-                                                                 "reconcile_interval_minutes": 0.05})
+    status, body = await api.call(
+        "PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN, "reconcile_interval_minutes": 0.05}
+    )
     assert (status, body["reconcile_interval_minutes"]) == (200, 0.05)
     users = {u["externalId"]: u for u in await downstream_users(base, SCIM_TOKEN)}
     await scim("DELETE", f"{base}/Users/{users[ids['alice']]['id']}")
@@ -153,5 +194,7 @@ async def test_periodic_reconciliation_repairs_drift_by_itself(
         return ids["alice"] in by_external_id(await downstream_users(base, SCIM_TOKEN))
 
     await wait_until(recreated, timeout=60, what="the periodic reconciliation re-created alice")
-    assert service.metrics.registry.get_sample_value(
-        "outbound_scim_drift_users", {"tenant": realm, "kind": "missing"}) is not None
+    assert (
+        service.metrics.registry.get_sample_value("outbound_scim_drift_users", {"tenant": realm, "kind": "missing"})
+        is not None
+    )

@@ -75,9 +75,13 @@ class Setup:
 
     def changes_done(self) -> float:
         """Changes of this realm the apply stage has finished, whatever their outcome."""
-        return sum(sample.value for family in self.service.metrics.registry.collect()
-                   if family.name == "outbound_scim_changes" for sample in family.samples
-                   if sample.name.endswith("_total") and sample.labels.get("tenant") == self.realm)
+        return sum(
+            sample.value
+            for family in self.service.metrics.registry.collect()
+            if family.name == "outbound_scim_changes"
+            for sample in family.samples
+            if sample.name.endswith("_total") and sample.labels.get("tenant") == self.realm
+        )
 
     async def disable_during_the_hold(self) -> str:
         """Wait for the held first page, disable its first user in Keycloak, wait until the live event
@@ -115,16 +119,31 @@ async def setup(
         admin = MasterAdmin(session, keycloak.url, keycloak.admin_user, keycloak.admin_password)
         realm = f"st-{uuid.uuid4().hex[:8]}"
         await admin.create_realm(realm)
-        account = await admin.create_service_account(realm, "outbound-scim",
-                                                     ("view-users", "query-users", "view-events"))
+        account = await admin.create_service_account(
+            realm, "outbound-scim", ("view-users", "query-users", "view-events")
+        )
         for i in range(USERS):
-            await admin.create_user(realm, {"username": f"st{i:02d}", "firstName": f"Given{i}", "lastName": "Test",
-                                            "email": f"st{i:02d}@example.com", "enabled": True})
+            await admin.create_user(
+                realm,
+                {
+                    "username": f"st{i:02d}",
+                    "firstName": f"Given{i}",
+                    "lastName": "Test",
+                    "email": f"st{i:02d}@example.com",
+                    "enabled": True,
+                },
+            )
         status, doc = await admin.enable_listener(realm, keycloak.listener)
         assert status == 204, f"enabling {keycloak.listener} on {realm}: {status} {doc}"
-        settings = keycloak_settings(kafka_bootstrap, keycloak.url, account, events_topic=keycloak.events_topic,
-                                     admin_events_topic=keycloak.admin_events_topic, keycloak_page_size=PAGE_SIZE,
-                                     keycloak_event_listeners=keycloak.listener)
+        settings = keycloak_settings(
+            kafka_bootstrap,
+            keycloak.url,
+            account,
+            events_topic=keycloak.events_topic,
+            admin_events_topic=keycloak.admin_events_topic,
+            keycloak_page_size=PAGE_SIZE,
+            keycloak_event_listeners=keycloak.listener,
+        )
         async with running_service(settings) as service:
             assert service.keycloak is not None
             gate = PageGate(service.keycloak)
@@ -137,8 +156,9 @@ async def test_a_disable_during_a_backfill_is_not_undone_by_its_older_read(setup
     """Backfill held after page 1; a page-1 user disabled meanwhile (live event applied) stays disabled
     once the backfill publishes page 1, and every other user arrives enabled."""
     started = time.monotonic()
-    status, body = await setup.api.call("PUT", f"/tenants/{setup.realm}",
-                                        {"base_url": setup.base_url, "token": SCIM_TOKEN, "backfill": True})
+    status, body = await setup.api.call(
+        "PUT", f"/tenants/{setup.realm}", {"base_url": setup.base_url, "token": SCIM_TOKEN, "backfill": True}
+    )
     assert status == 201, body
     assert body["warnings"] == []
     victim = await setup.disable_during_the_hold()
@@ -158,8 +178,9 @@ async def test_a_disable_during_a_reconciliation_is_not_undone_by_its_fix(setup:
     """Reconciliation (empty downstream) held after page 1; a page-1 user disabled meanwhile is found
     stale (Keycloak's page said enabled), and its fix, older than the disable, changes nothing."""
     started = time.monotonic()
-    status, body = await setup.api.call("PUT", f"/tenants/{setup.realm}", {"base_url": setup.base_url,
-                                                                             "token": SCIM_TOKEN})
+    status, body = await setup.api.call(
+        "PUT", f"/tenants/{setup.realm}", {"base_url": setup.base_url, "token": SCIM_TOKEN}
+    )
     assert status == 201, body
     reconcile = asyncio.create_task(setup.api.call("POST", f"/tenants/{setup.realm}/reconcile", {"dry_run": False}))
     victim = await setup.disable_during_the_hold()

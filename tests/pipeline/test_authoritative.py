@@ -32,8 +32,13 @@ async def test_a_partial_update_becomes_the_whole_stored_user() -> None:
     change = UserChange("acme", "u1", "upsert", 10, "USER_UPDATE", attributes={"active": False})
     truth = await read_truth(ScriptedKeycloak(STORED), change, sleep=no_sleep)  # type: ignore[arg-type]
     assert truth.op == "upsert"
-    assert truth.attributes == {"userName": "jdoe", "givenName": "Jane", "familyName": "Doe", "email": "j@x.io",
-                                "active": True}
+    assert truth.attributes == {
+        "userName": "jdoe",
+        "givenName": "Jane",
+        "familyName": "Doe",
+        "email": "j@x.io",
+        "active": True,
+    }
     assert truth.time_ms >= 10
 
 

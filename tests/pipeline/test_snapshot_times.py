@@ -20,8 +20,14 @@ from tests.support import wait_until
 
 
 def user(user_id: str, enabled: bool = True) -> dict[str, Any]:
-    return {"id": user_id, "username": user_id, "firstName": "F", "lastName": "L", "email": f"{user_id}@x.io",
-            "enabled": enabled}
+    return {
+        "id": user_id,
+        "username": user_id,
+        "firstName": "F",
+        "lastName": "L",
+        "email": f"{user_id}@x.io",
+        "enabled": enabled,
+    }
 
 
 # Two pages read at 1,000 ms and 5,000 ms; the clock is far later when anything is published.
@@ -71,19 +77,31 @@ async def test_backfill_stamps_each_user_with_its_pages_read_time() -> None:
     await wait_until(finished, timeout=5, what="backfill finished")
     assert progress.state == "done"
     assert [(c.user_id, c.time_ms, c.event_type) for c in producer.sent] == [
-        ("u1", 1_000, "BACKFILL"), ("u2", 1_000, "BACKFILL"), ("u3", 5_000, "BACKFILL")]
+        ("u1", 1_000, "BACKFILL"),
+        ("u2", 1_000, "BACKFILL"),
+        ("u3", 5_000, "BACKFILL"),
+    ]
     assert keycloak.page_sizes == [2]
 
 
 async def test_reconcile_stamps_each_fix_with_its_pages_read_time() -> None:
     """Every user missing downstream is fixed with the request time of the Keycloak page that returned it."""
     keycloak, producer = PagedKeycloak(PAGES), RecordingProducer()
-    reconciler = Reconciler(keycloak, EmptyDownstream(), producer, "changes", Metrics(CollectorRegistry()),  # type: ignore[arg-type]
-                            page_size=2)
+    reconciler = Reconciler(
+        keycloak,
+        EmptyDownstream(),
+        producer,
+        "changes",
+        Metrics(CollectorRegistry()),  # type: ignore[arg-type]
+        page_size=2,
+    )
     report = await reconciler.run(Downstream("acme", "https://scim.example", "t"), dry_run=False)
     assert report["fixes_queued"] == 3
     assert sorted((c.user_id, c.time_ms, c.force) for c in producer.sent) == [
-        ("u1", 1_000, True), ("u2", 1_000, True), ("u3", 5_000, True)]
+        ("u1", 1_000, True),
+        ("u2", 1_000, True),
+        ("u3", 5_000, True),
+    ]
     assert keycloak.page_sizes == [2]
 
 

@@ -32,9 +32,13 @@ class FakeDownstream:
     def add(self, user_name: str, external_id: str | None, **attributes: Any) -> str:
         """An account that exists downstream before we arrive (made by hand, or another user's)."""
         downstream_id = f"pre-{next(self._ids)}"
-        self.accounts[downstream_id] = {"id": downstream_id, "userName": user_name, "active": True,
-                                        **({"externalId": external_id} if external_id is not None else {}),
-                                        **attributes}
+        self.accounts[downstream_id] = {
+            "id": downstream_id,
+            "userName": user_name,
+            "active": True,
+            **({"externalId": external_id} if external_id is not None else {}),
+            **attributes,
+        }
         return downstream_id
 
     async def find_user(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None:

@@ -39,8 +39,9 @@ def apply_all(downstream: FakeDownstream, arrivals: list[UserChange], policy: De
 
 
 @settings(max_examples=1500, deadline=None)
-@given(data=st.data(), changes=changes_strategy(), policy=st.sampled_from(list(DeletePolicy)),
-       ignore_filters=st.booleans())
+@given(
+    data=st.data(), changes=changes_strategy(), policy=st.sampled_from(list(DeletePolicy)), ignore_filters=st.booleans()
+)
 def test_the_downstream_ends_as_event_time_order_says(
     data: st.DataObject, changes: list[UserChange], policy: DeletePolicy, ignore_filters: bool
 ) -> None:
@@ -60,16 +61,27 @@ def look_alikes(draw: st.DrawFn) -> list[tuple[str, str | None]]:
     """Accounts already downstream: same userName as ours in another case, owned by others or by nobody."""
     names = POOLS["userName"] + ["JDOE", "Jane.Doe"]
     owners = [None, "", "kc-leaver", "kc-other-realm", UID]
-    return draw(st.lists(st.tuples(st.sampled_from(names), st.sampled_from(owners)), max_size=4,
-                         unique_by=lambda a: a[0].casefold()))
+    return draw(
+        st.lists(
+            st.tuples(st.sampled_from(names), st.sampled_from(owners)), max_size=4, unique_by=lambda a: a[0].casefold()
+        )
+    )
 
 
 @settings(max_examples=1000, deadline=None)
-@given(data=st.data(), changes=changes_strategy(), policy=st.sampled_from(list(DeletePolicy)),
-       existing=look_alikes(), ignore_filters=st.booleans())
+@given(
+    data=st.data(),
+    changes=changes_strategy(),
+    policy=st.sampled_from(list(DeletePolicy)),
+    existing=look_alikes(),
+    ignore_filters=st.booleans(),
+)
 def test_accounts_of_other_owners_are_never_written(
-    data: st.DataObject, changes: list[UserChange], policy: DeletePolicy,
-    existing: list[tuple[str, str | None]], ignore_filters: bool,
+    data: st.DataObject,
+    changes: list[UserChange],
+    policy: DeletePolicy,
+    existing: list[tuple[str, str | None]],
+    ignore_filters: bool,
 ) -> None:
     """Whatever accounts exist downstream and however the server filters, an account owned by another
     externalId is never PATCHed or DELETEd, and our user never ends with two accounts."""

@@ -257,8 +257,10 @@ async def test_deactivate_resolves_by_external_id_without_link() -> None:
     assert (outcome.result, outcome.state.downstream_id) == ("deactivated", "d-5")
 
 
-@pytest.mark.parametrize(("policy", "reason"), [(DeletePolicy.DEACTIVATE, "not_in_downstream_without_username"),
-                                                (DeletePolicy.DELETE, "not_in_downstream")])
+@pytest.mark.parametrize(
+    ("policy", "reason"),
+    [(DeletePolicy.DEACTIVATE, "not_in_downstream_without_username"), (DeletePolicy.DELETE, "not_in_downstream")],
+)
 async def test_deactivate_or_delete_when_absent_is_skipped(policy: DeletePolicy, reason: str) -> None:
     """Nothing downstream to deactivate or delete, and nothing known to create: skipped, no write."""
     plan = plan_change(UserState(), change("delete"), policy)

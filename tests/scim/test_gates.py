@@ -70,9 +70,15 @@ FIRST_TOKEN = "token-1"
 
 def new_client(session: aiohttp.ClientSession | None = None) -> ScimClient:
     """Breakers open at the first transient failure and are due for a probe at once."""
-    return ScimClient(session, Metrics(CollectorRegistry()), RetryPolicy(1, 0.01, 0.01), 5.0,  # type: ignore[arg-type]
-                      tenant_concurrency=4, breaker=CircuitBreaker(threshold=1, open_seconds=0.0),
-                      egress=EgressPolicy(frozenset({"127.0.0.1"}), allow_private_networks=True))
+    return ScimClient(
+        session,
+        Metrics(CollectorRegistry()),
+        RetryPolicy(1, 0.01, 0.01),
+        5.0,  # type: ignore[arg-type]
+        tenant_concurrency=4,
+        breaker=CircuitBreaker(threshold=1, open_seconds=0.0),
+        egress=EgressPolicy(frozenset({"127.0.0.1"}), allow_private_networks=True),
+    )
 
 
 @pytest.fixture
@@ -160,8 +166,11 @@ async def test_validation_goes_around_an_open_breaker_and_is_not_counted(
     with pytest.raises(EnableRefused, match="downstream_error"):
         await validate_downstream(client, ds(downstream.base_url, 1, token="token-2"), EGRESS)
     assert (breaker.state, breaker.failures) == (BreakerState.OPEN, 1)
-    assert [p.rsplit("/", 1)[1] for p, _ in downstream.calls] == ["ServiceProviderConfig", "Users",
-                                                                   "ServiceProviderConfig"]
+    assert [p.rsplit("/", 1)[1] for p, _ in downstream.calls] == [
+        "ServiceProviderConfig",
+        "Users",
+        "ServiceProviderConfig",
+    ]
 
 
 async def test_the_monitor_probes_the_gate_in_force_after_a_rotation(

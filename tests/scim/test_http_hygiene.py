@@ -73,8 +73,7 @@ async def serving(handler: Handler) -> AsyncIterator[LocalServer]:
 @asynccontextmanager
 async def client(egress: EgressPolicy = LOCAL, timeout: float = 5.0) -> AsyncIterator[ScimClient]:
     async with aiohttp.ClientSession() as http:
-        yield ScimClient(http, Metrics(CollectorRegistry()), FAST_RETRY, timeout, egress=egress,
-                         max_response_bytes=CAP)
+        yield ScimClient(http, Metrics(CollectorRegistry()), FAST_RETRY, timeout, egress=egress, max_response_bytes=CAP)
 
 
 def downstream(server: LocalServer, tenant: str = "t1") -> Downstream:
@@ -103,8 +102,11 @@ async def test_a_redirect_is_refused_and_never_followed(status: int, method: str
     async with serving(ok) as target:
 
         async def redirect(request: web.Request) -> web.Response:
-            return web.Response(status=status, text="moved: body not for the error",
-                                headers={"Location": f"{target.url}{request.path_qs}"})
+            return web.Response(
+                status=status,
+                text="moved: body not for the error",
+                headers={"Location": f"{target.url}{request.path_qs}"},
+            )
 
         async with serving(redirect) as origin, client() as scim_client:
             with pytest.raises(ScimRejected) as caught:

@@ -121,8 +121,13 @@ def test_egress_ipv4_carried_in_ipv6(address: str, private_allowed: bool, refuse
 
 @pytest.mark.parametrize(
     "url",
-    ["https://scim.example.com/v2?", "https://scim.example.com/v2?tenant=a", "https://scim.example.com/v2#",
-     "https://scim.example.com/v2#frag", "https://scim.example.com?x"],
+    [
+        "https://scim.example.com/v2?",
+        "https://scim.example.com/v2?tenant=a",
+        "https://scim.example.com/v2#",
+        "https://scim.example.com/v2#frag",
+        "https://scim.example.com?x",
+    ],
 )
 def test_egress_refuses_a_base_url_with_query_or_fragment(url: str) -> None:
     """Paths are appended to the base URL: a query or fragment, even an empty one, is invalid_url."""

@@ -85,6 +85,7 @@ def test_a_newer_unreadable_record_replaces_the_readable_one() -> None:
 
 def test_an_observer_failure_does_not_stop_the_store() -> None:
     """A failing observer is logged; the record is in effect and later observers still hear of it."""
+
     def failing(_: TenantUpdate) -> None:
         raise RuntimeError("observer bug")
 

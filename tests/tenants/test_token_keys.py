@@ -63,7 +63,8 @@ def test_reencrypted_moves_a_record_to_the_first_key_and_keeps_every_other_field
     assert rewritten is not None
     new = json.loads(rewritten)
     assert {k: v for k, v in new.items() if k != "token_encrypted"} == {
-        k: v for k, v in doc.items() if k != "token_encrypted"}
+        k: v for k, v in doc.items() if k != "token_encrypted"
+    }
     assert decode_tenant(rewritten, TokenCipher(K2), "acme") == TENANT
     assert TOKEN.encode() not in rewritten
 
