@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: deps demo test unit lint bench clean
+.PHONY: deps demo test unit lint bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lint: $(STAMP)
 bench: deps
 	$(BIN)/python -m scripts.bench
 	$(BIN)/python -m scripts.bench_backfill
+
+## docs: regenerate docs/reference (settings, metrics, CLI) from the code; a test fails while they differ
+docs: $(STAMP)
+	$(BIN)/python -m scripts.docs
 
 clean:
 	rm -rf $(VENV) scripts/kafka/.cache .pytest_cache

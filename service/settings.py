@@ -12,87 +12,142 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OUTBOUND_SCIM_", extra="ignore")
 
     # Kafka connection
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: str | None = None
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka brokers, comma-separated host:port")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how the service talks to the brokers"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism, with a SASL_* protocol"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password")
+    kafka_ssl_cafile: str | None = Field(
+        None, description="CA bundle (PEM file) for the brokers' TLS; default: the system CAs"
+    )
 
     # Topics: the plugin's input, and the service's own internal topics
-    events_topic: str = "keycloak-events"
-    admin_events_topic: str = "keycloak-admin-events"
-    changes_topic: str = "outbound-scim.changes"
-    user_state_topic: str = "outbound-scim.user-state"
-    tenants_topic: str = "outbound-scim.tenants"
-    dead_letter_topic: str = "outbound-scim.dead-letter"
-    parking_topic: str = "outbound-scim.parked"
-    replay_cursors_topic: str = "outbound-scim.replay-cursors"
-    internal_partitions: int = Field(6, ge=1, description="partitions of the changes / user-state topics")
-    internal_replication_factor: int = Field(1, ge=1)
-    group_id: str = "outbound-scim"
-    max_record_bytes: int = Field(1_000_000, ge=1024)
+    events_topic: str = Field("keycloak-events", description="the plugin's user-event topic (its KAFKA_TOPIC)")
+    admin_events_topic: str = Field(
+        "keycloak-admin-events", description="the plugin's admin-event topic (its KAFKA_ADMIN_TOPIC)"
+    )
+    changes_topic: str = Field("outbound-scim.changes", description="internal: changes keyed by <realm>/<user id>")
+    user_state_topic: str = Field(
+        "outbound-scim.user-state", description="internal, compacted: per-user state, co-partitioned with the changes"
+    )
+    tenants_topic: str = Field(
+        "outbound-scim.tenants", description="internal, compacted: tenant configuration (tokens encrypted)"
+    )
+    dead_letter_topic: str = Field("outbound-scim.dead-letter", description="poison records and rejected changes")
+    parking_topic: str = Field(
+        "outbound-scim.parked", description="changes set aside until a replay (keyed like the changes topic)"
+    )
+    replay_cursors_topic: str = Field(
+        "outbound-scim.replay-cursors", description="internal, compacted: how far each tenant was replayed"
+    )
+    internal_partitions: int = Field(
+        6, ge=1, description="partitions of the changes / user-state topics (= the most replicas that can work)"
+    )
+    internal_replication_factor: int = Field(
+        1, ge=1, description="replication of the internal topics (3 in production)"
+    )
+    group_id: str = Field("outbound-scim", description="prefix of the two consumer groups (.rekey, .apply)")
+    max_record_bytes: int = Field(1_000_000, ge=1024, description="larger records are dead-lettered unread")
     max_clock_skew_seconds: float = Field(
-        300.0, ge=0, description="event times further ahead of the service's clock are clamped to it (and counted)"
+        300.0,
+        ge=0,
+        description="event times further ahead of the service's clock are clamped to it and counted "
+        "(outbound_scim_event_time_clamped_total)",
     )
 
     # Work scheduling
     max_in_flight: int = Field(1000, ge=1, description="changes being applied at once, all users")
-    max_buffered: int = Field(20_000, ge=1, description="polled but unfinished changes before pausing")
-    drain_timeout_seconds: float = Field(20.0, gt=0)
-    rebalance_timeout_ms: int = Field(60_000, ge=1000)
+    max_buffered: int = Field(20_000, ge=1, description="polled but unfinished changes before the consumer pauses")
+    drain_timeout_seconds: float = Field(
+        20.0, gt=0, description="how long a rebalance or SIGTERM waits for running changes"
+    )
+    rebalance_timeout_ms: int = Field(60_000, ge=1000, description="consumer rebalance timeout (must exceed the drain)")
 
     # Downstream HTTP
-    http_timeout_seconds: float = Field(10.0, gt=0)
-    http_connections: int = Field(500, ge=1)
+    http_timeout_seconds: float = Field(10.0, gt=0, description="timeout of one SCIM request")
+    http_connections: int = Field(500, ge=1, description="connection pool size, all downstreams")
     http_max_response_bytes: int = Field(
-        10 * 1024 * 1024, ge=1024, description="largest SCIM response body read (a list page fits)"
+        10 * 1024 * 1024,
+        ge=1024,
+        description="largest SCIM response body read (a list page fits); a larger one is refused (response_too_large), "
+        "not retried",
     )
     tenant_max_concurrency: int = Field(16, ge=1, description="requests in flight to one downstream")
-    retry_attempts: int = Field(6, ge=1)
-    retry_base_seconds: float = Field(0.2, gt=0)
-    retry_max_seconds: float = Field(30.0, gt=0)
+    retry_attempts: int = Field(6, ge=1, description="tries of one request before the change backs off as a whole")
+    retry_base_seconds: float = Field(0.2, gt=0, description="first backoff (doubles, full jitter)")
+    retry_max_seconds: float = Field(30.0, gt=0, description="backoff cap, also for Retry-After")
     change_retry_budget_seconds: float = Field(
         300.0, gt=0, description="how long one change may keep retrying before it is parked"
     )
-    breaker_threshold: int = Field(10, ge=1, description="consecutive transient failures that open a breaker")
-    breaker_open_seconds: float = Field(5.0, gt=0, description="first open period before a probe")
+    breaker_threshold: int = Field(
+        10, ge=1, description="consecutive transient failures that open a tenant's circuit breaker"
+    )
+    breaker_open_seconds: float = Field(5.0, gt=0, description="first open period before the downstream is probed")
     breaker_max_open_seconds: float = Field(300.0, gt=0, description="open period cap (doubles per failed probe)")
 
     # Egress policy for downstream URLs
-    allow_http_hosts: str = Field("", description="comma-separated hosts that may use plain http (development)")
-    allow_private_networks: bool = Field(False, description="allow downstreams on private / loopback addresses")
-    ca_bundle: str | None = Field(None, description="CA bundle (PEM) to verify downstream TLS certificates")
+    allow_http_hosts: str = Field(
+        "", description="comma-separated hosts that may be reached over plain http (development only)"
+    )
+    allow_private_networks: bool = Field(
+        False, description="allow downstreams on private, loopback and shared addresses"
+    )
+    ca_bundle: str | None = Field(
+        None, description="PEM bundle to verify downstream TLS certificates (and Keycloak's); default: the system CAs"
+    )
 
     # Secrets
     token_key: SecretStr = Field(
-        description="Fernet keys, comma-separated, for downstream tokens at rest: the first encrypts, all decrypt"
+        description="Fernet keys that encrypt downstream tokens at rest (outbound-scim gen-key), comma-separated: "
+        "the first encrypts, all decrypt"
     )
     admin_token: SecretStr = Field(description="bearer token of the admin HTTP API")
 
     # Keycloak Admin REST API (backfill); a service account with view-users on the tenants' realms
-    keycloak_url: str | None = Field(None, description="Keycloak base URL, e.g. https://sso.example.com")
+    keycloak_url: str | None = Field(
+        None,
+        description="Keycloak base URL for the Admin REST API, e.g. https://sso.example.com; with the client id and "
+        "secret it turns on backfill, reconciliation, provisioning on demand and authoritative mode",
+    )
     keycloak_auth_realm: str = Field("master", description="realm of the service-account client")
-    keycloak_client_id: str | None = None
-    keycloak_client_secret: SecretStr | None = None
+    keycloak_client_id: str | None = Field(
+        None,
+        description="client with a service account holding view-users (and query-users) on the tenants' realms, "
+        "and view-events for the enable-time check of their event settings",
+    )
+    keycloak_client_secret: SecretStr | None = Field(None, description="the client's secret")
     reconcile_check_seconds: float = Field(
         30.0, gt=0, description="how often the tenants' reconcile intervals are checked"
     )
     keycloak_authoritative: bool = Field(
-        True, description="with Keycloak access, apply each change from the user as Keycloak stores it"
+        True,
+        description="with Keycloak access configured, each change re-reads the user from Keycloak and applies it as "
+        "Keycloak stores it (authoritative mode)",
     )
-    keycloak_page_size: int = Field(500, ge=1, description="users per Admin API page (backfill, reconciliation)")
+    keycloak_page_size: int = Field(
+        500,
+        ge=1,
+        description="users per Admin API page in backfill and reconciliation (each page's users are stamped with the "
+        "time it was requested)",
+    )
     keycloak_event_listeners: str = Field(
         "kafka,playa-kafka-event-listener",
-        description="comma-separated ids of the event listeners that send to the service's topics",
+        description="comma-separated ids of the event listeners that send to the service's topics; enabling a tenant "
+        "warns (listener_missing) when its realm lists none of them",
     )
 
     # HTTP API
-    api_host: str = "0.0.0.0"
-    api_port: int = 8080
-    api_max_body_bytes: int = 64 * 1024
+    api_host: str = Field("0.0.0.0", description="API listen address")
+    api_port: int = Field(8080, description="API port (health, readiness, metrics, tenants)")
+    api_max_body_bytes: int = Field(64 * 1024, description="largest accepted API request body")
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG also logs every forwarded / skipped event"
+    )
 
     @property
     def http_hosts(self) -> frozenset[str]:
