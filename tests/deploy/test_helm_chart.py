@@ -37,8 +37,8 @@ OLD_FERNET_KEY = "x0Vn3Hh7p1mXbq8W4rS2cT6yZ9aD5eF0gJ1kL3nQ7uY="
 ADMIN_TOKEN = "admin-token-from-values"
 # What the chart requires and never generates: the token key and the admin token (value or existingSecret).
 MINIMAL: dict[str, Any] = {"adminToken": {"value": ADMIN_TOKEN}, "tokenKey": {"value": FERNET_KEY}}
-RUNBOOK_BASE = "https://git.example.com/iam/outbound-scim/blob/main/README.md"
-OPERATIONS = ROOT / "README.md"
+RUNBOOK_BASE = "https://git.example.com/iam/outbound-scim/blob/main/docs/operations/runbook.md"
+RUNBOOK = ROOT / "docs" / "operations" / "runbook.md"
 DASHBOARD = ROOT / "deploy" / "grafana" / "outbound-scim.json"
 # Alerts on the service's own metrics, and those that also need kafka_exporter (prometheusRule.kafkaExporter).
 CORE_ALERTS = {
@@ -906,7 +906,7 @@ def test_prometheus_rule_annotations_link_the_runbook(chart: helm_python.Chart) 
         annotations = alert["annotations"]
         assert annotations["summary"], name
         assert annotations["description"], name
-        assert annotations["runbook_url"] == f"{RUNBOOK_BASE}#runbook-{name.lower()}"
+        assert annotations["runbook_url"] == f"{RUNBOOK_BASE}#{name.lower()}"
     # without a base URL there is nothing to link to
     for alert in rules(chart, {"prometheusRule": {"enabled": True}}).values():
         assert "runbook_url" not in alert["annotations"]
@@ -945,29 +945,19 @@ def test_prometheus_rule_thresholds_and_selectors(chart: helm_python.Chart) -> N
 
 
 def runbook_sections() -> dict[str, str]:
-    """`### Name` subsection of `## Runbook` in README.md -> its text (anchor line included)."""
-    text = OPERATIONS.read_text()
-    match = re.search(r"^## Runbook\n(.*?)(?=^## |\Z)", text, flags=re.MULTILINE | re.DOTALL)
-    assert match, "README.md has no '## Runbook' section"
-    parts = re.split(r"^### (.+)$", match.group(1), flags=re.MULTILINE)
-    sections = dict(zip(parts[1::2], parts[2::2], strict=True))
-    # the anchor of a section sits on the line before its heading, i.e. at the end of the previous part
-    anchors = [re.findall(r'<a id="([^"]+)"></a>\s*$', part) for part in parts[0::2][:-1]]
-    return {
-        title.strip(): (anchor[0] if anchor else "") + "\n" + body
-        for (title, body), anchor in zip(sections.items(), anchors, strict=True)
-    }
+    """`## Name` section of docs/operations/runbook.md -> its text (GitHub anchors it as #name in lower case)."""
+    parts = re.split(r"^## (.+)$", RUNBOOK.read_text(), flags=re.MULTILINE)
+    return {title.strip(): body for title, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def test_every_alert_has_a_runbook_section(chart: helm_python.Chart) -> None:
+    """Each alert the chart renders has a section of its own in the runbook, titled with its name."""
     sections = runbook_sections()
     for name in rules(chart, KEDA_FULL):
         if name == "Custom":
             continue
-        assert name in sections, f"README.md has no '### {name}' under '## Runbook'"
-        anchor, body = sections[name].split("\n", 1)
-        assert anchor == f"runbook-{name.lower()}", f"{name}: put '<a id=\"runbook-{name.lower()}\"></a>' before it"
-        assert len(body.split()) >= 40, f"the runbook of {name} is too thin"
+        assert name in sections, f"docs/operations/runbook.md has no '## {name}'"
+        assert len(sections[name].split()) >= 40, f"the runbook of {name} is too thin"
 
 
 def test_grafana_dashboard_config_map(chart: helm_python.Chart) -> None:
