@@ -1,5 +1,5 @@
 """Downstream faults through a fault-injecting proxy in front of a real scim2-server: nothing is lost,
-nothing is duplicated, and one broken tenant does not slow the others. Figures go to the README."""
+nothing is duplicated, and one broken tenant does not slow the others. Figures go to docs/testing.md."""
 
 from __future__ import annotations
 
