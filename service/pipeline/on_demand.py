@@ -39,7 +39,7 @@ async def provision_now(
     steps.append({"step": "plan", "action": plan.action, "attributes": sorted(plan.changed), "reason": plan.reason})
     traced = TracingClient(scim)
     try:
-        outcome = await execute(plan, change, tenant.downstream, traced)  # type: ignore[arg-type]
+        outcome = await execute(plan, change, tenant.downstream, traced)
     except ScimError as exc:
         return {
             "realm": tenant.realm,

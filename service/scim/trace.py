@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from service.errors import ScimError
 from service.scim.client import Downstream, ScimClient
+
+T = TypeVar("T")
 
 
 class TracingClient:
@@ -40,7 +43,7 @@ class TracingClient:
         self.steps.append(step)
         return step
 
-    async def _run(self, step: dict[str, Any], call: Any) -> Any:
+    async def _run(self, step: dict[str, Any], call: Awaitable[T]) -> T:
         try:
             result = await call
         except ScimError as exc:
