@@ -27,9 +27,11 @@ test: deps lint
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/domain tests/scim tests/pipeline
 
+## lint: ruff, ruff format --check, and mypy --strict (what it checks: [tool.mypy] in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check service tests scripts
 	$(BIN)/ruff format --check service tests scripts
+	$(BIN)/mypy
 
 ## bench: events (throughput, latency, memory against a naive baseline) and backfill (10,000 users)
 bench: deps
@@ -41,4 +43,4 @@ docs: $(STAMP)
 	$(BIN)/python -m scripts.docs
 
 clean:
-	rm -rf $(VENV) scripts/kafka/.cache .pytest_cache
+	rm -rf $(VENV) scripts/kafka/.cache .pytest_cache .mypy_cache

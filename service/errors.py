@@ -97,8 +97,17 @@ class ScimError(ServiceError):
 class ScimTransient(ScimError):
     retriable = True
 
-    def __init__(self, *args: object, retry_after: float | None = None, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        status: int | None,
+        method: str,
+        path: str,
+        scim_type: str | None = None,
+        detail: str = "",
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(status, method, path, scim_type, detail)
         self.retry_after = retry_after
 
 

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import ssl
+from typing import Literal, Required, TypedDict
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaClientOptions(TypedDict, total=False):
+    """The connection keyword arguments every aiokafka client takes."""
+
+    bootstrap_servers: Required[str]
+    security_protocol: Required[str]
+    sasl_mechanism: str
+    sasl_plain_username: str | None
+    sasl_plain_password: str | None
+    ssl_context: ssl.SSLContext
 
 
 class Settings(BaseSettings):
@@ -161,9 +173,9 @@ class Settings(BaseSettings):
     def source_topics(self) -> list[str]:
         return [self.events_topic, self.admin_events_topic]
 
-    def kafka_client_options(self) -> dict[str, object]:
+    def kafka_client_options(self) -> KafkaClientOptions:
         """Connection options shared by every aiokafka client."""
-        options: dict[str, object] = {
+        options: KafkaClientOptions = {
             "bootstrap_servers": self.kafka_bootstrap_servers,
             "security_protocol": self.kafka_security_protocol,
         }

@@ -51,11 +51,11 @@ def compare(keycloak: Mapping[str, Mapping[str, Any]], downstream: Iterable[Mapp
             continue
         seen[external_id] = resource
     for user_id, wanted in keycloak.items():
-        resource = seen.get(user_id)
-        if resource is None:
+        found = seen.get(user_id)
+        if found is None:
             drift.missing.append(user_id)
             continue
-        have = downstream_attributes(resource)
+        have = downstream_attributes(found)
         differs = [a for a in ATTRIBUTES if _norm(a, wanted.get(a)) != _norm(a, have.get(a))]
         if differs:
             drift.stale[user_id] = differs

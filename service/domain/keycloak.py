@@ -51,7 +51,7 @@ def parse_record(value: bytes | None) -> KeycloakEvent:
 
 
 def _parse_user(doc: Mapping[str, Any]) -> KeycloakEvent:
-    event_type = _str(doc, "type", required=True)
+    event_type = _required_str(doc, "type")
     details = doc.get("details") or {}
     if not isinstance(details, dict):
         raise PoisonRecord("wrong_shape", "details is not an object")
@@ -68,8 +68,8 @@ def _parse_user(doc: Mapping[str, Any]) -> KeycloakEvent:
 
 
 def _parse_admin(doc: Mapping[str, Any]) -> KeycloakEvent:
-    resource_type = _str(doc, "resourceType", required=True)
-    operation = _str(doc, "operationType", required=True)
+    resource_type = _required_str(doc, "resourceType")
+    operation = _required_str(doc, "operationType")
     user_id, subresource = _user_in_path(_str(doc, "resourcePath") or "", _str(doc, "resourceId"))
     return KeycloakEvent(
         kind="admin",
@@ -133,11 +133,16 @@ def _time(doc: Mapping[str, Any]) -> int:
     return int(value)
 
 
-def _str(doc: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
+def _required_str(doc: Mapping[str, Any], key: str) -> str:
+    value = _str(doc, key)
+    if value is None:
+        raise PoisonRecord("wrong_shape", f"{key} is missing")
+    return value
+
+
+def _str(doc: Mapping[str, Any], key: str) -> str | None:
     value = doc.get(key)
     if value is None:
-        if required:
-            raise PoisonRecord("wrong_shape", f"{key} is missing")
         return None
     if not isinstance(value, str):
         raise PoisonRecord("wrong_shape", f"{key} is not a string")

@@ -17,14 +17,19 @@ import asyncio
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-from service.keycloak_admin.client import KeycloakAdminClient
 from service.keycloak_admin.errors import KeycloakError, KeycloakNotFound, KeycloakUnauthorized
 
 __all__ = ["RealmWarning", "WarningCode", "check_realm", "events_config_warnings"]
 
 CHECK_TIMEOUT_SECONDS = 10.0  # an enable waits no longer than this for Keycloak (its retries included)
+
+
+class EventsConfigReader(Protocol):
+    """Reads a realm's event settings; KeycloakAdminClient.events_config does."""
+
+    async def events_config(self, realm: str) -> dict[str, Any]: ...
 
 
 class WarningCode(StrEnum):
@@ -70,7 +75,7 @@ def events_config_warnings(config: Mapping[str, Any], listeners: Collection[str]
 
 
 async def check_realm(
-    keycloak: KeycloakAdminClient,
+    keycloak: EventsConfigReader,
     realm: str,
     listeners: Collection[str],
     timeout_seconds: float = CHECK_TIMEOUT_SECONDS,

@@ -19,15 +19,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from service.domain.changes import UserChange
-from service.keycloak_admin.client import KeycloakAdminClient
 from service.keycloak_admin.mapping import user_attributes
+from service.pipeline.ports import UserReader
 
 ALREADY_AUTHORITATIVE = frozenset({"BACKFILL", "RECONCILE", "ON_DEMAND"})
 CREATES = frozenset({"USER_CREATE", "REGISTER"})
 
 
 async def read_truth(
-    keycloak: KeycloakAdminClient,
+    keycloak: UserReader,
     change: UserChange,
     *,
     create_attempts: int = 4,

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
 
 from service.domain.changes import UserChange
-from service.keycloak_admin.client import KeycloakAdminClient
 from service.keycloak_admin.mapping import user_attributes
 from service.metrics import Metrics
+from service.pipeline.ports import Producer, UserListing
 
 log = structlog.get_logger(__name__)
 PAGE_SIZE = 500
@@ -59,8 +58,8 @@ class Backfills:
 
     def __init__(
         self,
-        keycloak: KeycloakAdminClient,
-        producer: AIOKafkaProducer,
+        keycloak: UserListing,
+        producer: Producer,
         topic: str,
         metrics: Metrics,
         page_size: int = PAGE_SIZE,

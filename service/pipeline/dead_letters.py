@@ -50,5 +50,5 @@ def dead_letter(
     if not keep_value:
         context[ORIGINAL_SIZE] = str(len(record.value or b""))
     inherited = [(k, v) for k, v in (record.headers or ()) if not k.startswith(("__connect.errors.", "outbound_scim."))]
-    headers = inherited + [(k, v.encode()) for k, v in context.items()]
-    return DeadLetter(record.key, record.value if keep_value else b"", headers)
+    own = [(k, v.encode()) for k, v in context.items()]
+    return DeadLetter(record.key, record.value if keep_value else b"", inherited + own)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -71,13 +71,16 @@ class HeldRecord:
         }
 
 
+HeldRecords: TypeAlias = list[HeldRecord]  # inside HeldTopic, `list` names its method, not the builtin
+
+
 class HeldTopic:
     def __init__(self, settings: Settings, topic: str, producer: AIOKafkaProducer) -> None:
         self._settings = settings
         self.topic = topic
         self._producer = producer
 
-    async def list(self, tenant: str | None = None, limit: int = 1000) -> list[HeldRecord]:
+    async def list(self, tenant: str | None = None, limit: int = 1000) -> HeldRecords:
         """Records not replayed yet (for `tenant`, or all), oldest first."""
         records, _ = await self._pending(tenant)
         return records[:limit]
@@ -103,7 +106,7 @@ class HeldTopic:
     def _cursor_key(self, tenant: str | None) -> str:
         return f"{self.topic}/{tenant or ALL}"
 
-    async def _pending(self, tenant: str | None) -> tuple[list[HeldRecord], dict[int, int]]:
+    async def _pending(self, tenant: str | None) -> tuple[HeldRecords, dict[int, int]]:
         cursors = await self._cursors()
         start = _latest(cursors.get(self._cursor_key(tenant), {}), cursors.get(self._cursor_key(None), {}))
         records, end = await self._read(self.topic, start)
@@ -118,7 +121,7 @@ class HeldTopic:
                 cursors[record.key.decode()] = {int(p): int(o) for p, o in json.loads(record.value).items()}
         return cursors
 
-    async def _read(self, topic: str, start: dict[int, int]) -> tuple[list[HeldRecord], dict[int, int]]:
+    async def _read(self, topic: str, start: dict[int, int]) -> tuple[HeldRecords, dict[int, int]]:
         """Every record of `topic` from `start` (per partition) to the end as of now."""
         tps = [TopicPartition(topic, p) for p in await partitions_of(self._settings, topic)]
         consumer = AIOKafkaConsumer(

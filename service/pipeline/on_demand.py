@@ -14,17 +14,14 @@ from service.domain.changes import UserChange
 from service.domain.plan import plan_change
 from service.domain.state import UserState
 from service.errors import ScimError
-from service.keycloak_admin.client import KeycloakAdminClient
 from service.keycloak_admin.mapping import user_attributes
-from service.scim.client import ScimClient
-from service.scim.executor import execute
+from service.pipeline.ports import UserReader
+from service.scim.executor import ScimPort, execute
 from service.scim.trace import TracingClient
 from service.tenants.models import Tenant
 
 
-async def provision_now(
-    keycloak: KeycloakAdminClient, scim: ScimClient, tenant: Tenant, user_id: str
-) -> dict[str, Any]:
+async def provision_now(keycloak: UserReader, scim: ScimPort, tenant: Tenant, user_id: str) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     rep = await keycloak.get_user(tenant.realm, user_id)
     now = int(time.time() * 1000)
@@ -39,7 +36,7 @@ async def provision_now(
     steps.append({"step": "plan", "action": plan.action, "attributes": sorted(plan.changed), "reason": plan.reason})
     traced = TracingClient(scim)
     try:
-        outcome = await execute(plan, change, tenant.downstream, traced)  # type: ignore[arg-type]
+        outcome = await execute(plan, change, tenant.downstream, traced)
     except ScimError as exc:
         return {
             "realm": tenant.realm,

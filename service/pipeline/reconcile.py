@@ -15,14 +15,13 @@ import time
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
 
 from service.domain.changes import UserChange
 from service.domain.drift import compare
-from service.keycloak_admin.client import KeycloakAdminClient
 from service.keycloak_admin.mapping import user_attributes
 from service.metrics import Metrics
-from service.scim.client import Downstream, ScimClient
+from service.pipeline.ports import DownstreamUsers, Producer, UserListing
+from service.scim.client import Downstream
 
 log = structlog.get_logger(__name__)
 LISTED = 200  # ids listed per category in a report; counts are always complete
@@ -32,9 +31,9 @@ PAGE_SIZE = 500
 class Reconciler:
     def __init__(
         self,
-        keycloak: KeycloakAdminClient,
-        scim: ScimClient,
-        producer: AIOKafkaProducer,
+        keycloak: UserListing,
+        scim: DownstreamUsers,
+        producer: Producer,
         topic: str,
         metrics: Metrics,
         page_size: int = PAGE_SIZE,

@@ -243,8 +243,9 @@ class ScimClient:
 
     async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
         doc = await self.send(ds, "POST", "Users", body=body)
-        checked_id(doc.get("id") if isinstance(doc, dict) else None, "POST", "Users")
-        return doc
+        created: dict[str, Any] = doc if isinstance(doc, dict) else {}
+        checked_id(created.get("id"), "POST", "Users")
+        return created
 
     async def patch_user(self, ds: Downstream, user_id: str, operations: list[dict[str, Any]]) -> None:
         path = scim.user_path(checked_id(user_id, "PATCH", "Users/{id}"))

@@ -1,17 +1,21 @@
-"""A ScimClient stand-in that records every call it passes on: the step trace of an on-demand sync."""
+"""A ScimPort wrapper that records every call it passes on: the step trace of an on-demand sync."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from service.errors import ScimError
-from service.scim.client import Downstream, ScimClient
+from service.scim.client import Downstream
+from service.scim.executor import ScimPort
+
+T = TypeVar("T")
 
 
 class TracingClient:
-    """Same user operations as ScimClient (what the executor calls), each one appended to `steps`."""
+    """The executor's ScimPort around another one (the ScimClient): each call is appended to `steps`."""
 
-    def __init__(self, inner: ScimClient) -> None:
+    def __init__(self, inner: ScimPort) -> None:
         self._inner = inner
         self.steps: list[dict[str, Any]] = []
 
@@ -40,7 +44,7 @@ class TracingClient:
         self.steps.append(step)
         return step
 
-    async def _run(self, step: dict[str, Any], call: Any) -> Any:
+    async def _run(self, step: dict[str, Any], call: Awaitable[T]) -> T:
         try:
             result = await call
         except ScimError as exc:

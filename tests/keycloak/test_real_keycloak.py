@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -48,7 +48,7 @@ async def realm(admin: MasterAdmin) -> Realm:
     users: dict[str, dict[str, object]] = {}
 
     async def create(i: int) -> None:
-        attrs = {
+        attrs: dict[str, object] = {
             "userName": f"user{i:02d}",
             "givenName": f"Given{i:02d}",
             "familyName": None if i % 5 == 0 else f"Family{i:02d}",
@@ -69,7 +69,12 @@ async def realm(admin: MasterAdmin) -> Realm:
     return Realm(name, realm_id, account, users)
 
 
-def reader(keycloak: RealKeycloak, session: aiohttp.ClientSession, realm: Realm, **kw: object) -> KeycloakAdminClient:
+def reader(
+    keycloak: RealKeycloak,
+    session: aiohttp.ClientSession,
+    realm: Realm,
+    clock: Callable[[], float] = time.monotonic,
+) -> KeycloakAdminClient:
     return KeycloakAdminClient(
         session,
         keycloak.url,
@@ -77,7 +82,7 @@ def reader(keycloak: RealKeycloak, session: aiohttp.ClientSession, realm: Realm,
         realm.account.client_secret,
         auth_realm=realm.name,
         retry=RETRY,
-        **kw,  # type: ignore[arg-type]
+        clock=clock,
     )
 
 

@@ -102,7 +102,7 @@ class ScriptedKeycloak:
 
 async def test_check_realm_reads_the_settings() -> None:
     """A readable config gives its warnings."""
-    warnings = await check_realm(ScriptedKeycloak(DEFAULT), "acme", LISTENERS)  # type: ignore[arg-type]
+    warnings = await check_realm(ScriptedKeycloak(DEFAULT), "acme", LISTENERS)
     assert [w.code for w in warnings] == [WarningCode.LISTENER_MISSING, WarningCode.REPRESENTATION_OFF]
 
 
@@ -121,13 +121,13 @@ PATH = "admin/realms/acme/events/config"
 )
 async def test_an_unreadable_config_is_a_warning_not_an_error(error: KeycloakError, hint: str) -> None:
     """403 asks for view-events; other failures say what failed; none raises (the enable goes on)."""
-    [warning] = await check_realm(ScriptedKeycloak(error), "acme", LISTENERS)  # type: ignore[arg-type]
+    [warning] = await check_realm(ScriptedKeycloak(error), "acme", LISTENERS)
     assert warning.code is WarningCode.EVENTS_CONFIG_UNREADABLE
     assert hint in warning.detail
 
 
 async def test_a_keycloak_that_does_not_answer_is_waited_for_briefly() -> None:
     """The enable waits at most the check's timeout, then warns."""
-    [warning] = await check_realm(ScriptedKeycloak(None), "acme", LISTENERS, timeout_seconds=0.05)  # type: ignore[arg-type]
+    [warning] = await check_realm(ScriptedKeycloak(None), "acme", LISTENERS, timeout_seconds=0.05)
     assert warning.code is WarningCode.EVENTS_CONFIG_UNREADABLE
     assert "did not answer" in warning.detail

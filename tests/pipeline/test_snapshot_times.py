@@ -61,14 +61,15 @@ class RecordingProducer:
 
 class EmptyDownstream:
     async def list_users(self, ds: Downstream) -> AsyncIterator[dict[str, Any]]:
-        for resource in ():
+        nothing: tuple[dict[str, Any], ...] = ()
+        for resource in nothing:
             yield resource
 
 
 async def test_backfill_stamps_each_user_with_its_pages_read_time() -> None:
     """Users of page 1 carry page 1's request time, users of page 2 page 2's; the page size is the one given."""
     keycloak, producer = PagedKeycloak(PAGES), RecordingProducer()
-    backfills = Backfills(keycloak, producer, "changes", Metrics(CollectorRegistry()), page_size=2)  # type: ignore[arg-type]
+    backfills = Backfills(keycloak, producer, "changes", Metrics(CollectorRegistry()), page_size=2)
     progress = backfills.start("acme")
 
     async def finished() -> bool:
@@ -92,7 +93,7 @@ async def test_reconcile_stamps_each_fix_with_its_pages_read_time() -> None:
         EmptyDownstream(),
         producer,
         "changes",
-        Metrics(CollectorRegistry()),  # type: ignore[arg-type]
+        Metrics(CollectorRegistry()),
         page_size=2,
     )
     report = await reconciler.run(Downstream("acme", "https://scim.example", "t"), dry_run=False)
@@ -120,7 +121,7 @@ async def test_read_truth_stamps_the_time_before_the_read() -> None:
     """An authoritative re-read is as old as the moment its GET left, not the moment it came back."""
     clock = [100.0]
     change = UserChange("acme", "u1", "upsert", 10, "USER_UPDATE", attributes={"active": False})
-    truth = await read_truth(SlowClockKeycloak(clock), change, clock=lambda: clock[0])  # type: ignore[arg-type]
+    truth = await read_truth(SlowClockKeycloak(clock), change, clock=lambda: clock[0])
     assert truth.time_ms == 100_000
     assert clock[0] == 130.0
 
@@ -129,5 +130,5 @@ async def test_read_truth_never_stamps_earlier_than_the_event() -> None:
     """An event from a Keycloak node whose clock runs ahead keeps its own time."""
     clock = [100.0]
     change = UserChange("acme", "u1", "upsert", 200_000, "USER_UPDATE", attributes={"active": False})
-    truth = await read_truth(SlowClockKeycloak(clock), change, clock=lambda: clock[0])  # type: ignore[arg-type]
+    truth = await read_truth(SlowClockKeycloak(clock), change, clock=lambda: clock[0])
     assert truth.time_ms == 200_000

@@ -86,6 +86,7 @@ def test_error_keeps_scim_type_and_a_short_detail_but_not_the_body() -> None:
 def test_non_object_body_is_tolerated() -> None:
     """A text or list error body gives an error without scimType or detail."""
     error = error_for_status(400, "POST", "Users", ["oops"])
+    assert error is not None
     assert (error.scim_type, error.detail) == (None, "")
 
 
@@ -107,8 +108,10 @@ def test_429_honours_retry_after_http_date() -> None:
 
 def test_503_honours_retry_after_and_500_has_none() -> None:
     """Retry-After is read on any transient status; without it retry_after is None."""
-    assert error_for_status(503, "GET", "Users", retry_after="3").retry_after == 3.0
-    assert error_for_status(500, "GET", "Users").retry_after is None
+    with_header = error_for_status(503, "GET", "Users", retry_after="3")
+    without = error_for_status(500, "GET", "Users")
+    assert isinstance(with_header, ScimTransient) and isinstance(without, ScimTransient)
+    assert (with_header.retry_after, without.retry_after) == (3.0, None)
 
 
 # -- parse_retry_after ------------------------------------------------------------------------------

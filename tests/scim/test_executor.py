@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from service.domain import scim
-from service.domain.changes import UserChange
+from service.domain.changes import ChangeOp, UserChange
 from service.domain.plan import Action, DeletePolicy, Plan, plan_change
 from service.domain.state import UserState
 from service.errors import ScimConflict, ScimNotFound, ScimOwnershipConflict, ScimTransient
@@ -17,7 +17,13 @@ from service.scim.client import Downstream
 from service.scim.executor import Outcome, Result, execute
 
 UID = "3f6c1a2b-7d4e-4f80-a1b2-c3d4e5f60718"
-ALL = {"userName": "jdoe", "givenName": "Jane", "familyName": "Doe", "email": "jane.doe@example.com", "active": True}
+ALL: dict[str, Any] = {
+    "userName": "jdoe",
+    "givenName": "Jane",
+    "familyName": "Doe",
+    "email": "jane.doe@example.com",
+    "active": True,
+}
 DS = Downstream("acme", "http://scim.invalid/v2", "token-1")
 
 Script = Exception | dict[str, Any] | None | Callable[[], Any]
@@ -50,12 +56,14 @@ class FakeScim:
     async def find_user(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None:
         assert ds is DS
         self.calls.append(("find", attribute, value))
-        return self._answer(self.find.get((attribute, value), []), None)
+        found: dict[str, Any] | None = self._answer(self.find.get((attribute, value), []), None)
+        return found
 
     async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
         assert ds is DS
         self.calls.append(("create", body))
-        return self._answer(self.create, {"id": "new-1", **body})
+        created: dict[str, Any] = self._answer(self.create, {"id": "new-1", **body})
+        return created
 
     async def patch_user(self, ds: Downstream, user_id: str, operations: list[dict[str, Any]]) -> None:
         assert ds is DS
@@ -68,8 +76,8 @@ class FakeScim:
         self._answer(self.delete, None)
 
 
-def change(op: str = "upsert", time_ms: int = 10, **attributes: Any) -> UserChange:
-    return UserChange("acme", UID, op, time_ms, "USER_UPDATE", "e-1", attributes)  # type: ignore[arg-type]
+def change(op: ChangeOp = "upsert", time_ms: int = 10, **attributes: Any) -> UserChange:
+    return UserChange("acme", UID, op, time_ms, "USER_UPDATE", "e-1", attributes)
 
 
 def plan_for(
@@ -99,7 +107,7 @@ async def test_creates_the_user_when_absent_downstream() -> None:
     """No link and no user with our externalId: POST the full user and remember its id."""
     plan, c = plan_for(ALL)
     client = FakeScim(create=[{"id": "d-1"}])
-    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, c, DS, client)
     assert client.calls == [("find", "externalId", UID), ("create", scim.user_resource(UID, ALL))]
     assert outcome == Outcome(Result.CREATED, replace(plan.state, downstream_id="d-1", written=ALL))
 
@@ -108,7 +116,7 @@ async def test_links_by_external_id_when_the_state_has_no_id() -> None:
     """No stored link but the downstream knows our externalId: PATCH everything we know, no POST."""
     plan, c = plan_for(ALL)
     client = FakeScim(find={("externalId", UID): [{"id": "d-7"}]})
-    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, c, DS, client)
     assert client.calls == [("find", "externalId", UID), ("patch", "d-7", scim.patch_operations(ALL, ALL))]
     assert outcome.result == "updated"
     assert outcome.state.downstream_id == "d-7"
@@ -119,7 +127,7 @@ async def test_linked_user_is_patched_with_only_the_changes() -> None:
     state = linked(ALL)
     plan, c = plan_for({"active": False}, state)
     client = FakeScim()
-    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, c, DS, client)
     assert client.calls == [("patch", "d-1", [{"op": "replace", "path": "active", "value": False}])]
     assert outcome == Outcome(Result.UPDATED, replace(plan.state, written=plan.values))
 
@@ -128,7 +136,7 @@ async def test_conflict_on_post_adopts_by_external_id() -> None:
     """POST 409 (a retried POST that had succeeded): find by externalId, PATCH it with externalId, link it."""
     plan, c = plan_for(ALL)
     client = FakeScim(find={("externalId", UID): [None, {"id": "d-3"}]}, create=[conflict()])
-    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, c, DS, client)
     expected_ops = [{"op": "replace", "path": "externalId", "value": UID}, *scim.patch_operations(ALL, ALL)]
     assert client.calls == [
         ("find", "externalId", UID),
@@ -144,7 +152,7 @@ async def test_conflict_on_post_adopts_by_user_name() -> None:
     """POST 409 for a user made downstream by hand: found by userName, PATCHed with our externalId."""
     plan, c = plan_for(ALL)
     client = FakeScim(find={("userName", "jdoe"): [{"id": "d-4"}]}, create=[conflict()])
-    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, c, DS, client)
     assert [call[:3] for call in client.calls] == [
         ("find", "externalId", UID),
         ("create", scim.user_resource(UID, ALL)),
@@ -161,7 +169,7 @@ async def test_conflict_with_no_matching_user_raises_conflict() -> None:
     plan, c = plan_for(ALL)
     client = FakeScim(create=[conflict()])
     with pytest.raises(ScimConflict):
-        await execute(plan, c, DS, client)  # type: ignore[arg-type]
+        await execute(plan, c, DS, client)
     assert not any(call[0] == "patch" for call in client.calls)
 
 
@@ -170,7 +178,7 @@ async def test_not_found_on_patch_re_resolves_by_external_id() -> None:
     state = linked(ALL, "d-gone")
     plan, c = plan_for({"givenName": "Janet"}, state)
     client = FakeScim(find={("externalId", UID): [{"id": "d-9"}]}, patch=[not_found()])
-    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, c, DS, client)
     assert client.calls[0][:2] == ("patch", "d-gone")
     assert client.calls[1:] == [
         ("find", "externalId", UID),
@@ -185,7 +193,7 @@ async def test_not_found_on_patch_re_creates_the_user() -> None:
     state = linked(ALL, "d-gone")
     plan, c = plan_for({"givenName": "Janet"}, state)
     client = FakeScim(patch=[not_found()], create=[{"id": "d-10"}])
-    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, c, DS, client)
     assert client.calls[-1] == ("create", scim.user_resource(UID, {**ALL, "givenName": "Janet"}))
     assert outcome.result == "created"
     assert outcome.state.downstream_id == "d-10"
@@ -195,7 +203,7 @@ async def test_absent_user_without_user_name_is_skipped() -> None:
     """A partial change for a user the downstream lacks, with no userName known: nothing can be created."""
     plan, c = plan_for({"active": False})
     client = FakeScim()
-    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, c, DS, client)
     assert client.calls == [("find", "externalId", UID)]
     assert outcome.result == "skipped"
     assert outcome.reason == "not_in_downstream_without_username"
@@ -207,7 +215,7 @@ async def test_not_found_on_patch_without_user_name_is_skipped_and_unlinked() ->
     state = linked({"active": True}, "d-gone")
     plan, c = plan_for({"active": False}, state)
     client = FakeScim(patch=[not_found()])
-    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, c, DS, client)
     assert (outcome.result, outcome.state.downstream_id) == ("skipped", None)
 
 
@@ -216,7 +224,7 @@ async def test_transient_errors_propagate_to_the_caller() -> None:
     plan, c = plan_for(ALL)
     client = FakeScim(create=[ScimTransient(503, "POST", "Users")])
     with pytest.raises(ScimTransient):
-        await execute(plan, c, DS, client)  # type: ignore[arg-type]
+        await execute(plan, c, DS, client)
 
 
 # -- none / deactivate / delete ---------------------------------------------------------------------
@@ -229,9 +237,9 @@ async def test_plan_none_makes_no_call(reason: str, result: str) -> None:
     """A plan with nothing to do makes no call; 'unchanged' is reported apart from other skips."""
     state = linked(ALL)
     client = FakeScim()
-    outcome = await execute(Plan(Action.NONE, state, reason=reason), change(), DS, client)  # type: ignore[arg-type]
+    outcome = await execute(Plan(Action.NONE, state, reason=reason), change(), DS, client)
     assert client.calls == []
-    assert outcome == Outcome(result, state, reason)
+    assert outcome == Outcome(Result(result), state, reason)
 
 
 async def test_deactivate_patches_active_false() -> None:
@@ -239,7 +247,7 @@ async def test_deactivate_patches_active_false() -> None:
     state = linked(ALL)
     plan = plan_change(state, change("delete"), DeletePolicy.DEACTIVATE)
     client = FakeScim()
-    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, change("delete"), DS, client)
     assert client.calls == [("patch", "d-1", [{"op": "replace", "path": "active", "value": False}])]
     assert outcome.result == "deactivated"
     assert outcome.state.downstream_id == "d-1"
@@ -249,7 +257,7 @@ async def test_deactivate_resolves_by_external_id_without_link() -> None:
     """DEACTIVATE with no stored link finds the user by externalId first."""
     plan = plan_change(UserState(), change("delete"), DeletePolicy.DEACTIVATE)
     client = FakeScim(find={("externalId", UID): [{"id": "d-5"}]})
-    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, change("delete"), DS, client)
     assert client.calls == [
         ("find", "externalId", UID),
         ("patch", "d-5", [{"op": "replace", "path": "active", "value": False}]),
@@ -265,7 +273,7 @@ async def test_deactivate_or_delete_when_absent_is_skipped(policy: DeletePolicy,
     """Nothing downstream to deactivate or delete, and nothing known to create: skipped, no write."""
     plan = plan_change(UserState(), change("delete"), policy)
     client = FakeScim()
-    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, change("delete"), DS, client)
     assert client.calls == [("find", "externalId", UID)]
     assert (outcome.result, outcome.reason, outcome.state.downstream_id) == ("skipped", reason, None)
 
@@ -274,7 +282,7 @@ async def test_delete_of_a_stale_link_is_skipped() -> None:
     """DELETE: the stored id answers 404: skipped as not in downstream, and the link is dropped."""
     plan = plan_change(linked(ALL, "d-gone"), change("delete"), DeletePolicy.DELETE)
     client = FakeScim(delete=[not_found("DELETE")])
-    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, change("delete"), DS, client)
     assert (outcome.result, outcome.reason, outcome.state.downstream_id) == ("skipped", "not_in_downstream", None)
 
 
@@ -282,7 +290,7 @@ async def test_deactivate_of_a_vanished_account_re_creates_it_disabled() -> None
     """DEACTIVATE: the stored id answers 404: the user is what event-time order says, so it is created, inactive."""
     plan = plan_change(linked(ALL, "d-gone"), change("delete"), DeletePolicy.DEACTIVATE)
     client = FakeScim(patch=[not_found()], create=[{"id": "d-11"}])
-    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, change("delete"), DS, client)
     assert client.calls[-1] == ("create", scim.user_resource(UID, {**ALL, "active": False}))
     assert (outcome.result, outcome.state.downstream_id) == ("created", "d-11")
 
@@ -292,7 +300,7 @@ async def test_conflict_with_an_account_owned_by_another_user_is_never_written()
     plan, c = plan_for(ALL)
     client = FakeScim(find={("userName", "jdoe"): [{"id": "d-4", "externalId": "kc-leaver"}]}, create=[conflict()])
     with pytest.raises(ScimOwnershipConflict) as caught:
-        await execute(plan, c, DS, client)  # type: ignore[arg-type]
+        await execute(plan, c, DS, client)
     assert (caught.value.downstream_id, caught.value.owner) == ("d-4", "kc-leaver")
     assert not any(call[0] in ("patch", "delete") for call in client.calls)
 
@@ -303,7 +311,7 @@ async def test_conflict_adopts_an_account_owned_by_nobody_or_us(owner: str | Non
     plan, c = plan_for(ALL)
     account: dict[str, Any] = {"id": "d-4"} if owner is None else {"id": "d-4", "externalId": owner}
     client = FakeScim(find={("userName", "jdoe"): [account]}, create=[conflict()])
-    outcome = await execute(plan, c, DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, c, DS, client)
     assert (outcome.result, outcome.state.downstream_id) == ("linked", "d-4")
 
 
@@ -313,7 +321,7 @@ async def test_operator_link_claims_the_account_and_writes_what_is_known() -> No
     link = UserChange("acme", UID, "link", 20, "LINK", link_to="d-42")
     plan = plan_change(state, link, DeletePolicy.IGNORE)
     client = FakeScim()
-    outcome = await execute(plan, link, DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, link, DS, client)
     expected = [{"op": "replace", "path": "externalId", "value": UID}, *scim.patch_operations(ALL, ALL)]
     assert client.calls == [("patch", "d-42", expected)]
     assert (outcome.result, outcome.state.downstream_id, outcome.state.written) == ("linked", "d-42", ALL)
@@ -324,7 +332,7 @@ async def test_delete_removes_the_user_and_the_link() -> None:
     state = linked(ALL)
     plan = plan_change(state, change("delete"), DeletePolicy.DELETE)
     client = FakeScim()
-    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, change("delete"), DS, client)
     assert client.calls == [("delete", "d-1")]
     assert outcome.result == "deleted"
     assert outcome.state == replace(state, downstream_id=None, written={}, deleted_ms=10)
@@ -334,6 +342,6 @@ async def test_delete_without_link_resolves_by_external_id() -> None:
     """Delete policy DELETE with no stored link: find by externalId, then DELETE."""
     plan = plan_change(UserState(), change("delete"), DeletePolicy.DELETE)
     client = FakeScim(find={("externalId", UID): [{"id": "d-6"}]})
-    outcome = await execute(plan, change("delete"), DS, client)  # type: ignore[arg-type]
+    outcome = await execute(plan, change("delete"), DS, client)
     assert client.calls == [("find", "externalId", UID), ("delete", "d-6")]
     assert (outcome.result, outcome.state.downstream_id) == ("deleted", None)

@@ -71,10 +71,10 @@ FIRST_TOKEN = "token-1"
 def new_client(session: aiohttp.ClientSession | None = None) -> ScimClient:
     """Breakers open at the first transient failure and are due for a probe at once."""
     return ScimClient(
-        session,
+        session,  # type: ignore[arg-type]  # None only for the gate tests, which send no request
         Metrics(CollectorRegistry()),
         RetryPolicy(1, 0.01, 0.01),
-        5.0,  # type: ignore[arg-type]
+        5.0,
         tenant_concurrency=4,
         breaker=CircuitBreaker(threshold=1, open_seconds=0.0),
         egress=EgressPolicy(frozenset({"127.0.0.1"}), allow_private_networks=True),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 from cryptography.fernet import Fernet
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from service.errors import TenantUnreadable
@@ -21,7 +22,7 @@ ACME = Tenant("acme", "https://scim.example.com/v2", "token-1", generation=3, re
 
 def store_with(keys: str, *first: Callable[[TenantUpdate], None]) -> tuple[TenantStore, list[TenantUpdate]]:
     """A store whose observers are `first`, then one that records every update."""
-    settings = Settings(token_key=keys, admin_token="a")  # type: ignore[arg-type]
+    settings = Settings(token_key=SecretStr(keys), admin_token=SecretStr("a"))
     store = TenantStore(settings, TokenCipher(keys), Metrics(CollectorRegistry()))
     updates: list[TenantUpdate] = []
     for observer in (*first, updates.append):
