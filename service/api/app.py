@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from service.api.adapters import HeldTopicRecords, KeycloakSide, ScimDownstreams
 from service.api.errors import ApiError, InvalidRequest, KeycloakNotConfigured, NoBackfill, NotEnabled
@@ -31,7 +32,7 @@ from service.scim.client import ScimClient
 from service.scim.egress import EgressPolicy
 from service.tenants.store import TenantStore
 
-__all__ = ["ApiDeps", "build_api", "problem"]
+__all__ = ["ApiDeps", "api_app", "build_api", "problem"]
 
 log = structlog.get_logger(__name__)
 OPEN_PATHS = frozenset(route.path for route in ROUTES if not route.authenticated)
@@ -79,7 +80,18 @@ def build_api(deps: ApiDeps) -> web.Application:
         deps.link,
         keycloak,
     )
-    expected = f"Bearer {deps.admin_token}".encode()
+    return api_app(service, deps.admin_token, deps.readiness, deps.metrics.registry, deps.max_body_bytes)
+
+
+def api_app(
+    tenants: TenantService,
+    admin_token: str,
+    readiness: ReadinessSource,
+    registry: CollectorRegistry,
+    max_body_bytes: int,
+) -> web.Application:
+    """The application around a tenant service (unit tests build one with fakes behind it)."""
+    expected = f"Bearer {admin_token}".encode()
 
     @web.middleware
     async def one_error_shape(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -90,14 +102,14 @@ def build_api(deps: ApiDeps) -> web.Application:
                 return _error(401, Problem(error="unauthorized", detail="a valid admin bearer token is required"))
             return await handler(request)
         except Exception as exc:
-            status, body = problem(exc, request, deps.max_body_bytes)
+            status, body = problem(exc, request, max_body_bytes)
             allow = exc.headers.get("Allow") if isinstance(exc, web.HTTPException) else None
             return _error(status, body, {"Allow": allow} if allow else {})
 
-    app = web.Application(middlewares=[one_error_shape], client_max_size=deps.max_body_bytes)
-    app[TENANTS] = service
-    app[READINESS] = deps.readiness
-    app[REGISTRY] = deps.metrics.registry
+    app = web.Application(middlewares=[one_error_shape], client_max_size=max_body_bytes)
+    app[TENANTS] = tenants
+    app[READINESS] = readiness
+    app[REGISTRY] = registry
     app[OPENAPI] = rendered().encode()
     for route in ROUTES:
         if route.method == "GET":

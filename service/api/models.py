@@ -85,16 +85,24 @@ class EnableTenant(Request):
 
     base_url: str = Field(min_length=1, description="the downstream's SCIM base URL, e.g. https://x.example/scim/v2")
     token: SecretStr = Field(min_length=1, description="the downstream's bearer token; stored encrypted, never shown")
-    delete_policy: DeletePolicy = Field(DeletePolicy.IGNORE, description="what a Keycloak deletion does downstream")
-    max_concurrency: PositiveInt | None = Field(None, description="requests in flight to it (null: service default)")
-    rate_limit_per_minute: PositiveInt | None = Field(None, description="pace requests to it (null: unpaced)")
-    realm_id: str | None = Field(None, min_length=1, description="the realm's internal id, for plugins sending no name")
-    reconcile_interval_minutes: PositiveFloat | None = Field(None, description="reconcile periodically (null: off)")
-    backfill: bool = Field(False, description="then push every existing Keycloak user (needs Keycloak access)")
+    delete_policy: DeletePolicy = Field(
+        default=DeletePolicy.IGNORE, description="what a Keycloak deletion does downstream"
+    )
+    max_concurrency: PositiveInt | None = Field(
+        default=None, description="requests in flight to it (null: service default)"
+    )
+    rate_limit_per_minute: PositiveInt | None = Field(default=None, description="pace requests to it (null: unpaced)")
+    realm_id: str | None = Field(
+        default=None, min_length=1, description="the realm's internal id, for plugins sending no name"
+    )
+    reconcile_interval_minutes: PositiveFloat | None = Field(
+        default=None, description="reconcile periodically (null: off)"
+    )
+    backfill: bool = Field(default=False, description="then push every existing Keycloak user (needs Keycloak access)")
 
 
 class Reconcile(Request):
-    dry_run: bool = Field(False, description="report only, queue no fix")
+    dry_run: bool = Field(default=False, description="report only, queue no fix")
 
 
 class LinkUser(Request):
@@ -286,5 +294,5 @@ class SyncReport(Response):
     result: str = Field(description="the outcome (created, updated, ...), or failed")
     reason: str | None = None
     downstream_id: str | None = None
-    error: str | None = Field(None, description="why it failed (result failed)")
+    error: str | None = Field(default=None, description="why it failed (result failed)")
     steps: list[dict[str, Any]] = Field(description="what Keycloak said, the plan, each request and its answer")

@@ -112,11 +112,11 @@ def _invalid(exc: ValidationError) -> str:
     for error in exc.errors(include_input=False, include_url=False):
         if error["type"] == "json_invalid":
             return "the body is not valid JSON"
-        if not error["loc"]:
+        if error["type"] == "model_type" and not error["loc"]:
             return "the body must be a JSON object"
-        where = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {message}")
+        where = ".".join(str(part) for part in error["loc"])
+        problems.append(f"{where}: {message}" if where else message)
     return "; ".join(problems)
 
 
