@@ -128,6 +128,11 @@ class ReplayAll(Request):
         return data
 
 
+def _absent(value: object) -> bool:
+    """Fields left out of an answer when there is nothing to say (rather than sent as null)."""
+    return value is None
+
+
 # --- responses ----------------------------------------------------------------------------------------
 
 
@@ -167,7 +172,9 @@ class TenantView(Response):
     circuit: Literal["closed", "half_open", "open"] = Field(description="the downstream's circuit breaker here")
     lookups: Literal["unknown", "filter", "scan"] = Field(description="how users are found downstream")
     warnings: list[RealmWarningView] | None = Field(
-        description="the realm's event settings read now; null when not read (no Keycloak access, or a listing)"
+        default=None,
+        exclude_if=_absent,
+        description="the realm's event settings, read now; absent when not read (no Keycloak access, or a listing)",
     )
 
 
@@ -195,7 +202,9 @@ class BackfillProgressView(Response):
 
 
 class EnabledTenant(TenantView):
-    backfill: BackfillProgressView | None = Field(description="the backfill started with the enable, if asked")
+    backfill: BackfillProgressView | None = Field(
+        default=None, exclude_if=_absent, description="the backfill started with the enable; absent unless asked"
+    )
 
 
 class DisabledTenant(Response):
