@@ -123,7 +123,8 @@ def problem(exc: Exception, request: web.Request, max_body_bytes: int) -> tuple[
     """The status and body answering `exc`: the one place that maps errors to HTTP."""
     match exc:
         case ApiError():
-            return STATUS_OF[type(exc)], Problem(error=exc.code, detail=exc.detail)
+            status = next(status for kind, status in STATUS_OF.items() if isinstance(exc, kind))
+            return status, Problem(error=exc.code, detail=exc.detail)
         case EnableRefused():
             return (400 if exc.reason in URL_REFUSALS else 422), Problem(error=exc.reason, detail=exc.detail)
         case TenantUnreadable():

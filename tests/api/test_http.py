@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from service.api.app import api_app
+from service.api.app import STATUS_OF, api_app
+from service.api.errors import ApiError
 from service.api.tenants import TenantService
 from service.errors import EnableRefused
 from tests.api.fakes import FakeDownstreams, FakeHeld, FakeLinks, FakeRecords
@@ -173,3 +174,9 @@ async def test_readiness_answers_503_with_its_reasons(api: Api) -> None:
     assert await api.call("GET", "/readyz") == (200, {"ready": True, "reasons": []})
     api.readiness.reasons = ["the tenant store is still loading"]
     assert await api.call("GET", "/readyz") == (503, {"ready": False, "reasons": ["the tenant store is still loading"]})
+
+
+def test_every_api_error_has_a_status() -> None:
+    """Each error the service objects raise has its status in the one table (else it would answer 500)."""
+    kinds = set(ApiError.__subclasses__())
+    assert kinds == set(STATUS_OF)
