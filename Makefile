@@ -24,8 +24,10 @@ demo: deps
 test: deps lint
 	$(BIN)/python -m pytest
 
+## unit: the fast loop, no broker / scim2-server / Keycloak (-m "not integration"), no wheel builds
+## (-m "not slow"), each Hypothesis property capped at 100 examples (HYPOTHESIS_PROFILE=dev)
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests/domain tests/scim tests/pipeline
+	HYPOTHESIS_PROFILE=dev $(BIN)/python -m pytest -m "not integration and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests scripts
