@@ -30,8 +30,8 @@ unit: $(STAMP)
 	HYPOTHESIS_PROFILE=dev $(BIN)/python -m pytest -m "not integration and not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check service tests scripts
-	$(BIN)/ruff format --check service tests scripts
+	$(BIN)/ruff check service tests scripts devkit
+	$(BIN)/ruff format --check service tests scripts devkit
 
 ## bench: events (throughput, latency, memory against a naive baseline) and backfill (10,000 users)
 bench: deps

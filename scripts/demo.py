@@ -15,19 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests import events as ev
-from tests.support import (
-    ROOT,
-    Api,
-    Publisher,
-    create_source_topics,
-    downstream_users,
-    free_port,
-    make_settings,
-    spawn_service,
-    start_scim_server,
-    wait_until,
-)
+from devkit import events as ev
+from devkit.kafka import Publisher, create_source_topics
+from devkit.local import ROOT, free_port, wait_until
+from devkit.scim import downstream_users, start_scim_server
+from devkit.service import Api, make_settings, spawn_service
 
 KAFKA = ROOT / "scripts" / "kafka" / "kafka.sh"
 DOWNSTREAM_TOKEN = "demo-downstream-token"
