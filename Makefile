@@ -20,9 +20,15 @@ deps: $(STAMP)
 demo: deps
 	$(BIN)/python -m scripts.demo
 
-## test: lint, unit tests, integration tests on a real broker and a real scim2-server
+## test: lint, unit tests, integration tests on a real broker and a real scim2-server, then coverage of
+## service/ with its floor ([tool.coverage] in pyproject.toml). COVERAGE_PROCESS_START makes coverage's
+## .pth (installed with coverage in the venv) measure every Python process: the service processes the
+## tests start too; each writes its own .coverage.* file next to this Makefile, combined at the end.
 test: deps lint
-	$(BIN)/python -m pytest
+	rm -f .coverage .coverage.*
+	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest
+	$(BIN)/coverage combine --quiet
+	$(BIN)/coverage report
 
 ## unit: the fast loop, no broker / scim2-server / Keycloak (-m "not integration"), no wheel builds
 ## (-m "not slow"), each Hypothesis property capped at 100 examples (HYPOTHESIS_PROFILE=dev)
