@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: deps demo test unit lint bench clean
+.PHONY: deps demo run test unit lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ deps: $(STAMP)
 ## demo: local Kafka + scim2-server + the service, sample Keycloak events, downstream before / after
 demo: deps
 	$(BIN)/python -m scripts.demo
+
+## run: a local broker, a scim2-server downstream and the service with tenant `acme`, up until Ctrl-C;
+## prints the URLs and commands to try (no .env needed: it brings settings of its own)
+run: deps
+	$(BIN)/python -m scripts.run
 
 ## test: lint, unit tests, integration tests on a real broker and a real scim2-server, then coverage of
 ## service/ with its floor ([tool.coverage] in pyproject.toml). COVERAGE_PROCESS_START makes coverage's

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from cryptography.fernet import Fernet
 
-from devkit.local import ROOT, wait_until
+from devkit.local import wait_until
 from service.app import Service
 from service.settings import Settings
 
@@ -83,11 +83,17 @@ def _ready(service: Service) -> Callable[[], Awaitable[bool]]:
 
 
 def spawn_service(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    """The service as its own process (`outbound-scim run`), for SIGTERM / kill / multi-replica runs."""
+    """The service as its own process (`outbound-scim run`), for SIGTERM / kill / multi-replica runs.
+
+    It starts in the log's directory, not the repository, so a developer's .env there cannot add settings."""
     env = {**os.environ, **settings_env(settings)}
     log = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "service", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        [sys.executable, "-m", "service", "run"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=log_path.parent,
     )
 
 
