@@ -22,6 +22,8 @@ ADMIN_TOPIC = Settings.model_fields["admin_events_topic"].default
 
 
 def event(args: argparse.Namespace) -> dict[str, Any] | bytes:
+    if args.action == "garbage":
+        return b"{not json"
     user_id = f"kc-{args.username}"
     if args.action == "create":
         return ev.create_user(args.realm, user_id, args.username, args.first_name, args.last_name, args.email)
@@ -30,9 +32,7 @@ def event(args: argparse.Namespace) -> dict[str, Any] | bytes:
         return ev.update_user(args.realm, user_id, **{k: v for k, v in fields.items() if v is not None})
     if args.action in ("disable", "enable"):
         return ev.update_user(args.realm, user_id, enabled=args.action == "enable")
-    if args.action == "delete":
-        return ev.delete_user(args.realm, user_id)
-    return b"{not json"
+    return ev.delete_user(args.realm, user_id)
 
 
 def parser() -> argparse.ArgumentParser:
