@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: deps demo test unit lint bench docs api-docs clean
+.PHONY: deps demo run test unit lint bench docs api-docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,17 +20,30 @@ deps: $(STAMP)
 demo: deps
 	$(BIN)/python -m scripts.demo
 
-## test: lint, unit tests, integration tests on a real broker and a real scim2-server
-test: deps lint
-	$(BIN)/python -m pytest
+## run: a local broker, a scim2-server downstream and the service with tenant `acme`, up until Ctrl-C;
+## prints the URLs and commands to try (no .env needed: it brings settings of its own)
+run: deps
+	$(BIN)/python -m scripts.run
 
+## test: lint, unit tests, integration tests on a real broker and a real scim2-server, then coverage of
+## service/ with its floor ([tool.coverage] in pyproject.toml). COVERAGE_PROCESS_START makes coverage's
+## .pth (installed with coverage in the venv) measure every Python process: the service processes the
+## tests start too; each writes its own .coverage.* file next to this Makefile, combined at the end.
+test: deps lint
+	rm -f .coverage .coverage.*
+	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest
+	$(BIN)/coverage combine --quiet
+	$(BIN)/coverage report
+
+## unit: the fast loop, no broker / scim2-server / Keycloak (-m "not integration"), no wheel builds
+## (-m "not slow"), each Hypothesis property capped at 100 examples (HYPOTHESIS_PROFILE=dev)
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests/domain tests/scim tests/pipeline
+	HYPOTHESIS_PROFILE=dev $(BIN)/python -m pytest -m "not integration and not slow"
 
 ## lint: ruff, ruff format --check, and mypy --strict (what it checks: [tool.mypy] in pyproject.toml)
 lint: $(STAMP)
-	$(BIN)/ruff check service tests scripts
-	$(BIN)/ruff format --check service tests scripts
+	$(BIN)/ruff check service tests scripts devkit
+	$(BIN)/ruff format --check service tests scripts devkit
 	$(BIN)/mypy
 
 ## api-docs: regenerate docs/openapi.json and the routes table of docs/reference/api.md from the code

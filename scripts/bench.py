@@ -47,6 +47,10 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
+from devkit import events as ev
+from devkit.kafka import Publisher, create_source_topics
+from devkit.local import ROOT, free_port, wait_until
+from devkit.service import Api, make_settings, spawn_service
 from service.domain import scim as scim_schema
 from service.domain.changes import Skip, change_from_event
 from service.domain.keycloak import parse_record
@@ -59,17 +63,6 @@ from service.scim.client import Downstream, ScimClient
 from service.scim.egress import EgressPolicy
 from service.scim.executor import execute
 from service.scim.retry import RetryPolicy
-from tests import events as ev
-from tests.support import (
-    ROOT,
-    Api,
-    Publisher,
-    create_source_topics,
-    free_port,
-    make_settings,
-    spawn_service,
-    wait_until,
-)
 
 KAFKA = ROOT / "scripts" / "kafka" / "kafka.sh"
 DOWNSTREAM_TOKEN = "bench-downstream-token"
@@ -112,7 +105,7 @@ def build_workload(events: int, users: int, prefix: str) -> Workload:
 
     Mixed sources, as Keycloak sends them: creates are admin CREATE (3 in 4) or REGISTER user events;
     updates are admin UPDATE (lastName, every 4th one also flips `enabled`) or UPDATE_PROFILE user
-    events (every 3rd update). Event times come from tests.events.now_ms: strictly increasing with seq.
+    events (every 3rd update). Event times come from devkit.events.now_ms: strictly increasing with seq.
     """
     if users < 1 or events < users:
         raise BenchError(f"need at least one event per user (events={events}, users={users})")

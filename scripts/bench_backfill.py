@@ -49,6 +49,10 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from devkit.kafka import create_source_topics
+from devkit.keycloak import MasterAdmin, ServiceAccount
+from devkit.local import ROOT, free_port, wait_until
+from devkit.service import Api, make_settings, spawn_service
 from scripts.bench import (
     DOWNSTREAM_TOKEN,
     SERVICE_OVERRIDES,
@@ -62,8 +66,6 @@ from scripts.bench import (
     running_responder,
     service_counters,
 )
-from tests.keycloak.setup_realm import MasterAdmin, ServiceAccount
-from tests.support import ROOT, Api, create_source_topics, free_port, make_settings, spawn_service, wait_until
 
 KEYCLOAK = ROOT / "scripts" / "keycloak" / "keycloak.sh"
 UNREACHABLE = 3  # keycloak.sh fetch's exit code for "Maven Central cannot be reached"

@@ -7,29 +7,17 @@ your own instead of the one assembled from Maven Central.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests import events as ev
-from tests.support import (
-    ROOT,
-    Api,
-    Publisher,
-    create_source_topics,
-    downstream_users,
-    free_port,
-    make_settings,
-    spawn_service,
-    start_scim_server,
-    wait_until,
-)
+from devkit import events as ev
+from devkit.kafka import Publisher
+from devkit.local import free_port, wait_until
+from devkit.scim import downstream_users
+from devkit.stack import ServiceExited, local_stack
 
-KAFKA = ROOT / "scripts" / "kafka" / "kafka.sh"
 DOWNSTREAM_TOKEN = "demo-downstream-token"
 REALM = "acme"
 
@@ -44,23 +32,11 @@ def show(title: str, users: list[dict[str, Any]]) -> None:
         )
 
 
-async def scenario(bootstrap: str, workdir: Path) -> None:
-    scim = start_scim_server(DOWNSTREAM_TOKEN)
-    settings = make_settings(bootstrap, api_port=free_port(), group_id="demo", log_level="INFO")
-    await create_source_topics(settings)
-    log = workdir / "service.log"
-    service = spawn_service(settings, log)
-    try:
-        api = Api(settings.api_port)
-
-        async def ready() -> bool:
-            return await api.ready() if service.poll() is None else _died(log)
-
-        print("-- waiting for the service to be ready")
-        await wait_until(ready, timeout=90, what="service ready")
-        base = scim.base_url(REALM)
-        status, body = await api.enable(REALM, base, DOWNSTREAM_TOKEN, delete_policy="delete")
-        print(f"-- PUT /tenants/{REALM} -> {status} {json.dumps(body)}")
+async def scenario(workdir: Path) -> None:
+    overrides = {"api_port": free_port(), "group_id": "demo", "log_level": "INFO"}
+    async with local_stack(workdir, REALM, DOWNSTREAM_TOKEN, **overrides) as stack:
+        settings, api, base, bootstrap = stack.settings, stack.api, stack.base_url, stack.bootstrap
+        print(f"-- tenant {REALM} enabled on {base} (delete policy: delete)")
         show("before", await downstream_users(base, DOWNSTREAM_TOKEN))
 
         steps = [
@@ -113,40 +89,21 @@ async def scenario(bootstrap: str, workdir: Path) -> None:
 
         await wait_until(settled, timeout=60, what="the downstream to reflect the events")
         show("after", await downstream_users(base, DOWNSTREAM_TOKEN))
-        status, metrics = await api.call("GET", "/metrics")
+        _, metrics = await api.call("GET", "/metrics")
         print("\n== a few metrics")
         for line in str(metrics).splitlines():
             if line.startswith(("outbound_scim_changes_total{", "outbound_scim_dead_letters_total{")):
                 print("  ", line)
-        print(f"\nservice log: {log}")
-    finally:
-        service.terminate()
-        service.wait(timeout=60)
-        scim.stop()
-
-
-def _died(log: Path) -> bool:
-    raise SystemExit(f"the service exited:\n{log.read_text()[-3000:]}")
+        print(f"\nservice log: {stack.log}")
 
 
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="outbound-scim-demo-"))
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    started = False
-    if not bootstrap:
-        print("-- starting a local Kafka broker (assembled from Maven Central)")
-        result = subprocess.run(
-            ["bash", str(KAFKA), "start", "0", str(workdir / "kafka")], capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            print(result.stderr, file=sys.stderr)
-            return 1
-        bootstrap, started = result.stdout.strip().splitlines()[-1], True
     try:
-        asyncio.run(scenario(bootstrap, workdir))
-    finally:
-        if started:
-            subprocess.run(["bash", str(KAFKA), "stop", str(workdir / "kafka")], check=False)
+        asyncio.run(scenario(workdir))
+    except (RuntimeError, ServiceExited) as exc:
+        print(exc, file=sys.stderr)
+        return 1
     return 0
 
 

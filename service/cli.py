@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="outbound-scim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(required=True, metavar="command")
 
-    run = sub.add_parser("run", help="run the service (settings from OUTBOUND_SCIM_* variables)")
+    run = sub.add_parser("run", help="run the service (settings from OUTBOUND_SCIM_* variables and ./.env)")
     run.set_defaults(func=_run)
 
     gen = sub.add_parser("gen-key", help="print a new key for OUTBOUND_SCIM_TOKEN_KEY")
@@ -160,13 +160,23 @@ def _segment(value: str) -> str:
 
 
 def _run(_: argparse.Namespace) -> int:
+    """Exit 2, with what to fix and no traceback, when the settings cannot work."""
     from service.app import run
+    from service.errors import ConfigError
     from service.logs import configure_logging
-    from service.settings import Settings
+    from service.settings import load_settings
 
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"outbound-scim run: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except ConfigError as exc:  # found at start, e.g. a topic that cannot be created
+        print(f"outbound-scim run: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -271,16 +281,22 @@ def _enable(args: argparse.Namespace) -> int:
 
 def _reencrypt(_: argparse.Namespace) -> int:
     """Prints how many records were rewritten, and which realms no key decrypts; never a token."""
-    from service.settings import Settings
+    from service.errors import ConfigError
+    from service.settings import load_settings
     from service.tenants.reencrypt import reencrypt_tenants
 
-    report = asyncio.run(reencrypt_tenants(Settings()))
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"outbound-scim reencrypt-tenants: {exc}", file=sys.stderr)
+        return 2
+    report = asyncio.run(reencrypt_tenants(settings))
     print(
         f"rewrote {len(report.rewritten)} tenant record(s) with the first OUTBOUND_SCIM_TOKEN_KEY; "
         f"{len(report.current)} already used it"
     )
-    for exc in report.unreadable:
-        print(f"{exc}: left as it is; {exc.fix}", file=sys.stderr)
+    for unreadable in report.unreadable:
+        print(f"{unreadable}: left as it is; {unreadable.fix}", file=sys.stderr)
     return 1 if report.unreadable else 0
 
 

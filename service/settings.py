@@ -1,12 +1,17 @@
-"""All settings, read from environment variables prefixed OUTBOUND_SCIM_. No I/O at import."""
+"""All settings, read from environment variables prefixed OUTBOUND_SCIM_ (and, for `outbound-scim run`, from
+an optional .env file: load_settings). No I/O at import."""
 
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 from typing import Literal, Required, TypedDict
 
-from pydantic import Field, SecretStr
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.errors import ConfigError
 
 
 class KafkaClientOptions(TypedDict, total=False):
@@ -190,3 +195,84 @@ class Settings(BaseSettings):
 
             options["ssl_context"] = create_ssl_context(cafile=self.kafka_ssl_cafile)
         return options
+
+
+ENV_FILE = ".env"
+ENV_EXAMPLE = ".env.example"
+
+# How to make a value, for the settings someone starting the service must supply.
+HOW_TO_MAKE = {
+    "token_key": "make one with `outbound-scim gen-key`",
+    "admin_token": "any secret string, e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`",
+}
+
+
+def load_settings(env_file: str | None = ENV_FILE) -> Settings:
+    """Settings from OUTBOUND_SCIM_* variables and `env_file` in the working directory (when it exists;
+    the variables win). Raises ConfigError naming each missing or invalid variable and how to make it;
+    the message never holds a value."""
+    try:
+        settings = Settings(_env_file=env_file)
+    except ValidationError as exc:
+        raise ConfigError(_explain(_problems(exc), env_file)) from None
+    problems = _secret_problems(settings)
+    if problems:
+        raise ConfigError(_explain(problems, env_file))
+    return settings
+
+
+def _variable(field: str) -> str:
+    return f"OUTBOUND_SCIM_{field.upper()}"
+
+
+def _problem(field: str, what: str) -> str:
+    line = f"{_variable(field)} {what}"
+    return f"{line}\n      -> {HOW_TO_MAKE[field]}" if field in HOW_TO_MAKE else line
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        info = Settings.model_fields.get(field)
+        if error["type"] == "missing":
+            what = f"is missing: {info.description}" if info and info.description else "is missing"
+        else:
+            what = f"is invalid: {error['msg']}"
+        problems.append(_problem(field, what))
+    return problems
+
+
+def _secret_problems(settings: Settings) -> list[str]:
+    """The two secrets must hold something usable; an empty admin token would protect nothing."""
+    problems = []
+    keys = [k.strip() for k in settings.token_key.get_secret_value().split(",") if k.strip()]
+    if not keys:
+        problems.append(_problem("token_key", "is empty"))
+    elif not all(_is_fernet_key(key) for key in keys):
+        problems.append(
+            _problem("token_key", "is invalid: each comma-separated key must be 32 url-safe base64-encoded bytes")
+        )
+    if not settings.admin_token.get_secret_value().strip():
+        problems.append(_problem("admin_token", "is empty"))
+    return problems
+
+
+def _is_fernet_key(key: str) -> bool:
+    try:
+        Fernet(key.encode())
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _explain(problems: list[str], env_file: str | None) -> str:
+    count = "1 setting is" if len(problems) == 1 else f"{len(problems)} settings are"
+    lines = [f"cannot start: {count} missing or invalid.", *(f"  {p}" for p in problems)]
+    source = "OUTBOUND_SCIM_* environment variables"
+    if env_file:
+        source += f" and {Path.cwd() / env_file} if it exists (the variables win)"
+    lines.append(f"Settings are read from {source}.")
+    if env_file and Path(ENV_EXAMPLE).exists():
+        lines.append(f"To start locally: cp {ENV_EXAMPLE} {env_file}, fill in the two secrets, run again.")
+    return "\n".join(lines)

@@ -1,5 +1,9 @@
 """Session fixtures: one real Kafka broker and one real scim2-server for the whole test session.
 
+A test that needs a real server (any of SERVER_FIXTURES, however indirectly, or any test under
+tests/integration/) is marked `integration` at collection, so `pytest -m "not integration"` (`make
+unit`) runs without a broker, scim2-server or Keycloak.
+
 Kafka, in order of preference: KAFKA_BOOTSTRAP_SERVERS if set; testcontainers when a Docker engine
 answers; else the single-node broker assembled from Maven Central by scripts/kafka/kafka.sh.
 """
@@ -10,12 +14,26 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests import properties  # noqa: F401 - loads the Hypothesis profile (HYPOTHESIS_PROFILE)
 from tests.support import ScimServer, start_broker, start_scim_server, stop_broker
 
 SCIM_TOKEN = "downstream-token-1"
+SERVER_FIXTURES = frozenset({"kafka_bootstrap", "scim_server", "keycloak"})
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts or reaches a real server `integration`."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        fixtures -= set(callspec.params) if callspec else set()  # parameters that share a fixture's name
+        if fixtures & SERVER_FIXTURES or INTEGRATION_DIR in item.path.parents:
+            item.add_marker(pytest.mark.integration)
 
 
 def _docker_available() -> bool:

@@ -1,9 +1,9 @@
-"""Just enough PromQL reading for the deployment tests: which series a query selects, with which matchers.
+"""PromQL reading for the deployment tests: which series a query selects, with which matchers.
 
-Not a parser: a lexer plus the few rules that tell a metric name from a function, an aggregation's
-grouping labels, a keyword or a range. Grafana variables (`$job`, `${tenant}`, `$__rate_interval`) are
-accepted wherever Grafana substitutes them. `selectors()` raises on what it cannot read (unbalanced
-brackets, an unknown character) so that a typo fails the test instead of passing unread.
+Queries are parsed by promql-parser (the Prometheus grammar, in Rust), so a query Prometheus would
+refuse fails the test. Grafana's variables are accepted where Grafana substitutes them: label variables
+(`$job`, `${tenant}`) sit inside matcher strings, which PromQL reads as they are; the interval
+variables (`$__rate_interval`, `$__range`, ...) stand for durations and are read as one.
 """
 
 from __future__ import annotations
@@ -11,48 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import promql_parser
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from service.metrics import Metrics
 
-# Keywords and binary operators spelled as words.
-KEYWORDS = frozenset(
-    {
-        "and",
-        "or",
-        "unless",
-        "bool",
-        "offset",
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
-        "inf",
-        "nan",
-        "atan2",
-        "start",
-        "end",
-    }
-)
-GROUPING = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
-
-TOKEN = re.compile(
-    r"""
-      (?P<space>\s+)
-    | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
-    | (?P<variable>\$\{[^}]+\}|\$\w+|\[\[\w+\]\])
-    | (?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?(?:[smhdwy]|ms)*)
-    | (?P<ident>[a-zA-Z_:][a-zA-Z0-9_:]*)
-    | (?P<op>=~|!~|!=|==|<=|>=|[-+*/%^<>=,:@])
-    | (?P<open>[({\[])
-    | (?P<close>[)}\]])
-    """,
-    re.VERBOSE,
-)
-PAIRS = {"(": ")", "{": "}", "[": "]"}
+GRAFANA_DURATION = re.compile(r"\$\{?__\w+\}?")
+MATCH_OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
 
 
 @dataclass(frozen=True)
@@ -69,76 +35,21 @@ class Selector:
         return None
 
 
-def tokens(expr: str) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(expr):
-        match = TOKEN.match(expr, pos)
-        if not match:
-            raise ValueError(f"cannot read PromQL at {pos}: {expr[pos : pos + 30]!r} in {expr!r}")
-        kind = match.lastgroup or ""
-        if kind != "space":
-            out.append((kind, match.group()))
-        pos = match.end()
-    stack: list[str] = []
-    for kind, text in out:
-        if kind == "open":
-            stack.append(PAIRS[text])
-        elif kind == "close" and (not stack or stack.pop() != text):
-            raise ValueError(f"unbalanced {text!r} in {expr!r}")
-    if stack:
-        raise ValueError(f"unclosed bracket in {expr!r}")
-    return out
-
-
-def _unquote(text: str) -> str:
-    return text[1:-1] if text[:1] == "`" else re.sub(r"\\(.)", r"\1", text[1:-1])
+def parse(expr: str) -> promql_parser.Expr:
+    """The query's syntax tree; raises ValueError on what Prometheus would refuse."""
+    return promql_parser.parse(GRAFANA_DURATION.sub("5m", expr))
 
 
 def selectors(expr: str) -> list[Selector]:
     """Every series selector of `expr`, in order."""
-    toks = tokens(expr)
     found: list[Selector] = []
-    i = 0
-    while i < len(toks):
-        kind, text = toks[i]
-        following = toks[i + 1][1] if i + 1 < len(toks) else ""
-        if kind == "open" and text == "[":  # a range or subquery: durations and variables only
-            depth = 1
-            while depth:
-                i += 1
-                depth += {"[": 1, "]": -1}.get(toks[i][1], 0)
-            i += 1
-            continue
-        if kind != "ident":
-            i += 1
-            continue
-        if text in GROUPING:
-            i += 1
-            if i < len(toks) and toks[i][1] == "(":  # the label list: not metric names
-                while toks[i][1] != ")":
-                    i += 1
-            i += 1
-            continue
-        if text in KEYWORDS or following == "(" or following in ("by", "without"):
-            # a keyword, a function, or an aggregation (its grouping may come before the parenthesis)
-            i += 1
-            continue
-        matchers: list[tuple[str, str, str]] = []
-        i += 1
-        if following == "{":
-            i += 1
-            while toks[i][1] != "}":
-                if toks[i][1] == ",":
-                    i += 1
-                    continue
-                (k1, label), (k2, op), (k3, value) = toks[i : i + 3]
-                if k1 != "ident" or k2 != "op" or k3 != "string":
-                    raise ValueError(f"cannot read the matchers of {text} in {expr!r}")
-                matchers.append((label, op, _unquote(value)))
-                i += 3
-            i += 1
-        found.append(Selector(text, tuple(matchers)))
+
+    def visit(node: promql_parser.Expr) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            matchers = tuple((m.name, MATCH_OPS[str(m.op)], m.value) for m in node.matchers.matchers)
+            found.append(Selector(node.name or "", matchers))
+
+    promql_parser.walk(parse(expr), visit)
     return found
 
 

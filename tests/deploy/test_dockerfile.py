@@ -317,7 +317,16 @@ def test_build_context_holds_what_the_build_copies(dockerfile: Dockerfile) -> No
     for source in copied:
         assert in_build_context(source), f"{source} is COPYed but .dockerignore keeps it out"
         assert in_build_context(f"{source}/x.py") or not (ROOT / source).is_dir()
-    for private in (".git", ".venv", "tests", "deploy", "scripts/kafka/.cache", "service/__pycache__/a.pyc"):
+    for private in (
+        ".git",
+        ".venv",
+        "tests",
+        "devkit",
+        "scripts",
+        "deploy",
+        "scripts/kafka/.cache",
+        "service/__pycache__/a.pyc",
+    ):
         assert not in_build_context(private), f"{private} would be sent to the Docker daemon"
 
 

@@ -12,13 +12,14 @@ from service.domain.changes import UserChange
 from service.domain.plan import DeletePolicy, desired
 from service.domain.state import UserState, merge
 from tests.convergence import arrivals_strategy, changes_strategy, reference
+from tests.properties import examples
 
 
 def fold(changes: list[UserChange]) -> UserState:
     return reduce(merge, changes, UserState())
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=examples(3000), deadline=None)
 @given(data=st.data(), changes=changes_strategy(), policy=st.sampled_from(list(DeletePolicy)))
 def test_any_arrival_order_desires_what_event_time_order_gives(
     data: st.DataObject, changes: list[UserChange], policy: DeletePolicy
@@ -28,7 +29,7 @@ def test_any_arrival_order_desires_what_event_time_order_gives(
     assert desired(fold(arrivals), policy) == reference(changes, policy)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(data=st.data(), changes=changes_strategy())
 def test_merge_is_order_independent_and_idempotent(data: st.DataObject, changes: list[UserChange]) -> None:
     """Two arrival orders with duplicates end in the very same state (values, versions, deletion)."""
@@ -38,7 +39,7 @@ def test_merge_is_order_independent_and_idempotent(data: st.DataObject, changes:
     assert reduce(merge, changes, first) is first  # everything seen again: nothing new
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(data=st.data(), changes=changes_strategy())
 def test_state_survives_the_changelog_at_any_point(data: st.DataObject, changes: list[UserChange]) -> None:
     """Restoring the state from its changelog record mid-way (a rebalance, a restart) changes nothing."""

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from service.domain.changes import Skip, UserChange, change_from_event
 from service.domain.keycloak import KeycloakEvent, parse_record
 from service.errors import PoisonRecord
+from tests.properties import examples
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 USER_ID = "3f6c1a2b-7d4e-4f80-a1b2-c3d4e5f60718"
@@ -324,7 +325,7 @@ def plugin_like_records(draw: st.DrawFn) -> bytes:
     return json.dumps(doc).encode()
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(plugin_like_records())
 def test_any_record_parses_to_a_change_a_skip_or_poison(raw: bytes) -> None:
     """Whatever a record holds, parsing and mapping end in a change, a skip, or PoisonRecord: never another error."""

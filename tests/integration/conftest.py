@@ -24,8 +24,6 @@ from tests.support import (
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
-
 
 @dataclass
 class Pipeline:

@@ -21,6 +21,7 @@ from service.errors import ScimConflict
 from service.scim.client import Downstream
 from service.scim.executor import execute
 from tests.convergence import POOLS, UID, arrivals_strategy, changes_strategy, downstream_view, reference
+from tests.properties import examples
 from tests.scim.fake_downstream import FakeDownstream, run
 
 DS = Downstream("acme", "http://scim.invalid/v2", "token")
@@ -38,7 +39,7 @@ def apply_all(downstream: FakeDownstream, arrivals: list[UserChange], policy: De
     return refused
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(
     data=st.data(), changes=changes_strategy(), policy=st.sampled_from(list(DeletePolicy)), ignore_filters=st.booleans()
 )
@@ -68,7 +69,7 @@ def look_alikes(draw: st.DrawFn) -> list[tuple[str, str | None]]:
     )
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(
     data=st.data(),
     changes=changes_strategy(),

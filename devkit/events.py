@@ -1,0 +1,106 @@
+"""Plugin-format Keycloak events (SnuK87/keycloak-kafka over Keycloak 26.x), for tests, the demo and the benches."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import uuid
+from typing import Any
+
+_clock = itertools.count(int(time.time() * 1000))
+
+
+def now_ms() -> int:
+    """Strictly increasing event times, so tests express order without sleeping."""
+    return next(_clock)
+
+
+def admin_event(
+    realm: str,
+    user_id: str,
+    operation: str,
+    representation: dict[str, Any] | None = None,
+    *,
+    resource_type: str = "USER",
+    path_suffix: str = "",
+    time_ms: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "time": time_ms or now_ms(),
+        "realmId": f"id-{realm}",
+        "realmName": realm,
+        "authDetails": {
+            "realmId": "master-id",
+            "realmName": "master",
+            "clientId": "admin-cli",
+            "userId": "admin-user",
+            "ipAddress": "10.0.0.5",
+        },
+        "resourceType": resource_type,
+        "operationType": operation,
+        "resourcePath": f"users/{user_id}{path_suffix}",
+        "representation": json.dumps(representation) if representation is not None else None,
+        "error": None,
+        "details": None,
+        "resourceTypeAsString": resource_type,
+        "resourceId": user_id,
+    }
+
+
+def create_user(
+    realm: str,
+    user_id: str,
+    username: str,
+    first: str = "Jane",
+    last: str = "Doe",
+    email: str | None = None,
+    enabled: bool = True,
+    **kw: Any,
+) -> dict[str, Any]:
+    rep = {
+        "username": username,
+        "firstName": first,
+        "lastName": last,
+        "email": email or f"{username}@example.com",
+        "emailVerified": False,
+        "attributes": {"department": ["Engineering"]},
+        "enabled": enabled,
+        "requiredActions": [],
+        "groups": ["/staff"],
+    }
+    return admin_event(realm, user_id, "CREATE", rep, **kw)
+
+
+def update_user(realm: str, user_id: str, **fields: Any) -> dict[str, Any]:
+    """A partial admin UPDATE: only the given representation keys (username, firstName, enabled ...)."""
+    time_ms = fields.pop("time_ms", None)
+    return admin_event(realm, user_id, "UPDATE", fields, time_ms=time_ms)
+
+
+def delete_user(realm: str, user_id: str) -> dict[str, Any]:
+    return admin_event(realm, user_id, "DELETE", None)
+
+
+def user_event(
+    realm: str,
+    user_id: str,
+    event_type: str,
+    details: dict[str, str] | None = None,
+    error: str | None = None,
+    time_ms: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "time": time_ms or now_ms(),
+        "type": event_type,
+        "realmId": f"id-{realm}",
+        "realmName": realm,
+        "clientId": "account-console",
+        "userId": user_id,
+        "sessionId": None,
+        "ipAddress": "203.0.113.7",
+        "error": error,
+        "details": details,
+    }

@@ -1,0 +1,144 @@
+"""Keycloak administration as the master admin (password grant on admin-cli): realms, a service-account
+client for the service, users, event settings. For the end-to-end tests and the backfill bench."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from devkit.service import make_settings
+from service.settings import Settings
+
+TEST_LISTENER = "outbound-scim-test-kafka"  # scripts/keycloak/listener: writes the SnuK87 format
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    realm: str
+    client_id: str
+    client_secret: str
+    client_uuid: str
+    user_id: str
+
+
+class MasterAdmin:
+    """Just enough of the Admin API to set up tests. Admin-cli tokens live 60 s: refreshed at 30 s."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, user: str, password: str) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._user = user
+        self._password = password
+        self._token = ""
+        self._token_at = 0.0
+
+    async def _headers(self) -> dict[str, str]:
+        if time.monotonic() - self._token_at > 30:
+            async with self._session.post(
+                f"{self._base}/realms/master/protocol/openid-connect/token",
+                data={
+                    "grant_type": "password",
+                    "client_id": "admin-cli",
+                    "username": self._user,
+                    "password": self._password,
+                },
+            ) as response:
+                response.raise_for_status()
+                self._token = (await response.json())["access_token"]
+                self._token_at = time.monotonic()
+        return {"Authorization": f"Bearer {self._token}"}
+
+    async def call(self, method: str, path: str, body: Any = None, **params: str) -> tuple[int, Any, str | None]:
+        """(status, JSON body or None, Location header) of one admin call under /admin/realms."""
+        async with self._session.request(
+            method, f"{self._base}/admin/realms{path}", json=body, params=params, headers=await self._headers()
+        ) as response:
+            raw = await response.read()
+            doc = await response.json(content_type=None) if raw else None
+            return response.status, doc, response.headers.get("Location")
+
+    async def ok(self, method: str, path: str, body: Any = None, **params: str) -> Any:
+        status, doc, location = await self.call(method, path, body, **params)
+        if status >= 300:
+            raise AssertionError(f"{method} {path} -> {status} {doc}")
+        return location.rsplit("/", 1)[1] if location and doc is None else doc
+
+    async def create_realm(self, name: str) -> str:
+        """Creates an enabled realm; returns its internal id (what plugins without realmName send)."""
+        await self.ok("POST", "", {"realm": name, "enabled": True})
+        return str((await self.ok("GET", f"/{name}"))["id"])
+
+    async def create_service_account(
+        self, realm: str, client_id: str, roles: tuple[str, ...] = ("view-users", "query-users")
+    ) -> ServiceAccount:
+        """A confidential client with a service account holding realm-management roles."""
+        secret = f"{client_id}-secret"
+        client_uuid = await self.ok(
+            "POST",
+            f"/{realm}/clients",
+            {
+                "clientId": client_id,
+                "publicClient": False,
+                "secret": secret,
+                "serviceAccountsEnabled": True,
+                "standardFlowEnabled": False,
+                "directAccessGrantsEnabled": False,
+            },
+        )
+        user = await self.ok("GET", f"/{realm}/clients/{client_uuid}/service-account-user")
+        account = ServiceAccount(realm, client_id, secret, client_uuid, user["id"])
+        if roles:
+            await self.grant(account, *roles)
+        return account
+
+    async def grant(self, account: ServiceAccount, *roles: str) -> None:
+        realm = account.realm
+        management = (await self.ok("GET", f"/{realm}/clients", clientId="realm-management"))[0]["id"]
+        wanted = [r for r in await self.ok("GET", f"/{realm}/clients/{management}/roles") if r["name"] in roles]
+        assert len(wanted) == len(roles), f"missing roles among {roles}"
+        await self.ok("POST", f"/{realm}/users/{account.user_id}/role-mappings/clients/{management}", wanted)
+
+    async def grant_on_realm(self, account: ServiceAccount, realm: str, *roles: str) -> None:
+        """Roles on another realm for an account of the master realm: they live on master's `<realm>-realm`
+        client, as for one service account that reads many realms."""
+        assert account.realm == "master"
+        management = (await self.ok("GET", "/master/clients", clientId=f"{realm}-realm"))[0]["id"]
+        wanted = [r for r in await self.ok("GET", f"/master/clients/{management}/roles") if r["name"] in roles]
+        assert len(wanted) == len(roles), f"missing roles among {roles}"
+        await self.ok("POST", f"/master/users/{account.user_id}/role-mappings/clients/{management}", wanted)
+
+    async def create_user(self, realm: str, rep: dict[str, Any]) -> str:
+        """Creates a user; returns its id."""
+        return str(await self.ok("POST", f"/{realm}/users", rep))
+
+    async def enable_listener(
+        self, realm: str, listener: str = TEST_LISTENER, *, representation: bool = True
+    ) -> tuple[int, Any]:
+        """GET then PUT events/config (the PUT replaces the listener list); 204 means it loaded,
+        400 "Unknown event listener" that its provider jar did not. `representation` is the realm's
+        "Include representation" switch (adminEventsDetailsEnabled)."""
+        config = await self.ok("GET", f"/{realm}/events/config")
+        listeners = [*config.get("eventsListeners", []), listener]
+        config.update(
+            eventsListeners=sorted(set(listeners)),
+            eventsEnabled=True,
+            adminEventsEnabled=True,
+            adminEventsDetailsEnabled=representation,
+        )
+        status, doc, _ = await self.call("PUT", f"/{realm}/events/config", config)
+        return status, doc
+
+
+def keycloak_settings(kafka_bootstrap: str, keycloak_url: str, account: ServiceAccount, **overrides: Any) -> Settings:
+    """Service settings (fresh topics) reading Keycloak as `account`, from the realm the account lives in."""
+    return make_settings(
+        kafka_bootstrap,
+        keycloak_url=keycloak_url,
+        keycloak_auth_realm=account.realm,
+        keycloak_client_id=account.client_id,
+        keycloak_client_secret=account.client_secret,
+        **overrides,
+    )
