@@ -24,10 +24,9 @@ from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
 from service.pipeline.apply import ApplyStage
 from service.pipeline.backfill import Backfills
-from service.pipeline.dead_letters import REASON
-from service.pipeline.held import HeldTopic
 from service.pipeline.reconcile import Reconciler
 from service.pipeline.rekey import RekeyStage
+from service.pipeline.set_aside import REASON, HeldTopic
 from service.scim.breaker import CircuitBreaker
 from service.scim.client import Downstream, ScimClient
 from service.scim.egress import EgressPolicy, GuardedResolver

@@ -23,9 +23,9 @@ from service.keycloak_admin.client import KeycloakAdminClient
 from service.keycloak_admin.realm_check import check_realm
 from service.metrics import Metrics
 from service.pipeline.backfill import Backfills
-from service.pipeline.held import HeldTopic
 from service.pipeline.on_demand import provision_now
 from service.pipeline.reconcile import Reconciler
+from service.pipeline.set_aside import HeldTopic
 from service.scim.breaker import BreakerState
 from service.scim.client import ScimClient
 from service.scim.discovery import validate_downstream
