@@ -17,7 +17,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from service.api.app import ApiDeps, build_api
-from service.domain.changes import UserChange
+from service.domain.changes import ChangeSource, UserChange
 from service.errors import TenantUnreadable
 from service.kafka_topics import ensure_topics
 from service.keycloak_admin.client import KeycloakAdminClient
@@ -204,7 +204,9 @@ class Service:
     async def link_user(self, realm: str, user_id: str, downstream_id: str) -> None:
         """Queue an operator's link on the user's keyed partition, behind the user's earlier changes."""
         assert self._producer is not None
-        change = UserChange(realm, user_id, "link", int(time.time() * 1000), "LINK", link_to=downstream_id)
+        change = UserChange(
+            realm, user_id, "link", int(time.time() * 1000), "LINK", link_to=downstream_id, source=ChangeSource.OPERATOR
+        )
         await self._producer.send_and_wait(self.settings.changes_topic, key=change.key.encode(), value=change.to_json())
 
     def _tenant_updated(self, update: TenantUpdate) -> None:

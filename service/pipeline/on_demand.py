@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from service.domain.changes import UserChange
+from service.domain.changes import ChangeSource, UserChange
 from service.domain.plan import plan_change
 from service.domain.state import UserState
 from service.errors import ScimError
@@ -27,11 +27,22 @@ async def provision_now(keycloak: UserReader, scim: ScimPort, tenant: Tenant, us
     now = int(time.time() * 1000)
     if rep is None:
         steps.append({"step": "read_keycloak", "found": False})
-        change = UserChange(tenant.realm, user_id, "delete", now, "ON_DEMAND", force=True)
+        change = UserChange(
+            tenant.realm, user_id, "delete", now, "ON_DEMAND", force=True, source=ChangeSource.ON_DEMAND
+        )
     else:
         attributes = user_attributes(rep)
         steps.append({"step": "read_keycloak", "found": True, "attributes": attributes})
-        change = UserChange(tenant.realm, user_id, "upsert", now, "ON_DEMAND", attributes=attributes, force=True)
+        change = UserChange(
+            tenant.realm,
+            user_id,
+            "upsert",
+            now,
+            "ON_DEMAND",
+            attributes=attributes,
+            force=True,
+            source=ChangeSource.ON_DEMAND,
+        )
     plan = plan_change(UserState(), change, tenant.delete_policy)
     steps.append({"step": "plan", "action": plan.action, "attributes": sorted(plan.changed), "reason": plan.reason})
     traced = TracingClient(scim)

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from service.domain.changes import UserChange
+from service.domain.changes import ChangeSource, UserChange
 from service.domain.drift import compare
 from service.keycloak_admin.mapping import user_attributes
 from service.metrics import Metrics
@@ -60,7 +60,14 @@ class Reconciler:
         if not dry_run:
             for user_id in drift.to_fix:
                 change = UserChange(
-                    realm, user_id, "upsert", read_ms[user_id], "RECONCILE", attributes=wanted[user_id], force=True
+                    realm,
+                    user_id,
+                    "upsert",
+                    read_ms[user_id],
+                    "RECONCILE",
+                    attributes=wanted[user_id],
+                    force=True,
+                    source=ChangeSource.RECONCILE,
                 )
                 await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
             await self._producer.flush()
