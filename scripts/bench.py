@@ -58,7 +58,7 @@ from service.metrics import Metrics
 from service.scim.client import Downstream, ScimClient
 from service.scim.egress import EgressPolicy
 from service.scim.executor import execute
-from service.scim.retry import RetryPolicy
+from service.retry import RetryPolicy
 from tests import events as ev
 from tests.support import (
     ROOT,

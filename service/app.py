@@ -31,7 +31,7 @@ from service.scim.breaker import CircuitBreaker
 from service.scim.client import Downstream, ScimClient
 from service.scim.egress import EgressPolicy, GuardedResolver
 from service.scim.health import BreakerMonitor
-from service.scim.retry import RetryPolicy
+from service.retry import RetryPolicy
 from service.settings import Settings
 from service.tenants.models import TokenCipher
 from service.tenants.store import TenantStore, TenantUpdate

@@ -4,7 +4,7 @@ backfill and reconciliation.
 It authenticates as a service account (client-credentials grant against the realm the client lives
 in), caches the token until shortly before it expires, and fetches a new one once when Keycloak answers
 401 (a token can be revoked or the realm's keys rotated before it expires). Transient failures are
-retried with service.scim.retry's backoff, as for downstream calls; statuses become errors in one
+retried with service.retry's backoff, as for downstream calls; statuses become errors in one
 function, `error_for_status` (see service.keycloak_admin.errors). Response bodies never reach errors
 or logs: they hold personal data.
 
@@ -34,7 +34,7 @@ from service.keycloak_admin.errors import (
     KeycloakUnavailable,
 )
 from service.keycloak_admin.mapping import user_attributes
-from service.scim.retry import RetryPolicy, parse_retry_after
+from service.retry import RetryPolicy, parse_retry_after
 
 __all__ = ["KeycloakAdminClient", "UserPage", "error_for_status", "user_attributes"]
 

@@ -38,7 +38,7 @@ from service.pipeline.authoritative import read_truth
 from service.pipeline.ports import UserReader
 from service.pipeline.set_aside import DOWNSTREAM_ID, OWNER
 from service.scim.executor import Result, ScimPort, execute
-from service.scim.retry import RetryPolicy
+from service.retry import RetryPolicy
 from service.tenants.models import Tenant
 
 log = structlog.get_logger(__name__)

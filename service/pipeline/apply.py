@@ -34,7 +34,7 @@ from service.pipeline.scheduler import KeyedScheduler
 from service.pipeline.set_aside import REPLAYED, SetAsideRecord, set_aside
 from service.pipeline.user_state import UserStateStore
 from service.scim.client import ScimClient
-from service.scim.retry import RetryPolicy
+from service.retry import RetryPolicy
 from service.settings import Settings
 from service.tenants.store import TenantStore
 

@@ -12,7 +12,7 @@ from service.errors import CircuitOpen, ScimError, ScimRejected, ScimTransient, 
 from service.pipeline.applier import Applied, Applier, SetAside, Skipped
 from service.scim.client import Downstream
 from service.scim.executor import Result
-from service.scim.retry import RetryPolicy
+from service.retry import RetryPolicy
 from service.tenants.models import Tenant
 from tests.scim.fake_downstream import FakeDownstream, run
 

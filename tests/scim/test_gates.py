@@ -22,7 +22,7 @@ from service.scim.client import Downstream, ScimClient
 from service.scim.discovery import validate_downstream
 from service.scim.egress import EgressPolicy
 from service.scim.health import BreakerMonitor
-from service.scim.retry import RetryPolicy
+from service.retry import RetryPolicy
 
 EGRESS = EgressPolicy(frozenset({"127.0.0.1"}), allow_private_networks=True)
 

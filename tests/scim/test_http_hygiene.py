@@ -23,7 +23,7 @@ from service.metrics import Metrics
 from service.scim.client import Downstream, ScimClient
 from service.scim.discovery import validate_downstream
 from service.scim.egress import EgressPolicy
-from service.scim.retry import RetryPolicy
+from service.retry import RetryPolicy
 
 LOCAL = EgressPolicy(frozenset({"127.0.0.1"}), allow_private_networks=True)
 CAP = 4096
