@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: deps demo test unit lint bench docs clean
+.PHONY: deps demo test unit lint bench docs api-docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check service tests scripts
 	$(BIN)/ruff format --check service tests scripts
 	$(BIN)/mypy
+
+## api-docs: regenerate docs/openapi.json and the routes table of docs/reference/api.md from the code
+api-docs: $(STAMP)
+	$(BIN)/python -m service.api.openapi --write
 
 ## bench: events (throughput, latency, memory against a naive baseline) and backfill (10,000 users)
 bench: deps

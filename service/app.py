@@ -27,11 +27,11 @@ from service.pipeline.backfill import Backfills
 from service.pipeline.reconcile import Reconciler
 from service.pipeline.rekey import RekeyStage
 from service.pipeline.set_aside import REASON, HeldTopic
+from service.retry import RetryPolicy
 from service.scim.breaker import CircuitBreaker
 from service.scim.client import Downstream, ScimClient
 from service.scim.egress import EgressPolicy, GuardedResolver
 from service.scim.health import BreakerMonitor
-from service.retry import RetryPolicy
 from service.settings import Settings
 from service.tenants.models import TokenCipher
 from service.tenants.store import TenantStore, TenantUpdate

@@ -17,10 +17,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from cryptography.fernet import Fernet
+
+T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,14 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument("realm")
     reconcile.add_argument("--dry-run", action="store_true", help="report only, change nothing")
     reconcile.set_defaults(
-        func=lambda a: _call(a, "POST", f"/tenants/{quote(a.realm)}/reconcile", {"dry_run": a.dry_run})
+        func=lambda a: _call(a, "POST", f"/tenants/{_segment(a.realm)}/reconcile", {"dry_run": a.dry_run})
     )
     sync = tsub.add_parser("sync", help="provision one user now from Keycloak; prints the step trace")
     sync.add_argument("realm")
     sync.add_argument("user_id")
-    sync.set_defaults(
-        func=lambda a: _call(a, "POST", f"/tenants/{quote(a.realm)}/users/{quote(a.user_id, safe='')}/sync")
-    )
+    sync.set_defaults(func=lambda a: _call(a, "POST", f"/tenants/{_segment(a.realm)}/users/{_segment(a.user_id)}/sync"))
     link = tsub.add_parser(
         "link",
         help="declare which downstream account is a Keycloak user's (resolves a "
@@ -120,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         func=lambda a: _call(
             a,
             "POST",
-            f"/tenants/{quote(a.realm)}/users/{quote(a.user_id, safe='')}/link",
+            f"/tenants/{_segment(a.realm)}/users/{_segment(a.user_id)}/link",
             {"downstream_id": a.downstream_id},
         )
     )
@@ -134,22 +135,28 @@ def _parser() -> argparse.ArgumentParser:
     for action, method, suffix in (("list", "GET", ""), ("replay", "POST", "/replay")):
         cmd = psub.add_parser(action, help=f"{action} the parked changes of a tenant, oldest first")
         cmd.add_argument("realm")
-        cmd.set_defaults(func=lambda a, m=method, x=suffix: _call(a, m, f"/tenants/{quote(a.realm)}/parked{x}"))
+        cmd.set_defaults(func=lambda a, m=method, x=suffix: _call(a, m, f"/tenants/{_segment(a.realm)}/parked{x}"))
 
     letters = sub.add_parser("dead-letters", help="records and changes that were dead-lettered")
     letters.add_argument("--api-url", default=os.environ.get("OUTBOUND_SCIM_API_URL", "http://127.0.0.1:8080"))
     lsub = letters.add_subparsers(required=True, metavar="action")
-    listing = lsub.add_parser("list", help="list dead letters not replayed yet")
-    listing.add_argument("--tenant")
-    listing.set_defaults(func=lambda a: _call(a, "GET", "/dead-letters" + _tenant_query(a.tenant)))
+    listing = lsub.add_parser("list", help="list dead letters not replayed yet (all, or a tenant's)")
+    listing.add_argument("--tenant", help="only this realm's (default: all, those without a realm included)")
+    listing.set_defaults(func=lambda a: _call(a, "GET", _dead_letters(a.tenant)))
     replay = lsub.add_parser("replay", help="send dead letters back to the topic they came from")
-    replay.add_argument("--tenant")
-    replay.set_defaults(func=lambda a: _call(a, "POST", "/dead-letters/replay", {"tenant": a.tenant}))
+    replay.add_argument("--tenant", help="only this realm's (default: all, those without a realm included)")
+    replay.set_defaults(func=lambda a: _call(a, "POST", _dead_letters(a.tenant) + "/replay"))
     return parser
 
 
-def _tenant_query(tenant: str | None) -> str:
-    return f"?tenant={quote(tenant)}" if tenant else ""
+def _dead_letters(tenant: str | None) -> str:
+    """A realm's dead letters live under its tenant; the global list also holds records without a realm."""
+    return f"/tenants/{_segment(tenant)}/dead-letters" if tenant else "/dead-letters"
+
+
+def _segment(value: str) -> str:
+    """`value` as one path segment: a "/" in a realm or user id must not make another path."""
+    return quote(value, safe="")
 
 
 def _run(_: argparse.Namespace) -> int:
@@ -157,7 +164,7 @@ def _run(_: argparse.Namespace) -> int:
     from service.logs import configure_logging
     from service.settings import Settings
 
-    settings = Settings()  # type: ignore[call-arg]
+    settings = Settings()
     configure_logging(settings.log_level)
     asyncio.run(run(settings))
     return 0
@@ -168,11 +175,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    return _call(args, "GET", f"/tenants/{quote(args.realm)}")
+    return _call(args, "GET", f"/tenants/{_segment(args.realm)}")
 
 
 def _disable(args: argparse.Namespace) -> int:
-    return _call(args, "DELETE", f"/tenants/{quote(args.realm)}")
+    return _call(args, "DELETE", f"/tenants/{_segment(args.realm)}")
 
 
 # the tenant fields an enable / rotation sends; tokens are not among them (they come from env / stdin)
@@ -197,8 +204,8 @@ class _Clear:
 CLEARED = _Clear()
 
 
-def _optional(parse: Any) -> Any:
-    def parse_or_clear(text: str) -> Any:
+def _optional(parse: Callable[[str], T]) -> Callable[[str], T | _Clear]:
+    def parse_or_clear(text: str) -> T | _Clear:
         return CLEARED if text.strip().lower() == CLEAR else parse(text)
 
     parse_or_clear.__name__ = getattr(parse, "__name__", "value")
@@ -238,7 +245,7 @@ def _enable(args: argparse.Namespace) -> int:
     if not token:
         print(f"no downstream token: set {args.token_env} or pass --token-stdin", file=sys.stderr)
         return 2
-    path = f"/tenants/{quote(args.realm)}"
+    path = f"/tenants/{_segment(args.realm)}"
     try:
         status, current = _request(args, "GET", path)
     except urllib.error.URLError as exc:
@@ -267,7 +274,7 @@ def _reencrypt(_: argparse.Namespace) -> int:
     from service.settings import Settings
     from service.tenants.reencrypt import reencrypt_tenants
 
-    report = asyncio.run(reencrypt_tenants(Settings()))  # type: ignore[call-arg]
+    report = asyncio.run(reencrypt_tenants(Settings()))
     print(
         f"rewrote {len(report.rewritten)} tenant record(s) with the first OUTBOUND_SCIM_TOKEN_KEY; "
         f"{len(report.current)} already used it"
@@ -279,11 +286,11 @@ def _reencrypt(_: argparse.Namespace) -> int:
 
 def _backfill(args: argparse.Namespace) -> int:
     """Start a backfill, then draw its progress until it ends (done / total, rate) on stderr."""
-    status, doc = _request(args, "POST", f"/tenants/{quote(args.realm)}/backfill")
+    status, doc = _request(args, "POST", f"/tenants/{_segment(args.realm)}/backfill")
     while status < 300 and not args.no_wait and doc.get("state") == "running":
         _draw_progress(doc)
         time.sleep(0.5)
-        status, doc = _request(args, "GET", f"/tenants/{quote(args.realm)}/backfill")
+        status, doc = _request(args, "GET", f"/tenants/{_segment(args.realm)}/backfill")
     if status < 300 and not args.no_wait:
         _draw_progress(doc)
         print(file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.cli import CLEARED, _parser, enable_body
+from service.cli import CLEARED, _dead_letters, _parser, enable_body
 
 CURRENT = {
     "realm": "acme",
@@ -100,3 +100,12 @@ def test_invalid_options_are_refused_before_any_call(argv: list[str]) -> None:
 def test_none_parses_to_the_clear_marker() -> None:
     """`none`, in any case, is the clear marker rather than a value to parse."""
     assert given("--rate-limit-per-minute", "none")["rate_limit_per_minute"] is CLEARED
+
+
+@pytest.mark.parametrize(
+    ("tenant", "path"),
+    [(None, "/dead-letters"), ("acme", "/tenants/acme/dead-letters"), ("a/b c", "/tenants/a%2Fb%20c/dead-letters")],
+)
+def test_dead_letters_of_a_tenant_are_under_it(tenant: str | None, path: str) -> None:
+    """`--tenant` selects the realm's own route (its name as one path segment); without it, the global one."""
+    assert _dead_letters(tenant) == path

@@ -37,8 +37,8 @@ from service.keycloak_admin.errors import KeycloakError, KeycloakUnavailable
 from service.pipeline.authoritative import read_truth
 from service.pipeline.ports import UserReader
 from service.pipeline.set_aside import DOWNSTREAM_ID, OWNER
-from service.scim.executor import Result, ScimPort, execute
 from service.retry import RetryPolicy
+from service.scim.executor import Result, ScimPort, execute
 from service.tenants.models import Tenant
 
 log = structlog.get_logger(__name__)

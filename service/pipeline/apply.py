@@ -33,8 +33,8 @@ from service.pipeline.rewind import rewind_to_committed
 from service.pipeline.scheduler import KeyedScheduler
 from service.pipeline.set_aside import REPLAYED, SetAsideRecord, set_aside
 from service.pipeline.user_state import UserStateStore
-from service.scim.client import ScimClient
 from service.retry import RetryPolicy
+from service.scim.client import ScimClient
 from service.settings import Settings
 from service.tenants.store import TenantStore
 

@@ -20,7 +20,7 @@ from service.errors import ScimError, ScimRejected, ScimTransient
 from service.metrics import Metrics
 from service.retry import RetryPolicy, retrying
 from service.scim.breaker import CircuitBreaker
-from service.scim.transport import Downstream, GatedTransport, Request, TenantGate, Transport, TracingTransport
+from service.scim.transport import Downstream, GatedTransport, Request, TenantGate, TracingTransport, Transport
 
 __all__ = ["Downstream", "LookupMode", "ScimClient", "TenantGate", "checked_id"]
 
@@ -33,9 +33,7 @@ def checked_id(value: object, method: str, path: str) -> str:
     """A downstream id we may put into a path, else ScimRejected(reason="invalid_id")."""
     resource_id = scim.valid_resource_id(value)
     if resource_id is None:
-        raise ScimRejected(
-            None, method, path, detail="the downstream id is not one path segment", reason="invalid_id"
-        )
+        raise ScimRejected(None, method, path, detail="the downstream id is not one path segment", reason="invalid_id")
     return resource_id
 
 

@@ -11,7 +11,7 @@ import sys
 from tests import events as ev
 from tests.conftest import SCIM_TOKEN
 from tests.integration.conftest import Pipeline
-from tests.support import ADMIN_TOKEN, ROOT
+from tests.support import ADMIN_TOKEN, ROOT, wait_until
 
 
 async def cli(pipeline: Pipeline, *args: str, input_text: str | None = None, **env: str) -> tuple[int, str, str]:
@@ -177,3 +177,25 @@ async def test_enabling_a_new_realm_needs_a_base_url(pipeline: Pipeline) -> None
     assert code == 2
     assert "--base-url is required" in err
     assert (await pipeline.api.call("GET", f"/tenants/{realm}"))[0] == 404
+
+
+async def test_dead_letters_without_a_realm_are_listed_globally_not_under_a_tenant(pipeline: Pipeline) -> None:
+    """A poison record belongs to no tenant: `dead-letters list` shows it (tenant null), `--tenant <realm>`
+    lists and replays only that realm's (none here), and leaves the poison record where it was."""
+    await pipeline.publisher.send(pipeline.settings.admin_events_topic, b"{broken", partition=0)
+    letters: list[dict[str, object]] = []
+
+    async def listed() -> bool:
+        code, out, err = await cli(pipeline, "dead-letters", "list")
+        assert code == 0, err
+        letters[:] = json.loads(out)["dead_letters"]
+        return bool(letters)
+
+    await wait_until(listed, what="the poison record dead-lettered")
+    assert [(x["reason"], x["tenant"]) for x in letters] == [("malformed_json", None)]
+    code, out, err = await cli(pipeline, "dead-letters", "list", "--tenant", "realm-cli")
+    assert (code, json.loads(out)) == (0, {"dead_letters": []}), err
+    code, out, err = await cli(pipeline, "dead-letters", "replay", "--tenant", "realm-cli")
+    assert (code, json.loads(out)) == (0, {"replayed": 0}), err
+    assert await listed()
+    assert [x["reason"] for x in letters] == ["malformed_json"]

@@ -102,7 +102,7 @@ async def test_a_look_alike_account_of_another_owner_is_a_conflict_then_linked_b
     letters: list[dict[str, Any]] = []
 
     async def conflicted() -> bool:
-        status, body = await pipeline.api.call("GET", f"/dead-letters?tenant={realm}")
+        status, body = await pipeline.api.call("GET", f"/tenants/{realm}/dead-letters")
         assert status == 200, body
         letters[:] = [d for d in body["dead_letters"] if d.get("user_id") == hire]
         return bool(letters)
@@ -116,7 +116,7 @@ async def test_a_look_alike_account_of_another_owner_is_a_conflict_then_linked_b
         "POST", f"/tenants/{realm}/users/{hire}/link", {"downstream_id": leaver["id"]}
     )
     assert status == 202, body
-    status, body = await pipeline.api.call("POST", "/dead-letters/replay", {"tenant": realm})
+    status, body = await pipeline.api.call("POST", f"/tenants/{realm}/dead-letters/replay")
     assert (status, body["replayed"]) == (200, 1)
     await pipeline.wait_user(realm, hire, id=leaver["id"], userName="JDoe", name__familyName="Hire")
     assert len(await pipeline.users(realm)) == 1
@@ -139,7 +139,7 @@ async def test_a_conflict_resolved_downstream_is_created_on_replay(pipeline: Pip
         http.delete(f"{base}/Users/{leaver['id']}") as answer,
     ):
         assert answer.status == 204
-    status, body = await pipeline.api.call("POST", "/dead-letters/replay", {"tenant": realm})
+    status, body = await pipeline.api.call("POST", f"/tenants/{realm}/dead-letters/replay")
     assert (status, body["replayed"]) == (200, 1)
     created = await pipeline.wait_user(realm, hire, userName="sam", name__familyName="Hire")
     assert created["id"] != leaver["id"]

@@ -35,7 +35,7 @@ async def test_a_redirected_create_is_dead_lettered_and_sent_nowhere(
     pipeline: Pipeline, redirecting: HostileProxy, recorder: Recorder
 ) -> None:
     """Writes answered 307 to a second listener: the create is dead-lettered with reason "redirect" (in
-    GET /dead-letters and outbound_scim_dead_letters_total{reason="redirect"}), the POST was asked once,
+    GET /tenants/{realm}/dead-letters and outbound_scim_dead_letters_total{reason="redirect"}), the POST was asked once,
     and no request ever reaches the second listener; nothing is written behind the proxy either."""
     realm = pipeline.realm()
     space = f"{realm}-{uuid.uuid4().hex[:6]}"
@@ -47,7 +47,7 @@ async def test_a_redirected_create_is_dead_lettered_and_sent_nowhere(
     letters: list[dict[str, Any]] = []
 
     async def dead_lettered() -> bool:
-        status, body = await pipeline.api.call("GET", f"/dead-letters?tenant={realm}")
+        status, body = await pipeline.api.call("GET", f"/tenants/{realm}/dead-letters")
         assert status == 200, body
         letters[:] = [d for d in body["dead_letters"] if d.get("user_id") == user_id]
         return bool(letters)

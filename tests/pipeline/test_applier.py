@@ -10,9 +10,9 @@ from service.domain.plan import DeletePolicy
 from service.domain.state import UserState
 from service.errors import CircuitOpen, ScimError, ScimRejected, ScimTransient, TenantUnreadable
 from service.pipeline.applier import Applied, Applier, SetAside, Skipped
+from service.retry import RetryPolicy
 from service.scim.client import Downstream
 from service.scim.executor import Result
-from service.retry import RetryPolicy
 from service.tenants.models import Tenant
 from tests.scim.fake_downstream import FakeDownstream, run
 

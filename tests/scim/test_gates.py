@@ -17,12 +17,12 @@ from prometheus_client import CollectorRegistry
 from service.domain import scim
 from service.errors import CircuitOpen, EnableRefused, ScimTransient
 from service.metrics import Metrics
+from service.retry import RetryPolicy
 from service.scim.breaker import BreakerState, CircuitBreaker
 from service.scim.client import Downstream, ScimClient
 from service.scim.discovery import validate_downstream
 from service.scim.egress import EgressPolicy
 from service.scim.health import BreakerMonitor
-from service.retry import RetryPolicy
 
 EGRESS = EgressPolicy(frozenset({"127.0.0.1"}), allow_private_networks=True)
 

@@ -20,10 +20,10 @@ from prometheus_client import CollectorRegistry
 from service.domain import scim
 from service.errors import EnableRefused, ScimRejected, ScimTransient
 from service.metrics import Metrics
+from service.retry import RetryPolicy
 from service.scim.client import Downstream, ScimClient
 from service.scim.discovery import validate_downstream
 from service.scim.egress import EgressPolicy
-from service.retry import RetryPolicy
 
 LOCAL = EgressPolicy(frozenset({"127.0.0.1"}), allow_private_networks=True)
 CAP = 4096

@@ -1,0 +1,307 @@
+"""The admin API's request and response bodies: the contract the OpenAPI document is generated from.
+
+Requests are validated strictly (JSON types as documented: `"5"` is not a number) but ignore fields
+they do not know, so a client written for a newer or older version keeps working. Response models
+carry no token field at all: a downstream token can only go in (`EnableTenant.token`), never out.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    model_validator,
+)
+
+from service.domain.plan import DeletePolicy
+from service.domain.scim import valid_resource_id
+
+__all__ = [
+    "BackfillProgressView",
+    "DeadLetterList",
+    "DisabledTenant",
+    "DownstreamAccount",
+    "EnableTenant",
+    "EnabledTenant",
+    "Health",
+    "HeldRecordView",
+    "HeldSource",
+    "LinkQueued",
+    "LinkUser",
+    "NoticeView",
+    "ParkedList",
+    "Problem",
+    "Readiness",
+    "RealmWarningView",
+    "Reconcile",
+    "ReconcileReport",
+    "ReplayAll",
+    "Replayed",
+    "StaleUser",
+    "SyncReport",
+    "TenantList",
+    "TenantView",
+    "UnreadableTenant",
+]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False, frozen=True)
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# --- errors -------------------------------------------------------------------------------------------
+
+
+class Problem(Response):
+    """Every error answer, whatever the status: a stable code to branch on and a sentence for a person."""
+
+    error: str = Field(description="stable, snake_case: what went wrong (e.g. not_enabled, invalid_request)")
+    detail: str = Field(description="what happened and, where there is one, what to do next")
+
+
+# --- requests -----------------------------------------------------------------------------------------
+
+
+def _resource_id(value: str) -> str:
+    if valid_resource_id(value) is None:
+        raise ValueError("is the account's id: a non-empty string without /, ?, # or control characters")
+    return value
+
+
+class EnableTenant(Request):
+    """The whole tenant: a field left out takes its default (an enable of an enabled realm is a rotation)."""
+
+    base_url: str = Field(min_length=1, description="the downstream's SCIM base URL, e.g. https://x.example/scim/v2")
+    token: SecretStr = Field(min_length=1, description="the downstream's bearer token; stored encrypted, never shown")
+    delete_policy: DeletePolicy = Field(
+        default=DeletePolicy.IGNORE, description="what a Keycloak deletion does downstream"
+    )
+    max_concurrency: PositiveInt | None = Field(
+        default=None, description="requests in flight to it (null: service default)"
+    )
+    rate_limit_per_minute: PositiveInt | None = Field(default=None, description="pace requests to it (null: unpaced)")
+    realm_id: str | None = Field(
+        default=None, min_length=1, description="the realm's internal id, for plugins sending no name"
+    )
+    reconcile_interval_minutes: PositiveFloat | None = Field(
+        default=None, description="reconcile periodically (null: off)"
+    )
+    backfill: bool = Field(default=False, description="then push every existing Keycloak user (needs Keycloak access)")
+
+
+class Reconcile(Request):
+    dry_run: bool = Field(default=False, description="report only, queue no fix")
+
+
+class LinkUser(Request):
+    downstream_id: Annotated[
+        str,
+        AfterValidator(_resource_id),
+        Field(
+            description="the downstream account's SCIM id (a conflict's dead letter names it); not . or ..",
+            json_schema_extra={"pattern": "^[^/?#\\u0000-\\u001f\\u007f-\\u009f]+$"},
+        ),
+    ]
+
+
+class ReplayAll(Request):
+    """Replays every dead letter, of every tenant and those without one. The body may be left out."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_tenant(cls, data: Any) -> Any:
+        """A client written for the tenant filter gets told where it went, not a replay of everything."""
+        if isinstance(data, dict) and data.get("tenant") is not None:
+            raise ValueError("a tenant's dead letters are replayed by POST /tenants/{realm}/dead-letters/replay")
+        return data
+
+
+def _absent(value: object) -> bool:
+    """Fields left out of an answer when there is nothing to say (rather than sent as null)."""
+    return value is None
+
+
+# --- responses ----------------------------------------------------------------------------------------
+
+
+class Health(Response):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(Response):
+    ready: bool
+    reasons: list[str] = Field(description="why not ready, each with its fix; empty when ready")
+
+
+class NoticeView(Response):
+    code: str
+    since: str
+    detail: str
+
+
+class RealmWarningView(Response):
+    code: str = Field(description="listener_missing, representation_off or events_config_unreadable")
+    detail: str = Field(description="what to switch on, and where")
+
+
+class TenantView(Response):
+    """A tenant as operators see it: never its token."""
+
+    realm: str
+    status: Literal["enabled", "unauthorized"]
+    base_url: str
+    delete_policy: DeletePolicy
+    max_concurrency: int | None
+    rate_limit_per_minute: int | None
+    realm_id: str | None
+    reconcile_interval_minutes: float | None
+    updated_at: str
+    notices: list[NoticeView]
+    circuit: Literal["closed", "half_open", "open"] = Field(description="the downstream's circuit breaker here")
+    lookups: Literal["unknown", "filter", "scan"] = Field(description="how users are found downstream")
+    warnings: list[RealmWarningView] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="the realm's event settings, read now; absent when not read (no Keycloak access, or a listing)",
+    )
+
+
+class UnreadableTenant(Response):
+    """A stored tenant record this replica cannot read (a token key is missing, or it is malformed)."""
+
+    realm: str
+    status: Literal["unreadable"] = "unreadable"
+    detail: str = Field(description="why, and what fixes it")
+
+
+class TenantList(Response):
+    tenants: list[TenantView | UnreadableTenant] = Field(description="sorted by realm")
+
+
+class BackfillProgressView(Response):
+    realm: str
+    state: Literal["running", "done", "failed"]
+    done: int
+    total: int | None
+    skipped: int
+    rate_per_second: float | None
+    elapsed_seconds: float
+    error: str | None
+
+
+class EnabledTenant(TenantView):
+    backfill: BackfillProgressView | None = Field(
+        default=None, exclude_if=_absent, description="the backfill started with the enable; absent unless asked"
+    )
+
+
+class DisabledTenant(Response):
+    realm: str
+    status: Literal["disabled"] = "disabled"
+
+
+class HeldSource(Response):
+    """Where a dead-lettered record came from (Kafka Connect's error headers); null for parked changes."""
+
+    topic: str | None
+    partition: str | None
+    offset: str | None
+
+
+class HeldRecordView(Response):
+    """A parked change or a dead letter: what an operator needs to decide on a replay, no attribute values."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    tenant: str | None = Field(description="null for a record without a realm (a poison record)")
+    reason: str | None
+    error: str | None
+    source: HeldSource
+    replayable: bool = Field(description="false for an oversized record kept without its value")
+    downstream_id: str | None = Field(description="a conflict's downstream account")
+    owner: str | None = Field(description="the externalId of a conflict's downstream account")
+    user_id: str | None
+    event_type: str | None
+    event_id: str | None
+    op: str | None
+
+
+class ParkedList(Response):
+    parked: list[HeldRecordView] = Field(description="oldest first")
+
+
+class DeadLetterList(Response):
+    dead_letters: list[HeldRecordView] = Field(description="oldest first")
+
+
+class Replayed(Response):
+    replayed: int = Field(description="records sent back to the topic they came from")
+
+
+class LinkQueued(Response):
+    realm: str
+    user_id: str
+    downstream_id: str
+    queued: Literal[True] = True
+
+
+class Count(Response):
+    count: int
+
+
+class MissingUsers(Count):
+    ids: list[str] = Field(description="the first ones: Keycloak user ids with no downstream user")
+
+
+class StaleUser(Response):
+    id: str
+    attributes: list[str] = Field(description="the attributes that differ")
+
+
+class StaleUsers(Count):
+    users: list[StaleUser]
+
+
+class DownstreamAccount(Response):
+    id: JsonValue
+    externalId: JsonValue  # the SCIM attribute names
+    userName: JsonValue
+
+
+class ExtraUsers(Count):
+    users: list[DownstreamAccount] = Field(description="downstream users no Keycloak user matches (never deleted)")
+
+
+class ReconcileReport(Response):
+    realm: str
+    dry_run: bool
+    keycloak_users: int
+    downstream_users: int
+    missing: MissingUsers
+    stale: StaleUsers
+    extra: ExtraUsers
+    fixes_queued: int
+    seconds: float
+
+
+class SyncReport(Response):
+    realm: str
+    user_id: str
+    result: str = Field(description="the outcome (created, updated, ...), or failed")
+    reason: str | None = None
+    downstream_id: str | None = None
+    error: str | None = Field(default=None, description="why it failed (result failed)")
+    steps: list[dict[str, Any]] = Field(description="what Keycloak said, the plan, each request and its answer")

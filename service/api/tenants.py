@@ -1,0 +1,332 @@
+"""The tenant service: what the admin API does, without HTTP.
+
+Handlers parse a request model and call one method here; each method answers a response model or raises
+an error of service.api.errors (or EnableRefused / TenantUnreadable). The collaborators are Protocols,
+so the orchestration (validate the downstream, store, replay on a rotation, start a backfill, read the
+realm's event settings, queue a link) is unit-tested with fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from service.api.errors import KeycloakNotConfigured, NoBackfill, NotEnabled
+from service.api.models import (
+    BackfillProgressView,
+    DeadLetterList,
+    DisabledTenant,
+    EnabledTenant,
+    EnableTenant,
+    HeldRecordView,
+    HeldSource,
+    LinkQueued,
+    LinkUser,
+    NoticeView,
+    ParkedList,
+    RealmWarningView,
+    Reconcile,
+    ReconcileReport,
+    Replayed,
+    SyncReport,
+    TenantList,
+    TenantView,
+    UnreadableTenant,
+)
+from service.errors import EnableRefused, TenantUnreadable
+from service.keycloak_admin.realm_check import RealmWarning
+from service.pipeline.backfill import BackfillProgress
+from service.pipeline.set_aside import HeldRecord
+from service.scim.client import Downstream, LookupMode
+from service.tenants.models import NOTICES, Tenant
+
+log = structlog.get_logger(__name__)
+
+Circuit = Literal["closed", "half_open", "open"]
+LinkFn = Callable[[str, str, str], Awaitable[None]]  # realm, Keycloak user id, downstream id
+
+
+class TenantRecords(Protocol):
+    """The tenant store (service.tenants.store.TenantStore)."""
+
+    def get(self, realm: str) -> Tenant | None:
+        """None: not enabled. Raises TenantUnreadable for a record this replica cannot read."""
+        ...
+
+    def all(self) -> list[Tenant]: ...
+
+    def unreadable(self) -> list[TenantUnreadable]: ...
+
+    def last_generation(self, realm: str) -> int | None: ...
+
+    def next_generation(self, realm: str) -> int: ...
+
+    async def put(self, tenant: Tenant) -> None: ...
+
+    async def remove(self, realm: str) -> None: ...
+
+
+class Downstreams(Protocol):
+    """The SCIM side: validation before an enable, and what this replica knows of each downstream."""
+
+    async def validate(self, downstream: Downstream) -> None:
+        """Raises EnableRefused (with a reason an operator can act on) unless it is a working SCIM API."""
+        ...
+
+    def circuit(self, realm: str) -> Circuit: ...
+
+    def lookups(self, realm: str) -> LookupMode: ...
+
+
+class HeldRecords(Protocol):
+    """Parked changes or dead letters (service.pipeline.set_aside.HeldTopic and the service's replay)."""
+
+    async def list(self, tenant: str | None) -> Sequence[HeldRecord]:
+        """Not replayed yet, oldest first; `tenant` None: every record, with a tenant or without."""
+        ...
+
+    async def replay(self, tenant: str | None) -> int:
+        """Send them back to the topic they came from; how many were sent."""
+        ...
+
+
+class KeycloakAccess(Protocol):
+    """What needs the OUTBOUND_SCIM_KEYCLOAK_* settings; the service has none of it without them."""
+
+    async def realm_warnings(self, realm: str) -> list[RealmWarning]: ...
+
+    def start_backfill(self, realm: str) -> BackfillProgress: ...
+
+    def backfill(self, realm: str) -> BackfillProgress | None: ...
+
+    async def reconcile(self, downstream: Downstream, dry_run: bool) -> dict[str, Any]: ...
+
+    async def sync(self, tenant: Tenant, user_id: str) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Enabled:
+    tenant: EnabledTenant
+    created: bool  # False: a rotation of an enabled realm (or of one whose record this replica cannot read)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TenantService:
+    def __init__(
+        self,
+        records: TenantRecords,
+        downstreams: Downstreams,
+        parked: HeldRecords,
+        dead_letters: HeldRecords,
+        link: LinkFn,
+        keycloak: KeycloakAccess | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._records = records
+        self._downstreams = downstreams
+        self._parked = parked
+        self._dead_letters = dead_letters
+        self._link = link
+        self._keycloak = keycloak
+        self._clock = clock
+        self._background: set[asyncio.Task[int]] = set()
+
+    def tenants(self) -> TenantList:
+        """Readable tenants (without their realm's warnings: that would be a Keycloak call each) and the
+        records this replica cannot read, by realm."""
+        listed: list[TenantView | UnreadableTenant] = [self._view(t) for t in self._records.all()]
+        listed += [UnreadableTenant(realm=e.realm, detail=f"{e}: {e.fix}") for e in self._records.unreadable()]
+        return TenantList(tenants=sorted(listed, key=lambda t: t.realm))
+
+    async def show(self, realm: str) -> TenantView:
+        tenant = self._enabled(realm)
+        return self._view(tenant, await self._warnings(tenant.realm))
+
+    async def enable(self, realm: str, request: EnableTenant) -> Enabled:
+        """Enable or rotate. Nothing is stored unless the downstream validates; a rotation then replays
+        what was parked (a refused token, say, is what it fixes)."""
+        if request.backfill and self._keycloak is None:
+            raise KeycloakNotConfigured("backfill")
+        tenant = _tenant(realm, request, self._clock())
+        try:
+            await self._downstreams.validate(tenant.downstream)
+        except EnableRefused as exc:
+            log.info("tenant.enable.refused", tenant=realm, reason=exc.reason, detail=exc.detail)
+            raise
+        previous = self._records.last_generation(realm)  # also of a record this replica cannot read
+        tenant = replace(tenant, generation=self._records.next_generation(realm))
+        await self._records.put(tenant)
+        log.info("tenant.enabled", tenant=realm, base_url=tenant.base_url, rotated=previous is not None)
+        if previous is not None:
+            self._in_background(self._parked.replay(realm))
+        warnings = await self._warnings(realm)  # never blocks: the realm may be set up after the enable
+        for warning in warnings or ():
+            log.warning("tenant.enable.warning", tenant=realm, code=warning.code)
+        backfill = None
+        if request.backfill and self._keycloak is not None:
+            backfill = _progress(self._keycloak.start_backfill(realm))
+        view = self._view(tenant, warnings)
+        return Enabled(EnabledTenant(**dict(view), backfill=backfill), created=previous is None)
+
+    async def disable(self, realm: str) -> DisabledTenant:
+        if self._records.last_generation(realm) is None:  # an unreadable record may be disabled too
+            raise NotEnabled(realm)
+        await self._records.remove(realm)
+        log.info("tenant.disabled", tenant=realm)
+        return DisabledTenant(realm=realm)
+
+    async def parked(self, realm: str) -> ParkedList:
+        return ParkedList(parked=[_held(r) for r in await self._parked.list(realm)])
+
+    async def replay_parked(self, realm: str) -> Replayed:
+        return Replayed(replayed=await self._parked.replay(realm))
+
+    async def dead_letters(self, realm: str | None) -> DeadLetterList:
+        """A realm's dead letters, or (None) all of them, those without a realm (poison records) included."""
+        return DeadLetterList(dead_letters=[_held(r) for r in await self._dead_letters.list(realm)])
+
+    async def replay_dead_letters(self, realm: str | None) -> Replayed:
+        return Replayed(replayed=await self._dead_letters.replay(realm))
+
+    def start_backfill(self, realm: str) -> BackfillProgressView:
+        keycloak = self._needs_keycloak("backfill")
+        self._enabled(realm)
+        return _progress(keycloak.start_backfill(realm))
+
+    def backfill(self, realm: str) -> BackfillProgressView:
+        progress = self._keycloak.backfill(realm) if self._keycloak is not None else None
+        if progress is None:
+            raise NoBackfill(realm)
+        return _progress(progress)
+
+    async def reconcile(self, realm: str, request: Reconcile) -> ReconcileReport:
+        """Compare Keycloak with the downstream; queue a fix of what differs unless dry_run; report either way."""
+        keycloak = self._needs_keycloak("reconciliation")
+        tenant = self._enabled(realm)
+        return ReconcileReport.model_validate(await keycloak.reconcile(tenant.downstream, request.dry_run))
+
+    async def sync(self, realm: str, user_id: str) -> SyncReport:
+        """Provision one user now, from Keycloak; the report holds every step."""
+        keycloak = self._needs_keycloak("on-demand sync")
+        tenant = self._enabled(realm)
+        return SyncReport.model_validate(await keycloak.sync(tenant, user_id))
+
+    async def link(self, realm: str, user_id: str, request: LinkUser) -> LinkQueued:
+        """Declare which downstream account is this Keycloak user's (resolving a conflict). Queued on the
+        user's keyed partition, so a replay sent afterwards finds the user linked."""
+        self._enabled(realm)
+        await self._link(realm, user_id, request.downstream_id)
+        log.info("user.link.queued", tenant=realm, user_id=user_id, downstream_id=request.downstream_id)
+        return LinkQueued(realm=realm, user_id=user_id, downstream_id=request.downstream_id)
+
+    async def idle(self) -> None:
+        """Wait for the replays started in the background (tests, shutdown)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _enabled(self, realm: str) -> Tenant:
+        tenant = self._records.get(realm)  # raises TenantUnreadable
+        if tenant is None:
+            raise NotEnabled(realm)
+        return tenant
+
+    def _needs_keycloak(self, what: str) -> KeycloakAccess:
+        if self._keycloak is None:
+            raise KeycloakNotConfigured(what)
+        return self._keycloak
+
+    async def _warnings(self, realm: str) -> list[RealmWarningView] | None:
+        """What in the realm's event settings keeps its events away, read now; None without Keycloak access."""
+        if self._keycloak is None:
+            return None
+        return [
+            RealmWarningView(code=w.code.value, detail=w.detail) for w in await self._keycloak.realm_warnings(realm)
+        ]
+
+    def _view(self, tenant: Tenant, warnings: list[RealmWarningView] | None = None) -> TenantView:
+        return TenantView(
+            realm=tenant.realm,
+            status=tenant.status,
+            base_url=tenant.base_url,
+            delete_policy=tenant.delete_policy,
+            max_concurrency=tenant.max_concurrency,
+            rate_limit_per_minute=tenant.rate_limit_per_minute,
+            realm_id=tenant.realm_id,
+            reconcile_interval_minutes=tenant.reconcile_interval_minutes,
+            updated_at=tenant.updated_at,
+            notices=[
+                NoticeView(code=code, since=since, detail=NOTICES.get(code, ""))
+                for code, since in sorted(tenant.notices.items())
+            ],
+            circuit=self._downstreams.circuit(tenant.realm),
+            lookups=self._downstreams.lookups(tenant.realm),
+            warnings=warnings,
+        )
+
+    def _in_background(self, work: Coroutine[Any, Any, int]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+
+
+def _tenant(realm: str, request: EnableTenant, now: datetime) -> Tenant:
+    return Tenant(
+        realm,
+        request.base_url.rstrip("/"),
+        request.token.get_secret_value(),
+        request.delete_policy,
+        now.isoformat(timespec="seconds"),
+        max_concurrency=request.max_concurrency,
+        rate_limit_per_minute=request.rate_limit_per_minute,
+        realm_id=request.realm_id,
+        reconcile_interval_minutes=request.reconcile_interval_minutes,
+    )
+
+
+def _progress(progress: BackfillProgress) -> BackfillProgressView:
+    return BackfillProgressView.model_validate(progress.public())
+
+
+def _held(record: HeldRecord) -> HeldRecordView:
+    """The record's summary, with every field the contract types as text kept only if it is text (a poison
+    record's value can hold anything)."""
+    doc = record.public()
+    source = doc.get("source") or {}
+    return HeldRecordView(
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp_ms,
+        tenant=record.tenant,
+        reason=_text(doc.get("reason")),
+        error=_text(doc.get("error")),
+        source=HeldSource(
+            topic=_text(source.get("topic")),
+            partition=_text(source.get("partition")),
+            offset=_text(source.get("offset")),
+        ),
+        replayable=record.replayable,
+        downstream_id=_text(doc.get("downstream_id")),
+        owner=_text(doc.get("owner")),
+        user_id=_text(doc.get("user_id")),
+        event_type=_text(doc.get("event_type")),
+        event_id=_text(doc.get("event_id")),
+        op=_text(doc.get("op")),
+    )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _log_failure(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("tenant.replay.failed", error=str(exc)[:300])
