@@ -96,23 +96,25 @@ class Service:
             ssl=ssl.create_default_context(cafile=s.ca_bundle),  # verified; a custom CA bundle if set
         )
         self._http = aiohttp.ClientSession(connector=connector)
-        scim = self.scim = ScimClient(
+        scim = self.scim = ScimClient.over_http(
             self._http,
             self.metrics,
-            RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds),
-            s.http_timeout_seconds,
-            s.tenant_max_concurrency,
-            CircuitBreaker(s.breaker_threshold, s.breaker_open_seconds, s.breaker_max_open_seconds),
+            timeout_seconds=s.http_timeout_seconds,
             egress=egress,
             max_response_bytes=s.http_max_response_bytes,
+            tenant_concurrency=s.tenant_max_concurrency,
+            breaker=CircuitBreaker(s.breaker_threshold, s.breaker_open_seconds, s.breaker_max_open_seconds),
         )
         self._producer = AIOKafkaProducer(**s.kafka_client_options(), acks="all", enable_idempotence=True, linger_ms=5)
         await self._producer.start()
         keycloak = self.keycloak = self._keycloak()
         pages = s.keycloak_page_size
+        retry = RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds)
         self.backfills = Backfills(keycloak, self._producer, s.changes_topic, self.metrics, pages) if keycloak else None
         reconciler = (
-            Reconciler(keycloak, scim, self._producer, s.changes_topic, self.metrics, pages) if keycloak else None
+            Reconciler(keycloak, scim, self._producer, s.changes_topic, self.metrics, pages, retry=retry)
+            if keycloak
+            else None
         )
         self.parked = HeldTopic(s, s.parking_topic, self._producer)
         self.dead_letters = HeldTopic(s, s.dead_letter_topic, self._producer)

@@ -34,6 +34,7 @@ from service.errors import (
     TenantUnreadable,
 )
 from service.keycloak_admin.errors import KeycloakError, KeycloakUnavailable
+from service.metrics import Metrics
 from service.pipeline.authoritative import read_truth
 from service.pipeline.ports import UserReader
 from service.pipeline.set_aside import DOWNSTREAM_ID, OWNER
@@ -98,6 +99,7 @@ class Applier:
     authoritative: bool = False  # ... and, if set, every user
     budget_seconds: float = 300.0  # how long one change may keep retrying before it is parked
     backoff: RetryPolicy = field(default_factory=RetryPolicy)
+    metrics: Metrics | None = None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     _warned: set[str] = field(default_factory=set)
@@ -141,6 +143,8 @@ class Applier:
                 if self.clock() + delay > deadline:
                     return _park("retries_exhausted", exc, change)
                 bound.warning("change.retry", error=str(exc), attempt=attempt, delay=round(delay, 2))
+                if self.metrics is not None:
+                    self.metrics.retries.labels(tenant.realm).inc()
                 await self.sleep(delay)
                 try:
                     refreshed = await self._tenant(change, deadline)

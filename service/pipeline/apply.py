@@ -79,6 +79,7 @@ class ApplyStage(ConsumerRebalanceListener):
             authoritative=authoritative,
             budget_seconds=settings.change_retry_budget_seconds,
             backoff=RetryPolicy(1, settings.retry_base_seconds, settings.retry_max_seconds),
+            metrics=metrics,
         )
         self._scheduler: KeyedScheduler[Work] = KeyedScheduler(self._process, settings.max_in_flight)
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}

@@ -13,20 +13,32 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import aiohttp
 import structlog
 
 from service.domain import scim
 from service.errors import ScimError, ScimRejected, ScimTransient
+from service.jsonhttp import JsonHttp
 from service.metrics import Metrics
 from service.retry import RetryPolicy, retrying
 from service.scim.breaker import CircuitBreaker
-from service.scim.transport import Downstream, GatedTransport, Request, TenantGate, TracingTransport, Transport
+from service.scim.egress import EgressPolicy
+from service.scim.transport import (
+    Downstream,
+    GatedTransport,
+    HttpTransport,
+    Request,
+    TenantGate,
+    TracingTransport,
+    Transport,
+)
 
 __all__ = ["Downstream", "LookupMode", "ScimClient", "TenantGate", "checked_id"]
 
 log = structlog.get_logger(__name__)
 
 LookupMode = Literal["unknown", "filter", "scan"]
+DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 
 
 def checked_id(value: object, method: str, path: str) -> str:
@@ -56,6 +68,28 @@ class ScimClient:
         self._metrics = metrics
         self._gates = gates if gates is not None else (transport if isinstance(transport, GatedTransport) else None)
         self._knowledge: dict[str, _Knowledge] = {}
+
+    @classmethod
+    def over_http(
+        cls,
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        *,
+        timeout_seconds: float,
+        egress: EgressPolicy,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        tenant_concurrency: int = 16,
+        breaker: CircuitBreaker | None = None,
+    ) -> ScimClient:
+        """The service's stack: JSON over HTTP (egress-checked, capped), gated per tenant."""
+        http = JsonHttp(
+            session,
+            timeout_seconds=timeout_seconds,
+            max_response_bytes=max_response_bytes,
+            check_host=egress.check_host,
+        )
+        gates = GatedTransport(HttpTransport(http, metrics), metrics, tenant_concurrency, breaker)
+        return cls(gates, metrics)
 
     # -- the gates ----------------------------------------------------------------------------------------
 
@@ -109,10 +143,7 @@ class ScimClient:
         seen: set[str] = set()
         while True:
             params = {"startIndex": str(start), "count": str(page_size)}
-            if retry is None:
-                doc = await self.send_once(ds, "GET", "Users", params=params)
-            else:
-                doc = await retrying(retry, lambda p=params: self.send_once(ds, "GET", "Users", params=p))
+            doc = await self._page(ds, params, retry)
             resources = (doc.get("Resources") if isinstance(doc, dict) else None) or []
             page = [r for r in resources if isinstance(r, dict)]
             ids = {str(r.get("id")) for r in page}
@@ -150,6 +181,12 @@ class ScimClient:
             )
         found = [r async for r in self.list_users(ds) if scim.matches(r, attribute, value)]
         return found[0] if len(found) == 1 and scim.valid_resource_id(found[0].get("id")) is not None else None
+
+    async def _page(self, ds: Downstream, params: dict[str, str], retry: RetryPolicy | None) -> Any:
+        async def once() -> Any:
+            return await self.send_once(ds, "GET", "Users", params=params)
+
+        return await (once() if retry is None else retrying(retry, once))
 
     def lookup_mode(self, tenant: str) -> LookupMode:
         known = self._knowledge.get(tenant)

@@ -10,7 +10,7 @@ import pytest
 
 from service.errors import ScimConflict, ScimError, ScimNotFound, ScimRejected, ScimTransient
 from service.retry import RetryPolicy, parse_retry_after
-from service.scim.client import error_for_status
+from service.scim.transport import error_for_status
 
 NOW = datetime(2025, 12, 2, 12, 0, 0, tzinfo=UTC)
 
