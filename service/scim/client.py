@@ -112,7 +112,9 @@ class ScimClient:
     def traced(self) -> tuple[ScimClient, TracingTransport]:
         """A client whose every request is also recorded (an on-demand sync's step trace)."""
         tracer = TracingTransport(self.transport)
-        return ScimClient(tracer, self._metrics, self._gates), tracer
+        traced = ScimClient(tracer, self._metrics, self._gates)
+        traced._knowledge = self._knowledge  # what we learnt of the downstreams holds for both
+        return traced, tracer
 
     async def send_once(
         self,

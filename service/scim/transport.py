@@ -253,5 +253,9 @@ class TracingTransport:
         if isinstance(answer, dict) and "id" in answer:
             step["answer"] = {"id": answer.get("id")}
         elif isinstance(answer, dict) and "totalResults" in answer:
-            step["answer"] = {"totalResults": answer.get("totalResults")}
+            listed = answer.get("Resources") if isinstance(answer.get("Resources"), list) else []
+            step["answer"] = {
+                "totalResults": answer.get("totalResults"),
+                "ids": [r.get("id") for r in listed[:20] if isinstance(r, dict)],
+            }
         return answer
