@@ -62,7 +62,6 @@ from service.metrics import Metrics
 from service.scim.client import Downstream, ScimClient
 from service.scim.egress import EgressPolicy
 from service.scim.executor import execute
-from service.scim.retry import RetryPolicy
 
 KAFKA = ROOT / "scripts" / "kafka" / "kafka.sh"
 DOWNSTREAM_TOKEN = "bench-downstream-token"
@@ -622,11 +621,10 @@ async def bench_baseline(bootstrap: str, responder: Responder, args: argparse.Na
         await wait_until(_assigned(consumer, 2 * args.partitions), timeout=30, what="baseline consumer assigned")
         downstream = Downstream(REALM, responder.base_url("base"), DOWNSTREAM_TOKEN)
         async with aiohttp.ClientSession() as http:
-            client = ScimClient(
+            client = ScimClient.over_http(
                 http,
                 Metrics(),
-                RetryPolicy(3, 0.05, 1.0),
-                10.0,
+                timeout_seconds=10.0,
                 tenant_concurrency=1,
                 egress=EgressPolicy(allow_private_networks=True),
             )

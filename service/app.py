@@ -17,22 +17,21 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from service.api.app import ApiDeps, build_api
-from service.domain.changes import UserChange
+from service.domain.changes import ChangeSource, UserChange
 from service.errors import TenantUnreadable
 from service.kafka_topics import ensure_topics
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
 from service.pipeline.apply import ApplyStage
 from service.pipeline.backfill import Backfills
-from service.pipeline.dead_letters import REASON
-from service.pipeline.held import HeldTopic
 from service.pipeline.reconcile import Reconciler
 from service.pipeline.rekey import RekeyStage
+from service.pipeline.set_aside import REASON, HeldTopic
+from service.retry import RetryPolicy
 from service.scim.breaker import CircuitBreaker
 from service.scim.client import Downstream, ScimClient
 from service.scim.egress import EgressPolicy, GuardedResolver
 from service.scim.health import BreakerMonitor
-from service.scim.retry import RetryPolicy
 from service.settings import Settings
 from service.tenants.models import TokenCipher
 from service.tenants.store import TenantStore, TenantUpdate
@@ -97,23 +96,25 @@ class Service:
             ssl=ssl.create_default_context(cafile=s.ca_bundle),  # verified; a custom CA bundle if set
         )
         self._http = aiohttp.ClientSession(connector=connector)
-        scim = self.scim = ScimClient(
+        scim = self.scim = ScimClient.over_http(
             self._http,
             self.metrics,
-            RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds),
-            s.http_timeout_seconds,
-            s.tenant_max_concurrency,
-            CircuitBreaker(s.breaker_threshold, s.breaker_open_seconds, s.breaker_max_open_seconds),
+            timeout_seconds=s.http_timeout_seconds,
             egress=egress,
             max_response_bytes=s.http_max_response_bytes,
+            tenant_concurrency=s.tenant_max_concurrency,
+            breaker=CircuitBreaker(s.breaker_threshold, s.breaker_open_seconds, s.breaker_max_open_seconds),
         )
         self._producer = AIOKafkaProducer(**s.kafka_client_options(), acks="all", enable_idempotence=True, linger_ms=5)
         await self._producer.start()
         keycloak = self.keycloak = self._keycloak()
         pages = s.keycloak_page_size
+        retry = RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds)
         self.backfills = Backfills(keycloak, self._producer, s.changes_topic, self.metrics, pages) if keycloak else None
         reconciler = (
-            Reconciler(keycloak, scim, self._producer, s.changes_topic, self.metrics, pages) if keycloak else None
+            Reconciler(keycloak, scim, self._producer, s.changes_topic, self.metrics, pages, retry=retry)
+            if keycloak
+            else None
         )
         self.parked = HeldTopic(s, s.parking_topic, self._producer)
         self.dead_letters = HeldTopic(s, s.dead_letter_topic, self._producer)
@@ -205,7 +206,9 @@ class Service:
     async def link_user(self, realm: str, user_id: str, downstream_id: str) -> None:
         """Queue an operator's link on the user's keyed partition, behind the user's earlier changes."""
         assert self._producer is not None
-        change = UserChange(realm, user_id, "link", int(time.time() * 1000), "LINK", link_to=downstream_id)
+        change = UserChange(
+            realm, user_id, "link", int(time.time() * 1000), "LINK", link_to=downstream_id, source=ChangeSource.OPERATOR
+        )
         await self._producer.send_and_wait(self.settings.changes_topic, key=change.key.encode(), value=change.to_json())
 
     def _tenant_updated(self, update: TenantUpdate) -> None:

@@ -43,7 +43,7 @@ class Metrics:
         )
         self.retries = Counter(
             "outbound_scim_scim_retries_total",
-            "SCIM requests retried after a transient failure",
+            "Changes retried after a transient failure (the downstream or Keycloak unavailable, 429, 5xx)",
             ["tenant"],
             registry=r,
         )

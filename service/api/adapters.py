@@ -9,9 +9,9 @@ from service.api.tenants import Circuit
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.keycloak_admin.realm_check import RealmWarning, check_realm
 from service.pipeline.backfill import BackfillProgress, Backfills
-from service.pipeline.held import HeldRecord, HeldTopic
 from service.pipeline.on_demand import provision_now
 from service.pipeline.reconcile import Reconciler
+from service.pipeline.set_aside import HeldRecord, HeldTopic
 from service.scim.breaker import BreakerState
 from service.scim.client import Downstream, LookupMode, ScimClient
 from service.scim.discovery import validate_downstream

@@ -26,8 +26,8 @@ from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
 from service.pipeline.backfill import Backfills
-from service.pipeline.held import HeldTopic
 from service.pipeline.reconcile import Reconciler
+from service.pipeline.set_aside import HeldTopic
 from service.scim.client import ScimClient
 from service.scim.egress import EgressPolicy
 from service.tenants.store import TenantStore

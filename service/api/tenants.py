@@ -41,7 +41,7 @@ from service.api.models import (
 from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.realm_check import RealmWarning
 from service.pipeline.backfill import BackfillProgress
-from service.pipeline.held import HeldRecord
+from service.pipeline.set_aside import HeldRecord
 from service.scim.client import Downstream, LookupMode
 from service.tenants.models import NOTICES, Tenant
 
@@ -84,7 +84,7 @@ class Downstreams(Protocol):
 
 
 class HeldRecords(Protocol):
-    """Parked changes or dead letters (service.pipeline.held.HeldTopic and the service's replay)."""
+    """Parked changes or dead letters (service.pipeline.set_aside.HeldTopic and the service's replay)."""
 
     async def list(self, tenant: str | None) -> Sequence[HeldRecord]:
         """Not replayed yet, oldest first; `tenant` None: every record, with a tenant or without."""

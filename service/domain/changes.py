@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any, Literal
 
 from service.domain.keycloak import KeycloakEvent
@@ -17,6 +18,17 @@ from service.errors import PoisonRecord
 ATTRIBUTES = ("userName", "givenName", "familyName", "email", "active")
 
 ChangeOp = Literal["upsert", "delete", "link"]
+
+
+class ChangeSource(StrEnum):
+    """Where a change comes from. Only events can be stale or partial: the others were read from
+    Keycloak (or declared by an operator) and are never re-read."""
+
+    EVENT = "event"  # a Keycloak event through the plugin
+    BACKFILL = "backfill"
+    RECONCILE = "reconcile"
+    ON_DEMAND = "on_demand"
+    OPERATOR = "operator"  # an operator's link
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +43,7 @@ class UserChange:
     force: bool = False  # write every attribute even if it matches what was last written (reconciliation)
     reread: bool = False  # the event carried no representation: only a re-read from Keycloak says what changed
     link_to: str | None = None  # op "link": the downstream id an operator declared to be this user
+    source: ChangeSource = ChangeSource.EVENT
 
     @property
     def key(self) -> str:
@@ -53,6 +66,8 @@ class UserChange:
             doc["reread"] = True
         if self.link_to is not None:
             doc["link_to"] = self.link_to
+        if self.source is not ChangeSource.EVENT:
+            doc["source"] = self.source.value
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -70,9 +85,14 @@ class UserChange:
                 force=bool(doc.get("force", False)),
                 reread=bool(doc.get("reread", False)),
                 link_to=doc.get("link_to"),
+                source=ChangeSource(doc.get("source") or _LEGACY_SOURCES.get(doc["event_type"], "event")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PoisonRecord("malformed_change", str(exc)[:200]) from exc
+
+
+# Changes written before `source` existed said it in their event type.
+_LEGACY_SOURCES = {"BACKFILL": "backfill", "RECONCILE": "reconcile", "ON_DEMAND": "on_demand", "LINK": "operator"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ backfill and reconciliation.
 It authenticates as a service account (client-credentials grant against the realm the client lives
 in), caches the token until shortly before it expires, and fetches a new one once when Keycloak answers
 401 (a token can be revoked or the realm's keys rotated before it expires). Transient failures are
-retried with service.scim.retry's backoff, as for downstream calls; statuses become errors in one
+retried with service.retry's backoff, as for downstream calls; statuses become errors in one
 function, `error_for_status` (see service.keycloak_admin.errors). Response bodies never reach errors
 or logs: they hold personal data.
 
@@ -16,7 +16,6 @@ Roles the service account needs, on the `realm-management` client of each realm 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
+from service.jsonhttp import NOT_JSON, Answer, JsonHttp, TransportFailure
 from service.keycloak_admin.errors import (
     KeycloakError,
     KeycloakNotFound,
@@ -34,7 +34,7 @@ from service.keycloak_admin.errors import (
     KeycloakUnavailable,
 )
 from service.keycloak_admin.mapping import user_attributes
-from service.scim.retry import RetryPolicy, parse_retry_after
+from service.retry import RetryPolicy, parse_retry_after, retrying
 
 __all__ = ["KeycloakAdminClient", "UserPage", "error_for_status", "user_attributes"]
 
@@ -88,16 +88,16 @@ class KeycloakAdminClient:
         auth_realm: str,
         retry: RetryPolicy | None = None,
         timeout_seconds: float = 10.0,
+        max_response_bytes: int = 32 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._session = session
+        self._http = JsonHttp(session, timeout_seconds=timeout_seconds, max_response_bytes=max_response_bytes)
         self._base = base_url.rstrip("/")
         self._client_id = client_id
         self._client_secret = client_secret
         self._auth_realm = auth_realm  # where the client lives: master, or the tenant's own realm
         self._retry = retry or RetryPolicy()
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._clock = clock  # token expiry
         self._wall_clock = wall_clock  # read times of user pages, compared with Keycloak's event times
         self._token: str | None = None
@@ -148,7 +148,7 @@ class KeycloakAdminClient:
         first = 0
         while True:
             read_started_ms = int(self._wall_clock() * 1000)
-            page = await self._send(
+            page = await self._send_retrying(
                 "GET",
                 ("admin", "realms", realm, "users"),
                 params={"first": str(first), "max": str(page_size), "briefRepresentation": str(brief).lower()},
@@ -162,7 +162,7 @@ class KeycloakAdminClient:
 
     async def count_users(self, realm: str) -> int:
         """The realm's user count (service accounts are not counted), for backfill progress (done/total)."""
-        doc = await self._send("GET", ("admin", "realms", realm, "users", "count"))
+        doc = await self._send_retrying("GET", ("admin", "realms", realm, "users", "count"))
         if not isinstance(doc, int) or isinstance(doc, bool):
             raise KeycloakError(200, "GET", _path(realm, "users", "count"), "response is not a number")
         return doc
@@ -171,7 +171,7 @@ class KeycloakAdminClient:
         """Realm id -> realm name for the realms this account can see. Plugins such as ru.playa's send
         only the realm's internal id, while the Admin API takes the name. Without `view-realm` Keycloak
         lists names but no ids: those realms are left out (and logged)."""
-        doc = await self._send("GET", ("admin", "realms"), params={"briefRepresentation": "true"})
+        doc = await self._send_retrying("GET", ("admin", "realms"), params={"briefRepresentation": "true"})
         if not isinstance(doc, list):
             raise KeycloakError(200, "GET", "admin/realms", "response is not a list")
         names: dict[str, str] = {}
@@ -192,63 +192,53 @@ class KeycloakAdminClient:
         `eventsEnabled`, `adminEventsEnabled`, `adminEventsDetailsEnabled`, ...), so that enabling a
         tenant can say what keeps its events from reaching the service. Needs the realm-management role
         `view-events`; without it Keycloak answers 403 (KeycloakUnauthorized)."""
-        doc = await self._send("GET", ("admin", "realms", realm, "events", "config"))
+        doc = await self._send_retrying("GET", ("admin", "realms", realm, "events", "config"))
         if not isinstance(doc, dict):
             raise KeycloakError(200, "GET", _path(realm, "events", "config"), "response is not an object")
         return doc
 
     # -- transport --------------------------------------------------------------------------------------
 
-    async def _send(self, method: str, parts: tuple[str, ...], *, params: dict[str, str] | None = None) -> Any:
-        """One call, retrying what is transient with backoff; raise the final error."""
-        path = "/".join(parts)
-        for attempt in range(1, self._retry.attempts + 1):
-            try:
-                return await self._send_once(method, parts, path, params)
-            except KeycloakUnavailable as exc:
-                if attempt == self._retry.attempts:
-                    raise
-                delay = self._retry.delay(attempt, exc.retry_after)
-                log.info(
-                    "keycloak.request.retry",
-                    method=method,
-                    path=path,
-                    status=exc.status,
-                    detail=exc.detail,
-                    attempt=attempt,
-                    delay=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+    async def _send_retrying(self, method: str, parts: tuple[str, ...], *, params: dict[str, str] | None = None) -> Any:
+        """`_send`, retried with backoff while Keycloak is unavailable: for callers outside the pipeline
+        (whose applier retries a whole change, so its reads go through `_send` once)."""
 
-    async def _send_once(self, method: str, parts: tuple[str, ...], path: str, params: dict[str, str] | None) -> Any:
+        def note(exc: BaseException, attempt: int, delay: float) -> None:
+            log.info(
+                "keycloak.request.retry",
+                method=method,
+                path="/".join(parts),
+                error=str(exc),
+                attempt=attempt,
+                delay=round(delay, 3),
+            )
+
+        return await retrying(self._retry, lambda: self._send(method, parts, params=params), on_retry=note)
+
+    async def _send(self, method: str, parts: tuple[str, ...], *, params: dict[str, str] | None = None) -> Any:
+        """One call (with one fresh token after a 401); raise the error its answer maps to."""
+        path = "/".join(parts)
         url = self._url(parts)
         token = await self._access_token()
-        status, doc, retry_after = await self._request(method, url, path, token, params)
-        if status == 401:  # revoked, or signed with a rotated key: one fresh token, then give up
+        answer = await self._request(method, url, path, token, params)
+        if answer.status == 401:  # revoked, or signed with a rotated key: one fresh token, then give up
             self._forget(token)
             token = await self._access_token()
-            status, doc, retry_after = await self._request(method, url, path, token, params)
-        error = error_for_status(status, method, path, doc, retry_after)
+            answer = await self._request(method, url, path, token, params)
+        error = error_for_status(answer.status, method, path, answer.doc, answer.header("Retry-After"))
         if error is not None:
             raise error
-        return doc
+        if answer.doc is NOT_JSON or answer.too_large:
+            raise KeycloakError(answer.status, method, path, "response is not JSON (wrong base URL?) or too large")
+        return answer.doc
 
-    async def _request(
-        self, method: str, url: URL, path: str, token: str, params: dict[str, str] | None
-    ) -> tuple[int, Any, str | None]:
+    async def _request(self, method: str, url: URL, path: str, token: str, params: dict[str, str] | None) -> Answer:
         self.requests_sent += 1
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         try:
-            async with self._session.request(
-                method, url, params=params, headers=headers, timeout=self._timeout, allow_redirects=False
-            ) as response:
-                doc = await _read_json(response)
-                if 200 <= response.status < 300 and doc is _NOT_JSON:
-                    raise KeycloakError(response.status, method, path, "response is not JSON (wrong base URL?)")
-                return response.status, doc, response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise KeycloakUnavailable(None, method, path, type(exc).__name__) from exc
+            return await self._http.request(method, url, headers=headers, params=params)
+        except TransportFailure as exc:
+            raise KeycloakUnavailable(None, method, path, exc.detail) from exc
 
     # -- token ------------------------------------------------------------------------------------------
 
@@ -273,17 +263,15 @@ class KeycloakAdminClient:
         self.requests_sent += 1
         self.tokens_fetched += 1
         try:
-            async with self._session.post(
+            answer = await self._http.request(
+                "POST",
                 self._url(("realms", self._auth_realm, "protocol", "openid-connect", "token")),
-                data=form,
                 headers={"Accept": "application/json"},
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as response:
-                doc = await _read_json(response)
-                status, retry_after = response.status, response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise KeycloakUnavailable(None, "POST", path, type(exc).__name__) from exc
+                form=form,
+            )
+        except TransportFailure as exc:
+            raise KeycloakUnavailable(None, "POST", path, exc.detail) from exc
+        status, doc, retry_after = answer.status, answer.doc, answer.header("Retry-After")
         if status in (400, 401):  # invalid_client, unauthorized_client: the credentials are wrong
             raise KeycloakUnauthorized(status, "POST", path, _short_error(doc))
         error = error_for_status(status, "POST", path, doc, retry_after)
@@ -301,19 +289,6 @@ class KeycloakAdminClient:
         # Each part is one path segment: a user id is opaque (`f:<component>:<id>` for federated users,
         # anything for imported ones) and a "/" in it must not become a separator.
         return URL(self._base + "/" + "/".join(quote(part, safe="") for part in parts), encoded=True)
-
-
-_NOT_JSON = object()
-
-
-async def _read_json(response: aiohttp.ClientResponse) -> Any:
-    raw = await response.read()
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return _NOT_JSON
 
 
 def _short_error(body: object) -> str:

@@ -1,13 +1,14 @@
-"""Stage 2: apply the keyed changes to the tenants' downstreams, one at a time per user.
+"""Stage 2, the consumer: read the keyed changes, one at a time per user, and act on each verdict.
 
 Records of the changes topic are queued per key (`<realm>/<user id>`) and run concurrently across
 keys up to a global cap. Offsets are committed per partition only below the first unfinished record.
 On revocation, queued work is handed back, running work is drained, finished offsets are committed;
-work of an old assignment that completes late is ignored (assignment epoch).
+work of an old assignment that completes late is ignored (assignment epoch). A newly assigned
+partition's user state is restored before any of its records is read.
 
-A change that cannot be applied now is parked (retry budget spent, breaker open, token refused) or
-dead-lettered (rejected by the downstream); either way the offset moves on and nothing is dropped.
-With Keycloak access configured, each change is first replaced by the user as Keycloak stores it.
+What to do with one change is the applier's decision (service.pipeline.applier); this module carries
+it out: it saves the user's new state, parks or dead-letters what cannot be applied now (the offset
+moves on and nothing is dropped), counts and logs.
 """
 
 from __future__ import annotations
@@ -23,32 +24,18 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from service.domain.changes import UserChange
-from service.domain.plan import plan_change
-from service.errors import (
-    CircuitOpen,
-    Parked,
-    PoisonRecord,
-    ScimError,
-    ScimNotFound,
-    ScimOwnershipConflict,
-    ScimRejected,
-    ScimTransient,
-    TenantUnreadable,
-)
+from service.errors import PoisonRecord
 from service.keycloak_admin.client import KeycloakAdminClient
-from service.keycloak_admin.errors import KeycloakError, KeycloakUnavailable
 from service.metrics import Metrics
-from service.pipeline.authoritative import read_truth
-from service.pipeline.dead_letters import DOWNSTREAM_ID, OWNER, REPLAYED, dead_letter
+from service.pipeline.applier import Applier, SetAside, Skipped, Verdict
 from service.pipeline.offsets import PartitionOffsets
 from service.pipeline.rewind import rewind_to_committed
 from service.pipeline.scheduler import KeyedScheduler
+from service.pipeline.set_aside import REPLAYED, SetAsideRecord, set_aside
 from service.pipeline.user_state import UserStateStore
+from service.retry import RetryPolicy
 from service.scim.client import ScimClient
-from service.scim.executor import execute
-from service.scim.retry import RetryPolicy
 from service.settings import Settings
-from service.tenants.models import Tenant
 from service.tenants.store import TenantStore
 
 log = structlog.get_logger(__name__)
@@ -79,20 +66,26 @@ class ApplyStage(ConsumerRebalanceListener):
         authoritative: bool = False,
     ) -> None:
         self._settings = settings
-        self._keycloak = keycloak  # re-reads users whose event carried no representation
-        self._authoritative = authoritative and keycloak is not None  # ... and, if set, every user
-        self._warned_no_representation: set[str] = set()
         self._metrics = metrics
         self._tenants = tenants
         self._scim = scim
         self._producer = producer
         self._states = UserStateStore(settings, producer)
+        self._applier = Applier(
+            tenants,
+            self._states,
+            scim,
+            keycloak,
+            authoritative=authoritative,
+            budget_seconds=settings.change_retry_budget_seconds,
+            backoff=RetryPolicy(1, settings.retry_base_seconds, settings.retry_max_seconds),
+            metrics=metrics,
+        )
         self._scheduler: KeyedScheduler[Work] = KeyedScheduler(self._process, settings.max_in_flight)
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._epoch = 0
         self._to_restore: set[TopicPartition] | None = None
-        self._backoff = RetryPolicy(1, settings.retry_base_seconds, settings.retry_max_seconds)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -246,237 +239,91 @@ class ApplyStage(ConsumerRebalanceListener):
     # -- one change ---------------------------------------------------------------------------------
 
     async def _process(self, work: Work) -> None:
-        """Apply one change; never raises (the scheduler's worker must survive)."""
+        """Apply one change and act on the verdict; never raises (the scheduler's worker must survive)."""
         self._metrics.in_flight.inc()
         try:
-            await self._apply(work)
+            await self._act(work, await self._verdict(work))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not stop the consumer; the change is dead-lettered
             log.exception("change.failed.unexpectedly", partition=work.record.partition, offset=work.record.offset)
-            await self._dead_letter(work, "internal_error", exc)
+            await self._write_aside(self._settings.dead_letter_topic, set_aside(work.record, "internal_error", exc))
+            self._metrics.dead_letters.labels("internal_error").inc()
         finally:
             self._metrics.in_flight.dec()
         if work.epoch == self._epoch and work.tp in self._offsets:
             self._offsets[work.tp].finished(work.record.offset)
 
-    async def _apply(self, work: Work) -> None:
-        record = work.record
+    async def _verdict(self, work: Work) -> Verdict | PoisonRecord:
         try:
-            change = UserChange.from_json(record.value or b"")
+            change = UserChange.from_json(work.record.value or b"")
         except PoisonRecord as exc:
-            await self._dead_letter(work, exc.reason, exc)
-            return
-        try:
-            tenant = await self._readable_tenant(change, time.monotonic() + self._settings.change_retry_budget_seconds)
-        except TenantUnreadable as exc:
-            await self._park(work, replace(change, realm=exc.realm), exc.label, exc)
-            return
-        if tenant is None:
-            self._metrics.changes.labels("unknown", "skipped_no_tenant").inc()
+            return exc
+        return await self._applier.apply(change, replay=is_replay(work.record))
+
+    async def _act(self, work: Work, verdict: Verdict | PoisonRecord) -> None:
+        record = work.record
+        where = {"partition": record.partition, "offset": record.offset}
+        if isinstance(verdict, PoisonRecord):
+            await self._write_aside(self._settings.dead_letter_topic, set_aside(record, verdict.reason, verdict))
+            self._metrics.dead_letters.labels(verdict.reason).inc()
+            log.warning("change.dead_lettered", reason=verdict.reason, **where)
+        elif isinstance(verdict, Skipped):
+            self._metrics.changes.labels(verdict.realm or "unknown", verdict.outcome).inc()
+            log.info("change.skipped", reason=verdict.reason, realm=verdict.realm, **where)
+        elif isinstance(verdict, SetAside):
+            await self._set_aside(work, verdict)
+        else:
+            change = verdict.change
+            if verdict.state != self._states.get(change.key):
+                await self._states.save(change.key, record.partition, verdict.state)
+            self._metrics.changes.labels(change.realm, verdict.result).inc()
             log.info(
-                "change.skipped",
-                reason="no_enabled_tenant",
-                realm=change.realm,
+                "change.applied",
+                tenant=change.realm,
                 user_id=change.user_id,
                 event_id=change.event_id,
-                partition=record.partition,
-                offset=record.offset,
-            )
-            return
-        change = replace(change, realm=tenant.realm)  # a realm id (playa plugin) becomes the realm's name
-        bound = log.bind(
-            tenant=change.realm,
-            user_id=change.user_id,
-            event_id=change.event_id,
-            partition=record.partition,
-            offset=record.offset,
-        )
-        state = self._states.get(change.key)
-        if state.parked and not is_replay(record):
-            await self._park(work, change, "behind_parked", Parked(f"an earlier change is parked ({state.parked})"))
-            return
-        if tenant.status == "unauthorized":
-            await self._park(work, change, "unauthorized", Parked("the downstream refuses the tenant's token"))
-            return
-        deadline = time.monotonic() + self._settings.change_retry_budget_seconds
-        attempt = 0
-        while True:
-            attempt += 1
-            state = self._states.get(change.key)
-            try:
-                effective = await self._effective(change)
-                if effective is None:
-                    await self._no_representation(change, bound)
-                    return
-                plan = plan_change(state, effective, tenant.delete_policy)
-                outcome = await execute(plan, effective, tenant.downstream, self._scim)
-                break
-            except CircuitOpen as exc:
-                await self._park(work, change, "circuit_open", exc)
-                return
-            except KeycloakError as exc:
-                if not isinstance(exc, KeycloakUnavailable):  # refused credentials or roles: fix, then replay
-                    await self._park(work, change, "keycloak_refused", exc)
-                    return
-                if time.monotonic() + self._settings.retry_max_seconds > deadline:
-                    await self._park(work, change, "retries_exhausted", exc)
-                    return
-                bound.warning("change.retry", error=str(exc), attempt=attempt)
-                await asyncio.sleep(self._backoff.delay(min(attempt, 10), exc.retry_after))
-            except ScimTransient as exc:
-                delay = self._backoff.delay(min(attempt, 10), exc.retry_after)
-                if time.monotonic() + delay > deadline:
-                    await self._park(work, change, "retries_exhausted", exc)
-                    return
-                bound.warning("change.retry", error=str(exc), attempt=attempt, delay=round(delay, 2))
-                await asyncio.sleep(delay)
-                try:
-                    refreshed = await self._readable_tenant(change, deadline)
-                except TenantUnreadable as exc:
-                    await self._park(work, change, exc.label, exc)
-                    return
-                if refreshed is None:  # disabled meanwhile
-                    self._metrics.changes.labels("unknown", "skipped_no_tenant").inc()
-                    bound.info("change.skipped", reason="no_enabled_tenant")
-                    return
-                tenant = refreshed
-            except ScimRejected as exc:
-                if exc.unauthorized:
-                    await self._tenants.mark_unauthorized(tenant)
-                    await self._park(work, change, "unauthorized", exc)
-                    return
-                self._metrics.changes.labels(change.realm, "rejected").inc()
-                bound.error("change.rejected", status=exc.status, error=str(exc))
-                await self._dead_letter(work, exc.reason, exc, tenant=change.realm)
-                return
-            except ScimOwnershipConflict as exc:  # never written: an operator resolves or links
-                self._metrics.changes.labels(change.realm, "conflict").inc()
-                self._metrics.conflicts.labels(change.realm).inc()
-                bound.error(
-                    "change.conflict",
-                    downstream_id=exc.downstream_id,
-                    owner=exc.owner,
-                    hint="resolve downstream then replay, or link the user to the account",
-                )
-                await self._dead_letter(
-                    work,
-                    "conflict",
-                    exc,
-                    tenant=change.realm,
-                    headers={DOWNSTREAM_ID: exc.downstream_id, OWNER: exc.owner},
-                )
-                return
-            except ScimNotFound as exc:  # only an operator's link reaches here: the account is not there
-                self._metrics.changes.labels(change.realm, "failed").inc()
-                bound.error("change.failed", status=exc.status, error=str(exc))
-                await self._dead_letter(work, "link_target_missing", exc, tenant=change.realm)
-                return
-            except ScimError as exc:  # a conflict that could not be adopted
-                self._metrics.changes.labels(change.realm, "conflict").inc()
-                self._metrics.conflicts.labels(change.realm).inc()
-                bound.error("change.conflict", status=exc.status, error=str(exc))
-                await self._dead_letter(work, "conflict", exc, tenant=change.realm)
-                return
-        new_state = outcome.state
-        if new_state.parked is not None:  # a replayed change went through: unpark the user
-            new_state = replace(new_state, parked=None)
-        if new_state != state:
-            await self._states.save(change.key, record.partition, new_state)
-        self._metrics.changes.labels(change.realm, outcome.result).inc()
-        bound.info(
-            "change.applied",
-            result=outcome.result,
-            reason=outcome.reason or None,
-            type=change.event_type,
-            attributes=sorted(change.attributes),
-            event_time=change.time_ms,
-            downstream_id=outcome.state.downstream_id,
-            replay=is_replay(record),
-        )
-
-    async def _effective(self, change: UserChange) -> UserChange | None:
-        """The change to apply: the user as Keycloak stores it (authoritative mode, or an event without
-        a representation), else the change itself. None: nothing says what changed."""
-        if change.op == "link":
-            return change
-        if self._keycloak is not None and (self._authoritative or change.reread):
-            return await read_truth(self._keycloak, change)
-        return None if change.reread else change
-
-    async def _no_representation(self, change: UserChange, bound: structlog.typing.FilteringBoundLogger) -> None:
-        """Counted, and warned once per realm with the fix: the change itself is not knowable here."""
-        self._metrics.changes.labels(change.realm, "no_representation").inc()
-        if change.realm not in self._warned_no_representation:
-            self._warned_no_representation.add(change.realm)
-            bound.warning(
-                "change.no_representation",
+                result=verdict.result,
+                reason=verdict.reason or None,
                 type=change.event_type,
-                hint="turn on the realm's Admin events > Include representation, "
-                "or configure Keycloak access (OUTBOUND_SCIM_KEYCLOAK_*) so users are re-read",
+                attributes=sorted(change.attributes),
+                event_time=change.time_ms,
+                downstream_id=verdict.state.downstream_id,
+                replay=is_replay(record),
+                **where,
             )
-        await self._tenants.note(change.realm, "no_representation")
 
-    async def _readable_tenant(self, change: UserChange, deadline: float) -> Tenant | None:
-        """The change's tenant (None: not enabled). A record this replica cannot read is a transient
-        failure, never "no tenant": wait with backoff until `deadline`, then raise TenantUnreadable."""
-        attempt = 0
-        while True:
-            try:
-                return self._tenants.get(change.realm)
-            except TenantUnreadable as exc:
-                attempt += 1
-                delay = self._backoff.delay(min(attempt, 10))
-                if time.monotonic() + delay > deadline:
-                    raise
-                if attempt == 1:
-                    log.warning(
-                        "change.waiting",
-                        reason=exc.label,
-                        tenant=exc.realm,
-                        user_id=change.user_id,
-                        event_id=change.event_id,
-                        error=str(exc),
-                        fix=exc.fix,
-                    )
-                await asyncio.sleep(delay)
-
-    async def _park(self, work: Work, change: UserChange, reason: str, exc: BaseException) -> None:
-        """Set the change aside, and every later change of the user with it, so the offset can advance
-        while the user's order is kept. A replay (API, CLI, or automatic on recovery) brings them back."""
-        letter = dead_letter(work.record, reason, exc, tenant=change.realm)
-        await self._producer.send_and_wait(
-            self._settings.parking_topic, key=letter.key, value=letter.value, headers=letter.headers
-        )
-        state = self._states.get(change.key)
-        if state.parked is None:
-            await self._states.save(change.key, work.record.partition, replace(state, parked=reason))
-        self._metrics.parked.labels(change.realm, reason).inc()
-        self._metrics.changes.labels(change.realm, "parked").inc()
-        log.warning(
-            "change.parked",
-            reason=reason,
-            error=str(exc)[:300],
-            tenant=change.realm,
-            user_id=change.user_id,
-            event_id=change.event_id,
-            partition=work.record.partition,
-            offset=work.record.offset,
+    async def _set_aside(self, work: Work, verdict: SetAside) -> None:
+        """Park (the user is held: its later changes queue behind, until a replay) or dead-letter."""
+        letter = set_aside(work.record, verdict.reason, verdict.error, tenant=verdict.realm, headers=verdict.headers)
+        where = {"tenant": verdict.realm, "partition": work.record.partition, "offset": work.record.offset}
+        self._metrics.changes.labels(verdict.realm, verdict.outcome).inc()
+        if verdict.park:
+            await self._write_aside(self._settings.parking_topic, letter)
+            state = self._states.get(verdict.key)
+            if state.parked is None:
+                await self._states.save(verdict.key, work.record.partition, replace(state, parked=verdict.reason))
+            self._metrics.parked.labels(verdict.realm, verdict.reason).inc()
+            log.warning(
+                "change.parked", reason=verdict.reason, error=str(verdict.error)[:300], key=verdict.key, **where
+            )
+            return
+        await self._write_aside(self._settings.dead_letter_topic, letter)
+        self._metrics.dead_letters.labels(verdict.reason).inc()
+        if verdict.reason == "conflict":
+            self._metrics.conflicts.labels(verdict.realm).inc()
+        log.error(
+            "change.dead_lettered",
+            reason=verdict.reason,
+            outcome=verdict.outcome,
+            error=str(verdict.error)[:300],
+            key=verdict.key,
+            **verdict.headers,
+            **where,
         )
 
-    async def _dead_letter(
-        self,
-        work: Work,
-        reason: str,
-        exc: BaseException,
-        tenant: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        letter = dead_letter(work.record, reason, exc, tenant=tenant, headers=headers)
-        await self._producer.send_and_wait(
-            self._settings.dead_letter_topic, key=letter.key, value=letter.value, headers=letter.headers
-        )
-        self._metrics.dead_letters.labels(reason).inc()
+    async def _write_aside(self, topic: str, letter: SetAsideRecord) -> None:
+        await self._producer.send_and_wait(topic, key=letter.key, value=letter.value, headers=letter.headers)
 
 
 def is_replay(record: ConsumerRecord[bytes, bytes]) -> bool:

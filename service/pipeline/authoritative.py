@@ -18,11 +18,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from service.domain.changes import UserChange
+from service.domain.changes import ChangeSource, UserChange
 from service.keycloak_admin.mapping import user_attributes
 from service.pipeline.ports import UserReader
 
-ALREADY_AUTHORITATIVE = frozenset({"BACKFILL", "RECONCILE", "ON_DEMAND"})
 CREATES = frozenset({"USER_CREATE", "REGISTER"})
 
 
@@ -35,7 +34,7 @@ async def read_truth(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.time,
 ) -> UserChange:
-    if change.event_type in ALREADY_AUTHORITATIVE:
+    if change.source is not ChangeSource.EVENT:
         return change
     attempts = create_attempts if change.event_type in CREATES else 1
     for attempt in range(attempts):

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from service.domain.changes import UserChange
+from service.domain.changes import ChangeSource, UserChange
 from service.keycloak_admin.mapping import user_attributes
 from service.metrics import Metrics
 from service.pipeline.ports import Producer, UserListing
@@ -113,7 +113,15 @@ class Backfills:
         if not isinstance(user_id, str) or not user_id:
             progress.skipped += 1
             return
-        change = UserChange(progress.realm, user_id, "upsert", read_ms, "BACKFILL", attributes=user_attributes(rep))
+        change = UserChange(
+            progress.realm,
+            user_id,
+            "upsert",
+            read_ms,
+            "BACKFILL",
+            attributes=user_attributes(rep),
+            source=ChangeSource.BACKFILL,
+        )
         await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
         progress.done += 1
         self._metrics.backfilled.labels(progress.realm).inc()

@@ -10,31 +10,42 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from service.domain.changes import UserChange
+from service.domain.changes import ChangeSource, UserChange
 from service.domain.plan import plan_change
 from service.domain.state import UserState
 from service.errors import ScimError
 from service.keycloak_admin.mapping import user_attributes
 from service.pipeline.ports import UserReader
-from service.scim.executor import ScimPort, execute
-from service.scim.trace import TracingClient
+from service.scim.client import ScimClient
+from service.scim.executor import execute
 from service.tenants.models import Tenant
 
 
-async def provision_now(keycloak: UserReader, scim: ScimPort, tenant: Tenant, user_id: str) -> dict[str, Any]:
+async def provision_now(keycloak: UserReader, scim: ScimClient, tenant: Tenant, user_id: str) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     rep = await keycloak.get_user(tenant.realm, user_id)
     now = int(time.time() * 1000)
     if rep is None:
         steps.append({"step": "read_keycloak", "found": False})
-        change = UserChange(tenant.realm, user_id, "delete", now, "ON_DEMAND", force=True)
+        change = UserChange(
+            tenant.realm, user_id, "delete", now, "ON_DEMAND", force=True, source=ChangeSource.ON_DEMAND
+        )
     else:
         attributes = user_attributes(rep)
         steps.append({"step": "read_keycloak", "found": True, "attributes": attributes})
-        change = UserChange(tenant.realm, user_id, "upsert", now, "ON_DEMAND", attributes=attributes, force=True)
+        change = UserChange(
+            tenant.realm,
+            user_id,
+            "upsert",
+            now,
+            "ON_DEMAND",
+            attributes=attributes,
+            force=True,
+            source=ChangeSource.ON_DEMAND,
+        )
     plan = plan_change(UserState(), change, tenant.delete_policy)
     steps.append({"step": "plan", "action": plan.action, "attributes": sorted(plan.changed), "reason": plan.reason})
-    traced = TracingClient(scim)
+    traced, tracer = scim.traced()  # every request and its answer join the steps
     try:
         outcome = await execute(plan, change, tenant.downstream, traced)
     except ScimError as exc:
@@ -43,7 +54,7 @@ async def provision_now(keycloak: UserReader, scim: ScimPort, tenant: Tenant, us
             "user_id": user_id,
             "result": "failed",
             "error": str(exc),
-            "steps": steps + traced.steps,
+            "steps": steps + tracer.steps,
         }
     return {
         "realm": tenant.realm,
@@ -51,5 +62,5 @@ async def provision_now(keycloak: UserReader, scim: ScimPort, tenant: Tenant, us
         "result": outcome.result,
         "reason": outcome.reason or None,
         "downstream_id": outcome.state.downstream_id,
-        "steps": steps + traced.steps,
+        "steps": steps + tracer.steps,
     }

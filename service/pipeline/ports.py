@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from service.keycloak_admin.client import UserPage
+from service.retry import RetryPolicy
 from service.scim.client import Downstream
 
 
@@ -38,4 +39,6 @@ class UserListing(Protocol):
 class DownstreamUsers(Protocol):
     """Lists every user a downstream holds."""
 
-    def list_users(self, ds: Downstream) -> AsyncIterator[dict[str, Any]]: ...
+    def list_users(
+        self, ds: Downstream, page_size: int = 500, *, retry: RetryPolicy | None = None
+    ) -> AsyncIterator[dict[str, Any]]: ...

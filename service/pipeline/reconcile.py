@@ -16,11 +16,12 @@ from typing import Any
 
 import structlog
 
-from service.domain.changes import UserChange
+from service.domain.changes import ChangeSource, UserChange
 from service.domain.drift import compare
 from service.keycloak_admin.mapping import user_attributes
 from service.metrics import Metrics
 from service.pipeline.ports import DownstreamUsers, Producer, UserListing
+from service.retry import RetryPolicy
 from service.scim.client import Downstream
 
 log = structlog.get_logger(__name__)
@@ -37,8 +38,10 @@ class Reconciler:
         topic: str,
         metrics: Metrics,
         page_size: int = PAGE_SIZE,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._keycloak = keycloak
+        self._retry = retry or RetryPolicy()  # each downstream page; Keycloak's client retries its own
         self._page_size = page_size
         self._scim = scim
         self._producer = producer
@@ -55,12 +58,19 @@ class Reconciler:
                 if isinstance(rep.get("id"), str):
                     wanted[rep["id"]] = user_attributes(rep)
                     read_ms[rep["id"]] = page.read_started_ms
-        downstream = [resource async for resource in self._scim.list_users(ds)]
+        downstream = [resource async for resource in self._scim.list_users(ds, retry=self._retry)]
         drift = compare(wanted, downstream)
         if not dry_run:
             for user_id in drift.to_fix:
                 change = UserChange(
-                    realm, user_id, "upsert", read_ms[user_id], "RECONCILE", attributes=wanted[user_id], force=True
+                    realm,
+                    user_id,
+                    "upsert",
+                    read_ms[user_id],
+                    "RECONCILE",
+                    attributes=wanted[user_id],
+                    force=True,
+                    source=ChangeSource.RECONCILE,
                 )
                 await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
             await self._producer.flush()

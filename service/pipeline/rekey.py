@@ -24,8 +24,8 @@ from service.domain.changes import Skip, change_from_event, clamp_future
 from service.domain.keycloak import parse_record
 from service.errors import PoisonRecord
 from service.metrics import Metrics
-from service.pipeline.dead_letters import dead_letter
 from service.pipeline.rewind import rewind_to_committed
+from service.pipeline.set_aside import set_aside
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -144,7 +144,7 @@ class RekeyStage(ConsumerRebalanceListener):
             result = change_from_event(event)
         except Exception as exc:  # no record may stop the consumer
             reason = exc.reason if isinstance(exc, PoisonRecord) else "unexpected_error"
-            letter = dead_letter(record, reason, exc, keep_value=reason != "record_too_large")
+            letter = set_aside(record, reason, exc, keep_value=reason != "record_too_large")
             await self._producer.send(
                 self._settings.dead_letter_topic, key=letter.key, value=letter.value, headers=letter.headers
             )

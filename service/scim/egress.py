@@ -24,6 +24,7 @@ from aiohttp.helpers import is_ip_address
 from aiohttp.resolver import DefaultResolver
 
 from service.errors import EnableRefused
+from service.jsonhttp import ForbiddenAddress
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -40,11 +41,6 @@ NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
 NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
-
-
-class ForbiddenAddress(OSError):
-    """Raised at connect time (by the resolver, which aiohttp reports as a connection error, or by
-    `check_host`); the client maps it to a refusal."""
 
 
 @dataclass(frozen=True, slots=True)

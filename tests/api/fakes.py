@@ -12,7 +12,7 @@ from service.api.tenants import Circuit, Downstreams, HeldRecords, KeycloakAcces
 from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.realm_check import RealmWarning, WarningCode
 from service.pipeline.backfill import BackfillProgress
-from service.pipeline.held import HeldRecord
+from service.pipeline.set_aside import HeldRecord
 from service.scim.client import Downstream, LookupMode
 from service.tenants.models import Tenant
 

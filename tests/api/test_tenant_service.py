@@ -16,7 +16,7 @@ from service.api.models import EnableTenant, LinkUser, Reconcile
 from service.api.tenants import TenantService
 from service.domain.plan import DeletePolicy
 from service.errors import EnableRefused, TenantUnreadable
-from service.pipeline.held import HeldRecord
+from service.pipeline.set_aside import HeldRecord
 from service.tenants.models import Tenant
 from tests.api.fakes import FakeDownstreams, FakeHeld, FakeKeycloak, FakeLinks, FakeRecords
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.domain.changes import Skip, UserChange, change_from_event, clamp_future
+from service.domain.changes import ChangeSource, Skip, UserChange, change_from_event, clamp_future
 from service.domain.keycloak import KeycloakEvent, parse_record
 from service.errors import PoisonRecord
 
@@ -344,7 +344,7 @@ def test_non_string_name_is_poison() -> None:
         UserChange("acme", "f:comp:jdoe", "upsert", 5, "UPDATE_PROFILE", None, {"email": None}),
         UserChange("8d1f2a6e", UID, "delete", 7, "DELETE_ACCOUNT"),
         UserChange("acme", UID, "upsert", 8, "USER_UPDATE", "e-2", reread=True),
-        UserChange("acme", UID, "link", 9, "LINK", link_to="d-42"),
+        UserChange("acme", UID, "link", 9, "LINK", link_to="d-42", source=ChangeSource.OPERATOR),
     ],
     ids=["upsert", "no-event-id-cleared-email", "delete", "re-read", "link"],
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.domain.changes import UserChange
+from service.domain.changes import ChangeSource, UserChange
 from service.domain.drift import compare, downstream_attributes
 from service.domain.plan import DeletePolicy, plan_change
 from service.domain.state import UserState
@@ -68,7 +68,9 @@ def test_absent_downstream_values_read_as_none() -> None:
 def test_a_forced_change_writes_even_what_was_last_written() -> None:
     """Reconciliation's forced change PATCHes attributes that equal the stored last-written values."""
     state = UserState(downstream_id="d1", values=dict(ALICE), versions=dict.fromkeys(ALICE, (1, "e-1")), written=ALICE)
-    change = UserChange("r", "k1", "upsert", 2, "RECONCILE", attributes=dict(ALICE), force=True)
+    change = UserChange(
+        "r", "k1", "upsert", 2, "RECONCILE", attributes=dict(ALICE), force=True, source=ChangeSource.RECONCILE
+    )
     plan = plan_change(state, change, DeletePolicy.IGNORE)
     assert (plan.action, plan.changed) == ("sync", ALICE)
     unforced = plan_change(state, UserChange("r", "k1", "upsert", 2, "X", attributes=dict(ALICE)), DeletePolicy.IGNORE)

@@ -29,7 +29,7 @@ from service.keycloak_admin import (
     error_for_status,
     user_attributes,
 )
-from service.scim.retry import RetryPolicy
+from service.retry import RetryPolicy
 
 RECORDED = Path(__file__).parent / "recorded"
 SECRET = "s3cret"

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from service.keycloak_admin import KeycloakAdminClient, KeycloakNotFound, KeycloakUnauthorized, user_attributes
-from service.scim.retry import RetryPolicy
+from service.retry import RetryPolicy
 from tests.keycloak.conftest import RealKeycloak
 from tests.keycloak.setup_realm import MasterAdmin, ServiceAccount
 

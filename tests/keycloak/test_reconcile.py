@@ -169,7 +169,8 @@ async def test_provision_one_user_now_returns_the_step_trace(
     assert steps[1]["step"] == "plan"
     assert steps[1]["action"] == "sync"
     assert [(s["method"], s["outcome"]) for s in steps[2:]] == [("GET", "ok"), ("PATCH", "ok")]
-    assert steps[2]["answer"]["found"] is True
+    assert steps[2]["query"]["filter"] == f'externalId eq "{ids["dave"]}"'
+    assert steps[2]["answer"]["totalResults"] == 1
     user = by_external_id(await downstream_users(base, SCIM_TOKEN))[ids["dave"]][0]
     assert (user["name"]["givenName"], user["active"]) == ("David", False)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.domain.changes import UserChange
+from service.domain.changes import ChangeSource, UserChange
 from service.pipeline.authoritative import read_truth
 
 
@@ -68,6 +68,8 @@ async def test_an_update_of_an_absent_user_is_read_once() -> None:
 async def test_backfill_and_reconcile_changes_pass_through() -> None:
     """Changes read from Keycloak already are not read again."""
     keycloak = ScriptedKeycloak()
-    change = UserChange("acme", "u1", "upsert", 10, "BACKFILL", attributes={"userName": "jdoe"})
+    change = UserChange(
+        "acme", "u1", "upsert", 10, "BACKFILL", attributes={"userName": "jdoe"}, source=ChangeSource.BACKFILL
+    )
     assert await read_truth(keycloak, change, sleep=no_sleep) is change
     assert keycloak.calls == 0

@@ -15,6 +15,7 @@ from service.metrics import Metrics
 from service.pipeline.authoritative import read_truth
 from service.pipeline.backfill import Backfills
 from service.pipeline.reconcile import Reconciler
+from service.retry import RetryPolicy
 from service.scim.client import Downstream
 from tests.support import wait_until
 
@@ -60,7 +61,9 @@ class RecordingProducer:
 
 
 class EmptyDownstream:
-    async def list_users(self, ds: Downstream) -> AsyncIterator[dict[str, Any]]:
+    async def list_users(
+        self, ds: Downstream, page_size: int = 500, *, retry: RetryPolicy | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         nothing: tuple[dict[str, Any], ...] = ()
         for resource in nothing:
             yield resource

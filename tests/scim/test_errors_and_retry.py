@@ -9,8 +9,8 @@ from email.utils import format_datetime
 import pytest
 
 from service.errors import ScimConflict, ScimError, ScimNotFound, ScimRejected, ScimTransient
-from service.scim.client import error_for_status
-from service.scim.retry import RetryPolicy, parse_retry_after
+from service.retry import RetryPolicy, parse_retry_after
+from service.scim.transport import error_for_status
 
 NOW = datetime(2025, 12, 2, 12, 0, 0, tzinfo=UTC)
 

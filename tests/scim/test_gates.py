@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,7 +23,7 @@ from service.scim.client import Downstream, ScimClient
 from service.scim.discovery import validate_downstream
 from service.scim.egress import EgressPolicy
 from service.scim.health import BreakerMonitor
-from service.scim.retry import RetryPolicy
+from service.scim.transport import GatedTransport, Request
 
 EGRESS = EgressPolicy(frozenset({"127.0.0.1"}), allow_private_networks=True)
 
@@ -68,16 +69,26 @@ async def downstream() -> AsyncIterator[Downstream503]:
 FIRST_TOKEN = "token-1"
 
 
+class NoRequests:
+    """A Transport for the gate tests that send no request."""
+
+    async def send(self, request: Request) -> Any:
+        raise AssertionError(f"unexpected request {request.method} {request.path}")
+
+
 def new_client(session: aiohttp.ClientSession | None = None) -> ScimClient:
     """Breakers open at the first transient failure and are due for a probe at once."""
-    return ScimClient(
-        session,  # type: ignore[arg-type]  # None only for the gate tests, which send no request
+    breaker = CircuitBreaker(threshold=1, open_seconds=0.0)
+    if session is None:
+        metrics = Metrics(CollectorRegistry())
+        return ScimClient(GatedTransport(NoRequests(), metrics, 4, breaker), metrics)
+    return ScimClient.over_http(
+        session,
         Metrics(CollectorRegistry()),
-        RetryPolicy(1, 0.01, 0.01),
-        5.0,
-        tenant_concurrency=4,
-        breaker=CircuitBreaker(threshold=1, open_seconds=0.0),
+        timeout_seconds=5.0,
         egress=EgressPolicy(frozenset({"127.0.0.1"}), allow_private_networks=True),
+        tenant_concurrency=4,
+        breaker=breaker,
     )
 
 

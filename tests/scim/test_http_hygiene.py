@@ -23,11 +23,9 @@ from service.metrics import Metrics
 from service.scim.client import Downstream, ScimClient
 from service.scim.discovery import validate_downstream
 from service.scim.egress import EgressPolicy
-from service.scim.retry import RetryPolicy
 
 LOCAL = EgressPolicy(frozenset({"127.0.0.1"}), allow_private_networks=True)
 CAP = 4096
-FAST_RETRY = RetryPolicy(attempts=3, base_seconds=0.01, max_seconds=0.05)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -73,7 +71,9 @@ async def serving(handler: Handler) -> AsyncIterator[LocalServer]:
 @asynccontextmanager
 async def client(egress: EgressPolicy = LOCAL, timeout: float = 5.0) -> AsyncIterator[ScimClient]:
     async with aiohttp.ClientSession() as http:
-        yield ScimClient(http, Metrics(CollectorRegistry()), FAST_RETRY, timeout, egress=egress, max_response_bytes=CAP)
+        yield ScimClient.over_http(
+            http, Metrics(CollectorRegistry()), timeout_seconds=timeout, egress=egress, max_response_bytes=CAP
+        )
 
 
 def downstream(server: LocalServer, tenant: str = "t1") -> Downstream:
@@ -90,7 +90,7 @@ WRITES: dict[str, Callable[[ScimClient, Downstream], Awaitable[Any]]] = {
     "POST": lambda c, ds: c.create_user(ds, scim.user_resource("kc-1", {"userName": "jdoe"})),
     "PATCH": lambda c, ds: c.patch_user(ds, "u-1", [{"op": "replace", "path": "active", "value": False}]),
     "DELETE": lambda c, ds: c.delete_user(ds, "u-1"),
-    "GET": lambda c, ds: c.send(ds, "GET", "Users", params={"count": "1"}),
+    "GET": lambda c, ds: c.send_once(ds, "GET", "Users", params={"count": "1"}),
 }
 
 
@@ -141,7 +141,7 @@ async def test_a_forbidden_ip_literal_is_refused_before_connecting() -> None:
     strict = EgressPolicy(frozenset({"127.0.0.1"}))
     async with serving(ok) as server, client(strict) as scim_client:
         with pytest.raises(ScimRejected) as caught:
-            await scim_client.send(downstream(server), "GET", "Users")
+            await scim_client.send_once(downstream(server), "GET", "Users")
     assert caught.value.reason == "forbidden_address"
     assert server.requests == []
 
@@ -151,14 +151,14 @@ async def test_a_metadata_ip_literal_is_refused_without_a_connection_attempt() -
     async with client(LOCAL, timeout=30) as scim_client:
         ds = Downstream("acme", "http://169.254.169.254/latest", "token-1")
         with pytest.raises(ScimRejected) as caught:
-            await asyncio.wait_for(scim_client.send(ds, "GET", "Users"), 5)
+            await asyncio.wait_for(scim_client.send_once(ds, "GET", "Users"), 5)
     assert caught.value.reason == "forbidden_address"
 
 
 async def test_an_allowed_ip_literal_is_reached() -> None:
     """The same literal under a policy that allows it is requested normally."""
     async with serving(ok) as server, client(LOCAL) as scim_client:
-        await scim_client.send(downstream(server), "GET", "Users")
+        await scim_client.send_once(downstream(server), "GET", "Users")
     assert [r.method for r in server.requests] == ["GET"]
 
 
@@ -190,7 +190,7 @@ def answering(body: bytes, chunked: bool) -> Handler:
 async def test_a_body_at_the_cap_is_read(chunked: bool) -> None:
     """A body of exactly the cap is read and parsed."""
     async with serving(answering(json_body(CAP), chunked)) as server, client() as scim_client:
-        doc = await scim_client.send(downstream(server), "GET", "Users")
+        doc = await scim_client.send_once(downstream(server), "GET", "Users")
     assert len(doc["pad"]) == CAP - len(b'{"schemas":[],"pad":""}')
 
 
@@ -199,7 +199,7 @@ async def test_a_body_one_byte_over_the_cap_is_refused(chunked: bool) -> None:
     """One byte more: ScimRejected(reason="response_too_large"), not retried."""
     async with serving(answering(json_body(CAP + 1), chunked)) as server, client() as scim_client:
         with pytest.raises(ScimRejected) as caught:
-            await scim_client.send(downstream(server), "GET", "Users")
+            await scim_client.send_once(downstream(server), "GET", "Users")
     assert caught.value.reason == "response_too_large"
     assert len(server.requests) == 1
 
@@ -220,22 +220,22 @@ async def test_the_cap_stops_reading_a_body_that_never_ends() -> None:
     async with serving(endless) as server, client(timeout=30) as scim_client:
         try:
             with pytest.raises(ScimRejected) as caught:
-                await asyncio.wait_for(scim_client.send(downstream(server), "GET", "Users"), 10)
+                await asyncio.wait_for(scim_client.send_once(downstream(server), "GET", "Users"), 10)
         finally:
             release.set()
     assert caught.value.reason == "response_too_large"
 
 
 async def test_a_large_error_body_keeps_the_status_meaning() -> None:
-    """An over-cap body on a 503 is dropped, not refused: the status still says retry."""
+    """An over-cap body on a 503 is dropped, not refused: the status still says retry (to the caller)."""
 
     async def unavailable(request: web.Request) -> web.Response:
         return web.Response(status=503, body=b"<html>" + b"x" * CAP)
 
     async with serving(unavailable) as server, client() as scim_client:
         with pytest.raises(ScimTransient):
-            await scim_client.send(downstream(server), "GET", "Users")
-    assert len(server.requests) == FAST_RETRY.attempts
+            await scim_client.send_once(downstream(server), "GET", "Users")
+    assert len(server.requests) == 1
 
 
 # -- downstream ids -----------------------------------------------------------------------------------
@@ -297,5 +297,5 @@ async def test_an_unparseable_base_url_is_refused_not_retried() -> None:
     async with client() as scim_client:
         ds = Downstream("acme", "http://evil.example\\@127.0.0.1/t1", "token-1")
         with pytest.raises(ScimRejected) as caught:
-            await scim_client.send(ds, "GET", "Users")
+            await scim_client.send_once(ds, "GET", "Users")
     assert caught.value.reason == "invalid_url"

@@ -7,8 +7,9 @@ import ipaddress
 import pytest
 
 from service.errors import EnableRefused
+from service.jsonhttp import ForbiddenAddress
 from service.scim.breaker import BreakerState, CircuitBreaker
-from service.scim.egress import EgressPolicy, ForbiddenAddress
+from service.scim.egress import EgressPolicy
 from service.scim.ratelimit import TokenBucket
 
 

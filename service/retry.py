@@ -1,11 +1,19 @@
-"""Backoff for transient downstream failures: exponential with full jitter, Retry-After honoured."""
+"""Backoff for transient failures (downstreams, Keycloak): exponential with full jitter, Retry-After
+honoured, and `retrying`, the one retry loop for callers outside the pipeline's applier."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+from service.errors import ServiceError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +44,26 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+async def retrying(
+    policy: RetryPolicy,
+    call: Callable[[], Awaitable[T]],
+    *,
+    on_retry: Callable[[ServiceError, int, float], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """`call()` until it succeeds or fails with an error that is not `retriable`, at most
+    `policy.attempts` times, with the policy's backoff (honouring a `retry_after` the error carries)."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await call()
+        except ServiceError as exc:
+            if not exc.retriable or attempt >= policy.attempts:
+                raise
+            delay = policy.delay(attempt, getattr(exc, "retry_after", None))
+            if on_retry is not None:
+                on_retry(exc, attempt, delay)
+            await sleep(delay)

@@ -1,4 +1,9 @@
-"""List and replay records that were set aside: parked changes and dead letters, per tenant.
+"""Records set aside: parked (to be replayed once the cause clears) or dead-lettered (for an operator).
+
+Both keep the original key, value and headers, plus Kafka Connect style context headers saying where
+the record came from and why it was set aside, and where a replay sends it (`set_aside`). An oversized
+record keeps an empty value (a null key and a null value cannot be produced). `HeldTopic` lists and
+replays what one of the two topics holds, per tenant.
 
 A replay re-publishes each record, unchanged, to the topic named by its `outbound_scim.replay_to`
 header (the changes topic for parked changes, the source topic for poison records), in the order they
@@ -14,10 +19,56 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from service.kafka_topics import partitions_of
-from service.pipeline.dead_letters import DOWNSTREAM_ID, ORIGINAL_SIZE, OWNER, REASON, REPLAY_TO, REPLAYED, TENANT
 from service.settings import Settings
+
+REASON = "outbound_scim.reason"
+TENANT = "outbound_scim.tenant"
+REPLAY_TO = "outbound_scim.replay_to"
+REPLAYED = "outbound_scim.replay"
+ORIGINAL_SIZE = "outbound_scim.original_size"
+DOWNSTREAM_ID = "outbound_scim.downstream_id"  # conflicts: the account that blocked the create ...
+OWNER = "outbound_scim.owner"  # ... and the externalId that owns it
+
+
+@dataclass(frozen=True, slots=True)
+class SetAsideRecord:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def set_aside(
+    record: ConsumerRecord[bytes, bytes],
+    reason: str,
+    exc: BaseException,
+    *,
+    tenant: str | None = None,
+    keep_value: bool = True,
+    headers: dict[str, str] | None = None,
+) -> SetAsideRecord:
+    """Keep the record as it was, and say where it came from and why it failed. `keep_value=False`
+    (oversized records) keeps only the coordinates: the original stays readable in its source topic."""
+    context = {
+        "__connect.errors.topic": record.topic,
+        "__connect.errors.partition": str(record.partition),
+        "__connect.errors.offset": str(record.offset),
+        "__connect.errors.exception.class.name": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "__connect.errors.exception.message": str(exc)[:1000],
+        REASON: reason,
+        REPLAY_TO: record.topic,
+    }
+    if tenant is not None:
+        context[TENANT] = tenant
+    context.update(headers or {})
+    if not keep_value:
+        context[ORIGINAL_SIZE] = str(len(record.value or b""))
+    inherited = [(k, v) for k, v in (record.headers or ()) if not k.startswith(("__connect.errors.", "outbound_scim."))]
+    own = [(k, v.encode()) for k, v in context.items()]
+    return SetAsideRecord(record.key, record.value if keep_value else b"", inherited + own)
+
 
 ALL = "*"
 

@@ -1,0 +1,219 @@
+"""Apply one user change and say what became of it: a `Verdict`.
+
+The applier decides: which tenant, which state, whether the change may go now, the authoritative
+re-read, the plan, the SCIM calls and their retries. The consumer (service.pipeline.apply) acts on the
+verdict: it saves the state, sets the change aside (parking or dead-letter topic), counts and logs. The
+applier never touches Kafka, so every decision is unit-tested with fakes (tests/pipeline/test_applier.py).
+
+    Applied   the downstream holds what the change asks (or needed nothing); the new state to save
+    Skipped   nothing to do for this realm (not enabled), or nothing knowable (no representation)
+    SetAside  park (replayable, the user's later changes queue behind it) or dead-letter, with a reason
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import structlog
+
+from service.domain.changes import UserChange
+from service.domain.plan import plan_change
+from service.domain.state import UserState
+from service.errors import (
+    CircuitOpen,
+    Parked,
+    ScimError,
+    ScimNotFound,
+    ScimOwnershipConflict,
+    ScimRejected,
+    ScimTransient,
+    TenantUnreadable,
+)
+from service.keycloak_admin.errors import KeycloakError, KeycloakUnavailable
+from service.metrics import Metrics
+from service.pipeline.authoritative import read_truth
+from service.pipeline.ports import UserReader
+from service.pipeline.set_aside import DOWNSTREAM_ID, OWNER
+from service.retry import RetryPolicy
+from service.scim.executor import Result, ScimPort, execute
+from service.tenants.models import Tenant
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    change: UserChange  # as applied: the realm's name, the user as Keycloak stores it in authoritative mode
+    result: Result
+    reason: str
+    state: UserState  # to save under change.key
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    realm: str | None  # None: no enabled tenant knows this realm
+    reason: str  # no_enabled_tenant | no_representation
+    outcome: str  # the changes_total outcome: skipped_no_tenant | no_representation
+
+
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    park: bool  # True: the parking topic (replayed in order; the user's later changes queue behind it)
+    reason: str  # a stable label: retries_exhausted, circuit_open, unauthorized, conflict, redirect ...
+    error: BaseException
+    realm: str
+    key: str  # the user's state key: parking marks the user parked
+    outcome: str  # the changes_total outcome: parked, rejected, conflict, failed
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Verdict = Applied | Skipped | SetAside
+
+
+class TenantDirectory(Protocol):
+    """The tenants this replica knows (service.tenants.store.TenantStore)."""
+
+    def get(self, realm: str) -> Tenant | None: ...  # raises TenantUnreadable for a record it cannot read
+
+    async def mark_unauthorized(self, seen: Tenant) -> None: ...
+
+    async def note(self, realm: str, code: str) -> None: ...
+
+
+class StateView(Protocol):
+    """Per-user state of the partitions this replica owns."""
+
+    def get(self, key: str) -> UserState: ...
+
+
+@dataclass
+class Applier:
+    tenants: TenantDirectory
+    states: StateView
+    scim: ScimPort
+    keycloak: UserReader | None = None  # re-reads users whose event carried no representation
+    authoritative: bool = False  # ... and, if set, every user
+    budget_seconds: float = 300.0  # how long one change may keep retrying before it is parked
+    backoff: RetryPolicy = field(default_factory=RetryPolicy)
+    metrics: Metrics | None = None
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    _warned: set[str] = field(default_factory=set)
+
+    async def apply(self, change: UserChange, *, replay: bool = False) -> Verdict:
+        deadline = self.clock() + self.budget_seconds
+        try:
+            tenant = await self._tenant(change, deadline)
+        except TenantUnreadable as exc:
+            return _park(exc.label, exc, replace(change, realm=exc.realm))
+        if tenant is None:
+            return Skipped(None, "no_enabled_tenant", "skipped_no_tenant")
+        change = replace(change, realm=tenant.realm)  # a realm id (playa plugin) becomes the realm's name
+        if self.states.get(change.key).parked and not replay:
+            reason = self.states.get(change.key).parked
+            return _park("behind_parked", Parked(f"an earlier change is parked ({reason})"), change)
+        if tenant.status == "unauthorized":
+            return _park("unauthorized", Parked("the downstream refuses the tenant's token"), change)
+        return await self._apply(change, tenant, deadline)
+
+    async def _apply(self, change: UserChange, tenant: Tenant, deadline: float) -> Verdict:
+        """Plan and execute until it goes through, fails for good, or the retry budget is spent."""
+        bound = log.bind(tenant=change.realm, user_id=change.user_id, event_id=change.event_id)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                effective = await self._effective(change)
+                if effective is None:
+                    await self._no_representation(change)
+                    return Skipped(change.realm, "no_representation", "no_representation")
+                state = self.states.get(change.key)
+                plan = plan_change(state, effective, tenant.delete_policy)
+                outcome = await execute(plan, effective, tenant.downstream, self.scim)
+                new_state = outcome.state if outcome.state.parked is None else replace(outcome.state, parked=None)
+                return Applied(effective, outcome.result, outcome.reason, new_state)
+            except (ScimTransient, KeycloakUnavailable) as exc:
+                if isinstance(exc, CircuitOpen):
+                    return _park("circuit_open", exc, change)
+                delay = self.backoff.delay(min(attempt, 10), exc.retry_after)
+                if self.clock() + delay > deadline:
+                    return _park("retries_exhausted", exc, change)
+                bound.warning("change.retry", error=str(exc), attempt=attempt, delay=round(delay, 2))
+                if self.metrics is not None:
+                    self.metrics.retries.labels(tenant.realm).inc()
+                await self.sleep(delay)
+                try:
+                    refreshed = await self._tenant(change, deadline)
+                except TenantUnreadable as unreadable:
+                    return _park(unreadable.label, unreadable, change)
+                if refreshed is None:  # disabled meanwhile
+                    return Skipped(None, "no_enabled_tenant", "skipped_no_tenant")
+                tenant = refreshed
+            except KeycloakError as exc:  # refused credentials or roles: fix, then replay
+                return _park("keycloak_refused", exc, change)
+            except ScimRejected as exc:
+                if exc.unauthorized:
+                    await self.tenants.mark_unauthorized(tenant)
+                    return _park("unauthorized", exc, change)
+                return SetAside(False, exc.reason, exc, change.realm, change.key, "rejected")
+            except ScimOwnershipConflict as exc:  # never written: an operator resolves or links
+                headers = {DOWNSTREAM_ID: exc.downstream_id, OWNER: exc.owner}
+                return SetAside(False, "conflict", exc, change.realm, change.key, "conflict", headers)
+            except ScimNotFound as exc:  # only an operator's link reaches here: the account is not there
+                return SetAside(False, "link_target_missing", exc, change.realm, change.key, "failed")
+            except ScimError as exc:  # a 409 with no account to adopt
+                return SetAside(False, "conflict", exc, change.realm, change.key, "conflict")
+
+    async def _tenant(self, change: UserChange, deadline: float) -> Tenant | None:
+        """The change's tenant (None: not enabled). A record this replica cannot read is a transient
+        failure, never "no tenant": wait with backoff until `deadline`, then raise TenantUnreadable."""
+        attempt = 0
+        while True:
+            try:
+                return self.tenants.get(change.realm)
+            except TenantUnreadable as exc:
+                attempt += 1
+                delay = self.backoff.delay(min(attempt, 10))
+                if self.clock() + delay > deadline:
+                    raise
+                if attempt == 1:
+                    log.warning(
+                        "change.waiting",
+                        reason=exc.label,
+                        tenant=exc.realm,
+                        user_id=change.user_id,
+                        event_id=change.event_id,
+                        error=str(exc),
+                        fix=exc.fix,
+                    )
+                await self.sleep(delay)
+
+    async def _effective(self, change: UserChange) -> UserChange | None:
+        """The change to apply: the user as Keycloak stores it (authoritative mode, or an event without
+        a representation), else the change itself. None: nothing says what changed."""
+        if change.op == "link":
+            return change
+        if self.keycloak is not None and (self.authoritative or change.reread):
+            return await read_truth(self.keycloak, change)
+        return None if change.reread else change
+
+    async def _no_representation(self, change: UserChange) -> None:
+        """Warned once per realm with the fix, and noted on the tenant for every replica to show."""
+        if change.realm not in self._warned:
+            self._warned.add(change.realm)
+            log.warning(
+                "change.no_representation",
+                tenant=change.realm,
+                type=change.event_type,
+                hint="turn on the realm's Admin events > Include representation, "
+                "or configure Keycloak access (OUTBOUND_SCIM_KEYCLOAK_*) so users are re-read",
+            )
+        await self.tenants.note(change.realm, "no_representation")
+
+
+def _park(reason: str, error: BaseException, change: UserChange) -> SetAside:
+    return SetAside(True, reason, error, change.realm, change.key, "parked")

@@ -1,0 +1,262 @@
+"""The one seam through which SCIM requests leave, and the wrappers around it (httpx's transport idea).
+
+    ScimClient (resources: users, lookups)  ->  Transport.send(Request)
+        GatedTransport    per-tenant circuit breaker, rate (token bucket) and concurrency cap
+        TracingTransport  records each request and its answer (the step trace of an on-demand sync)
+        HttpTransport     JSON over HTTP (service.jsonhttp); statuses -> errors in `error_for_status`
+
+A unit test hands ScimClient a scripted Transport; the service stacks Gated(Http); an on-demand sync
+stacks Tracing(Gated(Http)). No layer retries: the caller that knows the budget does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from service.domain import scim
+from service.errors import CircuitOpen, ScimConflict, ScimError, ScimNotFound, ScimRejected, ScimTransient
+from service.jsonhttp import NOT_JSON, JsonHttp, TransportFailure
+from service.metrics import Metrics
+from service.retry import parse_retry_after
+from service.scim.breaker import BreakerState, CircuitBreaker
+from service.scim.ratelimit import TokenBucket
+
+
+@dataclass(frozen=True, slots=True)
+class Downstream:
+    """Where one tenant's users go, and how hard they may be pushed. The token never appears in repr()."""
+
+    tenant: str
+    base_url: str
+    token: str = field(repr=False)
+    max_concurrency: int | None = None  # None: the service-wide default
+    rate_per_minute: int | None = None  # None: unpaced
+    generation: int = 0  # the tenant's enable / rotate count: a newer one gets a fresh gate
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    ds: Downstream
+    method: str
+    path: str  # relative to the base URL; ids already percent-encoded (service.domain.scim.user_path)
+    body: dict[str, Any] | None = None
+    params: dict[str, str] | None = None
+    authenticated: bool = True
+    probe: bool = False  # the breaker monitor's test request: passes an open breaker
+    detached: bool = False  # validation before an enable / rotation: neither held nor counted by the gate
+
+
+class Transport(Protocol):
+    async def send(self, request: Request) -> Any: ...
+
+
+def error_for_status(
+    status: int,
+    method: str,
+    path: str,
+    body: object = None,
+    retry_after: str | None = None,
+    location: str | None = None,
+) -> ScimError | None:
+    """The one status -> error mapping. None means success."""
+    if 300 <= status < 400:
+        return ScimRejected(status, method, path, detail=_redirect_detail(location), reason="redirect")
+    if status < 400:
+        return None
+    scim_type = body.get("scimType") if isinstance(body, dict) else None
+    detail = str(body.get("detail", ""))[:200] if isinstance(body, dict) else ""
+    if status == 429 or status >= 500 or status == 408:
+        return ScimTransient(status, method, path, scim_type, detail, retry_after=parse_retry_after(retry_after))
+    if status == 404:
+        return ScimNotFound(status, method, path, scim_type, detail)
+    if status == 409:
+        return ScimConflict(status, method, path, scim_type, detail)
+    return ScimRejected(status, method, path, scim_type, detail)
+
+
+def _redirect_detail(location: str | None) -> str:
+    """Names where the redirect pointed (the host only: the rest of a URL may carry tokens)."""
+    try:
+        host = urlsplit(location).hostname if location else None
+    except ValueError:
+        host = None
+    return f"redirect to {host[:100]} not followed" if host else "redirect not followed"
+
+
+class HttpTransport:
+    """SCIM over HTTP: bearer auth, SCIM media type, statuses and transport failures mapped to ScimError."""
+
+    def __init__(self, http: JsonHttp, metrics: Metrics) -> None:
+        self._http = http
+        self._metrics = metrics
+
+    async def send(self, request: Request) -> Any:
+        ds, method, path = request.ds, request.method, request.path
+        headers = {"Accept": scim.CONTENT_TYPE}
+        if request.authenticated:
+            headers["Authorization"] = f"Bearer {ds.token}"
+        if request.body is not None:
+            headers["Content-Type"] = scim.CONTENT_TYPE
+        started = time.perf_counter()
+        status_class = "error"
+        try:
+            try:
+                answer = await self._http.request(
+                    method, ds.url(path), headers=headers, json_body=request.body, params=request.params
+                )
+            except TransportFailure as exc:
+                if exc.kind == "unreachable":
+                    raise ScimTransient(None, method, path, detail=exc.detail) from exc
+                raise ScimRejected(None, method, path, detail=exc.detail, reason=exc.kind) from exc
+            status_class = f"{answer.status // 100}xx"
+            doc = None if answer.doc is NOT_JSON else answer.doc
+            error = error_for_status(
+                answer.status, method, path, doc, answer.header("Retry-After"), answer.header("Location")
+            )
+            if error is not None:
+                raise error
+            if answer.too_large:
+                raise ScimRejected(answer.status, method, path, detail="body over the cap", reason="response_too_large")
+            return doc
+        finally:
+            self._metrics.scim_requests.labels(ds.tenant, method, status_class).inc()
+            self._metrics.scim_latency.labels(method).observe(time.perf_counter() - started)
+
+
+@dataclass
+class TenantGate:
+    """What stands between one tenant's requests and its downstream: breaker, pacing, concurrency."""
+
+    breaker: CircuitBreaker
+    slots: asyncio.Semaphore
+    size: int
+    bucket: TokenBucket | None = None
+    generation: int = 0
+    base_url: str = ""
+
+
+class GatedTransport:
+    """Holds each tenant's requests to its gate: an open breaker refuses them (CircuitOpen: the caller
+    parks), the bucket paces them, the semaphore caps them. Transient failures open the breaker."""
+
+    def __init__(
+        self, inner: Transport, metrics: Metrics, tenant_concurrency: int = 16, breaker: CircuitBreaker | None = None
+    ) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._tenant_concurrency = tenant_concurrency
+        self._breaker_template = breaker or CircuitBreaker()
+        self._gates: dict[str, TenantGate] = {}
+
+    async def send(self, request: Request) -> Any:
+        if request.detached:
+            return await self._inner.send(request)
+        ds = request.ds
+        gate = self.gate(ds)
+        now = time.monotonic()
+        if not request.probe and not gate.breaker.allows(now):
+            raise CircuitOpen(
+                None, request.method, request.path, detail="circuit_open", retry_after=gate.breaker.retry_in(now)
+            )
+        if gate.bucket is not None:
+            wait = gate.bucket.reserve(now)
+            if wait > 0:
+                await asyncio.sleep(wait)
+        try:
+            async with gate.slots:
+                result = await self._inner.send(request)
+        except ScimTransient:
+            self._set_breaker(ds.tenant, gate, gate.breaker.failed(time.monotonic()))
+            raise
+        except ScimError:
+            self._set_breaker(ds.tenant, gate, gate.breaker.succeeded())  # the downstream answered
+            raise
+        self._set_breaker(ds.tenant, gate, gate.breaker.succeeded())
+        return result
+
+    def gate(self, ds: Downstream) -> TenantGate:
+        """The tenant's gate. A newer generation (enable / rotate) or another base URL starts a fresh one
+        (closed breaker, new limits): the old breaker judged the old downstream or token. A request made
+        with an older generation's config uses the current gate as it is."""
+        size = ds.max_concurrency or self._tenant_concurrency
+        gate = self._gates.get(ds.tenant)
+        if gate is not None and ds.generation < gate.generation:
+            return gate
+        if gate is None or ds.generation > gate.generation or ds.base_url != gate.base_url:
+            t = self._breaker_template
+            breaker = CircuitBreaker(t.threshold, t.open_seconds, t.max_open_seconds)
+            gate = self._gates[ds.tenant] = TenantGate(
+                breaker, asyncio.Semaphore(size), size, generation=ds.generation, base_url=ds.base_url
+            )
+            self._set_breaker(ds.tenant, gate, breaker.state)
+        elif gate.size != size:
+            gate.slots, gate.size = asyncio.Semaphore(size), size
+        rate = ds.rate_per_minute
+        if rate is None:
+            gate.bucket = None
+        elif gate.bucket is None or gate.bucket.rate_per_minute != rate:
+            gate.bucket = TokenBucket(rate, burst=max(1.0, min(rate / 6, 20.0)))
+        return gate
+
+    def refresh(self, ds: Downstream) -> None:
+        """Bring an existing gate in line with the tenant's stored config now rather than at its next
+        request, so an enable / rotation seen on this replica resets the breaker the monitor probes."""
+        if ds.tenant in self._gates:
+            self.gate(ds)
+
+    def drop(self, tenant: str) -> None:
+        """Forget a disabled tenant's gate and its breaker-state series."""
+        self._gates.pop(tenant, None)
+        with contextlib.suppress(KeyError):
+            self._metrics.breaker_state.remove(tenant)
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return {tenant: gate.breaker for tenant, gate in self._gates.items()}
+
+    def _set_breaker(self, tenant: str, gate: TenantGate, state: BreakerState) -> None:
+        """Report the state of the tenant's current gate only: a request that ends after a reset or a
+        drop must not bring back the old breaker's state (or the series of a disabled tenant)."""
+        if self._gates.get(tenant) is gate:
+            self._metrics.breaker_state.labels(tenant).set(int(state))
+
+
+class TracingTransport:
+    """Passes requests on and records each one with its answer: what an operator reads in the step
+    trace of an on-demand sync. Request bodies are recorded (the operator asked for this user); the
+    token never is (it travels in a header, built below this layer)."""
+
+    def __init__(self, inner: Transport) -> None:
+        self._inner = inner
+        self.steps: list[dict[str, Any]] = []
+
+    async def send(self, request: Request) -> Any:
+        step: dict[str, Any] = {"step": "scim_request", "method": request.method, "path": request.path}
+        if request.params:
+            step["query"] = dict(request.params)
+        if request.body is not None:
+            step["request"] = request.body
+        self.steps.append(step)
+        try:
+            answer = await self._inner.send(request)
+        except ScimError as exc:
+            step["outcome"] = {"error": type(exc).__name__, "status": exc.status, "detail": exc.detail}
+            raise
+        step["outcome"] = "ok"
+        if isinstance(answer, dict) and "id" in answer:
+            step["answer"] = {"id": answer.get("id")}
+        elif isinstance(answer, dict) and "totalResults" in answer:
+            resources = answer.get("Resources")
+            listed: list[Any] = resources if isinstance(resources, list) else []
+            step["answer"] = {
+                "totalResults": answer.get("totalResults"),
+                "ids": [r.get("id") for r in listed[:20] if isinstance(r, dict)],
+            }
+        return answer
