@@ -199,9 +199,7 @@ async def record_events(rec: Recorder, reader: Reader) -> None:
         await rec.group("/eng")
     async with rec.step("02-create-sub-group", "POST /groups/{eng}/children {name: backend}: /eng/backend"):
         await rec.group("/eng/backend", parent="/eng")
-    async with rec.step(
-        "03-rename-sub-group", "GET the group, change its name, PUT it whole (as the admin console saves)"
-    ):
+    async with rec.step("03-rename-sub-group", "GET the group, change its name, PUT the whole group as read"):
         group = await rec.call("GET", f"/groups/{rec.ids['/eng/backend']}")
         await rec.call("PUT", f"/groups/{rec.ids['/eng/backend']}", {**group, "name": "platform"})
         rec.ids["/eng/platform"] = rec.ids.pop("/eng/backend")
@@ -274,8 +272,8 @@ async def record_events(rec: Recorder, reader: Reader) -> None:
         await rec.call("GET", "/events/config")
     async with rec.step(
         "09b-add-member-include-representation-off",
-        "PUT /users/{bob}/groups/{ops} with 'Include representation' off; then what Keycloak stored "
-        "(GET admin-events), i.e. what it tells a listener that honours the switch",
+        "PUT /users/{bob}/groups/{ops} with 'Include representation' off; then the event as Keycloak's own "
+        "admin event store kept it (GET admin-events)",
     ):
         await rec.call("PUT", f"/users/{rec.ids['user:bob']}/groups/{rec.ids['/ops']}")
         await rec.call("GET", "/admin-events", resourceTypes="GROUP_MEMBERSHIP", max="1")
@@ -450,7 +448,7 @@ async def record_default_page_sizes(rec: Recorder, reader: Reader, roles: str) -
         (f"/groups/{bulk}/members", {"briefRepresentation": "true", "max": "-1"}),
     ]
     answers = [await reader.get(path, **params) for path, params in requests]
-    counts = [len(a["answer"]) if isinstance(a["answer"], list) else a["answer"] for a in answers]
+    counts = [len(a["answer"]) if isinstance(a["answer"], list) else None for a in answers]  # list lengths
     ids = {k: v for k, v in rec.ids.items() if k in ("/sales", "/bulk")}
     doc = {
         "what": "GET list endpoints without max: 12 top-level groups, 11 children of /sales, 101 members of /bulk",
