@@ -115,41 +115,57 @@ def keycloak(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         return
 
     started = time.monotonic()
-    fetch = _run("fetch")
+    fetched = fetch()
     fetch_seconds = time.monotonic() - started
-    if fetch.returncode == UNREACHABLE:
-        _skip_unreachable(fetch)
-    if fetch.returncode != 0:
-        raise RuntimeError(f"keycloak.sh fetch failed:\n{fetch.stderr[-3000:]}")
+    if fetched.returncode == UNREACHABLE:
+        _skip_unreachable(fetched)
+    if fetched.returncode != 0:
+        raise RuntimeError(f"keycloak.sh fetch failed:\n{fetched.stderr[-3000:]}")
     SKIP_MARKER.unlink(missing_ok=True)
 
+    kc = launch(request.getfixturevalue("kafka_bootstrap"), tmp_path_factory.mktemp("keycloak"))
+    kc.fetch_seconds = fetch_seconds
+    _started.append(kc)
+    try:
+        yield kc
+    finally:
+        kc.memory_at_end = kc.memory()
+        stop(kc)
+
+
+def launch(bootstrap: str, data: Path, *, partitions: int = 3, env: dict[str, str] | None = None) -> RealKeycloak:
+    """Starts the fetched distribution, state in `data`, with the listener sending to two fresh topics of
+    `bootstrap` (`partitions` each); `env` adds variables for keycloak.sh (e.g. KEYCLOAK_KAFKA_EVENTS)."""
     listener = _run("listener")
     if listener.returncode != 0 or not listener.stdout.strip():
-        raise RuntimeError(f"keycloak.sh fetch did not build the Kafka event listener:\n{fetch.stderr[-3000:]}")
+        raise RuntimeError("keycloak.sh fetch did not build the Kafka event listener")
     jar = Path(listener.stdout.strip())
     # The listener sends synchronously: a missing broker would stall each admin write on a realm that
     # enables it for the send timeout. So the session's broker, and topics made before anything is sent.
-    bootstrap: str = request.getfixturevalue("kafka_bootstrap")
     session = uuid.uuid4().hex[:8]
     topics = (f"kc{session}.keycloak-events", f"kc{session}.keycloak-admin-events")
     with ThreadPoolExecutor(1) as pool:  # its own event loop, whatever runs in this thread
-        pool.submit(asyncio.run, _create_topics(bootstrap, topics)).result()
+        pool.submit(asyncio.run, _create_topics(bootstrap, topics, partitions)).result()
 
-    data = tmp_path_factory.mktemp("keycloak")
     password = secrets.token_urlsafe(12)
-    env = {
-        **os.environ,
-        "KC_BOOTSTRAP_ADMIN_USERNAME": "admin",
-        "KC_BOOTSTRAP_ADMIN_PASSWORD": password,
-        "KEYCLOAK_KAFKA_BOOTSTRAP": bootstrap,
-        "KEYCLOAK_KAFKA_TOPIC": topics[0],
-        "KEYCLOAK_KAFKA_ADMIN_TOPIC": topics[1],
-    }
     started = time.monotonic()
-    start = _run("start", "0", str(data), env=env)
+    start = _run(
+        "start",
+        "0",
+        str(data),
+        env={
+            **os.environ,
+            **(env or {}),
+            "KC_BOOTSTRAP_ADMIN_USERNAME": "admin",
+            "KC_BOOTSTRAP_ADMIN_PASSWORD": password,
+            "KEYCLOAK_KAFKA_BOOTSTRAP": bootstrap,
+            "KEYCLOAK_KAFKA_TOPIC": topics[0],
+            "KEYCLOAK_KAFKA_ADMIN_TOPIC": topics[1],
+        },
+    )
     if start.returncode != 0:
         raise RuntimeError(f"Keycloak did not start:\n{start.stderr[-3000:]}")
-    kc = RealKeycloak(
+    return RealKeycloak(
         url=start.stdout.strip().splitlines()[-1],
         admin_user="admin",
         admin_password=password,
@@ -158,16 +174,20 @@ def keycloak(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         events_topic=topics[0],
         admin_events_topic=topics[1],
         log=data / "keycloak.log",
-        fetch_seconds=fetch_seconds,
         start_seconds=time.monotonic() - started,
         pid=int((data / "keycloak.pid").read_text()),
     )
-    _started.append(kc)
-    try:
-        yield kc
-    finally:
-        kc.memory_at_end = kc.memory()
-        _run("stop", str(data))
+
+
+def fetch() -> subprocess.CompletedProcess[str]:
+    """keycloak.sh fetch: the distribution and the listener's build, each only when not cached."""
+    return _run("fetch")
+
+
+def stop(kc: RealKeycloak) -> None:
+    """Stops a Keycloak that `launch` started (its state dir holds the log and the pid)."""
+    if kc.log is not None:
+        _run("stop", str(kc.log.parent))
 
 
 async def _create_topics(bootstrap: str, topics: tuple[str, ...], partitions: int = 3) -> None:
