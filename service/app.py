@@ -17,7 +17,8 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from service.api.app import ApiDeps, build_api
-from service.domain.changes import ChangeSource, UserChange
+from service.domain.changes import UserChange
+from service.domain.stamps import ChangeSource
 from service.errors import TenantUnreadable
 from service.kafka_topics import ensure_topics
 from service.keycloak_admin.client import KeycloakAdminClient

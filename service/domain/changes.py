@@ -9,26 +9,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any, Literal
 
+from service.domain.groups import GroupChange, GroupOp
 from service.domain.keycloak import KeycloakEvent
+from service.domain.stamps import ChangeSource
 from service.errors import PoisonRecord
 
 ATTRIBUTES = ("userName", "givenName", "familyName", "email", "active")
 
-ChangeOp = Literal["upsert", "delete", "link"]
-
-
-class ChangeSource(StrEnum):
-    """Where a change comes from. Only events can be stale or partial: the others were read from
-    Keycloak (or declared by an operator) and are never re-read."""
-
-    EVENT = "event"  # a Keycloak event through the plugin
-    BACKFILL = "backfill"
-    RECONCILE = "reconcile"
-    ON_DEMAND = "on_demand"
-    OPERATOR = "operator"  # an operator's link
+ChangeOp = Literal["upsert", "delete", "link", "membership"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +34,9 @@ class UserChange:
     reread: bool = False  # the event carried no representation: only a re-read from Keycloak says what changed
     link_to: str | None = None  # op "link": the downstream id an operator declared to be this user
     source: ChangeSource = ChangeSource.EVENT
+    group_id: str | None = None  # op "membership": the group the user joined (member) or left
+    member: bool = True
+    group_paths: tuple[str, ...] = ()  # a create's `groups`: paths only (no membership event follows)
 
     @property
     def key(self) -> str:
@@ -68,6 +61,11 @@ class UserChange:
             doc["link_to"] = self.link_to
         if self.source is not ChangeSource.EVENT:
             doc["source"] = self.source.value
+        if self.group_id is not None:
+            doc["group_id"] = self.group_id
+            doc["member"] = self.member
+        if self.group_paths:
+            doc["group_paths"] = list(self.group_paths)
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -86,6 +84,9 @@ class UserChange:
                 reread=bool(doc.get("reread", False)),
                 link_to=doc.get("link_to"),
                 source=ChangeSource(doc.get("source") or _LEGACY_SOURCES.get(doc["event_type"], "event")),
+                group_id=doc.get("group_id"),
+                member=bool(doc.get("member", True)),
+                group_paths=tuple(str(p) for p in doc.get("group_paths") or ()),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PoisonRecord("malformed_change", str(exc)[:200]) from exc
@@ -102,13 +103,78 @@ class Skip:
     reason: str
 
 
-def change_from_event(event: KeycloakEvent) -> UserChange | Skip:
-    """Decide which user change, if any, an event describes."""
+def change_from_event(event: KeycloakEvent) -> UserChange | GroupChange | Skip:
+    """Decide which user or group change, if any, an event describes."""
     if event.error or event.type.endswith("_ERROR"):
         return Skip("failed_action")
+    if event.kind == "admin" and event.resource_type == "GROUP":
+        return group_change_from_event(event)
+    if event.kind == "admin" and event.resource_type == "GROUP_MEMBERSHIP":
+        return _membership(event)
     if event.kind == "admin":
         return _from_admin(event)
     return _from_user_event(event)
+
+
+def decode_change(raw: bytes) -> UserChange | GroupChange:
+    """A record of the changes topic: a user's change, or a group's (its `kind` says)."""
+    try:
+        doc = json.loads(raw)
+        if isinstance(doc, dict) and doc.get("kind") == "group":
+            return GroupChange.from_doc(doc)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PoisonRecord("malformed_change", str(exc)[:200]) from exc
+    return UserChange.from_json(raw)
+
+
+def group_change_from_event(event: KeycloakEvent) -> GroupChange | Skip:
+    """A GROUP admin event (shapes recorded in docs/reference/keycloak-group-events.md):
+
+    - CREATE `groups/<id>`: a top-level group (name in the representation);
+    - CREATE `groups/<parent>/children`: a sub-group (its id and name only in the representation);
+    - UPDATE `groups` or `groups/<parent>/children`: a move to the top level or under `<parent>`;
+    - UPDATE `groups/<id>`: a rename or an attribute change (the representation's `path` may be stale);
+    - DELETE `groups/<id>`: one event, nothing for the sub-groups or the members.
+    """
+    parts = (event.resource_path or "").split("/")
+    if parts[0] != "groups" or len(parts) > 3 or (len(parts) == 3 and parts[2] != "children"):
+        return Skip("group_subresource")  # role mappings, management permissions ...
+    rep = event.representation
+    op = event.operation_type
+    if op == "DELETE" and len(parts) == 2:
+        return _group(event, parts[1], "delete")
+    if op not in ("CREATE", "UPDATE"):
+        return Skip("admin_action")
+    own_id = len(parts) == 2  # groups/<id>: the group is in the path; otherwise only in the representation
+    group_id = parts[1] if own_id else (rep.get("id") if rep is not None else None)
+    if not isinstance(group_id, str) or not group_id:
+        return Skip("no_representation" if rep is None else "no_group_id")
+    name = rep.get("name") if rep is not None else None
+    if name is not None and not isinstance(name, str):
+        raise PoisonRecord("wrong_shape", "the group's name is not a string")
+    if rep is None:  # "Include representation" is off and the listener honours it: re-read the group
+        return replace(_group(event, group_id, "upsert"), reread=True)
+    if own_id and op == "UPDATE":
+        return replace(_group(event, group_id, "upsert"), name=name)  # rename: the parent is not said
+    parent = parts[1] if len(parts) == 3 else None  # groups/<parent>/children, or groups/<id> / groups
+    return replace(_group(event, group_id, "upsert"), name=name, parent=parent, parent_known=True)
+
+
+def _group(event: KeycloakEvent, group_id: str, op: GroupOp) -> GroupChange:
+    return GroupChange(event.realm, group_id, op, event.time_ms, event.type, event.event_id)
+
+
+def _membership(event: KeycloakEvent) -> UserChange | Skip:
+    """`users/<user>/groups/<group>`: the user joined (CREATE) or left (DELETE) the group. Keyed by the
+    user: its state knows whether and as what the user exists downstream (docs/decisions/0005)."""
+    sub = event.user_subresource or ""
+    group_id = sub.removeprefix("groups/") if sub.startswith("groups/") else None
+    if event.user_id is None or not group_id or "/" in group_id:
+        return Skip("no_group_id")
+    if event.operation_type not in ("CREATE", "DELETE"):
+        return Skip("admin_action")
+    change = _change(event, "membership", {})
+    return replace(change, group_id=group_id, member=event.operation_type == "CREATE")
 
 
 def _from_admin(event: KeycloakEvent) -> UserChange | Skip:
@@ -132,6 +198,10 @@ def _from_admin(event: KeycloakEvent) -> UserChange | Skip:
     if event.operation_type == "CREATE":
         # Keycloak creates a user disabled unless the request says enabled=true.
         attrs.setdefault("active", False)
+        paths = event.representation.get("groups")
+        if isinstance(paths, list) and paths:  # memberships made with the user: no membership event follows
+            created = _change(event, "upsert", attrs)
+            return replace(created, group_paths=tuple(str(p) for p in paths if isinstance(p, str)))
     return _change(event, "upsert", attrs) if attrs else Skip("no_scim_attributes")
 
 
@@ -212,7 +282,9 @@ def _clean(attr: str, value: object) -> Any:
     return value
 
 
-def clamp_future(change: UserChange, now_ms: int, max_ahead_ms: int) -> tuple[UserChange, bool]:
+def clamp_future(
+    change: UserChange | GroupChange, now_ms: int, max_ahead_ms: int
+) -> tuple[UserChange | GroupChange, bool]:
     """An event time further ahead of our clock than `max_ahead_ms` comes from a Keycloak node with a
     wrong clock; left as is it would win every race for as long as the skew lasts. Returns the change
     with its time clamped to `now_ms + max_ahead_ms`, and whether it was clamped."""

@@ -31,6 +31,7 @@ class KeycloakEvent:
     representation: Mapping[str, Any] | None = None
     resource_type: str | None = None
     operation_type: str | None = None
+    resource_path: str | None = None  # admin events: e.g. groups/<id>/children, users/<id>/groups/<group id>
 
 
 def parse_record(value: bytes | None) -> KeycloakEvent:
@@ -83,6 +84,7 @@ def _parse_admin(doc: Mapping[str, Any]) -> KeycloakEvent:
         representation=_representation(doc.get("representation")),
         resource_type=resource_type,
         operation_type=operation,
+        resource_path=_str(doc, "resourcePath"),
     )
 
 

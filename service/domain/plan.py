@@ -9,11 +9,12 @@ everything decidable without the network is decided here, so it is table-tested 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from service.domain.changes import UserChange
+from service.domain.groups import GroupChange
 from service.domain.state import UserState, merge
 
 
@@ -66,6 +67,8 @@ def plan_change(state: UserState, change: UserChange, policy: DeletePolicy) -> P
     new_state = merge(state, change)
     if new_state is state and not change.force and change.op != "link":
         return Plan(Action.NONE, state, reason="superseded")  # nothing newer than what was acted on already
+    if change.op == "membership":  # the user's groups hear of it from the applier (membership_hops)
+        return Plan(Action.NONE, new_state, reason="membership")
     after = desired(new_state, policy)
     if change.op == "link":
         return Plan(Action.LINK, new_state, after or {}, changed=after or {}, reason="operator_link")
@@ -87,6 +90,41 @@ def _why_nothing(change: UserChange, policy: DeletePolicy) -> str:
     if change.op == "delete" and policy is DeletePolicy.IGNORE:
         return "delete_ignored"
     return "unchanged"
+
+
+def membership_hops(
+    state: UserState, realm: str, user_id: str, now_ms: int, *, account_deleted: bool = False
+) -> tuple[UserState, tuple[GroupChange, ...]]:
+    """What the user's groups must hear after this change: for each group whose view of the user
+    changed (a member as this downstream id, or not a member), a `member` hop with the next sequence
+    number. `account_deleted`: the user's account was deleted downstream, which dropped it from every
+    group there too."""
+    linked = state.downstream_id
+    view = {g: linked if member and linked is not None else None for g, (member, _) in state.groups.items()}
+    hops: list[GroupChange] = []
+    seq = state.emit_seq
+    emitted = dict(state.emitted)
+    for group_id in sorted(set(view) | set(emitted)):
+        member_id = view.get(group_id)
+        if emitted.get(group_id) == member_id:
+            continue
+        seq += 1
+        hops.append(
+            GroupChange(
+                realm,
+                group_id,
+                "member",
+                now_ms,
+                user_id=user_id,
+                member_id=member_id,
+                present=not account_deleted,
+                seq=seq,
+            )
+        )
+        emitted[group_id] = member_id
+    if not hops:
+        return state, ()
+    return replace(state, emitted=emitted, emit_seq=seq), tuple(hops)
 
 
 _MISSING = object()

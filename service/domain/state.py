@@ -23,9 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from service.domain.changes import UserChange
-
-Version = tuple[int, str]  # (event time in ms, tie tag: the event id, "" when the plugin sends none)
-NO_VERSION: Version = (-1, "")
+from service.domain.stamps import Version
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +34,9 @@ class UserState:
     deleted_ms: int | None = None  # time of the newest deletion seen
     written: dict[str, Any] = field(default_factory=dict)  # what the linked downstream user holds, as last written
     parked: str | None = None  # why this user's changes go to the parking topic until a replay
+    groups: dict[str, tuple[bool, Version]] = field(default_factory=dict)  # group -> (member, version)
+    emitted: dict[str, str | None] = field(default_factory=dict)  # group -> the member id it was last told
+    emit_seq: int = 0  # the sequence of the user's hops to its groups (docs/decisions/0005)
 
     @property
     def newest_ms(self) -> int:
@@ -52,6 +53,11 @@ class UserState:
         }
         if self.written != self.values:  # the common case (downstream in step) costs nothing
             doc["written"] = self.written
+        if self.groups:
+            doc["groups"] = {g: [m, *v] for g, (m, v) in self.groups.items()}
+        if self.emitted:
+            doc["emitted"] = self.emitted
+            doc["emit_seq"] = self.emit_seq
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -69,6 +75,9 @@ class UserState:
             deleted_ms=doc.get("deleted_ms"),
             written=dict(doc["written"]) if "written" in doc else values,  # shared when equal: no copy
             parked=doc.get("parked"),
+            groups={g: (bool(m), (int(t), str(tag))) for g, (m, t, tag) in (doc.get("groups") or {}).items()},
+            emitted=dict(doc.get("emitted") or {}),
+            emit_seq=int(doc.get("emit_seq", 0)),
         )
 
 
@@ -94,6 +103,11 @@ def merge(state: UserState, change: UserChange) -> UserState:
         if state.deleted_ms is not None and state.deleted_ms >= change.time_ms:
             return state
         return replace(state, deleted_ms=change.time_ms)
+    if change.op == "membership" and change.group_id is not None:
+        held = state.groups.get(change.group_id)
+        if held is not None and not _joins_or_leaves(change.member, version_of(change), held):
+            return state
+        return replace(state, groups={**state.groups, change.group_id: (change.member, version_of(change))})
     version = version_of(change)
     newer = {
         attribute: value
@@ -107,8 +121,26 @@ def merge(state: UserState, change: UserChange) -> UserState:
     versions = {**state.versions, **dict.fromkeys(newer, version)}
     # Built directly rather than with dataclasses.replace: this runs for every change (bench profile).
     return UserState(
-        state.downstream_id, {**state.values, **newer}, versions, state.deleted_ms, state.written, state.parked
+        state.downstream_id,
+        {**state.values, **newer},
+        versions,
+        state.deleted_ms,
+        state.written,
+        state.parked,
+        state.groups,
+        state.emitted,
+        state.emit_seq,
     )
+
+
+def _joins_or_leaves(member: bool, version: Version, held: tuple[bool, Version]) -> bool:
+    """A membership replaces the one held when newer; at equal times leaving wins, then the event id."""
+    held_member, held_version = held
+    if version[0] != held_version[0]:
+        return version[0] > held_version[0]
+    if member != held_member:
+        return not member
+    return version[1] > held_version[1]
 
 
 def _canonical(value: Any) -> str:

@@ -18,7 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from service.domain.changes import ChangeSource, UserChange
+from service.domain.changes import UserChange
+from service.domain.stamps import ChangeSource
 from service.keycloak_admin.mapping import user_attributes
 from service.pipeline.ports import UserReader
 

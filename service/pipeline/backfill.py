@@ -19,7 +19,8 @@ from typing import Any
 
 import structlog
 
-from service.domain.changes import ChangeSource, UserChange
+from service.domain.changes import UserChange
+from service.domain.stamps import ChangeSource
 from service.keycloak_admin.mapping import user_attributes
 from service.metrics import Metrics
 from service.pipeline.ports import Producer, UserListing

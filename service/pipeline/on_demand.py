@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from service.domain.changes import ChangeSource, UserChange
+from service.domain.changes import UserChange
 from service.domain.plan import plan_change
+from service.domain.stamps import ChangeSource
 from service.domain.state import UserState
 from service.errors import ScimError
 from service.keycloak_admin.mapping import user_attributes

@@ -16,8 +16,9 @@ from typing import Any
 
 import structlog
 
-from service.domain.changes import ChangeSource, UserChange
+from service.domain.changes import UserChange
 from service.domain.drift import compare
+from service.domain.stamps import ChangeSource
 from service.keycloak_admin.mapping import user_attributes
 from service.metrics import Metrics
 from service.pipeline.ports import DownstreamUsers, Producer, UserListing

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from service.domain.changes import ChangeSource, Skip, UserChange, change_from_event, clamp_future
+from service.domain.changes import Skip, UserChange, change_from_event, clamp_future
 from service.domain.keycloak import KeycloakEvent, parse_record
+from service.domain.stamps import ChangeSource
 from service.errors import PoisonRecord
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -194,12 +195,12 @@ TABLE: list[tuple[str, KeycloakEvent, tuple[str, dict[str, Any]] | Skip]] = [
             resource_type="GROUP_MEMBERSHIP",
             path=f"users/{UID}/groups/g-1",
         ),
-        Skip("not_a_user_resource"),
+        ("membership", {}),
     ),
     (
         "group-membership-delete",
         admin("DELETE", None, resource_type="GROUP_MEMBERSHIP", path=f"users/{UID}/groups/g-1"),
-        Skip("not_a_user_resource"),
+        ("membership", {}),
     ),
     (
         "realm-role-mapping",
@@ -222,7 +223,6 @@ TABLE: list[tuple[str, KeycloakEvent, tuple[str, dict[str, Any]] | Skip]] = [
         Skip("not_a_user_resource"),
     ),
     ("login-failure-delete", admin("DELETE", None, resource_type="USER_LOGIN_FAILURE"), Skip("not_a_user_resource")),
-    ("group-delete", admin("DELETE", None, resource_type="GROUP", path="groups/g-1"), Skip("not_a_user_resource")),
     ("admin-user-without-id", admin("DELETE", None, path="users/"), Skip("no_user_id")),
     ("admin-error", admin("UPDATE", {"enabled": False}, error="unknown_error"), Skip("failed_action")),
     ("login", user("LOGIN", {"auth_method": "openid-connect"}), Skip("not_a_user_change")),
@@ -300,6 +300,7 @@ def test_change_carries_realm_user_time_type_and_event_id() -> None:
         event_type="USER_CREATE",
         event_id="0b6a4c1e-6f8e-4f5e-9d2a-3c7e1b2a9f10",
         attributes=FULL_ATTRS,
+        group_paths=("/staff",),
     )
     assert change.key == f"acme/{UID}"
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from service.domain.changes import ChangeSource, UserChange
+from service.domain.changes import UserChange
 from service.domain.drift import compare, downstream_attributes
 from service.domain.plan import DeletePolicy, plan_change
+from service.domain.stamps import ChangeSource
 from service.domain.state import UserState
 
 ALICE = {"userName": "alice", "givenName": "Alice", "familyName": "Test", "email": "alice@example.com", "active": True}

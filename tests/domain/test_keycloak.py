@@ -60,6 +60,7 @@ def test_admin_create_golden_file_parses_to_an_admin_event() -> None:
         },
         resource_type="USER",
         operation_type="CREATE",
+        resource_path="users/3f6c1a2b-7d4e-4f80-a1b2-c3d4e5f60718",
     )
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.domain.changes import ChangeSource, UserChange
+from service.domain.changes import UserChange
+from service.domain.stamps import ChangeSource
 from service.pipeline.authoritative import read_truth
 
 
