@@ -88,6 +88,32 @@ def _parser() -> argparse.ArgumentParser:
         help="reconcile with Keycloak periodically (`none`: off)",
     )
     enable.add_argument(
+        "--groups", action=argparse.BooleanOptionalAction, help="push groups and memberships too (--no-groups: off)"
+    )
+    enable.add_argument("--group-display", choices=["name", "path"], help="a group's displayName: name or full path")
+    enable.add_argument(
+        "--group-flatten",
+        action=argparse.BooleanOptionalAction,
+        help="send a sub-group's members as members of its ancestors too",
+    )
+    enable.add_argument(
+        "--group-path",
+        dest="group_paths",
+        action="append",
+        type=_optional(str),
+        help="push only groups under this path (repeat for several; `none`: all groups)",
+    )
+    enable.add_argument(
+        "--group-pattern",
+        type=_optional(str),
+        help="... or whose path matches this regular expression (`none`: unset)",
+    )
+    enable.add_argument(
+        "--group-members-per-request",
+        type=_optional(_positive_int),
+        help="member operations in one PATCH request (`none`: 100)",
+    )
+    enable.add_argument(
         "--token-env",
         default="OUTBOUND_SCIM_DOWNSTREAM_TOKEN",
         help="environment variable holding the downstream token (default: %(default)s)",
@@ -200,6 +226,12 @@ TENANT_FIELDS = (
     "rate_limit_per_minute",
     "realm_id",
     "reconcile_interval_minutes",
+    "groups",
+    "group_display",
+    "group_flatten",
+    "group_paths",
+    "group_pattern",
+    "group_members_per_request",
 )
 CLEAR = "none"
 
@@ -270,6 +302,8 @@ def _enable(args: argparse.Namespace) -> int:
         print(json.dumps(current, indent=2), file=sys.stderr)
         return 1
     given = {name: getattr(args, name) for name in TENANT_FIELDS}
+    if isinstance(given["group_paths"], list):  # repeated --group-path; `none` among them clears the list
+        given["group_paths"] = CLEARED if CLEARED in given["group_paths"] else given["group_paths"]
     body = enable_body(current, given, token)
     if not body.get("base_url"):
         print(f"{args.realm} is not enabled: --base-url is required", file=sys.stderr)

@@ -32,8 +32,8 @@ class ScimDownstreams:
         self._scim = scim
         self._egress = egress
 
-    async def validate(self, downstream: Downstream) -> None:
-        await validate_downstream(self._scim, downstream, self._egress)
+    async def validate(self, downstream: Downstream) -> dict[str, Any]:
+        return await validate_downstream(self._scim, downstream, self._egress)
 
     def circuit(self, realm: str) -> Circuit:
         breaker = self._scim.breakers().get(realm)

@@ -7,6 +7,7 @@ carry no token field at all: a downstream token can only go in (`EnableTenant.to
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.domain.groups import GroupDisplay
 from service.domain.plan import DeletePolicy
 from service.domain.scim import valid_resource_id
 
@@ -99,6 +101,23 @@ class EnableTenant(Request):
         default=None, description="reconcile periodically (null: off)"
     )
     backfill: bool = Field(default=False, description="then push every existing Keycloak user (needs Keycloak access)")
+    groups: bool = Field(default=False, description="push groups and memberships too (refused if it cannot PATCH)")
+    group_display: GroupDisplay = Field(default=GroupDisplay.NAME, description="a group's displayName: name or path")
+    group_flatten: bool = Field(default=False, description="a sub-group's members are members of its ancestors too")
+    group_paths: list[str] = Field(default_factory=list, description="push only groups under these paths")
+    group_pattern: str | None = Field(
+        default=None, min_length=1, description="... or whose path matches this regular expression"
+    )
+    group_members_per_request: PositiveInt = Field(default=100, le=1000, description="member operations per PATCH")
+
+    @model_validator(mode="after")
+    def _pattern_compiles(self) -> EnableTenant:
+        if self.group_pattern is not None:
+            try:
+                re.compile(self.group_pattern)
+            except re.error as exc:
+                raise ValueError(f"group_pattern is not a regular expression: {exc}") from exc
+        return self
 
 
 class Reconcile(Request):
@@ -152,7 +171,7 @@ class NoticeView(Response):
 
 
 class RealmWarningView(Response):
-    code: str = Field(description="listener_missing, representation_off or events_config_unreadable")
+    code: str = Field(description="listener_missing, representation_off, events_config_unreadable, or groups_refused")
     detail: str = Field(description="what to switch on, and where")
 
 
@@ -171,6 +190,12 @@ class TenantView(Response):
     notices: list[NoticeView]
     circuit: Literal["closed", "half_open", "open"] = Field(description="the downstream's circuit breaker here")
     lookups: Literal["unknown", "filter", "scan"] = Field(description="how users are found downstream")
+    groups: bool
+    group_display: GroupDisplay
+    group_flatten: bool
+    group_paths: list[str]
+    group_pattern: str | None
+    group_members_per_request: int
     warnings: list[RealmWarningView] | None = Field(
         default=None,
         exclude_if=_absent,

@@ -38,6 +38,7 @@ from service.api.models import (
     TenantView,
     UnreadableTenant,
 )
+from service.domain.scim import patch_supported
 from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.realm_check import RealmWarning
 from service.pipeline.backfill import BackfillProgress
@@ -74,8 +75,9 @@ class TenantRecords(Protocol):
 class Downstreams(Protocol):
     """The SCIM side: validation before an enable, and what this replica knows of each downstream."""
 
-    async def validate(self, downstream: Downstream) -> None:
-        """Raises EnableRefused (with a reason an operator can act on) unless it is a working SCIM API."""
+    async def validate(self, downstream: Downstream) -> dict[str, Any]:
+        """Its ServiceProviderConfig; raises EnableRefused (with a reason an operator can act on) unless it
+        is a working SCIM API."""
         ...
 
     def circuit(self, realm: str) -> Circuit: ...
@@ -157,10 +159,13 @@ class TenantService:
             raise KeycloakNotConfigured("backfill")
         tenant = _tenant(realm, request, self._clock())
         try:
-            await self._downstreams.validate(tenant.downstream)
+            config = await self._downstreams.validate(tenant.downstream)
         except EnableRefused as exc:
             log.info("tenant.enable.refused", tenant=realm, reason=exc.reason, detail=exc.detail)
             raise
+        refused_groups = tenant.groups and patch_supported(config) is False
+        if refused_groups:  # a full member-list PUT is what AWS refuses: no group sync, users still flow
+            tenant = replace(tenant, groups=False)
         previous = self._records.last_generation(realm)  # also of a record this replica cannot read
         tenant = replace(tenant, generation=self._records.next_generation(realm))
         await self._records.put(tenant)
@@ -168,6 +173,8 @@ class TenantService:
         if previous is not None:
             self._in_background(self._parked.replay(realm))
         warnings = await self._warnings(realm)  # never blocks: the realm may be set up after the enable
+        if refused_groups:
+            warnings = [*(warnings or []), RealmWarningView(code="groups_refused", detail=GROUPS_REFUSED)]
         for warning in warnings or ():
             log.warning("tenant.enable.warning", tenant=realm, code=warning.code)
         backfill = None
@@ -268,6 +275,12 @@ class TenantService:
             ],
             circuit=self._downstreams.circuit(tenant.realm),
             lookups=self._downstreams.lookups(tenant.realm),
+            groups=tenant.groups,
+            group_display=tenant.group_display,
+            group_flatten=tenant.group_flatten,
+            group_paths=list(tenant.group_paths),
+            group_pattern=tenant.group_pattern,
+            group_members_per_request=tenant.group_members_per_request,
             warnings=warnings,
         )
 
@@ -276,6 +289,13 @@ class TenantService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
+
+
+GROUPS_REFUSED = (
+    "the downstream's ServiceProviderConfig says it does not support PATCH: memberships could only be sent "
+    "as whole member lists, which some applications refuse (AWS) and which lose concurrent changes; group "
+    "sync stays off for this tenant, its users are provisioned"
+)
 
 
 def _tenant(realm: str, request: EnableTenant, now: datetime) -> Tenant:
@@ -289,6 +309,12 @@ def _tenant(realm: str, request: EnableTenant, now: datetime) -> Tenant:
         rate_limit_per_minute=request.rate_limit_per_minute,
         realm_id=request.realm_id,
         reconcile_interval_minutes=request.reconcile_interval_minutes,
+        groups=request.groups,
+        group_display=request.group_display,
+        group_flatten=request.group_flatten,
+        group_paths=tuple(request.group_paths),
+        group_pattern=request.group_pattern,
+        group_members_per_request=request.group_members_per_request,
     )
 
 

@@ -112,6 +112,13 @@ def verify_lookup(doc: object, attribute: str, value: str) -> Lookup:
     return Lookup(usable[0] if len(found) == 1 and usable else None, honoured)
 
 
+def patch_supported(config: object) -> bool | None:
+    """What a ServiceProviderConfig says of `patch.supported` (None: it does not say)."""
+    section = config.get("patch") if isinstance(config, dict) else None
+    supported = section.get("supported") if isinstance(section, dict) else None
+    return supported if isinstance(supported, bool) else None
+
+
 def filter_supported(config: object) -> bool | None:
     """What a ServiceProviderConfig says of `filter.supported` (None: it does not say)."""
     section = config.get("filter") if isinstance(config, dict) else None

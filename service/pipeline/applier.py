@@ -21,7 +21,8 @@ from typing import Protocol
 import structlog
 
 from service.domain.changes import UserChange
-from service.domain.plan import plan_change
+from service.domain.groups import GroupChange
+from service.domain.plan import membership_hops, plan_change
 from service.domain.state import UserState
 from service.errors import (
     CircuitOpen,
@@ -51,6 +52,7 @@ class Applied:
     result: Result
     reason: str
     state: UserState  # to save under change.key
+    hops: tuple[GroupChange, ...] = ()  # to the user's groups (memberships), sent before the state is saved
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,7 @@ class Applier:
     metrics: Metrics | None = None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    wall_clock: Callable[[], float] = time.time  # the time of the hops this applier sends
     _warned: set[str] = field(default_factory=set)
 
     async def apply(self, change: UserChange, *, replay: bool = False) -> Verdict:
@@ -135,7 +138,16 @@ class Applier:
                 plan = plan_change(state, effective, tenant.delete_policy)
                 outcome = await execute(plan, effective, tenant.downstream, self.scim)
                 new_state = outcome.state if outcome.state.parked is None else replace(outcome.state, parked=None)
-                return Applied(effective, outcome.result, outcome.reason, new_state)
+                hops: tuple[GroupChange, ...] = ()
+                if tenant.groups:
+                    new_state, hops = membership_hops(
+                        new_state,
+                        change.realm,
+                        change.user_id,
+                        int(self.wall_clock() * 1000),
+                        account_deleted=outcome.result is Result.DELETED,
+                    )
+                return Applied(effective, outcome.result, outcome.reason, new_state, hops)
             except (ScimTransient, KeycloakUnavailable) as exc:
                 if isinstance(exc, CircuitOpen):
                     return _park("circuit_open", exc, change)

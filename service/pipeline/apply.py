@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from service.domain.changes import UserChange
+from service.domain.groups import GroupChange
 from service.errors import PoisonRecord
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
@@ -238,21 +239,28 @@ class ApplyStage(ConsumerRebalanceListener):
 
     # -- one change ---------------------------------------------------------------------------------
 
-    async def _process(self, work: Work) -> None:
-        """Apply one change and act on the verdict; never raises (the scheduler's worker must survive)."""
-        self._metrics.in_flight.inc()
+    async def _process(self, works: list[Work]) -> None:
+        """Apply one key's changes (one, or a group's batch) and act on the verdicts; never raises (the
+        scheduler's worker must survive). Every record is finished once acted on."""
+        self._metrics.in_flight.inc(len(works))
         try:
-            await self._act(work, await self._verdict(work))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug must not stop the consumer; the change is dead-lettered
-            log.exception("change.failed.unexpectedly", partition=work.record.partition, offset=work.record.offset)
-            await self._write_aside(self._settings.dead_letter_topic, set_aside(work.record, "internal_error", exc))
-            self._metrics.dead_letters.labels("internal_error").inc()
+            for work in works:
+                try:
+                    await self._act(work, await self._verdict(work))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug must not stop the consumer; the change is dead-lettered
+                    log.exception(
+                        "change.failed.unexpectedly", partition=work.record.partition, offset=work.record.offset
+                    )
+                    letter = set_aside(work.record, "internal_error", exc)
+                    await self._write_aside(self._settings.dead_letter_topic, letter)
+                    self._metrics.dead_letters.labels("internal_error").inc()
         finally:
-            self._metrics.in_flight.dec()
-        if work.epoch == self._epoch and work.tp in self._offsets:
-            self._offsets[work.tp].finished(work.record.offset)
+            self._metrics.in_flight.dec(len(works))
+        for work in works:
+            if work.epoch == self._epoch and work.tp in self._offsets:
+                self._offsets[work.tp].finished(work.record.offset)
 
     async def _verdict(self, work: Work) -> Verdict | PoisonRecord:
         try:
@@ -260,6 +268,14 @@ class ApplyStage(ConsumerRebalanceListener):
         except PoisonRecord as exc:
             return exc
         return await self._applier.apply(change, replay=is_replay(work.record))
+
+    async def _send_hops(self, hops: tuple[GroupChange, ...]) -> None:
+        """Hops to other keys go out before the sender's state is saved: a crash re-sends them (with the
+        same sequence numbers, which the receiver ignores), never loses them."""
+        for hop in hops:
+            await self._producer.send(self._settings.changes_topic, key=hop.key.encode(), value=hop.to_json())
+        if hops:
+            await self._producer.flush()
 
     async def _act(self, work: Work, verdict: Verdict | PoisonRecord) -> None:
         record = work.record
@@ -275,6 +291,7 @@ class ApplyStage(ConsumerRebalanceListener):
             await self._set_aside(work, verdict)
         else:
             change = verdict.change
+            await self._send_hops(verdict.hops)
             if verdict.state != self._states.get(change.key):
                 await self._states.save(change.key, record.partition, verdict.state)
             self._metrics.changes.labels(change.realm, verdict.result).inc()

@@ -2,6 +2,10 @@
 
 One change per key at a time, strictly in arrival order; different keys run concurrently up to
 `max_in_flight`. A key's worker task exists only while the key has queued work.
+
+Some keys take their queue in batches (groups: a burst of memberships becomes few PATCH requests):
+`linger(key)` returns (quiet, most) seconds for them, and their worker waits until no item has arrived
+for `quiet` seconds (at most `most` in all), then hands everything queued to the handler at once.
 """
 
 from __future__ import annotations
@@ -12,11 +16,25 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
+Linger = Callable[[str], tuple[float, float] | None]
+
+
+def _no_batches(key: str) -> tuple[float, float] | None:
+    return None
 
 
 class KeyedScheduler(Generic[Item]):
-    def __init__(self, handler: Callable[[Item], Awaitable[None]], max_in_flight: int) -> None:
+    def __init__(
+        self,
+        handler: Callable[[list[Item]], Awaitable[None]],
+        max_in_flight: int,
+        *,
+        linger: Linger = _no_batches,
+        max_batch: int = 5000,
+    ) -> None:
         self._handler = handler
+        self._linger = linger
+        self._max_batch = max_batch
         self._slots = asyncio.Semaphore(max_in_flight)
         self._queues: dict[str, deque[Item]] = {}
         self._workers: set[asyncio.Task[None]] = set()
@@ -56,13 +74,28 @@ class KeyedScheduler(Generic[Item]):
 
     async def _drain(self, key: str) -> None:
         queue = self._queues[key]
+        rule = self._linger(key)
         try:
             while queue:
+                if rule is not None:
+                    await self._gather(queue, *rule)
                 async with self._slots:
                     if not queue:  # handed back while waiting for a slot
                         break
-                    await self._handler(queue.popleft())
+                    take = 1 if rule is None else min(len(queue), self._max_batch)
+                    await self._handler([queue.popleft() for _ in range(take)])
         finally:
             del self._queues[key]
             if not self._queues:
                 self._idle.set()
+
+    @staticmethod
+    async def _gather(queue: deque[Item], quiet: float, most: float) -> None:
+        """Wait until the queue has been quiet for `quiet` seconds, or `most` seconds have passed."""
+        waited = 0.0
+        while waited < most:
+            size = len(queue)
+            await asyncio.sleep(quiet)
+            waited += quiet
+            if len(queue) == size:
+                return

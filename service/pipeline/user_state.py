@@ -1,4 +1,4 @@
-"""Per-user state of the partitions this replica owns, backed by a compacted changelog topic.
+"""Per-user and per-group state of the partitions this replica owns, backed by a compacted changelog topic.
 
 The changelog is co-partitioned with the changes topic by construction: a state record is written to
 the partition number of the change it results from. On assignment the owned partitions are read back
@@ -9,21 +9,34 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from service.domain.groups import GroupState
 from service.domain.state import UserState
 from service.settings import Settings
+
+State = UserState | GroupState
+
+
+def decode_state(raw: bytes) -> State:
+    """A changelog record: a group's state says so (`"kind": "group"`), a user's does not."""
+    return GroupState.from_json(raw) if raw.startswith(b'{"kind":"group"') else UserState.from_json(raw)
 
 
 class UserStateStore:
     def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
         self._settings = settings
         self._producer = producer
-        self._states: dict[str, UserState] = {}
+        self._states: dict[str, State] = {}
         self._partition_of: dict[str, int] = {}
 
     def get(self, key: str) -> UserState:
-        return self._states.get(key) or UserState()
+        state = self._states.get(key)
+        return state if isinstance(state, UserState) else UserState()
 
-    async def save(self, key: str, partition: int, state: UserState) -> None:
+    def get_group(self, key: str) -> GroupState:
+        state = self._states.get(key)
+        return state if isinstance(state, GroupState) else GroupState()
+
+    async def save(self, key: str, partition: int, state: State) -> None:
         self._states[key] = state
         self._partition_of[key] = partition
         await self._producer.send_and_wait(
@@ -54,7 +67,7 @@ class UserStateStore:
                         if record.value is None:
                             self._states.pop(key, None)
                         else:
-                            self._states[key] = UserState.from_json(record.value)
+                            self._states[key] = decode_state(record.value)
                             self._partition_of[key] = tp.partition
                             loaded += 1
                 for tp in list(remaining):

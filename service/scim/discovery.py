@@ -10,13 +10,16 @@ them (a rotation is often what fixes the downstream that opened it).
 
 from __future__ import annotations
 
+from typing import Any
+
 from service.domain import scim
 from service.errors import EnableRefused, ScimError, ScimNotFound, ScimRejected, ScimTransient
 from service.scim.client import Downstream, ScimClient
 from service.scim.egress import EgressPolicy
 
 
-async def validate_downstream(client: ScimClient, ds: Downstream, egress: EgressPolicy) -> None:
+async def validate_downstream(client: ScimClient, ds: Downstream, egress: EgressPolicy) -> dict[str, Any]:
+    """The downstream's ServiceProviderConfig, once it proved to be a SCIM provider taking the token."""
     await egress.check_resolved(ds.base_url)
     try:
         config = await client.send_once(ds, "GET", "ServiceProviderConfig", authenticated=False, detached=True)
@@ -30,6 +33,8 @@ async def validate_downstream(client: ScimClient, ds: Downstream, egress: Egress
         raise _refusal(exc, "Users") from exc
     if not isinstance(listing, dict) or scim.LIST_SCHEMA not in (listing.get("schemas") or []):
         raise EnableRefused("not_scim", "GET /Users did not answer a SCIM ListResponse")
+    assert isinstance(config, dict)
+    return config
 
 
 def _refusal(exc: ScimError, what: str) -> EnableRefused:

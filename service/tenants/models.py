@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from service.domain.groups import GroupDisplay, GroupOptions
 from service.domain.plan import DeletePolicy
 from service.errors import ConfigError, TenantUnreadable
 from service.scim.client import Downstream
@@ -15,6 +16,11 @@ from service.scim.client import Downstream
 TenantStatus = Literal["enabled", "unauthorized"]
 
 NOTICES = {
+    "groups_by_path": (
+        "users are created with `groups` in the request: Keycloak sends no membership event for those, only "
+        "paths, and no Keycloak access is configured to read the memberships. Configure OUTBOUND_SCIM_KEYCLOAK_* "
+        "(then run a backfill or reconciliation), or add members through the group endpoints."
+    ),
     "no_representation": (
         "admin events arrive without the user's representation, and no Keycloak access is configured to "
         "re-read those users: their changes are not applied. Turn on the realm's Admin events > Include "
@@ -37,6 +43,23 @@ class Tenant:
     realm_id: str | None = None  # the realm's internal id: plugins that send no realmName (playa) use it
     reconcile_interval_minutes: float | None = None  # periodic reconciliation; None: off
     notices: dict[str, str] = field(default_factory=dict)  # code -> when first seen: things an operator should fix
+    groups: bool = False  # push groups and memberships too
+    group_display: GroupDisplay = GroupDisplay.NAME  # a group's displayName: its name or its full path
+    group_flatten: bool = False  # a member of a sub-group is also sent as a member of its ancestors
+    group_paths: tuple[str, ...] = ()  # push only groups under these paths (empty, and no pattern: all)
+    group_pattern: str | None = None  # ... or whose path matches this regular expression
+    group_members_per_request: int = 100  # member operations in one PATCH request
+
+    @property
+    def group_options(self) -> GroupOptions:
+        return GroupOptions(
+            display=self.group_display,
+            flatten=self.group_flatten,
+            path_prefixes=self.group_paths,
+            path_pattern=self.group_pattern,
+            delete=self.delete_policy is DeletePolicy.DELETE,
+            members_per_request=self.group_members_per_request,
+        )
 
     @property
     def downstream(self) -> Downstream:
@@ -60,6 +83,17 @@ class Tenant:
                 {"code": code, "since": since, "detail": NOTICES.get(code, "")}
                 for code, since in sorted(self.notices.items())
             ],
+            **self._group_fields(),
+        }
+
+    def _group_fields(self) -> dict[str, Any]:
+        return {
+            "groups": self.groups,
+            "group_display": str(self.group_display),
+            "group_flatten": self.group_flatten,
+            "group_paths": list(self.group_paths),
+            "group_pattern": self.group_pattern,
+            "group_members_per_request": self.group_members_per_request,
         }
 
 
@@ -126,6 +160,7 @@ def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
             "realm_id": tenant.realm_id,
             "reconcile_interval_minutes": tenant.reconcile_interval_minutes,
             "notices": tenant.notices,
+            **tenant._group_fields(),
         }
     ).encode()
 
@@ -154,6 +189,12 @@ def decode_tenant(raw: bytes, cipher: TokenCipher, realm: str) -> Tenant:
             realm_id=doc.get("realm_id"),
             reconcile_interval_minutes=doc.get("reconcile_interval_minutes"),
             notices=dict(doc.get("notices") or {}),
+            groups=bool(doc.get("groups", False)),
+            group_display=GroupDisplay(doc.get("group_display", "name")),
+            group_flatten=bool(doc.get("group_flatten", False)),
+            group_paths=tuple(doc.get("group_paths") or ()),
+            group_pattern=doc.get("group_pattern"),
+            group_members_per_request=int(doc.get("group_members_per_request", 100)),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise _malformed(realm, exc) from exc

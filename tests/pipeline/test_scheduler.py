@@ -5,8 +5,22 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from service.pipeline.scheduler import KeyedScheduler
+
+T = TypeVar("T")
+
+
+def single(handle: Callable[[T], Awaitable[None]]) -> Callable[[list[T]], Awaitable[None]]:
+    """A handler of one item at a time (keys without batches get one-item lists)."""
+
+    async def handler(items: list[T]) -> None:
+        assert len(items) == 1
+        await handle(items[0])
+
+    return handler
 
 
 async def settle() -> None:
@@ -29,7 +43,7 @@ async def test_per_key_order_is_kept_with_random_delays() -> None:
         seen[key].append(n)
         running.discard(key)
 
-    scheduler: KeyedScheduler[tuple[str, int]] = KeyedScheduler(handle, max_in_flight=4)
+    scheduler: KeyedScheduler[tuple[str, int]] = KeyedScheduler(single(handle), max_in_flight=4)
     keys = [f"acme/user-{k}" for k in range(8)]
     for n in range(30):
         for key in rng.sample(keys, 3):
@@ -52,7 +66,7 @@ async def test_different_keys_run_concurrently() -> None:
             both_in.set()
         await both_in.wait()
 
-    scheduler: KeyedScheduler[str] = KeyedScheduler(handle, max_in_flight=2)
+    scheduler: KeyedScheduler[str] = KeyedScheduler(single(handle), max_in_flight=2)
     scheduler.submit("a", "a")
     scheduler.submit("b", "b")
     await asyncio.wait_for(both_in.wait(), 2)
@@ -70,7 +84,7 @@ async def test_concurrency_cap_is_respected() -> None:
         await asyncio.sleep(0.001)
         current -= 1
 
-    scheduler: KeyedScheduler[int] = KeyedScheduler(handle, max_in_flight=3)
+    scheduler: KeyedScheduler[int] = KeyedScheduler(single(handle), max_in_flight=3)
     for n in range(60):
         scheduler.submit(f"k{n % 20}", n)
     await asyncio.wait_for(scheduler.wait_idle(), 10)
@@ -79,7 +93,7 @@ async def test_concurrency_cap_is_respected() -> None:
 
 async def test_wait_idle_returns_when_all_work_is_done() -> None:
     """wait_idle is immediate with nothing queued, and waits for queued work otherwise."""
-    scheduler: KeyedScheduler[int] = KeyedScheduler(lambda n: asyncio.sleep(0), max_in_flight=1)
+    scheduler: KeyedScheduler[int] = KeyedScheduler(lambda items: asyncio.sleep(0), max_in_flight=1)
     await asyncio.wait_for(scheduler.wait_idle(), 1)
     done: list[int] = []
 
@@ -87,7 +101,7 @@ async def test_wait_idle_returns_when_all_work_is_done() -> None:
         await asyncio.sleep(0.001)
         done.append(n)
 
-    scheduler = KeyedScheduler(handle, max_in_flight=1)
+    scheduler = KeyedScheduler(single(handle), max_in_flight=1)
     for n in range(5):
         scheduler.submit("k", n)
     await asyncio.wait_for(scheduler.wait_idle(), 2)
@@ -101,7 +115,7 @@ async def test_key_can_be_reused_after_its_queue_drained() -> None:
     async def handle(n: int) -> None:
         done.append(n)
 
-    scheduler: KeyedScheduler[int] = KeyedScheduler(handle, max_in_flight=1)
+    scheduler: KeyedScheduler[int] = KeyedScheduler(single(handle), max_in_flight=1)
     scheduler.submit("k", 1)
     await asyncio.wait_for(scheduler.wait_idle(), 1)
     scheduler.submit("k", 2)
@@ -119,7 +133,7 @@ async def test_drop_where_forgets_items_queued_behind_a_running_one() -> None:
             await release.wait()
         done.append(item)
 
-    scheduler: KeyedScheduler[str] = KeyedScheduler(handle, max_in_flight=4)
+    scheduler: KeyedScheduler[str] = KeyedScheduler(single(handle), max_in_flight=4)
     for item in ("a1", "a2", "a3", "a4"):
         scheduler.submit("a", item)
     await settle()
@@ -139,7 +153,7 @@ async def test_drop_where_does_not_count_the_running_item() -> None:
             await release.wait()
         done.append(item)
 
-    scheduler: KeyedScheduler[str] = KeyedScheduler(handle, max_in_flight=4)
+    scheduler: KeyedScheduler[str] = KeyedScheduler(single(handle), max_in_flight=4)
     scheduler.submit("a", "a1")
     scheduler.submit("a", "a2")
     await settle()
@@ -163,7 +177,7 @@ async def test_drop_where_hands_back_an_item_still_waiting_for_a_slot() -> None:
         if item == "a1":
             await release.wait()
 
-    scheduler: KeyedScheduler[str] = KeyedScheduler(handle, max_in_flight=1)
+    scheduler: KeyedScheduler[str] = KeyedScheduler(single(handle), max_in_flight=1)
     scheduler.submit("a", "a1")
     scheduler.submit("b", "b1")
     await settle()
@@ -182,10 +196,31 @@ async def test_cancel_stops_running_work_and_clears_queues() -> None:
         started.append(n)
         await asyncio.sleep(10)
 
-    scheduler: KeyedScheduler[int] = KeyedScheduler(handle, max_in_flight=2)
+    scheduler: KeyedScheduler[int] = KeyedScheduler(single(handle), max_in_flight=2)
     for n in range(4):
         scheduler.submit(f"k{n % 2}", n)
     await settle()
     await asyncio.wait_for(scheduler.cancel(), 2)
     await asyncio.wait_for(scheduler.wait_idle(), 1)
     assert sorted(started) == [0, 1]
+
+
+async def test_a_batched_key_gets_its_burst_at_once_after_a_quiet_spell() -> None:
+    """Items of a batched key arriving in a burst reach the handler together, once the queue is quiet."""
+    batches: list[list[int]] = []
+
+    async def handle(items: list[int]) -> None:
+        batches.append(items)
+
+    scheduler: KeyedScheduler[int] = KeyedScheduler(
+        handle, max_in_flight=2, linger=lambda key: (0.05, 1.0) if key.startswith("g") else None
+    )
+    for n in range(50):
+        scheduler.submit("g1", n)
+        if n % 10 == 0:
+            await asyncio.sleep(0.01)  # a burst that trickles in, quicker than the quiet spell
+    scheduler.submit("u1", 100)
+    scheduler.submit("u1", 101)
+    await asyncio.wait_for(scheduler.wait_idle(), 5)
+    assert [b for b in batches if b[0] < 100] == [list(range(50))]
+    assert [b for b in batches if b[0] >= 100] == [[100], [101]]
