@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from service.domain.changes import UserChange
+from service.domain.changes import decode_change
 from service.domain.groups import GroupChange
 from service.errors import PoisonRecord
 from service.keycloak_admin.client import KeycloakAdminClient
@@ -264,9 +264,11 @@ class ApplyStage(ConsumerRebalanceListener):
 
     async def _verdict(self, work: Work) -> Verdict | PoisonRecord:
         try:
-            change = UserChange.from_json(work.record.value or b"")
+            change = decode_change(work.record.value or b"")
         except PoisonRecord as exc:
             return exc
+        if isinstance(change, GroupChange):
+            return Skipped(change.realm, "groups_not_applied", "skipped_groups")
         return await self._applier.apply(change, replay=is_replay(work.record))
 
     async def _send_hops(self, hops: tuple[GroupChange, ...]) -> None:

@@ -91,7 +91,7 @@ async def test_non_user_events_and_unknown_realms_are_skipped_and_counted(pipeli
     realm = pipeline.realm()
     await pipeline.enable(realm)
     await pipeline.admin(
-        ev.admin_event(realm, "g", "CREATE", {"name": "staff"}, resource_type="GROUP"),
+        ev.admin_event(realm, "c", "CREATE", {"clientId": "app"}, resource_type="CLIENT"),
         ev.create_user("realm-nobody-enabled", "ghost", "ghost"),
         partitions=1,
     )
