@@ -61,8 +61,9 @@ class _Knowledge:
 
 
 class ScimClient:
-    """The user operations of the executor's ScimPort, and listings. `gates` is the transport layer
-    that holds the tenants' circuit breakers (exposed for the breaker monitor and the API)."""
+    """The operations of the executors' ports (users: ScimPort, groups: GroupScimPort), and listings.
+    `gates` is the transport layer that holds the tenants' circuit breakers (exposed for the breaker
+    monitor and the API)."""
 
     def __init__(self, transport: Transport, metrics: Metrics, gates: GatedTransport | None = None) -> None:
         self.transport = transport
