@@ -34,7 +34,8 @@ class ScimServer:
         self.process.wait(timeout=10)
 
 
-def start_scim_server(*tokens: str, port: int | None = None) -> ScimServer:
+def start_scim_server(*tokens: str, port: int | None = None, schema: Path | None = None) -> ScimServer:
+    """scim2-server on 127.0.0.1; `schema`: a JSON list of schemas served instead of RFC 7643's."""
     port = port or free_port()
     command = [
         str(Path(sys.executable).parent / "scim2-server"),
@@ -44,6 +45,8 @@ def start_scim_server(*tokens: str, port: int | None = None) -> ScimServer:
         str(port),
         "--dynamic-tenants",
     ]
+    if schema is not None:
+        command += ["--schema", str(schema)]
     for token in tokens:
         command += ["--bearer-token", token]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -12,8 +12,9 @@ ServiceError (retriable = False)
     │   └── CircuitOpen  the tenant's breaker holds traffic: park instead of waiting
     ├── ScimNotFound     404: re-resolve or re-create
     ├── ScimConflict     409: look up by externalId / userName and adopt
-    │   └── ScimOwnershipConflict  the account holding the userName belongs to another externalId:
-    │                              never written; dead-lettered for an operator (resolve or link)
+    │   └── ScimOwnershipConflict  the account holding the userName (the group holding the displayName)
+    │                              belongs to another externalId: never written; dead-lettered for an
+    │                              operator (resolve or link)
     └── ScimRejected     not retriable; dead-lettered under its typed `reason`:
                          rejected            other 4xx (401/403: the token is refused -> the tenant
                                              is marked unauthorized)
@@ -124,11 +125,15 @@ class ScimConflict(ScimError):
 
 
 class ScimOwnershipConflict(ScimConflict):
-    """The downstream account that blocks a create is owned by another externalId (`owner`)."""
+    """The downstream resource that blocks a create is owned by another externalId (`owner`): an account
+    holding the userName (`resource` "Users") or a group holding the displayName ("Groups")."""
 
-    def __init__(self, downstream_id: str, owner: str) -> None:
-        detail = "the account holding this userName belongs to another user"
-        super().__init__(409, "POST", "Users", "uniqueness", detail)
+    def __init__(self, downstream_id: str, owner: str, *, resource: str = "Users") -> None:
+        if resource == "Users":
+            detail = "the account holding this userName belongs to another user"
+        else:
+            detail = "the group holding this displayName belongs to another group"
+        super().__init__(409, "POST", resource, "uniqueness", detail)
         self.downstream_id = downstream_id
         self.owner = owner
 

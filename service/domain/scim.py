@@ -5,12 +5,13 @@ the bench showed plain dicts to be the hot path's cheapest option, and these are
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SPC_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
@@ -90,13 +91,17 @@ class Lookup:
     honoured: bool
 
 
+# Lookup attributes RFC 7643 does not declare caseExact (User.userName, Group.displayName).
+_CASE_INSENSITIVE = frozenset({"userName", "displayName"})
+
+
 def matches(resource: Mapping[str, Any], attribute: str, value: str) -> bool:
-    """`attribute eq value` as RFC 7643 defines it for our two lookup attributes: externalId is
-    case-exact, userName is not."""
+    """`attribute eq value` as RFC 7643 defines it for our lookup attributes: externalId is
+    case-exact, userName and a group's displayName are not."""
     held = resource.get(attribute)
     if not isinstance(held, str):
         return False
-    if attribute == "userName":
+    if attribute in _CASE_INSENSITIVE:
         return held.casefold() == value.casefold()
     return held == value
 
@@ -141,8 +146,39 @@ def user_path(resource_id: str) -> str:
     return f"Users/{quote(resource_id, safe='')}"
 
 
+def group_resource(external_id: str, display_name: str) -> dict[str, Any]:
+    """The body of `POST /Groups`: externalId is the Keycloak group id. Members follow in PATCH
+    requests of a bounded size, never in the create."""
+    return {"schemas": [GROUP_SCHEMA], "externalId": external_id, "displayName": display_name}
+
+
+def group_path(resource_id: str) -> str:
+    """`Groups/<id>` with the id percent-encoded as a single segment."""
+    return f"Groups/{quote(resource_id, safe='')}"
+
+
+def members_add(ids: Sequence[str]) -> dict[str, Any]:
+    """One PatchOp operation adding `ids` as members. Each id is named once: scim2-server ignores an
+    add of a member it already holds, but stores an id twice when one request names it twice."""
+    return {"op": "add", "path": "members", "value": [{"value": i} for i in _once(ids)]}
+
+
+def member_removals(ids: Iterable[str]) -> list[dict[str, Any]]:
+    """One PatchOp operation per id, each removing that member by a value filter (RFC 7644 §3.5.2.2):
+    never a replacement of the whole member list, which some downstreams refuse."""
+    return [_remove(f"members[{eq_filter('value', i)}]") for i in _once(ids)]
+
+
+def display_name_replace(name: str) -> dict[str, Any]:
+    return _replace("displayName", name)
+
+
 def is_service_provider_config(doc: object) -> bool:
     return isinstance(doc, dict) and SPC_SCHEMA in (doc.get("schemas") or [])
+
+
+def _once(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
 
 
 def _work_email(address: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""SCIM 2.0 resources over a Transport (service.scim.transport): users, lookups and listings.
+"""SCIM 2.0 resources over a Transport (service.scim.transport): users, groups, lookups and listings.
 
 Bodies of failed requests are never put in errors or logs: they hold personal data. Ids that come back
 from a downstream are checked before they are used in a path, and travel as one percent-encoded
@@ -9,6 +9,7 @@ segment. Nothing here retries: a transient failure reaches the caller (the pipel
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -60,8 +61,9 @@ class _Knowledge:
 
 
 class ScimClient:
-    """The user operations of the executor's ScimPort, and listings. `gates` is the transport layer
-    that holds the tenants' circuit breakers (exposed for the breaker monitor and the API)."""
+    """The operations of the executors' ports (users: ScimPort, groups: GroupScimPort), and listings.
+    `gates` is the transport layer that holds the tenants' circuit breakers (exposed for the breaker
+    monitor and the API)."""
 
     def __init__(self, transport: Transport, metrics: Metrics, gates: GatedTransport | None = None) -> None:
         self.transport = transport
@@ -206,6 +208,87 @@ class ScimClient:
 
     async def delete_user(self, ds: Downstream, user_id: str) -> None:
         await self.send_once(ds, "DELETE", scim.user_path(checked_id(user_id, "DELETE", "Users/{id}")))
+
+    # -- groups -------------------------------------------------------------------------------------------
+
+    async def list_groups(
+        self, ds: Downstream, page_size: int = 200, *, retry: RetryPolicy | None = None, members: bool = True
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every group of the downstream, paged like list_users. `members=False` asks for the groups
+        without their member lists (`excludedAttributes=members`, as Entra ID asks): a group of thousands
+        of members is a large answer, and a scan only needs id, displayName and externalId."""
+        extra = {} if members else {"excludedAttributes": "members"}
+        async for group in self._listing(ds, "Groups", page_size, retry, extra):
+            yield group
+
+    async def find_group(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None:
+        """The one group whose `attribute` equals `value` (displayName: ignoring case), verified here
+        whatever the downstream answered; None when none or several match. Lookups filter or scan as
+        find_user's do, with the same knowledge of the downstream; a scan lists groups without members."""
+        return await self._lookup(ds, "Groups", attribute, value)
+
+    async def create_group(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
+        doc = await self.send_once(ds, "POST", "Groups", body=body)
+        created: dict[str, Any] = doc if isinstance(doc, dict) else {}
+        checked_id(created.get("id"), "POST", "Groups")
+        return created
+
+    async def patch_group(self, ds: Downstream, group_id: str, operations: list[dict[str, Any]]) -> None:
+        path = scim.group_path(checked_id(group_id, "PATCH", "Groups/{id}"))
+        await self.send_once(ds, "PATCH", path, body=scim.patch_request(operations))
+
+    async def delete_group(self, ds: Downstream, group_id: str) -> None:
+        await self.send_once(ds, "DELETE", scim.group_path(checked_id(group_id, "DELETE", "Groups/{id}")))
+
+    # -- lookups and listings of any resource type --------------------------------------------------------
+
+    async def _lookup(self, ds: Downstream, endpoint: str, attribute: str, value: str) -> dict[str, Any] | None:
+        """find_user's lookup for any endpoint: filter while the downstream honours filters, else scan."""
+        known = self._known(ds)
+        if known.lookups == "unknown":
+            async with known.discovery:
+                if known.lookups == "unknown":
+                    known.lookups = await self._lookup_mode(ds)
+        if known.lookups == "filter":
+            doc = await self.send_once(ds, "GET", endpoint, params={"filter": scim.eq_filter(attribute, value)})
+            answer = scim.verify_lookup(doc, attribute, value)
+            if answer.honoured:
+                return answer.match
+            known.lookups = "scan"
+            self._metrics.lookup_scans.labels(ds.tenant).set(1)
+            log.warning(
+                "scim.filter.not_honoured",
+                tenant=ds.tenant,
+                resource=endpoint,
+                attribute=attribute,
+                hint="lookups list every resource",
+            )
+        scan = {"excludedAttributes": "members"} if endpoint == "Groups" else {}
+        found = [r async for r in self._listing(ds, endpoint, 500, None, scan) if scim.matches(r, attribute, value)]
+        return found[0] if len(found) == 1 and scim.valid_resource_id(found[0].get("id")) is not None else None
+
+    async def _listing(
+        self, ds: Downstream, endpoint: str, page_size: int, retry: RetryPolicy | None, extra: dict[str, str]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """list_users' paging for any endpoint, with `extra` query parameters on every page."""
+        start = 1
+        seen: set[str] = set()
+        while True:
+            params = {"startIndex": str(start), "count": str(page_size), **extra}
+            once = functools.partial(self.send_once, ds, "GET", endpoint, params=params)
+            doc = await (once() if retry is None else retrying(retry, once))
+            resources = (doc.get("Resources") if isinstance(doc, dict) else None) or []
+            page = [r for r in resources if isinstance(r, dict)]
+            ids = {str(r.get("id")) for r in page}
+            if not page or ids <= seen:
+                return
+            seen |= ids
+            for resource in page:
+                yield resource
+            total = doc.get("totalResults") if isinstance(doc, dict) else None
+            start += len(page)
+            if not isinstance(total, int) or start > total:
+                return
 
     # -- what we learn of a downstream --------------------------------------------------------------------
 

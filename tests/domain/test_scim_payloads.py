@@ -1,4 +1,5 @@
-"""SCIM 2.0 payloads built from attribute dicts: POST body, PatchOp operations, filters, resource paths."""
+"""SCIM 2.0 payloads built from attribute dicts: POST bodies, PatchOp operations, filters, resource paths,
+and the verification of lookup answers."""
 
 from __future__ import annotations
 
@@ -8,16 +9,24 @@ from typing import Any
 import pytest
 
 from service.domain.scim import (
+    GROUP_SCHEMA,
     PATCH_SCHEMA,
     USER_SCHEMA,
     display_name,
+    display_name_replace,
     eq_filter,
+    group_path,
+    group_resource,
     is_service_provider_config,
+    matches,
+    member_removals,
+    members_add,
     patch_operations,
     patch_request,
     user_path,
     user_resource,
     valid_resource_id,
+    verify_lookup,
 )
 
 UID = "3f6c1a2b-7d4e-4f80-a1b2-c3d4e5f60718"
@@ -226,3 +235,94 @@ def test_valid_resource_id_refuses_what_would_leave_the_segment(value: object) -
 def test_user_path_percent_encodes_the_id_as_one_segment(resource_id: str, path: str) -> None:
     """The id is percent-encoded whole, so nothing in it can reach another path or the query."""
     assert user_path(resource_id) == path
+
+
+# -- groups -----------------------------------------------------------------------------------------
+
+GID = "9b1f2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
+
+
+def test_group_resource_has_display_name_and_external_id_and_no_members() -> None:
+    """The POST /Groups body: the Group schema, externalId = Keycloak group id, displayName; no members."""
+    assert group_resource(GID, "Engineering") == {
+        "schemas": [GROUP_SCHEMA],
+        "externalId": GID,
+        "displayName": "Engineering",
+    }
+
+
+@pytest.mark.parametrize(
+    ("resource_id", "path"),
+    [("abc-123", "Groups/abc-123"), ("a b", "Groups/a%20b"), ("x:y@z", "Groups/x%3Ay%40z"), ("50%", "Groups/50%25")],
+)
+def test_group_path_percent_encodes_the_id_as_one_segment(resource_id: str, path: str) -> None:
+    """As for users, the id is percent-encoded whole."""
+    assert group_path(resource_id) == path
+
+
+def test_members_add_is_one_operation_naming_each_id_once() -> None:
+    """One add operation on `members`, in the given order, with a repeated id named once."""
+    assert members_add(["u2", "u1", "u2"]) == {
+        "op": "add",
+        "path": "members",
+        "value": [{"value": "u2"}, {"value": "u1"}],
+    }
+
+
+def test_member_removals_are_one_value_filter_per_id() -> None:
+    """Each removal names one member by `members[value eq "<id>"]`; a repeated id is removed once."""
+    assert member_removals(["u1", "u2", "u1"]) == [
+        remove('members[value eq "u1"]'),
+        remove('members[value eq "u2"]'),
+    ]
+
+
+def test_member_removals_quote_the_id_as_eq_filter_does() -> None:
+    """Quotes and backslashes in an id are escaped, so the filter names exactly that id."""
+    odd = 'a"b\\c'
+    [operation] = member_removals([odd])
+    assert operation["path"] == "members[" + eq_filter("value", odd) + "]"
+    quoted = operation["path"].removeprefix("members[value eq ").removesuffix("]")
+    assert json.loads(quoted) == odd
+
+
+def test_display_name_replace() -> None:
+    """A rename replaces displayName."""
+    assert display_name_replace("Eng") == replace("displayName", "Eng")
+
+
+@pytest.mark.parametrize(
+    ("attribute", "held", "value", "expected"),
+    [
+        ("displayName", "Engineering", "engineering", True),
+        ("displayName", "ENGINEERING", "Engineering", True),
+        ("displayName", "Engineering", "Engineers", False),
+        ("externalId", GID, GID, True),
+        ("externalId", GID, GID.upper(), False),
+        ("userName", "JDoe", "jdoe", True),
+    ],
+)
+def test_matches_display_name_ignoring_case_and_external_id_exactly(
+    attribute: str, held: str, value: str, expected: bool
+) -> None:
+    """A group's displayName is not caseExact (RFC 7643 §4.2); externalId is."""
+    assert matches({attribute: held}, attribute, value) is expected
+
+
+def test_verify_lookup_of_a_group_by_display_name() -> None:
+    """One group whose displayName equals the value ignoring case is the match; a group of another name
+    in the answer means the filter was not honoured."""
+    ours = {"id": "g1", "displayName": "Eng", "externalId": GID}
+    assert verify_lookup({"Resources": [ours]}, "displayName", "ENG").match == ours
+    other = {"id": "g2", "displayName": "Sales"}
+    answer = verify_lookup({"Resources": [ours, other]}, "displayName", "eng")
+    assert answer.match == ours
+    assert not answer.honoured
+
+
+def test_verify_lookup_of_two_groups_of_one_name_is_no_match() -> None:
+    """Two groups whose names differ only by case both match: neither is provably the one."""
+    twins = [{"id": "g1", "displayName": "Eng"}, {"id": "g2", "displayName": "ENG"}]
+    answer = verify_lookup({"Resources": twins}, "displayName", "eng")
+    assert answer.match is None
+    assert answer.honoured

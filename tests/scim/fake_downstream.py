@@ -1,31 +1,42 @@
 """An in-memory SCIM downstream for unit and property tests (never for integration tests): it
-implements the executor's ScimPort the way scim2-server behaves (ids of its own, 409 on a duplicate
-userName ignoring case, PATCH with the paths we send), and can misbehave like real servers do.
+implements the executor's ScimPort and the group executor's GroupScimPort the way scim2-server behaves
+(ids of its own, 409 on a duplicate userName ignoring case, PATCH with the paths we send; a member
+added twice is held once, a removal of a non-member is accepted, an empty PATCH is a 400), and can
+misbehave like real servers do.
 
-`ignore_filters=True` answers every lookup with every account (a server that ignores `filter`); the
-verification a real client does (service.domain.scim.verify_lookup) is applied to that answer, as
-ScimClient.find_user does. Every write is recorded, so a test can prove which accounts were touched.
+`ignore_filters=True` answers every lookup with every account or group (a server that ignores
+`filter`); the verification a real client does (service.domain.scim.verify_lookup) is applied to that
+answer, as ScimClient.find_user / find_group do. `unique_group_names=True` (the default) answers 409 to
+a group whose displayName another holds, ignoring case, as AWS IAM Identity Center does (scim2-server
+does so only with a schema that declares displayName unique). Every write is recorded, so a test can
+prove which accounts and groups were touched.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import json
+import re
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from service.domain import scim
-from service.errors import ScimConflict, ScimNotFound
+from service.errors import ScimConflict, ScimNotFound, ScimRejected
 from service.scim.client import Downstream
 
 T = TypeVar("T")
+
+_MEMBER_FILTER = re.compile(r'members\[value eq ("(?:[^"\\]|\\.)*")\]')
 
 
 @dataclass
 class FakeDownstream:
     ignore_filters: bool = False
+    unique_group_names: bool = True
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     writes: list[tuple[str, str]] = field(default_factory=list)  # (method, downstream id)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -76,6 +87,77 @@ class FakeDownstream:
 
     def owned_by(self, external_id: str) -> list[dict[str, Any]]:
         return [r for r in self.accounts.values() if r.get("externalId") == external_id]
+
+    # -- groups ---------------------------------------------------------------------------------------
+
+    def add_group(self, display_name: str, external_id: str | None, members: tuple[str, ...] = ()) -> str:
+        """A group that exists downstream before we arrive (made by hand, or another owner's)."""
+        downstream_id = f"pre-g-{next(self._ids)}"
+        self.groups[downstream_id] = {
+            "id": downstream_id,
+            "displayName": display_name,
+            **({"externalId": external_id} if external_id is not None else {}),
+            **({"members": [{"value": m} for m in members]} if members else {}),
+        }
+        return downstream_id
+
+    def members_of(self, downstream_id: str) -> list[str]:
+        """The member ids the group holds, in order, duplicates kept (so a test sees any)."""
+        return [m["value"] for m in self.groups[downstream_id].get("members", [])]
+
+    def groups_owned_by(self, external_id: str) -> list[dict[str, Any]]:
+        return [g for g in self.groups.values() if g.get("externalId") == external_id]
+
+    async def find_group(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None:
+        listed = list(self.groups.values())
+        if not self.ignore_filters:
+            listed = [g for g in listed if scim.matches(g, attribute, value)]
+        return scim.verify_lookup({"Resources": copy.deepcopy(listed)}, attribute, value).match
+
+    async def create_group(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_group_name(body["displayName"], None, "POST", "Groups")
+        downstream_id = f"g-{next(self._ids)}"
+        self.groups[downstream_id] = {**copy.deepcopy(body), "id": downstream_id}
+        self.writes.append(("POST", downstream_id))
+        return copy.deepcopy(self.groups[downstream_id])
+
+    async def patch_group(self, ds: Downstream, group_id: str, operations: list[dict[str, Any]]) -> None:
+        """The operations we send, applied as scim2-server applies them (all or nothing); any other
+        shape fails the test."""
+        path = f"Groups/{group_id}"
+        if group_id not in self.groups:
+            raise ScimNotFound(404, "PATCH", path)
+        if not operations:
+            raise ScimRejected(400, "PATCH", path, "invalidValue", "operations holds one or more operations")
+        group = copy.deepcopy(self.groups[group_id])
+        for op in operations:
+            removed = _MEMBER_FILTER.fullmatch(op["path"])
+            if op["op"] == "add" and op["path"] == "members":
+                held = {m["value"] for m in group.get("members", [])}
+                new = [{"value": m["value"]} for m in op["value"] if m["value"] not in held]
+                group["members"] = group.get("members", []) + new
+            elif op["op"] == "remove" and removed is not None:
+                value = json.loads(removed.group(1))
+                group["members"] = [m for m in group.get("members", []) if m["value"] != value]
+            elif op["op"] == "replace" and op["path"] in ("displayName", "externalId"):
+                if op["path"] == "displayName":
+                    self._check_group_name(op["value"], group_id, "PATCH", path)
+                group[op["path"]] = copy.deepcopy(op["value"])
+            else:
+                raise AssertionError(f"an operation the group executor never sends: {op}")
+        self.groups[group_id] = group
+        self.writes.append(("PATCH", group_id))
+
+    async def delete_group(self, ds: Downstream, group_id: str) -> None:
+        if self.groups.pop(group_id, None) is None:
+            raise ScimNotFound(404, "DELETE", f"Groups/{group_id}")
+        self.writes.append(("DELETE", group_id))
+
+    def _check_group_name(self, name: str, holder: str | None, method: str, path: str) -> None:
+        if not self.unique_group_names:
+            return
+        if any(scim.matches(g, "displayName", name) for i, g in self.groups.items() if i != holder):
+            raise ScimConflict(409, method, path, "uniqueness")
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
