@@ -47,7 +47,7 @@ IDS: dict[str, str] = {
 OPS, SALES, SUPPORT, TIER1 = IDS["/operations"], IDS["/sales"], IDS["/support"], IDS["/support/tier1"]
 BULK, BOB, FRANK = IDS["/bulk"], IDS["user:bob"], IDS["user:frank"]
 PLATFORM = IDS["/operations/platform"]
-NOT_FOUND = {"error": "Could not find group by id"}  # Keycloak's GroupsResource, asserted in test_groups_real
+NOT_FOUND = {"error": "Could not find group by id"}  # Keycloak's answer, asserted in test_groups_backfill.py
 ERRORS = json.loads((RECORDED / "errors.json").read_text())
 
 
