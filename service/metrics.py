@@ -108,7 +108,9 @@ class Metrics:
         )
         self.drift = Gauge(
             "outbound_scim_drift_users",
-            "Users found out of step by the last reconciliation: missing, stale, or extra downstream",
+            "Found out of step by the last reconciliation, by kind: users missing, stale or extra downstream "
+            "(missing, stale, extra); with groups, groups (groups_missing, groups_stale, groups_extra) and "
+            "memberships (members_missing, members_extra)",
             ["tenant", "kind"],
             registry=r,
         )

@@ -1,15 +1,16 @@
 """The only package that speaks HTTP to Keycloak: its Admin REST API, read as a service account."""
 
-from service.keycloak_admin.client import KeycloakAdminClient, UserPage, error_for_status
+from service.keycloak_admin.client import GroupPage, KeycloakAdminClient, UserPage, error_for_status
 from service.keycloak_admin.errors import (
     KeycloakError,
     KeycloakNotFound,
     KeycloakUnauthorized,
     KeycloakUnavailable,
 )
-from service.keycloak_admin.mapping import user_attributes
+from service.keycloak_admin.mapping import group_fields, user_attributes
 
 __all__ = [
+    "GroupPage",
     "KeycloakAdminClient",
     "KeycloakError",
     "KeycloakNotFound",
@@ -17,5 +18,6 @@ __all__ = [
     "KeycloakUnavailable",
     "UserPage",
     "error_for_status",
+    "group_fields",
     "user_attributes",
 ]

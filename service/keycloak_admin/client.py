@@ -1,5 +1,5 @@
-"""An aiohttp client for the Keycloak Admin REST API: the authoritative state of users, for sync,
-backfill and reconciliation.
+"""An aiohttp client for the Keycloak Admin REST API: the authoritative state of users and groups, for
+sync, backfill and reconciliation.
 
 It authenticates as a service account (client-credentials grant against the realm the client lives
 in), caches the token until shortly before it expires, and fetches a new one once when Keycloak answers
@@ -9,14 +9,16 @@ function, `error_for_status` (see service.keycloak_admin.errors). Response bodie
 or logs: they hold personal data.
 
 Roles the service account needs, on the `realm-management` client of each realm it reads: `view-users`
-(users, count; it includes `query-users`), for `realm_names()` to see realm ids `view-realm`, and for
-`events_config()` (the enable-time check of the realm's event settings) `view-events`.
+(users, count, groups with their children and members; it includes `query-users`), for `realm_names()`
+to see realm ids `view-realm`, and for `events_config()` (the enable-time check of the realm's event
+settings) `view-events`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +35,10 @@ from service.keycloak_admin.errors import (
     KeycloakUnauthorized,
     KeycloakUnavailable,
 )
-from service.keycloak_admin.mapping import user_attributes
+from service.keycloak_admin.mapping import group_fields, user_attributes
 from service.retry import RetryPolicy, parse_retry_after, retrying
 
-__all__ = ["KeycloakAdminClient", "UserPage", "error_for_status", "user_attributes"]
+__all__ = ["GroupPage", "KeycloakAdminClient", "UserPage", "error_for_status", "group_fields", "user_attributes"]
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +46,7 @@ log = structlog.get_logger(__name__)
 # never leaves with a token that expires in flight.
 TOKEN_EARLY_REFRESH_SECONDS = 30.0
 DEFAULT_TOKEN_LIFETIME_SECONDS = 60.0  # when the token response carries no expires_in
+USER_GROUPS_PAGE_SIZE = 100  # a user's groups per request (user_groups reads them all)
 
 
 def error_for_status(
@@ -72,6 +75,16 @@ class UserPage:
 
     read_started_ms: int
     users: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPage:
+    """One page of a realm's groups (top-level ones, or one group's children) and the wall-clock time
+    (epoch ms) taken just before it was requested, for the same reason as UserPage's. Each group is
+    `group_fields`: `id`, `name`, `path`, `parent` (the parent group's id; None at the top level)."""
+
+    read_started_ms: int
+    groups: list[dict[str, Any]]
 
 
 class KeycloakAdminClient:
@@ -143,22 +156,9 @@ class KeycloakAdminClient:
         twice, which backfill and reconciliation tolerate (live events and the next cycle cover the gap).
         `brief=True` is enough for user_attributes() and several times smaller (no attributes, no
         userProfileMetadata)."""
-        if page_size < 1:
-            raise ValueError("page_size must be at least 1")
-        first = 0
-        while True:
-            read_started_ms = int(self._wall_clock() * 1000)
-            page = await self._send_retrying(
-                "GET",
-                ("admin", "realms", realm, "users"),
-                params={"first": str(first), "max": str(page_size), "briefRepresentation": str(brief).lower()},
-            )
-            if not isinstance(page, list):
-                raise KeycloakError(200, "GET", _path(realm, "users"), "response is not a list")
-            yield UserPage(read_started_ms, [user for user in page if isinstance(user, dict)])
-            if len(page) < page_size:
-                return
-            first += len(page)
+        params = {"briefRepresentation": str(brief).lower()}
+        async for read_started_ms, users in self._pages(("admin", "realms", realm, "users"), page_size, params):
+            yield UserPage(read_started_ms, users)
 
     async def count_users(self, realm: str) -> int:
         """The realm's user count (service accounts are not counted), for backfill progress (done/total)."""
@@ -196,6 +196,91 @@ class KeycloakAdminClient:
         if not isinstance(doc, dict):
             raise KeycloakError(200, "GET", _path(realm, "events", "config"), "response is not an object")
         return doc
+
+    # -- groups -----------------------------------------------------------------------------------------
+
+    async def iter_group_pages(self, realm: str, page_size: int = 100) -> AsyncIterator[GroupPage]:
+        """Every group of the realm, parents before their children, page by page, each page with the time
+        its request left. `GET /groups` lists top-level groups only (its `subGroups` is always empty);
+        a group's sub-groups are `GET /groups/{id}/children`, which answers at most 10 when `max` is left
+        out, so every request names `first` and `max` (recorded: docs/reference/keycloak-group-events.md).
+        A group whose `subGroupCount` is 0 is not asked for children. Offset paging is not a snapshot
+        (see iter_user_pages); a group listed twice is expanded once."""
+        pending: deque[str | None] = deque([None])  # groups whose children are still to list; None: the top
+        expanded: set[str] = set()
+        while pending:
+            parent = pending.popleft()
+            parts = ("admin", "realms", realm, "groups") + (() if parent is None else (parent, "children"))
+            params = {"briefRepresentation": "true"}
+            async for read_started_ms, reps in self._pages(parts, page_size, params):
+                groups = []
+                for rep in reps:
+                    group = group_fields(rep, parent)
+                    if group is None:
+                        continue
+                    groups.append(group)
+                    if rep.get("subGroupCount") != 0 and group["id"] not in expanded:
+                        expanded.add(group["id"])
+                        pending.append(group["id"])
+                yield GroupPage(read_started_ms, groups)
+
+    async def iter_group_member_pages(self, realm: str, group_id: str, page_size: int = 100) -> AsyncIterator[UserPage]:
+        """The group's direct members (brief users: enough for user_attributes()), page by page, each page
+        with the time its request left. Without `max` Keycloak answers at most 100 (recorded), so every
+        request names it. Members of sub-groups are theirs, not this group's."""
+        if not group_id:
+            raise ValueError("empty group id")
+        parts = ("admin", "realms", realm, "groups", group_id, "members")
+        async for read_started_ms, users in self._pages(parts, page_size, {"briefRepresentation": "true"}):
+            yield UserPage(read_started_ms, users)
+
+    async def get_group(self, realm: str, group_id: str) -> dict[str, Any] | None:
+        """The stored group as `group_fields`, or None when Keycloak says this group does not exist. Any
+        other 404 raises KeycloakNotFound, as for get_user. One attempt: the pipeline's applier retries."""
+        if not group_id:
+            raise ValueError("empty group id")  # ".../groups/" would be the list endpoint
+        try:
+            doc = await self._send("GET", ("admin", "realms", realm, "groups", group_id))
+        except KeycloakNotFound as exc:
+            if exc.group_missing:
+                return None
+            raise
+        group = group_fields(doc) if isinstance(doc, dict) else None
+        if group is None:
+            raise KeycloakError(200, "GET", _path(realm, "groups", group_id), "response is not a group")
+        return group
+
+    async def user_groups(self, realm: str, user_id: str) -> list[dict[str, Any]]:
+        """The groups the user is a direct member of, as `group_fields`, every page read. An absent user
+        raises KeycloakNotFound (`user_missing`). One attempt per page: the pipeline's applier retries."""
+        if not user_id:
+            raise ValueError("empty user id")
+        parts = ("admin", "realms", realm, "users", user_id, "groups")
+        groups: list[dict[str, Any]] = []
+        params = {"briefRepresentation": "true"}
+        async for _, reps in self._pages(parts, USER_GROUPS_PAGE_SIZE, params, retry=False):
+            groups.extend(g for g in map(group_fields, reps) if g is not None)
+        return groups
+
+    async def _pages(
+        self, parts: tuple[str, ...], page_size: int, params: dict[str, str], *, retry: bool = True
+    ) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+        """A list endpoint page by page (`first`/`max`) until a short page, each page with the wall-clock
+        time (epoch ms) taken before its request; each page retried while Keycloak is unavailable,
+        unless `retry` is False (the applier's reads: it retries the whole change)."""
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        send = self._send_retrying if retry else self._send
+        first = 0
+        while True:
+            read_started_ms = int(self._wall_clock() * 1000)
+            page = await send("GET", parts, params={**params, "first": str(first), "max": str(page_size)})
+            if not isinstance(page, list):
+                raise KeycloakError(200, "GET", "/".join(parts), "response is not a list")
+            yield read_started_ms, [item for item in page if isinstance(item, dict)]
+            if len(page) < page_size:
+                return
+            first += len(page)
 
     # -- transport --------------------------------------------------------------------------------------
 

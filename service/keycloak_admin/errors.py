@@ -5,9 +5,10 @@
         ├── KeycloakUnavailable   connect error, timeout, 408, 429, 5xx: retriable, honours Retry-After
         ├── KeycloakUnauthorized  the token endpoint refused the client, or 401 even with a fresh token,
         │                         or 403: fix the credentials or the service account's roles
-        └── KeycloakNotFound      404. Only `user_missing` means "this user does not exist"; any other
-                                  404 (realm gone, wrong base URL behind a proxy) must never be read as
-                                  "deleted", or one misconfiguration would delete every user downstream
+        └── KeycloakNotFound      404. Only `user_missing` means "this user does not exist" (and
+                                  `group_missing` "this group"); any other 404 (realm gone, wrong base
+                                  URL behind a proxy) must never be read as "deleted", or one
+                                  misconfiguration would delete every user downstream
 Anything else (other 4xx, a 2xx that is not the JSON expected) is a plain KeycloakError.
 """
 
@@ -45,3 +46,8 @@ class KeycloakNotFound(KeycloakError):
     def user_missing(self) -> bool:
         """Keycloak's own answer for an absent user (`{"error":"User not found"}`), nothing else."""
         return self.detail.strip().lower() == "user not found"
+
+    @property
+    def group_missing(self) -> bool:
+        """Keycloak's own answer for an absent group (`{"error":"Could not find group by id"}`), nothing else."""
+        return self.detail.strip().lower() == "could not find group by id"

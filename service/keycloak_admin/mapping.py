@@ -1,4 +1,5 @@
-"""Keycloak's stored user (UserRepresentation) -> the SCIM-side attributes the pipeline compares. Pure."""
+"""What the pipeline takes from Keycloak's stored users and groups (UserRepresentation,
+GroupRepresentation), in one shape whichever Admin API endpoint answered. Pure."""
 
 from __future__ import annotations
 
@@ -24,3 +25,20 @@ def user_attributes(rep: Mapping[str, Any]) -> dict[str, Any]:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value != "" else None
+
+
+def group_fields(rep: Mapping[str, Any], parent: str | None = None) -> dict[str, Any] | None:
+    """`id`, `name`, `path` and `parent` (the parent group's id, None at the top level) of a group read
+    through the Admin API, or None when it carries no id. The endpoints answer in different shapes
+    (`access`, `attributes`, `subGroups`... or not): docs/reference/keycloak-group-events.md. A top-level
+    group has no `parentId`; `parent` is the id the caller listed the group under, when it knows one."""
+    group_id = rep.get("id")
+    if not isinstance(group_id, str) or not group_id:
+        return None
+    parent_id = rep.get("parentId")
+    return {
+        "id": group_id,
+        "name": _text(rep.get("name")),
+        "path": _text(rep.get("path")),
+        "parent": parent if parent is not None else (parent_id if isinstance(parent_id, str) and parent_id else None),
+    }

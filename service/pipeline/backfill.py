@@ -7,6 +7,11 @@ to the changes topic, keyed like live changes: ordering with live events holds. 
 time taken just before the request of the page that returned the user, not the time it is published:
 a listing can take minutes, and the per-attribute time rule (service.domain.state) must let a live
 change Keycloak applied after that read (a disable, say) win over it.
+
+With groups (the tenant's `groups` option), the users are followed by every group of the realm, parents
+first, each as a `GroupChange` upsert with its name and parent on the group's key, and by each group's
+direct members, each as a membership `UserChange` on the member's key (docs/decisions/0005: memberships
+travel through the user's partition). These too carry the time before the page that returned them.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from typing import Any
 import structlog
 
 from service.domain.changes import UserChange
+from service.domain.groups import GroupChange
 from service.domain.stamps import ChangeSource
 from service.keycloak_admin.mapping import user_attributes
 from service.metrics import Metrics
-from service.pipeline.ports import Producer, UserListing
+from service.pipeline.ports import Producer, RealmListing
 
 log = structlog.get_logger(__name__)
 PAGE_SIZE = 500
@@ -35,6 +41,8 @@ class BackfillProgress:
     total: int | None = None
     done: int = 0
     skipped: int = 0
+    groups: int = 0  # group changes published (with groups)
+    memberships: int = 0  # membership changes published (with groups)
     state: str = "running"  # running | done | failed
     error: str | None = None
     started: float = field(default_factory=time.time)
@@ -48,6 +56,8 @@ class BackfillProgress:
             "done": self.done,
             "total": self.total,
             "skipped": self.skipped,
+            "groups": self.groups,
+            "memberships": self.memberships,
             "rate_per_second": round(self.done / elapsed, 1) if elapsed > 0 else None,
             "elapsed_seconds": round(elapsed, 1),
             "error": self.error,
@@ -59,7 +69,7 @@ class Backfills:
 
     def __init__(
         self,
-        keycloak: UserListing,
+        keycloak: RealmListing,
         producer: Producer,
         topic: str,
         metrics: Metrics,
@@ -76,12 +86,14 @@ class Backfills:
     def get(self, realm: str) -> BackfillProgress | None:
         return self._progress.get(realm)
 
-    def start(self, realm: str) -> BackfillProgress:
+    def start(self, realm: str, *, groups: bool = False) -> BackfillProgress:
+        """Starts a backfill of the realm's users (and with `groups`, its groups and memberships), or
+        returns the progress of the one running."""
         running = self._tasks.get(realm)
         if running is not None and not running.done():
             return self._progress[realm]
         progress = self._progress[realm] = BackfillProgress(realm)
-        self._tasks[realm] = asyncio.create_task(self._run(progress), name=f"backfill-{realm}")
+        self._tasks[realm] = asyncio.create_task(self._run(progress, groups), name=f"backfill-{realm}")
         return progress
 
     async def stop(self) -> None:
@@ -91,15 +103,17 @@ class Backfills:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _run(self, progress: BackfillProgress) -> None:
+    async def _run(self, progress: BackfillProgress, groups: bool) -> None:
         realm = progress.realm
-        log.info("backfill.started", tenant=realm)
+        log.info("backfill.started", tenant=realm, groups=groups)
         try:
             progress.total = await self._keycloak.count_users(realm)
             async for page in self._keycloak.iter_user_pages(realm, self._page_size, brief=True):
                 for rep in page.users:
                     await self._publish(progress, rep, page.read_started_ms)
                 log.info("backfill.progress", tenant=realm, done=progress.done, total=progress.total)
+            if groups:
+                await self._publish_groups(progress)
             await self._producer.flush()
             progress.state = "done"
         except Exception as exc:  # reported through the API and the log; a new backfill can be started
@@ -126,3 +140,44 @@ class Backfills:
         await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
         progress.done += 1
         self._metrics.backfilled.labels(progress.realm).inc()
+
+    async def _publish_groups(self, progress: BackfillProgress) -> None:
+        """Every group (an upsert with its name and parent), each followed by its direct memberships."""
+        realm = progress.realm
+        async for page in self._keycloak.iter_group_pages(realm, self._page_size):
+            for group in page.groups:
+                change = GroupChange(
+                    realm,
+                    group["id"],
+                    "upsert",
+                    page.read_started_ms,
+                    "BACKFILL",
+                    name=group["name"],
+                    parent=group["parent"],
+                    parent_known=True,
+                    source=ChangeSource.BACKFILL,
+                )
+                await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
+                progress.groups += 1
+                await self._publish_members(progress, group["id"])
+            log.info("backfill.progress", tenant=realm, groups=progress.groups, memberships=progress.memberships)
+
+    async def _publish_members(self, progress: BackfillProgress, group_id: str) -> None:
+        async for page in self._keycloak.iter_group_member_pages(progress.realm, group_id, self._page_size):
+            for rep in page.users:
+                user_id = rep.get("id")
+                if not isinstance(user_id, str) or not user_id:
+                    progress.skipped += 1
+                    continue
+                change = UserChange(
+                    progress.realm,
+                    user_id,
+                    "membership",
+                    page.read_started_ms,
+                    "BACKFILL",
+                    group_id=group_id,
+                    member=True,
+                    source=ChangeSource.BACKFILL,
+                )
+                await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
+                progress.memberships += 1

@@ -7,41 +7,65 @@ user into the keyed pipeline, like a backfill: per-user order with live events h
 the time taken just before the request of the Keycloak page that returned the user: both listings can
 take minutes, and a live change Keycloak applied after that read must win over it (service.domain.state).
 Downstream users without a Keycloak counterpart are reported, never deleted.
+
+With groups (the tenant's group options), the realm's groups and their direct members are read too and
+compared with the downstream's groups and their members (service.domain.drift.compare_groups): groups
+missing, stale (a displayName other than the tenant's: the group's name or its path) or extra (reported,
+never deleted), and per group the members Keycloak has that the downstream lacks and the members the
+downstream has that Keycloak does not (reported only). The fixes: a forced group upsert per missing or
+stale group and per group lacking members (forced, its applier writes every member again, whatever it
+believes it wrote), and a membership change per missing membership (its user's state may never have
+heard of it: a lost event).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from service.domain.changes import UserChange
-from service.domain.drift import compare
+from service.domain.drift import GroupDrift, compare, compare_groups, wanted_members
+from service.domain.groups import GroupChange, GroupDisplay, GroupOptions, selected
 from service.domain.stamps import ChangeSource
 from service.keycloak_admin.mapping import user_attributes
 from service.metrics import Metrics
-from service.pipeline.ports import DownstreamUsers, Producer, UserListing
+from service.pipeline.ports import DownstreamGroups, DownstreamUsers, Producer, RealmListing
 from service.retry import RetryPolicy
 from service.scim.client import Downstream
 
 log = structlog.get_logger(__name__)
 LISTED = 200  # ids listed per category in a report; counts are always complete
 PAGE_SIZE = 500
+GROUP_KINDS = ("groups_missing", "groups_stale", "groups_extra", "members_missing", "members_extra")
+
+
+@dataclass
+class RealmGroups:
+    """A realm's groups as read for a reconciliation, each with the time before the page that returned it."""
+
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> group_fields
+    read_ms: dict[str, int] = field(default_factory=dict)  # group id -> its page's read time
+    members: dict[str, dict[str, int]] = field(default_factory=dict)  # group id -> member id -> read time
 
 
 class Reconciler:
     def __init__(
         self,
-        keycloak: UserListing,
+        keycloak: RealmListing,
         scim: DownstreamUsers,
         producer: Producer,
         topic: str,
         metrics: Metrics,
         page_size: int = PAGE_SIZE,
         retry: RetryPolicy | None = None,
+        *,
+        scim_groups: DownstreamGroups | None = None,
     ) -> None:
         self._keycloak = keycloak
+        self._scim_groups = scim_groups  # lists downstream groups; needed only to reconcile groups
         self._retry = retry or RetryPolicy()  # each downstream page; Keycloak's client retries its own
         self._page_size = page_size
         self._scim = scim
@@ -49,7 +73,13 @@ class Reconciler:
         self._topic = topic
         self._metrics = metrics
 
-    async def run(self, ds: Downstream, dry_run: bool) -> dict[str, Any]:
+    async def run(self, ds: Downstream, dry_run: bool, *, groups: GroupOptions | None = None) -> dict[str, Any]:
+        """Compare, fix unless `dry_run`, and report. `groups`: the tenant's group options (which groups
+        it pushes, their displayName, flattening) to reconcile groups and memberships too; None: users
+        only."""
+        scim_groups = self._scim_groups
+        if groups is not None and scim_groups is None:
+            raise ValueError("reconciling groups needs a reconciler built with scim_groups")
         realm = ds.tenant
         started = time.monotonic()
         wanted: dict[str, dict[str, Any]] = {}
@@ -75,6 +105,9 @@ class Reconciler:
                 )
                 await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
             await self._producer.flush()
+        group_report = None
+        if groups is not None and scim_groups is not None:
+            group_report = await self._groups(ds, groups, scim_groups, downstream, dry_run)
         for kind, count in (("missing", len(drift.missing)), ("stale", len(drift.stale)), ("extra", len(drift.extra))):
             self._metrics.drift.labels(realm, kind).set(count)
         report = {
@@ -91,6 +124,11 @@ class Reconciler:
             "fixes_queued": 0 if dry_run else len(drift.to_fix),
             "seconds": round(time.monotonic() - started, 2),
         }
+        if group_report is not None:
+            report["groups"] = group_report
+        else:
+            for kind in GROUP_KINDS:  # groups are off (perhaps since the last run): no figure, not a stale one
+                self._metrics.drift.remove(realm, kind)
         log.info(
             "reconcile.finished",
             tenant=realm,
@@ -101,3 +139,143 @@ class Reconciler:
             seconds=report["seconds"],
         )
         return report
+
+    async def _groups(
+        self,
+        ds: Downstream,
+        options: GroupOptions,
+        scim_groups: DownstreamGroups,
+        downstream_users: list[dict[str, Any]],
+        dry_run: bool,
+    ) -> dict[str, Any]:
+        """Group and membership drift, the fixes queued unless `dry_run`, and the report's `groups` part."""
+        realm = ds.tenant
+        read = await self._read_groups(realm, options)
+        names = {
+            gid: (g["path"] if options.display == GroupDisplay.PATH else g["name"]) or ""
+            for gid, g in read.groups.items()
+            if selected(g["path"] or "", options)
+        }
+        parents = {gid: g["parent"] for gid, g in read.groups.items()}
+        members = wanted_members(read.members, parents, options.flatten)
+        found = [g async for g in scim_groups.list_groups(ds, retry=self._retry, members=True)]
+        user_ids = {
+            u["id"]: u["externalId"]
+            for u in downstream_users
+            if isinstance(u.get("id"), str) and isinstance(u.get("externalId"), str)
+        }
+        drift = compare_groups(names, {gid: members[gid] for gid in names}, found, user_ids)
+        group_fixes, membership_fixes = (0, 0) if dry_run else await self._fix_groups(realm, read, drift, options)
+        figures = {
+            "groups_missing": len(drift.missing),
+            "groups_stale": len(drift.stale),
+            "groups_extra": len(drift.extra),
+            "members_missing": drift.members_missing_count,
+            "members_extra": drift.members_extra_count,
+        }
+        for kind, count in figures.items():
+            self._metrics.drift.labels(realm, kind).set(count)
+        log.info("reconcile.groups", tenant=realm, dry_run=dry_run, **figures)
+        return {
+            "keycloak_groups": len(names),
+            "downstream_groups": len(found),
+            "missing": {"count": len(drift.missing), "ids": drift.missing[:LISTED]},
+            "stale": {
+                "count": len(drift.stale),
+                "groups": [
+                    {"id": gid, "displayName": have, "wanted": names[gid]}
+                    for gid, have in list(drift.stale.items())[:LISTED]
+                ],
+            },
+            "extra": {"count": len(drift.extra), "groups": drift.extra[:LISTED]},
+            "members_missing": {
+                "count": figures["members_missing"],
+                "groups": [{"id": gid, "users": users[:LISTED]} for gid, users in drift.members_missing.items()][
+                    :LISTED
+                ],
+            },
+            "members_extra": {
+                "count": figures["members_extra"],
+                "groups": [{"id": gid, "members": ids[:LISTED]} for gid, ids in drift.members_extra.items()][:LISTED],
+            },
+            "group_fixes_queued": group_fixes,
+            "membership_fixes_queued": membership_fixes,
+        }
+
+    async def _read_groups(self, realm: str, options: GroupOptions) -> RealmGroups:
+        """Every group, and the direct members of those whose members count: the pushed ones, and with
+        flattening all (a member of a sub-group that is not pushed is still a member of its ancestors)."""
+        read = RealmGroups()
+        async for page in self._keycloak.iter_group_pages(realm, self._page_size):
+            for group in page.groups:
+                read.groups[group["id"]] = group
+                read.read_ms[group["id"]] = page.read_started_ms
+        for gid, group in read.groups.items():
+            if not options.flatten and not selected(group["path"] or "", options):
+                continue
+            direct = read.members[gid] = {}
+            async for members in self._keycloak.iter_group_member_pages(realm, gid, self._page_size):
+                for user in members.users:
+                    if isinstance(user.get("id"), str) and user["id"]:
+                        direct[user["id"]] = members.read_started_ms
+        return read
+
+    async def _fix_groups(
+        self, realm: str, read: RealmGroups, drift: GroupDrift, options: GroupOptions
+    ) -> tuple[int, int]:
+        """A forced upsert per group missing, stale or lacking members, and a membership change per
+        missing membership: on the group the user is a direct member of (with flattening, a member of a
+        sub-group lacking from an ancestor is the sub-group's). Returns (groups, memberships) queued."""
+        forced = dict.fromkeys([*drift.missing, *drift.stale, *drift.members_missing])
+        for gid in forced:
+            group = read.groups[gid]
+            change = GroupChange(
+                realm,
+                gid,
+                "upsert",
+                read.read_ms[gid],
+                "RECONCILE",
+                name=group["name"],
+                parent=group["parent"],
+                parent_known=True,
+                force=True,
+                source=ChangeSource.RECONCILE,
+            )
+            await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
+        memberships: dict[tuple[str, str], int] = {}  # (user, group it is a direct member of) -> read time
+        children: dict[str | None, list[str]] = {}
+        for gid, group in read.groups.items():
+            children.setdefault(group["parent"], []).append(gid)
+        for gid, users in drift.members_missing.items():
+            below = _subtree(gid, children) if options.flatten else [gid]
+            for user_id in users:
+                for holder in below:
+                    if user_id in read.members.get(holder, {}):
+                        memberships[(user_id, holder)] = read.members[holder][user_id]
+        for (user_id, holder), read_ms in memberships.items():
+            membership = UserChange(
+                realm,
+                user_id,
+                "membership",
+                read_ms,
+                "RECONCILE",
+                group_id=holder,
+                member=True,
+                source=ChangeSource.RECONCILE,
+            )
+            await self._producer.send(self._topic, key=membership.key.encode(), value=membership.to_json())
+        await self._producer.flush()
+        return len(forced), len(memberships)
+
+
+def _subtree(group_id: str, children: dict[str | None, list[str]]) -> list[str]:
+    """The group and every group below it."""
+    found: list[str] = []
+    pending = [group_id]
+    while pending:
+        current = pending.pop()
+        if current in found:
+            continue
+        found.append(current)
+        pending.extend(children.get(current, ()))
+    return found
