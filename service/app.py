@@ -113,7 +113,9 @@ class Service:
         retry = RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds)
         self.backfills = Backfills(keycloak, self._producer, s.changes_topic, self.metrics, pages) if keycloak else None
         reconciler = (
-            Reconciler(keycloak, scim, self._producer, s.changes_topic, self.metrics, pages, retry=retry)
+            Reconciler(
+                keycloak, scim, self._producer, s.changes_topic, self.metrics, pages, retry=retry, scim_groups=scim
+            )
             if keycloak
             else None
         )
@@ -189,7 +191,8 @@ class Service:
                 if interval and now - last.setdefault(tenant.realm, now) >= interval * 60:
                     last[tenant.realm] = now
                     try:
-                        await reconciler.run(tenant.downstream, dry_run=False)
+                        groups = tenant.group_options if tenant.groups else None
+                        await reconciler.run(tenant.downstream, dry_run=False, groups=groups)
                     except Exception as exc:  # reported; the next interval tries again
                         log.error("reconcile.failed", tenant=tenant.realm, error=str(exc)[:300])
 

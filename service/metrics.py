@@ -133,4 +133,16 @@ class Metrics:
             "Events whose time was further ahead of the service's clock than OUTBOUND_SCIM_MAX_CLOCK_SKEW_SECONDS",
             registry=r,
         )
+        self.group_changes = Counter(
+            "outbound_scim_group_changes_total",
+            "Group changes applied (group events, memberships and nesting hops), by tenant and outcome",
+            ["tenant", "outcome"],
+            registry=r,
+        )
+        self.group_patches = Counter(
+            "outbound_scim_group_patches_total",
+            "PATCH requests sent to downstream groups (renames and member changes, coalesced per batch)",
+            ["tenant"],
+            registry=r,
+        )
         self.commits = Counter("outbound_scim_offset_commits_total", "Offset commits of the apply stage", registry=r)

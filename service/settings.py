@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     # Work scheduling
     max_in_flight: int = Field(1000, ge=1, description="changes being applied at once, all users")
     max_buffered: int = Field(20_000, ge=1, description="polled but unfinished changes before the consumer pauses")
+    group_batch_quiet_seconds: float = Field(
+        0.3, gt=0, description="a group's queued changes are applied together once none arrived for this long"
+    )
+    group_batch_max_seconds: float = Field(
+        3.0, gt=0, description="... or once the first has waited this long (a burst of memberships: few PATCHes)"
+    )
     drain_timeout_seconds: float = Field(
         20.0, gt=0, description="how long a rebalance or SIGTERM waits for running changes"
     )

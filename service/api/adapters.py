@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from service.api.tenants import Circuit
+from service.domain.groups import GroupOptions
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.keycloak_admin.realm_check import RealmWarning, check_realm
 from service.pipeline.backfill import BackfillProgress, Backfills
@@ -75,14 +76,16 @@ class KeycloakSide:
     async def realm_warnings(self, realm: str) -> list[RealmWarning]:
         return await check_realm(self._keycloak, realm, self._listeners)
 
-    def start_backfill(self, realm: str) -> BackfillProgress:
-        return self._backfills.start(realm)
+    def start_backfill(self, realm: str, *, groups: bool = False) -> BackfillProgress:
+        return self._backfills.start(realm, groups=groups)
 
     def backfill(self, realm: str) -> BackfillProgress | None:
         return self._backfills.get(realm)
 
-    async def reconcile(self, downstream: Downstream, dry_run: bool) -> dict[str, Any]:
-        return await self._reconciler.run(downstream, dry_run)
+    async def reconcile(
+        self, downstream: Downstream, dry_run: bool, *, groups: GroupOptions | None = None
+    ) -> dict[str, Any]:
+        return await self._reconciler.run(downstream, dry_run, groups=groups)
 
     async def sync(self, tenant: Tenant, user_id: str) -> dict[str, Any]:
         return await provision_now(self._keycloak, self._scim, tenant, user_id)

@@ -221,6 +221,8 @@ class BackfillProgressView(Response):
     done: int
     total: int | None
     skipped: int
+    groups: int = Field(default=0, description="groups published (a tenant with group sync)")
+    memberships: int = Field(default=0, description="memberships published")
     rate_per_second: float | None
     elapsed_seconds: float
     error: str | None
@@ -320,6 +322,12 @@ class ReconcileReport(Response):
     extra: ExtraUsers
     fixes_queued: int
     seconds: float
+    groups: dict[str, Any] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="with group sync: keycloak_groups, downstream_groups, missing, stale, extra, members_missing, "
+        "members_extra (counts and the first ids) and the fixes queued",
+    )
 
 
 class SyncReport(Response):

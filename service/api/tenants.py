@@ -38,6 +38,7 @@ from service.api.models import (
     TenantView,
     UnreadableTenant,
 )
+from service.domain.groups import GroupOptions
 from service.domain.scim import patch_supported
 from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.realm_check import RealmWarning
@@ -102,11 +103,13 @@ class KeycloakAccess(Protocol):
 
     async def realm_warnings(self, realm: str) -> list[RealmWarning]: ...
 
-    def start_backfill(self, realm: str) -> BackfillProgress: ...
+    def start_backfill(self, realm: str, *, groups: bool = False) -> BackfillProgress: ...
 
     def backfill(self, realm: str) -> BackfillProgress | None: ...
 
-    async def reconcile(self, downstream: Downstream, dry_run: bool) -> dict[str, Any]: ...
+    async def reconcile(
+        self, downstream: Downstream, dry_run: bool, *, groups: GroupOptions | None = None
+    ) -> dict[str, Any]: ...
 
     async def sync(self, tenant: Tenant, user_id: str) -> dict[str, Any]: ...
 
@@ -179,7 +182,7 @@ class TenantService:
             log.warning("tenant.enable.warning", tenant=realm, code=warning.code)
         backfill = None
         if request.backfill and self._keycloak is not None:
-            backfill = _progress(self._keycloak.start_backfill(realm))
+            backfill = _progress(self._keycloak.start_backfill(realm, groups=tenant.groups))
         view = self._view(tenant, warnings)
         return Enabled(EnabledTenant(**dict(view), backfill=backfill), created=previous is None)
 
@@ -205,8 +208,8 @@ class TenantService:
 
     def start_backfill(self, realm: str) -> BackfillProgressView:
         keycloak = self._needs_keycloak("backfill")
-        self._enabled(realm)
-        return _progress(keycloak.start_backfill(realm))
+        tenant = self._enabled(realm)
+        return _progress(keycloak.start_backfill(realm, groups=tenant.groups))
 
     def backfill(self, realm: str) -> BackfillProgressView:
         progress = self._keycloak.backfill(realm) if self._keycloak is not None else None
@@ -218,7 +221,10 @@ class TenantService:
         """Compare Keycloak with the downstream; queue a fix of what differs unless dry_run; report either way."""
         keycloak = self._needs_keycloak("reconciliation")
         tenant = self._enabled(realm)
-        return ReconcileReport.model_validate(await keycloak.reconcile(tenant.downstream, request.dry_run))
+        groups = tenant.group_options if tenant.groups else None
+        return ReconcileReport.model_validate(
+            await keycloak.reconcile(tenant.downstream, request.dry_run, groups=groups)
+        )
 
     async def sync(self, realm: str, user_id: str) -> SyncReport:
         """Provision one user now, from Keycloak; the report holds every step."""

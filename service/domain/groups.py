@@ -30,9 +30,16 @@ from service.domain.stamps import NO_VERSION, ChangeSource, Version
 GroupOp = Literal["upsert", "delete", "member", "child", "ancestry", "inherit"]
 
 
+GROUP_KEY_MARK = "/group:"
+
+
 def group_key(realm: str, group_id: str) -> str:
     """The keyed topic's key of a group (a user's is `<realm>/<user id>`)."""
-    return f"{realm}/group:{group_id}"
+    return f"{realm}{GROUP_KEY_MARK}{group_id}"
+
+
+def is_group_key(key: str) -> bool:
+    return GROUP_KEY_MARK in key
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +59,7 @@ class GroupChange:
     user_id: str | None = None  # member: the Keycloak user
     member_id: str | None = None  # member: the user's downstream id; None: not a member downstream
     child_id: str | None = None  # child, inherit: the sending sub-group
-    present: bool = True  # child: the sender is (not) a child of this group; member: False = account deleted
+    present: bool = True  # child: the sender is (True) or no longer is (False) a child of this group
     path: str | None = None  # ancestry: the parent's full path (None: not known yet)
     deleted_ms: int | None = None  # ancestry: when the parent was deleted (its sub-groups went with it)
     members: tuple[str, ...] = ()  # inherit: the downstream ids of the sender's members (flattening)
@@ -240,11 +247,7 @@ def merge_group(state: GroupState, change: GroupChange) -> GroupState:
         held = state.members.get(change.user_id)
         if held is not None and held[0] >= change.seq:
             return state
-        new = replace(state, members={**state.members, change.user_id: (change.seq, change.member_id)})
-        if not change.present and held is not None and held[1] is not None:
-            # the user's account was deleted downstream: the downstream dropped it from the group itself
-            new = replace(new, written_members=new.written_members - {held[1]})
-        return new
+        return replace(state, members={**state.members, change.user_id: (change.seq, change.member_id)})
     if change.op == "ancestry" and change.child_id is None:
         return _merge_ancestry(state, change)
     if change.op == "child" and change.child_id is not None:

@@ -93,12 +93,11 @@ def _why_nothing(change: UserChange, policy: DeletePolicy) -> str:
 
 
 def membership_hops(
-    state: UserState, realm: str, user_id: str, now_ms: int, *, account_deleted: bool = False
+    state: UserState, realm: str, user_id: str, now_ms: int
 ) -> tuple[UserState, tuple[GroupChange, ...]]:
     """What the user's groups must hear after this change: for each group whose view of the user
-    changed (a member as this downstream id, or not a member), a `member` hop with the next sequence
-    number. `account_deleted`: the user's account was deleted downstream, which dropped it from every
-    group there too."""
+    changed (a member as this downstream id, or not a member: left, or its account deleted, which not
+    every downstream drops from its groups by itself), a `member` hop with the next sequence number."""
     linked = state.downstream_id
     view = {g: linked if member and linked is not None else None for g, (member, _) in state.groups.items()}
     hops: list[GroupChange] = []
@@ -117,7 +116,6 @@ def membership_hops(
                 now_ms,
                 user_id=user_id,
                 member_id=member_id,
-                present=not account_deleted,
                 seq=seq,
             )
         )

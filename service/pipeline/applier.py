@@ -21,8 +21,9 @@ from typing import Protocol
 import structlog
 
 from service.domain.changes import UserChange
-from service.domain.groups import GroupChange
+from service.domain.groups import GroupChange, GroupState, plan_group
 from service.domain.plan import membership_hops, plan_change
+from service.domain.stamps import ChangeSource
 from service.domain.state import UserState
 from service.errors import (
     CircuitOpen,
@@ -37,10 +38,11 @@ from service.errors import (
 from service.keycloak_admin.errors import KeycloakError, KeycloakUnavailable
 from service.metrics import Metrics
 from service.pipeline.authoritative import read_truth
-from service.pipeline.ports import UserReader
+from service.pipeline.ports import GroupReader, UserReader
 from service.pipeline.set_aside import DOWNSTREAM_ID, OWNER
 from service.retry import RetryPolicy
 from service.scim.executor import Result, ScimPort, execute
+from service.scim.group_executor import GroupResult, GroupScimPort, execute_group
 from service.tenants.models import Tenant
 
 log = structlog.get_logger(__name__)
@@ -73,7 +75,17 @@ class SetAside:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-Verdict = Applied | Skipped | SetAside
+@dataclass(frozen=True, slots=True)
+class GroupApplied:
+    change: GroupChange  # the batch's first change, with the realm's name
+    result: GroupResult
+    reason: str
+    state: GroupState  # to save under change.key
+    hops: tuple[GroupChange, ...] = ()  # to parent and child groups, sent before the state is saved
+    patches: int = 0
+
+
+Verdict = Applied | GroupApplied | Skipped | SetAside
 
 
 class TenantDirectory(Protocol):
@@ -87,9 +99,11 @@ class TenantDirectory(Protocol):
 
 
 class StateView(Protocol):
-    """Per-user state of the partitions this replica owns."""
+    """Per-user and per-group state of the partitions this replica owns."""
 
     def get(self, key: str) -> UserState: ...
+
+    def get_group(self, key: str) -> GroupState: ...
 
 
 @dataclass
@@ -141,11 +155,7 @@ class Applier:
                 hops: tuple[GroupChange, ...] = ()
                 if tenant.groups:
                     new_state, hops = membership_hops(
-                        new_state,
-                        change.realm,
-                        change.user_id,
-                        int(self.wall_clock() * 1000),
-                        account_deleted=outcome.result is Result.DELETED,
+                        new_state, change.realm, change.user_id, int(self.wall_clock() * 1000)
                     )
                 return Applied(effective, outcome.result, outcome.reason, new_state, hops)
             except (ScimTransient, KeycloakUnavailable) as exc:
@@ -227,5 +237,100 @@ class Applier:
         await self.tenants.note(change.realm, "no_representation")
 
 
-def _park(reason: str, error: BaseException, change: UserChange) -> SetAside:
+def _park(reason: str, error: BaseException, change: UserChange | GroupChange) -> SetAside:
     return SetAside(True, reason, error, change.realm, change.key, "parked")
+
+
+@dataclass
+class GroupApplier:
+    """A group's batch of changes (its own events, and hops from its users, parent and sub-groups)
+    -> one plan -> the downstream calls -> a verdict. Same tenants, retries and set-aside vocabulary as
+    the user applier; a group's failure parks or dead-letters that group only, users keep flowing."""
+
+    tenants: TenantDirectory
+    states: StateView
+    scim: GroupScimPort
+    keycloak: GroupReader | None = None  # re-reads groups whose event carried no representation
+    authoritative: bool = False
+    budget_seconds: float = 300.0
+    backoff: RetryPolicy = field(default_factory=RetryPolicy)
+    metrics: Metrics | None = None
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    wall_clock: Callable[[], float] = time.time
+
+    async def apply(self, changes: list[GroupChange], *, replay: bool = False) -> Verdict:
+        first = changes[0]
+        deadline = self.clock() + self.budget_seconds
+        try:
+            tenant = self.tenants.get(first.realm)
+        except TenantUnreadable as exc:  # the user applier waits for the record first; a group parks
+            return _park(exc.label, exc, replace(first, realm=exc.realm))
+        if tenant is None:
+            return Skipped(None, "no_enabled_tenant", "skipped_no_tenant")
+        if not tenant.groups:
+            return Skipped(tenant.realm, "groups_off", "skipped_groups")
+        changes = [replace(c, realm=tenant.realm) for c in changes]
+        key = changes[0].key
+        if self.states.get_group(key).parked and not replay:
+            return _park("behind_parked", Parked("an earlier change of the group is parked"), changes[0])
+        if tenant.status == "unauthorized":
+            return _park("unauthorized", Parked("the downstream refuses the tenant's token"), changes[0])
+        bound = log.bind(tenant=tenant.realm, group_id=changes[0].group_id, changes=len(changes))
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                effective = [await self._effective(c) for c in changes]
+                plan = plan_group(
+                    self.states.get_group(key), effective, tenant.group_options, int(self.wall_clock() * 1000)
+                )
+                outcome = await execute_group(
+                    plan,
+                    tenant.realm,
+                    changes[0].group_id,
+                    tenant.downstream,
+                    self.scim,
+                    tenant.group_members_per_request,
+                )
+                state = outcome.state if outcome.state.parked is None else replace(outcome.state, parked=None)
+                return GroupApplied(changes[0], outcome.result, outcome.reason, state, plan.hops, outcome.patches)
+            except (ScimTransient, KeycloakUnavailable) as exc:
+                if isinstance(exc, CircuitOpen):
+                    return _park("circuit_open", exc, changes[0])
+                delay = self.backoff.delay(min(attempt, 10), exc.retry_after)
+                if self.clock() + delay > deadline:
+                    return _park("retries_exhausted", exc, changes[0])
+                bound.warning("change.retry", error=str(exc), attempt=attempt, delay=round(delay, 2))
+                if self.metrics is not None:
+                    self.metrics.retries.labels(tenant.realm).inc()
+                await self.sleep(delay)
+            except KeycloakError as exc:
+                return _park("keycloak_refused", exc, changes[0])
+            except ScimRejected as exc:
+                if exc.unauthorized:
+                    await self.tenants.mark_unauthorized(tenant)
+                    return _park("unauthorized", exc, changes[0])
+                return SetAside(False, exc.reason, exc, tenant.realm, key, "rejected")
+            except ScimOwnershipConflict as exc:
+                headers = {DOWNSTREAM_ID: exc.downstream_id, OWNER: exc.owner}
+                return SetAside(False, "conflict", exc, tenant.realm, key, "conflict", headers)
+            except ScimNotFound as exc:  # POST /Groups answered 404: the downstream serves no groups
+                return SetAside(False, "groups_unsupported", exc, tenant.realm, key, "failed")
+            except ScimError as exc:
+                return SetAside(False, "conflict", exc, tenant.realm, key, "conflict")
+
+    async def _effective(self, change: GroupChange) -> GroupChange:
+        """A group event as Keycloak stores the group now (authoritative mode, or no representation):
+        its name and parent, or its deletion. Hops from other appliers are taken as they are."""
+        if change.op != "upsert" or self.keycloak is None or not (self.authoritative or change.reread):
+            return change
+        if change.source is not ChangeSource.EVENT:
+            return change
+        read_at = max(int(self.wall_clock() * 1000), change.time_ms)
+        group = await self.keycloak.get_group(change.realm, change.group_id)
+        if group is None:
+            return replace(change, op="delete", time_ms=read_at)
+        return replace(
+            change, time_ms=read_at, name=group.get("name"), parent=group.get("parent"), parent_known=True, reread=False
+        )

@@ -23,12 +23,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from service.domain.changes import decode_change
-from service.domain.groups import GroupChange
+from service.domain.changes import UserChange, decode_change
+from service.domain.groups import GroupChange, is_group_key
 from service.errors import PoisonRecord
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
-from service.pipeline.applier import Applier, SetAside, Skipped, Verdict
+from service.pipeline.applier import Applier, GroupApplied, GroupApplier, SetAside, Skipped, Verdict
 from service.pipeline.offsets import PartitionOffsets
 from service.pipeline.rewind import rewind_to_committed
 from service.pipeline.scheduler import KeyedScheduler
@@ -82,7 +82,20 @@ class ApplyStage(ConsumerRebalanceListener):
             backoff=RetryPolicy(1, settings.retry_base_seconds, settings.retry_max_seconds),
             metrics=metrics,
         )
-        self._scheduler: KeyedScheduler[Work] = KeyedScheduler(self._process, settings.max_in_flight)
+        self._group_applier = GroupApplier(
+            tenants,
+            self._states,
+            scim,
+            keycloak,
+            authoritative=authoritative,
+            budget_seconds=settings.change_retry_budget_seconds,
+            backoff=RetryPolicy(1, settings.retry_base_seconds, settings.retry_max_seconds),
+            metrics=metrics,
+        )
+        batch = (settings.group_batch_quiet_seconds, settings.group_batch_max_seconds)
+        self._scheduler: KeyedScheduler[Work] = KeyedScheduler(
+            self._process, settings.max_in_flight, linger=lambda key: batch if is_group_key(key) else None
+        )
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._epoch = 0
@@ -240,36 +253,74 @@ class ApplyStage(ConsumerRebalanceListener):
     # -- one change ---------------------------------------------------------------------------------
 
     async def _process(self, works: list[Work]) -> None:
-        """Apply one key's changes (one, or a group's batch) and act on the verdicts; never raises (the
-        scheduler's worker must survive). Every record is finished once acted on."""
+        """Apply one key's changes (a user's one at a time, a group's queue as one batch) and act on the
+        verdicts; never raises (the scheduler's worker must survive). Every record is finished once
+        acted on."""
         self._metrics.in_flight.inc(len(works))
         try:
-            for work in works:
-                try:
-                    await self._act(work, await self._verdict(work))
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # a bug must not stop the consumer; the change is dead-lettered
-                    log.exception(
-                        "change.failed.unexpectedly", partition=work.record.partition, offset=work.record.offset
-                    )
-                    letter = set_aside(work.record, "internal_error", exc)
-                    await self._write_aside(self._settings.dead_letter_topic, letter)
-                    self._metrics.dead_letters.labels("internal_error").inc()
+            await self._guarded(works)
         finally:
             self._metrics.in_flight.dec(len(works))
         for work in works:
             if work.epoch == self._epoch and work.tp in self._offsets:
                 self._offsets[work.tp].finished(work.record.offset)
 
-    async def _verdict(self, work: Work) -> Verdict | PoisonRecord:
+    async def _guarded(self, works: list[Work]) -> None:
         try:
-            change = decode_change(work.record.value or b"")
+            decoded = [(work, self._decode(work)) for work in works]
+            for work, change in decoded:
+                if isinstance(change, PoisonRecord):
+                    await self._act(work, change)
+            users = [(w, c) for w, c in decoded if isinstance(c, UserChange)]
+            groups = [(w, c) for w, c in decoded if isinstance(c, GroupChange)]
+            for work, user in users:
+                await self._act(work, await self._applier.apply(user, replay=is_replay(work.record)))
+            if groups:
+                replay = any(is_replay(w.record) for w, _ in groups)
+                verdict = await self._group_applier.apply([c for _, c in groups], replay=replay)
+                await self._act_on_group([w for w, _ in groups], verdict)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not stop the consumer; the changes are dead-lettered
+            log.exception(
+                "change.failed.unexpectedly",
+                partition=works[0].record.partition,
+                offsets=[w.record.offset for w in works],
+            )
+            for work in works:
+                await self._write_aside(self._settings.dead_letter_topic, set_aside(work.record, "internal_error", exc))
+                self._metrics.dead_letters.labels("internal_error").inc()
+
+    @staticmethod
+    def _decode(work: Work) -> UserChange | GroupChange | PoisonRecord:
+        try:
+            return decode_change(work.record.value or b"")
         except PoisonRecord as exc:
             return exc
-        if isinstance(change, GroupChange):
-            return Skipped(change.realm, "groups_not_applied", "skipped_groups")
-        return await self._applier.apply(change, replay=is_replay(work.record))
+
+    async def _act_on_group(self, works: list[Work], verdict: Verdict) -> None:
+        """A group's batch shares one verdict: saved once, or set aside record by record."""
+        if isinstance(verdict, GroupApplied):
+            change = verdict.change
+            await self._send_hops(verdict.hops)
+            if verdict.state != self._states.get_group(change.key):
+                await self._states.save(change.key, works[-1].record.partition, verdict.state)
+            self._metrics.group_changes.labels(change.realm, verdict.result).inc(len(works))
+            self._metrics.group_patches.labels(change.realm).inc(verdict.patches)
+            log.info(
+                "group.applied",
+                tenant=change.realm,
+                group_id=change.group_id,
+                result=verdict.result,
+                reason=verdict.reason or None,
+                changes=len(works),
+                patches=verdict.patches,
+                hops=len(verdict.hops),
+                downstream_id=verdict.state.downstream_id,
+            )
+            return
+        for work in works:
+            await self._act(work, verdict)
 
     async def _send_hops(self, hops: tuple[GroupChange, ...]) -> None:
         """Hops to other keys go out before the sender's state is saved: a crash re-sends them (with the
@@ -280,6 +331,7 @@ class ApplyStage(ConsumerRebalanceListener):
             await self._producer.flush()
 
     async def _act(self, work: Work, verdict: Verdict | PoisonRecord) -> None:
+        assert not isinstance(verdict, GroupApplied), "a group's batch is acted on by _act_on_group"
         record = work.record
         where = {"partition": record.partition, "offset": record.offset}
         if isinstance(verdict, PoisonRecord):
@@ -319,9 +371,14 @@ class ApplyStage(ConsumerRebalanceListener):
         self._metrics.changes.labels(verdict.realm, verdict.outcome).inc()
         if verdict.park:
             await self._write_aside(self._settings.parking_topic, letter)
-            state = self._states.get(verdict.key)
-            if state.parked is None:
-                await self._states.save(verdict.key, work.record.partition, replace(state, parked=verdict.reason))
+            if is_group_key(verdict.key):
+                group = self._states.get_group(verdict.key)
+                if group.parked is None:
+                    await self._states.save(verdict.key, work.record.partition, replace(group, parked=verdict.reason))
+            else:
+                state = self._states.get(verdict.key)
+                if state.parked is None:
+                    await self._states.save(verdict.key, work.record.partition, replace(state, parked=verdict.reason))
             self._metrics.parked.labels(verdict.realm, verdict.reason).inc()
             log.warning(
                 "change.parked", reason=verdict.reason, error=str(verdict.error)[:300], key=verdict.key, **where

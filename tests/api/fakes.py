@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.api.tenants import Circuit, Downstreams, HeldRecords, KeycloakAccess, TenantRecords
+from service.domain.groups import GroupOptions
 from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.realm_check import RealmWarning, WarningCode
 from service.pipeline.backfill import BackfillProgress
@@ -102,14 +103,16 @@ class FakeKeycloak:
     async def realm_warnings(self, realm: str) -> list[RealmWarning]:
         return list(self.warnings)
 
-    def start_backfill(self, realm: str) -> BackfillProgress:
+    def start_backfill(self, realm: str, *, groups: bool = False) -> BackfillProgress:
         progress = self.backfills[realm] = BackfillProgress(realm)
         return progress
 
     def backfill(self, realm: str) -> BackfillProgress | None:
         return self.backfills.get(realm)
 
-    async def reconcile(self, downstream: Downstream, dry_run: bool) -> dict[str, Any]:
+    async def reconcile(
+        self, downstream: Downstream, dry_run: bool, *, groups: GroupOptions | None = None
+    ) -> dict[str, Any]:
         self.reconciled.append((downstream, dry_run))
         return self.report
 

@@ -162,9 +162,9 @@ def test_leaving_and_deletion_are_told() -> None:
     linked = merge(replace(UserState(), downstream_id="d1"), joins("eng", 5))
     told, _ = membership_hops(linked, "acme", "u1", 9)
     _, hops = membership_hops(merge(told, joins("eng", 6, is_member=False)), "acme", "u1", 9)
-    assert [(h.member_id, h.present, h.seq) for h in hops] == [(None, True, 2)]
-    _, hops = membership_hops(replace(told, downstream_id=None), "acme", "u1", 9, account_deleted=True)
-    assert [(h.member_id, h.present) for h in hops] == [(None, False)]
+    assert [(h.member_id, h.seq) for h in hops] == [(None, 2)]
+    _, hops = membership_hops(replace(told, downstream_id=None), "acme", "u1", 9)  # its account deleted
+    assert [(h.member_id, h.seq) for h in hops] == [(None, 2)]
 
 
 def test_at_equal_times_leaving_wins() -> None:
