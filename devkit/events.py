@@ -104,3 +104,56 @@ def user_event(
         "error": error,
         "details": details,
     }
+
+
+# -- groups (shapes recorded from Keycloak 26.5: docs/reference/keycloak-group-events.md) -----------------
+
+
+def group_event(
+    realm: str,
+    operation: str,
+    path: str,
+    representation: dict[str, Any] | None,
+    *,
+    resource_type: str = "GROUP",
+    time_ms: int | None = None,
+) -> dict[str, Any]:
+    """An admin event on `path` (e.g. `groups/<id>`, `groups/<parent>/children`, `users/<u>/groups/<g>`)."""
+    event = admin_event(realm, "-", operation, representation, resource_type=resource_type, time_ms=time_ms)
+    event["resourcePath"] = path
+    event["resourceId"] = path.rsplit("/", 1)[-1]
+    return event
+
+
+def create_group(realm: str, group_id: str, name: str, parent: str | None = None) -> dict[str, Any]:
+    """A top-level group (CREATE `groups/<id>`) or a sub-group (CREATE `groups/<parent>/children`)."""
+    path = f"groups/{parent}/children" if parent else f"groups/{group_id}"
+    return group_event(realm, "CREATE", path, {"id": group_id, "name": name, "subGroups": []})
+
+
+def rename_group(realm: str, group_id: str, name: str, stale_path: str = "/stale") -> dict[str, Any]:
+    """UPDATE `groups/<id>` with the whole group as the console sends it (its path is the stale one)."""
+    rep = {"id": group_id, "name": name, "path": stale_path, "subGroupCount": 0, "subGroups": [], "attributes": {}}
+    return group_event(realm, "UPDATE", f"groups/{group_id}", rep)
+
+
+def move_group(realm: str, group_id: str, name: str, parent: str | None) -> dict[str, Any]:
+    """UPDATE `groups` (to the top level) or `groups/<parent>/children` (under a parent)."""
+    path = f"groups/{parent}/children" if parent else "groups"
+    return group_event(realm, "UPDATE", path, {"id": group_id, "name": name, "subGroups": []})
+
+
+def delete_group(realm: str, group_id: str) -> dict[str, Any]:
+    return group_event(realm, "DELETE", f"groups/{group_id}", {"id": group_id, "name": "x", "subGroups": []})
+
+
+def join_group(realm: str, user_id: str, group_id: str, path: str = "/g", *, leave: bool = False) -> dict[str, Any]:
+    """GROUP_MEMBERSHIP CREATE (or DELETE) on `users/<user>/groups/<group>`; the representation is the group."""
+    rep = {"id": group_id, "name": path.rsplit("/", 1)[-1], "path": path, "subGroups": [], "attributes": {}}
+    return group_event(
+        realm,
+        "DELETE" if leave else "CREATE",
+        f"users/{user_id}/groups/{group_id}",
+        rep,
+        resource_type="GROUP_MEMBERSHIP",
+    )

@@ -6,6 +6,7 @@ Modes:
 - `honest`: forward everything.
 - `redirect_writes`: reads (GET, the ServiceProviderConfig) are forwarded; every write (POST, PATCH,
   PUT, DELETE) answers `redirect_status` with a Location on `redirect_to`, same path and query.
+- `no_groups`: every `/Groups` request answers 404, as from a server that serves users only.
 - `ignore_filters`: `GET /Users?filter=...` is answered as if there were no filter: every account, page
   by page (servers that do not implement filtering do this), while the ServiceProviderConfig still
   claims filter support.
@@ -83,6 +84,7 @@ class HostileProxy:
     redirect_status: int = 307
     port: int = field(default_factory=free_port)
     misbehaved: Counter[str] = field(default_factory=Counter)
+    seen: Counter[str] = field(default_factory=Counter)  # "METHOD Resource": e.g. "PATCH Groups"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -128,11 +130,18 @@ class HostileProxy:
             return web.Response(status=upstream.status, body=body, headers=kept)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen[f"{request.method} {_resource(request.path)}"] += 1
         answer = await MODES[self.mode](self, request)
         if answer is None:
             return await self.forward(request)
         self.misbehaved[self.mode] += 1
         return answer
+
+
+def _resource(path: str) -> str:
+    """`/<tenant>/Groups/<id>` -> `Groups`."""
+    parts = path.strip("/").split("/")
+    return parts[1] if len(parts) > 1 else ""
 
 
 async def _honest(proxy: HostileProxy, request: web.Request) -> web.StreamResponse | None:
@@ -152,8 +161,16 @@ async def _ignore_filters(proxy: HostileProxy, request: web.Request) -> web.Stre
     return await proxy.forward(unfiltered)
 
 
+async def _no_groups(proxy: HostileProxy, request: web.Request) -> web.StreamResponse | None:
+    if "/Groups" not in request.path:
+        return None
+    body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "404", "detail": "no such endpoint"}
+    return web.json_response(body, status=404)
+
+
 MODES: dict[str, Mode] = {
     "honest": _honest,
     "redirect_writes": _redirect_writes,
     "ignore_filters": _ignore_filters,
+    "no_groups": _no_groups,
 }

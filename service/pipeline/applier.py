@@ -24,7 +24,7 @@ from service.domain.changes import UserChange
 from service.domain.groups import GroupChange, GroupState, plan_group
 from service.domain.plan import membership_hops, plan_change
 from service.domain.stamps import ChangeSource
-from service.domain.state import UserState
+from service.domain.state import UserState, merge
 from service.errors import (
     CircuitOpen,
     Parked,
@@ -35,10 +35,10 @@ from service.errors import (
     ScimTransient,
     TenantUnreadable,
 )
-from service.keycloak_admin.errors import KeycloakError, KeycloakUnavailable
+from service.keycloak_admin.errors import KeycloakError, KeycloakNotFound, KeycloakUnavailable
 from service.metrics import Metrics
 from service.pipeline.authoritative import read_truth
-from service.pipeline.ports import GroupReader, UserReader
+from service.pipeline.ports import GroupReader, KeycloakReader
 from service.pipeline.set_aside import DOWNSTREAM_ID, OWNER
 from service.retry import RetryPolicy
 from service.scim.executor import Result, ScimPort, execute
@@ -111,7 +111,7 @@ class Applier:
     tenants: TenantDirectory
     states: StateView
     scim: ScimPort
-    keycloak: UserReader | None = None  # re-reads users whose event carried no representation
+    keycloak: KeycloakReader | None = None  # re-reads users whose event carried no representation
     authoritative: bool = False  # ... and, if set, every user
     budget_seconds: float = 300.0  # how long one change may keep retrying before it is parked
     backoff: RetryPolicy = field(default_factory=RetryPolicy)
@@ -149,6 +149,8 @@ class Applier:
                     await self._no_representation(change)
                     return Skipped(change.realm, "no_representation", "no_representation")
                 state = self.states.get(change.key)
+                if effective.group_paths and tenant.groups:
+                    state = await self._memberships_of_new_user(state, effective)
                 plan = plan_change(state, effective, tenant.delete_policy)
                 outcome = await execute(plan, effective, tenant.downstream, self.scim)
                 new_state = outcome.state if outcome.state.parked is None else replace(outcome.state, parked=None)
@@ -222,6 +224,24 @@ class Applier:
         if self.keycloak is not None and (self.authoritative or change.reread):
             return await read_truth(self.keycloak, change)
         return None if change.reread else change
+
+    async def _memberships_of_new_user(self, state: UserState, change: UserChange) -> UserState:
+        """A user created with `groups` fires no membership event: Keycloak's answer says which groups
+        (merged as memberships at the create's time); without Keycloak access the tenant is told."""
+        if self.keycloak is None:
+            await self.tenants.note(change.realm, "groups_by_path")
+            return state
+        try:
+            groups = await self.keycloak.user_groups(change.realm, change.user_id)
+        except KeycloakNotFound as exc:
+            if not exc.user_missing:
+                raise
+            return state  # deleted since: its deletion follows
+        for group in groups:
+            if isinstance(group.get("id"), str):
+                joined = replace(change, op="membership", group_id=group["id"], member=True, attributes={})
+                state = merge(state, joined)
+        return state
 
     async def _no_representation(self, change: UserChange) -> None:
         """Warned once per realm with the fix, and noted on the tenant for every replica to show."""

@@ -72,3 +72,7 @@ class DownstreamGroups(Protocol):
     def list_groups(
         self, ds: Downstream, page_size: int = 200, *, retry: RetryPolicy | None = None, members: bool = True
     ) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class KeycloakReader(UserReader, GroupReader, Protocol):
+    """Reads users and groups as Keycloak stores them (the appliers' re-reads)."""
