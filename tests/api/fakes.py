@@ -61,11 +61,13 @@ class FakeDownstreams:
     refusal: EnableRefused | None = None
     validated: list[Downstream] = field(default_factory=list)
     circuits: dict[str, Circuit] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=lambda: {"patch": {"supported": True}})
 
-    async def validate(self, downstream: Downstream) -> None:
+    async def validate(self, downstream: Downstream) -> dict[str, Any]:
         self.validated.append(downstream)
         if self.refusal is not None:
             raise self.refusal
+        return self.config
 
     def circuit(self, realm: str) -> Circuit:
         return self.circuits.get(realm, "closed")

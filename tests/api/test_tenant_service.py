@@ -239,3 +239,42 @@ def test_the_token_goes_in_but_never_out() -> None:
     request = enable_request()
     assert isinstance(request.token, SecretStr)
     assert TOKEN not in repr(request)
+
+
+async def test_group_sync_is_refused_for_a_downstream_that_cannot_patch() -> None:
+    """ServiceProviderConfig says patch is unsupported: enabled without group sync, with a warning saying
+    why (a member-list PUT is what AWS refuses); the users still flow."""
+    world = World()
+    world.downstreams.config = {"patch": {"supported": False}}
+    enabled = await world.service().enable("acme", enable_request(groups=True))
+    assert enabled.tenant.groups is False
+    assert [w.code for w in enabled.tenant.warnings or []] == ["groups_refused"]
+    assert world.records.writes[-1].groups is False
+
+
+async def test_group_settings_are_stored_as_asked() -> None:
+    world = World()
+    request = enable_request(
+        groups=True,
+        group_display="path",
+        group_flatten=True,
+        group_paths=["/eng"],
+        group_pattern="^/ops/",
+        group_members_per_request=50,
+    )
+    enabled = await world.service().enable("acme", request)
+    tenant = world.records.writes[-1]
+    assert (
+        tenant.groups,
+        tenant.group_display,
+        tenant.group_flatten,
+        tenant.group_paths,
+        tenant.group_pattern,
+        tenant.group_members_per_request,
+    ) == (True, "path", True, ("/eng",), "^/ops/", 50)
+    assert enabled.tenant.warnings is None
+
+
+def test_a_group_pattern_that_does_not_compile_is_refused() -> None:
+    with pytest.raises(ValueError, match="regular expression"):
+        enable_request(groups=True, group_pattern="([")
