@@ -166,3 +166,22 @@ async def test_a_downstream_without_groups_keeps_provisioning_users(
         await pipeline.wait_user(realm, "u-2", userName="after.the.group")
     finally:
         await proxy.stop()
+
+
+async def test_flattening_sends_sub_group_members_to_the_ancestors(pipeline: Pipeline, scim_server: ScimServer) -> None:
+    """With group_flatten, a member of /eng/backend is also a member of /eng; leaving removes it from both."""
+    realm = pipeline.realm()
+    base = pipeline.bases[realm] = scim_server.base_url(realm + uuid.uuid4().hex[:6])
+    await enable_with_groups(pipeline, base, realm, group_flatten=True)
+    await pipeline.admin(
+        events.create_group(realm, "g-eng", "eng"),
+        events.create_group(realm, "g-be", "backend", parent="g-eng"),
+        events.create_user(realm, "u-dev", "dev.one"),
+        events.join_group(realm, "u-dev", "g-be", "/eng/backend"),
+    )
+    dev = await pipeline.wait_user(realm, "u-dev", userName="dev.one")
+    await wait_group(base, "g-be", members={dev["id"]})
+    await wait_group(base, "g-eng", members={dev["id"]})
+    await pipeline.admin(events.join_group(realm, "u-dev", "g-be", "/eng/backend", leave=True))
+    await wait_group(base, "g-be", members=set())
+    await wait_group(base, "g-eng", members=set())
