@@ -654,11 +654,14 @@ class ProcessWatch:
             await asyncio.sleep(0.2)
 
 
-def host_busy_seconds() -> float:
-    """CPU seconds the whole host spent busy (all cores) since boot, from /proc/stat."""
+def host_seconds() -> tuple[float, float]:
+    """CPU seconds the whole host (all cores) spent busy, and had stolen by the hypervisor (a virtual
+    machine's cores waiting for the physical ones: work of other machines), since boot, from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    steal = fields[7] if len(fields) > 7 else 0
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:7]) - idle) / tick, steal / tick
 
 
 class CpuWindow:
@@ -675,7 +678,8 @@ class CpuWindow:
 
     def _now(self) -> dict[str, float]:
         found = {name: watch.cpu_seconds() for name, watch in self._watches.items()}
-        return {**{k: v for k, v in found.items() if v is not None}, "host busy": host_busy_seconds()}
+        busy, stolen = host_seconds()
+        return {**{k: v for k, v in found.items() if v is not None}, "host busy": busy, "host stolen": stolen}
 
     def start(self) -> None:
         self._start = self._now()
@@ -944,13 +948,14 @@ def print_cpu(cpu: dict[str, float], wall_seconds: float, units: int, unit: str)
         return
     cores = os.cpu_count() or 1
     capacity = cores * wall_seconds
-    busy = used.pop("host busy")
+    busy, stolen = used.pop("host busy"), used.pop("host stolen", 0.0)
     own = sum(used.values())
     print(f"CPU seconds in the window ({cores} cores x {wall_seconds:.1f} s = {capacity:.0f}):")
     print(
         "  "
         + ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
-        + f", other processes on the host {max(0.0, busy - own):.1f}, idle {max(0.0, capacity - busy):.1f}"
+        + f", other processes on the host {max(0.0, busy - own):.1f}, stolen by the hypervisor {stolen:.1f}"
+        + f", idle {max(0.0, capacity - busy - stolen):.1f}"
     )
     print(
         f"  service: {used['service'] / units * 1e6:.0f} us CPU per {unit}, "

@@ -348,8 +348,8 @@ async def run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, 
             )
             cpu.stop()
             watch.sample()
-            counters = await service_counters(api, COUNTERS)
             after = await settled(responder, quiet=2.0, timeout=args.timeout)
+            counters = await service_counters(api, COUNTERS)  # after the last PATCH's batch is counted
         finally:
             sampler.cancel()
             process.send_signal(signal.SIGTERM)
