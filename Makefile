@@ -50,9 +50,11 @@ lint: $(STAMP)
 api-docs: $(STAMP)
 	$(BIN)/python -m service.api.openapi --write
 
-## bench: events (throughput, latency, memory against a naive baseline) and backfill (10,000 users)
+## bench: events (throughput, latency, memory against a naive baseline), memberships (a burst of 6,600
+## joins and leaves over 2,000 users and 20 groups) and backfill (10,000 users)
 bench: deps
 	$(BIN)/python -m scripts.bench
+	$(BIN)/python -m scripts.bench_groups
 	$(BIN)/python -m scripts.bench_backfill
 
 ## docs: regenerate docs/reference (settings, metrics, CLI) from the code; a test fails while they differ

@@ -161,12 +161,13 @@ async def publish(
 # == the SCIM responder (runs in its own process) ====================================================
 
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
-FILTER = re.compile(r'^\s*(externalId|userName)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$')
+FILTER = re.compile(r'^\s*(externalId|userName|displayName)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$')
+MEMBER_FILTER = re.compile(r'^members\[\s*value\s+eq\s+"((?:[^"\\]|\\.)*)"\s*\]$')
 
 
 @dataclass
 class Space:
-    """The users of one base path (`/<space>`): the service and the baseline each get their own."""
+    """The users and groups of one base path (`/<space>`): the service and the baseline each get their own."""
 
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_user_name: dict[str, str] = field(default_factory=dict)
@@ -174,6 +175,15 @@ class Space:
     writes: list[tuple[str, float, float, str | None]] = field(default_factory=list)  # method, in, out, family
     requests: dict[str, int] = field(default_factory=dict)  # method -> count
     expected: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> group without its members
+    members: dict[str, dict[str, None]] = field(default_factory=dict)  # group id -> member ids (ordered set)
+    group_by_name: dict[str, str] = field(default_factory=dict)  # casefolded displayName -> id
+    group_by_external_id: dict[str, str] = field(default_factory=dict)
+    group_requests: dict[str, int] = field(default_factory=dict)  # method -> count, /Groups only
+    # sent, op, group externalId, user externalId: one per member operation of a PATCH
+    member_writes: list[tuple[float, str, str, str]] = field(default_factory=list)
+    redundant: dict[str, int] = field(default_factory=lambda: {"add": 0, "remove": 0})  # no-op member operations
+    expected_groups: dict[str, set[str]] = field(default_factory=dict)  # group externalId -> user externalIds
 
     def index(self, user: dict[str, Any]) -> None:
         self.by_user_name[user["userName"]] = user["id"]
@@ -193,9 +203,48 @@ class Space:
                 done += 1
         return done
 
+    def external_id_of_user(self, user_id: str) -> str:
+        """The member as the bench names it (the Keycloak user id); an id the responder never issued
+        stays visible as `?<id>`, so a wrong member never passes for a right one."""
+        user = self.users.get(user_id)
+        return str(user.get("externalId")) if user and user.get("externalId") else f"?{user_id}"
+
+    def group_members(self) -> dict[str, set[str]]:
+        """Group externalId -> its members' externalIds, as the downstream holds them now."""
+        return {
+            str(group.get("externalId") or f"?{gid}"): {self.external_id_of_user(m) for m in self.members[gid]}
+            for gid, group in self.groups.items()
+        }
+
+    def matching_groups(self) -> int:
+        """How many groups exist with exactly their expected members."""
+        held = self.group_members()
+        return sum(1 for gid, want in self.expected_groups.items() if held.get(gid) == want)
+
+    def index_group(self, group: dict[str, Any]) -> None:
+        self.group_by_name[str(group["displayName"]).casefold()] = group["id"]
+        if group.get("externalId"):
+            self.group_by_external_id[group["externalId"]] = group["id"]
+
+    def unindex_group(self, group: dict[str, Any]) -> None:
+        self.group_by_name.pop(str(group.get("displayName", "")).casefold(), None)
+        self.group_by_external_id.pop(group.get("externalId") or "", None)
+
+    def render_group(self, gid: str, with_members: bool = True) -> dict[str, Any]:
+        group = dict(self.groups[gid])
+        if with_members:
+            group["members"] = [{"value": m} for m in self.members[gid]]
+        return group
+
 
 def build_responder(latency: float) -> web.Application:
-    """A minimal, in-memory SCIM 2.0 /Users server that answers after `latency` seconds."""
+    """A minimal, in-memory SCIM 2.0 server of /Users and /Groups that answers after `latency` seconds.
+
+    /Groups: POST (displayName unique ignoring case, like most downstreams: 409), GET filtered on
+    externalId or displayName and paged (startIndex / count, `excludedAttributes=members`), PATCH with
+    `add` of `members`, `remove` of `members[value eq "<id>"]` and `replace` of displayName (anything
+    else: 400, so a request shape the bench does not expect shows up), answered 204 as AWS and Entra do,
+    and DELETE. Every member operation is logged with its response time, for latency per membership."""
     spaces: dict[str, Space] = {}
 
     def space_of(request: web.Request) -> Space:
@@ -217,6 +266,8 @@ def build_responder(latency: float) -> web.Application:
             return await handler(request)
         space = space_of(request)
         space.requests[request.method] = space.requests.get(request.method, 0) + 1
+        if "/Groups" in request.path:
+            space.group_requests[request.method] = space.group_requests.get(request.method, 0) + 1
         await asyncio.sleep(latency)
         if not request.path.endswith("/ServiceProviderConfig") and (
             request.headers.get("Authorization") != f"Bearer {DOWNSTREAM_TOKEN}"
@@ -238,21 +289,12 @@ def build_responder(latency: float) -> web.Application:
         found = list(space.users.values())
         if "filter" in request.query:
             match = FILTER.match(request.query["filter"])
-            if not match:
+            if not match or match[1] == "displayName":
                 return error(400, "unsupported filter", "invalidFilter")
             attribute, value = match[1], re.sub(r"\\(.)", r"\1", match[2])
             index = space.by_external_id if attribute == "externalId" else space.by_user_name
             found = [space.users[index[value]]] if value in index else []
-        count = int(request.query.get("count", "100"))
-        return scim_json(
-            {
-                "schemas": [scim_schema.LIST_SCHEMA],
-                "totalResults": len(found),
-                "itemsPerPage": min(count, len(found)),
-                "startIndex": 1,
-                "Resources": found[:count],
-            }
-        )
+        return scim_json(_page(found, request.query))
 
     async def create_user(request: web.Request) -> web.Response:
         space, received = space_of(request), time.time()
@@ -292,6 +334,123 @@ def build_responder(latency: float) -> web.Application:
         space.writes.append(("DELETE", received, time.time(), None))
         return web.Response(status=204)
 
+    async def list_groups(request: web.Request) -> web.Response:
+        space = space_of(request)
+        ids = list(space.groups)
+        if "filter" in request.query:
+            match = FILTER.match(request.query["filter"])
+            if not match or match[1] == "userName":
+                return error(400, "unsupported filter", "invalidFilter")
+            attribute, value = match[1], re.sub(r"\\(.)", r"\1", match[2])
+            if attribute == "externalId":
+                found = space.group_by_external_id.get(value)
+            else:
+                found = space.group_by_name.get(value.casefold())
+            ids = [found] if found else []
+        with_members = "members" not in request.query.get("excludedAttributes", "").split(",")
+        return scim_json(_page([space.render_group(gid, with_members) for gid in ids], request.query))
+
+    async def get_group(request: web.Request) -> web.Response:
+        space = space_of(request)
+        if request.match_info["id"] not in space.groups:
+            return error(404, "no such group")
+        return scim_json(space.render_group(request.match_info["id"]))
+
+    async def create_group(request: web.Request) -> web.Response:
+        space = space_of(request)
+        body = await request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("displayName"), str) or not body["displayName"]:
+            return error(400, "displayName is required", "invalidValue")
+        if body["displayName"].casefold() in space.group_by_name:
+            return error(409, "displayName exists", "uniqueness")
+        if body.get("members"):
+            return error(400, "the bench expects members by PATCH only", "invalidValue")
+        group = {**body, "id": uuid.uuid4().hex, "meta": {"resourceType": "Group"}}
+        space.groups[group["id"]] = group
+        space.members[group["id"]] = {}
+        space.index_group(group)
+        return scim_json(space.render_group(group["id"]), 201)
+
+    async def patch_group(request: web.Request) -> web.Response:
+        space = space_of(request)
+        gid = request.match_info["id"]
+        if gid not in space.groups:
+            return error(404, "no such group")
+        body = await request.json()
+        operations = body.get("Operations") if isinstance(body, dict) else None
+        if not isinstance(operations, list) or not operations:
+            return error(400, "no operations", "invalidValue")
+        changes: list[tuple[str, str]] = []  # (op, member id), applied only when every operation is valid
+        rename = None
+        for operation in operations:
+            op, path = str(operation.get("op", "")).lower(), str(operation.get("path", ""))
+            if op == "add" and path == "members" and isinstance(operation.get("value"), list):
+                changes += [("add", str(m.get("value"))) for m in operation["value"]]
+            elif op == "remove" and (match := MEMBER_FILTER.match(path)):
+                changes.append(("remove", re.sub(r"\\(.)", r"\1", match[1])))
+            elif op == "replace" and path == "displayName" and isinstance(operation.get("value"), str):
+                rename = operation["value"]
+            else:
+                return error(400, f"unsupported operation {op} {path}", "invalidPath")
+        group, members = space.groups[gid], space.members[gid]
+        if rename is not None and space.group_by_name.get(rename.casefold(), gid) != gid:
+            return error(409, "displayName exists", "uniqueness")
+        if rename is not None:
+            space.unindex_group(group)
+            group["displayName"] = rename
+            space.index_group(group)
+        sent = time.time()
+        external_id = str(group.get("externalId") or f"?{gid}")
+        for op, member in changes:
+            held = member in members
+            if (op == "add") == held:
+                space.redundant[op] += 1
+            if op == "add":
+                members[member] = None
+            else:
+                members.pop(member, None)
+            space.member_writes.append((sent, op, external_id, space.external_id_of_user(member)))
+        return web.Response(status=204)
+
+    async def delete_group(request: web.Request) -> web.Response:
+        space = space_of(request)
+        group = space.groups.pop(request.match_info["id"], None)
+        if group is None:
+            return error(404, "no such group")
+        space.members.pop(group["id"], None)
+        space.unindex_group(group)
+        return web.Response(status=204)
+
+    async def expect_groups(request: web.Request) -> web.Response:
+        space = space_of(request)
+        space.expected_groups = {k: set(v) for k, v in (await request.json()).items()}
+        return web.json_response({"groups": len(space.expected_groups)})
+
+    async def group_progress(request: web.Request) -> web.Response:
+        space = space_of(request)
+        return web.json_response(
+            {
+                "users": len(space.by_external_id),
+                "groups": len(space.groups),
+                "matching_groups": space.matching_groups(),
+                "member_writes": len(space.member_writes),
+                "last_member_write": max((w[0] for w in space.member_writes), default=0.0),
+                "group_requests": space.group_requests,
+                "requests": space.requests,
+                "redundant": space.redundant,
+            }
+        )
+
+    async def group_state(request: web.Request) -> web.Response:
+        space = space_of(request)
+        return web.json_response(
+            {
+                "members": {k: sorted(v) for k, v in space.group_members().items()},
+                "names": {str(g.get("externalId")): g.get("displayName") for g in space.groups.values()},
+                "member_writes": space.member_writes,
+            }
+        )
+
     async def expect(request: web.Request) -> web.Response:
         space_of(request).expected = {k: (v[0], v[1]) for k, v in (await request.json()).items()}
         return web.json_response({"users": len(space_of(request).expected)})
@@ -314,7 +473,28 @@ def build_responder(latency: float) -> web.Application:
     app.router.add_post("/{space}/Users", create_user)
     app.router.add_patch("/{space}/Users/{id}", patch_user)
     app.router.add_delete("/{space}/Users/{id}", delete_user)
+    app.router.add_post("/_bench/expect-groups/{space}", expect_groups)
+    app.router.add_get("/_bench/group-progress/{space}", group_progress)
+    app.router.add_get("/_bench/groups/{space}", group_state)
+    app.router.add_get("/{space}/Groups", list_groups)
+    app.router.add_post("/{space}/Groups", create_group)
+    app.router.add_get("/{space}/Groups/{id}", get_group)
+    app.router.add_patch("/{space}/Groups/{id}", patch_group)
+    app.router.add_delete("/{space}/Groups/{id}", delete_group)
     return app
+
+
+def _page(found: list[dict[str, Any]], query: Any) -> dict[str, Any]:
+    """A ListResponse of `found` from startIndex (1-based) with at most `count` resources."""
+    start, count = max(1, int(query.get("startIndex", "1"))), max(0, int(query.get("count", "100")))
+    page = found[start - 1 : start - 1 + count]
+    return {
+        "schemas": [scim_schema.LIST_SCHEMA],
+        "totalResults": len(found),
+        "itemsPerPage": len(page),
+        "startIndex": start,
+        "Resources": page,
+    }
 
 
 def _apply_operation(user: dict[str, Any], operation: dict[str, Any]) -> None:
@@ -474,11 +654,14 @@ class ProcessWatch:
             await asyncio.sleep(0.2)
 
 
-def host_busy_seconds() -> float:
-    """CPU seconds the whole host spent busy (all cores) since boot, from /proc/stat."""
+def host_seconds() -> tuple[float, float]:
+    """CPU seconds the whole host (all cores) spent busy, and had stolen by the hypervisor (a virtual
+    machine's cores waiting for the physical ones: work of other machines), since boot, from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    steal = fields[7] if len(fields) > 7 else 0
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:7]) - idle) / tick, steal / tick
 
 
 class CpuWindow:
@@ -495,7 +678,8 @@ class CpuWindow:
 
     def _now(self) -> dict[str, float]:
         found = {name: watch.cpu_seconds() for name, watch in self._watches.items()}
-        return {**{k: v for k, v in found.items() if v is not None}, "host busy": host_busy_seconds()}
+        busy, stolen = host_seconds()
+        return {**{k: v for k, v in found.items() if v is not None}, "host busy": busy, "host stolen": stolen}
 
     def start(self) -> None:
         self._start = self._now()
@@ -581,12 +765,14 @@ async def bench_service(
     return result
 
 
-async def service_counters(api: Api) -> dict[str, float]:
+COUNTERS = {"outbound_scim_changes_total", "outbound_scim_scim_requests_total", "outbound_scim_offset_commits_total"}
+
+
+async def service_counters(api: Api, wanted: set[str] = COUNTERS) -> dict[str, float]:
     """A few of the service's own counters (/metrics), as evidence of where the work went."""
     status, text = await api.call("GET", "/metrics")
     if status != 200:
         return {}
-    wanted = {"outbound_scim_changes_total", "outbound_scim_scim_requests_total", "outbound_scim_offset_commits_total"}
     found: dict[str, float] = {}
     for family in text_string_to_metric_families(str(text)):
         for sample in family.samples:
@@ -762,13 +948,14 @@ def print_cpu(cpu: dict[str, float], wall_seconds: float, units: int, unit: str)
         return
     cores = os.cpu_count() or 1
     capacity = cores * wall_seconds
-    busy = used.pop("host busy")
+    busy, stolen = used.pop("host busy"), used.pop("host stolen", 0.0)
     own = sum(used.values())
     print(f"CPU seconds in the window ({cores} cores x {wall_seconds:.1f} s = {capacity:.0f}):")
     print(
         "  "
         + ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
-        + f", other processes on the host {max(0.0, busy - own):.1f}, idle {max(0.0, capacity - busy):.1f}"
+        + f", other processes on the host {max(0.0, busy - own):.1f}, stolen by the hypervisor {stolen:.1f}"
+        + f", idle {max(0.0, capacity - busy - stolen):.1f}"
     )
     print(
         f"  service: {used['service'] / units * 1e6:.0f} us CPU per {unit}, "
