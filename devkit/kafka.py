@@ -4,28 +4,89 @@ that writes records the way the Keycloak plugin does."""
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import subprocess
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from devkit.local import ROOT
+from devkit.local import ROOT, free_port
+from devkit.tls import make_broker_tls
+from service.kafka_access import Acl
+from service.kafka_protocol import create_acl
 from service.settings import Settings
 
 KAFKA_SCRIPT = ROOT / "scripts" / "kafka" / "kafka.sh"
 
 
-def start_broker(data: Path, port: int = 0) -> str:
+@dataclass(frozen=True)
+class SecuredListener:
+    """The broker's SASL_SSL listener: SCRAM-SHA-512 user `username`, TLS from a CA of the tests' own."""
+
+    bootstrap: str
+    ca_file: Path
+    username: str
+    password: str
+
+    @property
+    def principal(self) -> str:
+        return f"User:{self.username}"
+
+    def settings(self) -> dict[str, Any]:
+        """Service settings (make_settings overrides) that connect through this listener."""
+        return {
+            "kafka_bootstrap_servers": self.bootstrap,
+            "kafka_security_protocol": "SASL_SSL",
+            "kafka_sasl_mechanism": "SCRAM-SHA-512",
+            "kafka_sasl_username": self.username,
+            "kafka_sasl_password": self.password,
+            "kafka_ssl_cafile": str(self.ca_file),
+        }
+
+
+def start_broker(data: Path, port: int = 0, env: dict[str, str] | None = None) -> str:
     """A single-node broker from scripts/kafka/kafka.sh; returns its bootstrap address."""
     started = subprocess.run(
-        ["bash", str(KAFKA_SCRIPT), "start", str(port), str(data)], capture_output=True, text=True, check=False
+        ["bash", str(KAFKA_SCRIPT), "start", str(port), str(data)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
     if started.returncode != 0:
         raise RuntimeError(f"the Kafka broker did not start:\n{started.stderr[-3000:]}")
     return started.stdout.strip().splitlines()[-1]
+
+
+def start_secured_broker(data: Path, username: str = "outbound-scim") -> tuple[str, SecuredListener]:
+    """A broker with its PLAINTEXT listener (a super user: clients there are not authorized) and a
+    SASL_SSL one under the StandardAuthorizer, where `username` may do only what ACLs allow."""
+    tls = make_broker_tls(data / "tls")
+    password = secrets.token_urlsafe(16)
+    port = free_port()
+    env = {
+        "KAFKA_SASL_SSL_PORT": str(port),
+        "KAFKA_SSL_KEYSTORE": str(tls.keystore),
+        "KAFKA_SCRAM_USERS": f"{username}={password}",
+    }
+    bootstrap = start_broker(data / "kafka", env=env)
+    return bootstrap, SecuredListener(f"127.0.0.1:{port}", tls.ca_file, username, password)
+
+
+async def grant(bootstrap: str, principal: str, acls: Iterable[Acl]) -> None:
+    """Create ALLOW ACLs for `principal`, through the (super user) PLAINTEXT listener at `bootstrap`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for acl in acls:
+            await create_acl(admin, principal, acl.resource, acl.name, acl.operation, acl.pattern)
+    finally:
+        await admin.close()
 
 
 def stop_broker(data: Path) -> None:

@@ -39,6 +39,7 @@ def make_settings(bootstrap: str, **overrides: Any) -> Settings:
         "allow_http_hosts": "127.0.0.1",
         "allow_private_networks": True,
         "group_id": f"t{run}",
+        "instance_id": f"i{run}",  # processes on one host must not share the host name as their instance id
         "internal_partitions": 3,
         "token_key": Fernet.generate_key().decode(),
         "admin_token": ADMIN_TOKEN,

@@ -15,11 +15,13 @@ import aiohttp
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from service.api.app import ApiDeps, build_api
 from service.domain.changes import UserChange
 from service.domain.stamps import ChangeSource
 from service.errors import TenantUnreadable
+from service.kafka_access import KafkaAccessDenied, denied
 from service.kafka_topics import ensure_topics
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
@@ -79,10 +81,15 @@ class Service:
         return reasons
 
     async def start(self) -> None:
+        """Start every part; a Kafka refusal (a missing ACL) stops it with a ConfigError naming the ACL."""
         try:
             await self._start()
-        except BaseException:
+        except BaseException as exc:
             await self.stop()
+            refusal = denied(self.settings, exc) if isinstance(exc, KafkaError) else exc
+            if isinstance(refusal, KafkaAccessDenied):
+                log.error("kafka.access.denied", missing=[str(acl) for acl in refusal.missing])
+                raise refusal from exc
             raise
 
     async def _start(self) -> None:

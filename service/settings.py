@@ -3,6 +3,7 @@ an optional .env file: load_settings). No I/O at import."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
 from typing import Literal, Required, TypedDict
@@ -23,6 +24,14 @@ class KafkaClientOptions(TypedDict, total=False):
     sasl_plain_username: str | None
     sasl_plain_password: str | None
     ssl_context: ssl.SSLContext
+
+
+class StaticMembership(TypedDict):
+    """The consumer keyword arguments of a static member (KIP-345), the same in both groups."""
+
+    group_instance_id: str
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
 
 
 class Settings(BaseSettings):
@@ -68,6 +77,19 @@ class Settings(BaseSettings):
         1, ge=1, description="replication of the internal topics (3 in production)"
     )
     group_id: str = Field("outbound-scim", description="prefix of the two consumer groups (.rekey, .apply)")
+    instance_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="this replica's stable name (the chart sets the pod name; default: the host name): its "
+        "consumers' group.instance.id (static membership) and its stage-1 transactional id, so a restarted "
+        "process fences its predecessor's open transaction at once and takes its partitions back",
+    )
+    kafka_session_timeout_ms: int = Field(
+        30_000,
+        ge=6000,
+        description="consumer session timeout: how long a replica that died without leaving holds its partitions "
+        "(a restart under the same instance id takes them back sooner)",
+    )
     max_record_bytes: int = Field(1_000_000, ge=1024, description="larger records are dead-lettered unread")
     max_clock_skew_seconds: float = Field(
         300.0,
@@ -181,8 +203,21 @@ class Settings(BaseSettings):
         return tuple(i.strip() for i in self.keycloak_event_listeners.split(",") if i.strip())
 
     @property
+    def instance_name(self) -> str:
+        """The instance id, or the host name (in a pod: the pod name) when none is set."""
+        return self.instance_id or socket.gethostname()
+
+    @property
     def source_topics(self) -> list[str]:
         return [self.events_topic, self.admin_events_topic]
+
+    def static_membership(self) -> StaticMembership:
+        """A restart under the same instance id takes its partitions back without a rebalance."""
+        return {
+            "group_instance_id": self.instance_name,
+            "session_timeout_ms": self.kafka_session_timeout_ms,
+            "heartbeat_interval_ms": max(1000, self.kafka_session_timeout_ms // 10),
+        }
 
     def kafka_client_options(self) -> KafkaClientOptions:
         """Connection options shared by every aiokafka client."""

@@ -5,7 +5,9 @@ tests/integration/) is marked `integration` at collection, so `pytest -m "not in
 unit`) runs without a broker, scim2-server or Keycloak.
 
 Kafka, in order of preference: KAFKA_BOOTSTRAP_SERVERS if set; testcontainers when a Docker engine
-answers; else the single-node broker assembled from Maven Central by scripts/kafka/kafka.sh.
+answers; else the single-node broker assembled from Maven Central by scripts/kafka/kafka.sh. That one
+also serves a SASL_SSL listener under an authorizer (`secured_kafka`); with the other two the tests
+that need it are skipped.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from tests import properties  # noqa: F401 - loads the Hypothesis profile (HYPOTHESIS_PROFILE)
-from tests.support import ScimServer, start_broker, start_scim_server, stop_broker
+from tests.support import ScimServer, SecuredListener, start_scim_server, start_secured_broker, stop_broker
 
 SCIM_TOKEN = "downstream-token-1"
-SERVER_FIXTURES = frozenset({"kafka_bootstrap", "scim_server", "keycloak"})
+SERVER_FIXTURES = frozenset({"kafka_bootstrap", "kafka_broker", "secured_kafka", "scim_server", "keycloak"})
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 
@@ -43,22 +45,36 @@ def _docker_available() -> bool:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SecuredListener | None]]:
+    """The session's broker: its PLAINTEXT bootstrap (every client there is a super user) and, when it is
+    ours, its SASL_SSL listener."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"], None
         return
     if _docker_available():
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka:
-            yield kafka.get_bootstrap_server()
+            yield kafka.get_bootstrap_server(), None
         return
     data = tmp_path_factory.mktemp("kafka")
-    bootstrap = start_broker(data)
+    bootstrap, secured = start_secured_broker(data)
     try:
-        yield bootstrap
+        yield bootstrap, secured
     finally:
-        stop_broker(data)
+        stop_broker(data / "kafka")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: tuple[str, SecuredListener | None]) -> str:
+    return kafka_broker[0]
+
+
+@pytest.fixture(scope="session")
+def secured_kafka(kafka_broker: tuple[str, SecuredListener | None]) -> SecuredListener:
+    if kafka_broker[1] is None:
+        pytest.skip("needs the broker of scripts/kafka/kafka.sh (KAFKA_BOOTSTRAP_SERVERS unset, no Docker)")
+    return kafka_broker[1]
 
 
 @pytest.fixture(scope="session")

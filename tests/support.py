@@ -1,6 +1,15 @@
 """Re-exports the devkit helpers the tests use (real broker, real scim2-server, the service, its API)."""
 
-from devkit.kafka import KAFKA_SCRIPT, Publisher, create_source_topics, start_broker, stop_broker
+from devkit.kafka import (
+    KAFKA_SCRIPT,
+    Publisher,
+    SecuredListener,
+    create_source_topics,
+    grant,
+    start_broker,
+    start_secured_broker,
+    stop_broker,
+)
 from devkit.local import ROOT, free_port, wait_until
 from devkit.scim import ScimServer, by_external_id, downstream_users, start_scim_server
 from devkit.service import ADMIN_TOKEN, Api, make_settings, running_service, settings_env, spawn_service
@@ -12,16 +21,19 @@ __all__ = [
     "Api",
     "Publisher",
     "ScimServer",
+    "SecuredListener",
     "by_external_id",
     "create_source_topics",
     "downstream_users",
     "free_port",
+    "grant",
     "make_settings",
     "running_service",
     "settings_env",
     "spawn_service",
     "start_broker",
     "start_scim_server",
+    "start_secured_broker",
     "stop_broker",
     "wait_until",
 ]

@@ -7,6 +7,12 @@
 #   kafka.sh stop <dir>            SIGTERM, up to 30 s, then SIGKILL
 # Env: KAFKA_LIBS (jar dir, default scripts/kafka/.cache/libs), JAVA (default java),
 #      KAFKA_START_TIMEOUT (seconds, default 90).
+#      A second, secured listener (read at the first start of a dir, kept on restarts):
+#      KAFKA_SASL_SSL_PORT   port of a SASL_SSL listener (SCRAM-SHA-512) on 127.0.0.1 (0: a free port)
+#      KAFKA_SSL_KEYSTORE    its PEM keystore: private key (PKCS#8, unencrypted), certificate, CA
+#      KAFKA_SCRAM_USERS     "name=password ..." SCRAM-SHA-512 users created at format time
+#      With it the broker runs the StandardAuthorizer with allow.everyone.if.no.acl.found=false, and
+#      the PLAINTEXT listeners' principal (User:ANONYMOUS) is a super user: plaintext clients are unaffected.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,16 +49,38 @@ start() {
   local cport=""
   [[ -f "$dir/server.properties" ]] && cport="$(sed -n 's/^controller.quorum.bootstrap.servers=127.0.0.1://p' "$dir/server.properties")"
   [[ -n "$cport" ]] || cport="$(free_port)"
+  local sport="" keystore="" listeners protocols secured=""
+  if [[ -f "$dir/secured.properties" ]]; then  # a restart: the first start's secured listener
+    sport="$(sed -n 's/^# sasl_ssl_port=//p' "$dir/secured.properties")"
+  elif [[ -n "${KAFKA_SASL_SSL_PORT:-}" ]]; then
+    sport="$KAFKA_SASL_SSL_PORT" keystore="${KAFKA_SSL_KEYSTORE:?KAFKA_SSL_KEYSTORE is required with KAFKA_SASL_SSL_PORT}"
+    [[ "$sport" == 0 ]] && sport="$(free_port)"
+    printf '%s\n' "# sasl_ssl_port=$sport" \
+      "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer" \
+      "allow.everyone.if.no.acl.found=false" \
+      "super.users=User:ANONYMOUS" \
+      "sasl.enabled.mechanisms=SCRAM-SHA-512" \
+      "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;" \
+      "listener.name.sasl_ssl.ssl.keystore.type=PEM" \
+      "listener.name.sasl_ssl.ssl.keystore.location=$keystore" > "$dir/secured.properties"
+  fi
+  listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+  protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  if [[ -n "$sport" ]]; then
+    listeners="PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sport,CONTROLLER://127.0.0.1:$cport"
+    protocols="$protocols,SASL_SSL:SASL_SSL"
+    secured="$(cat "$dir/secured.properties")"
+  fi
 
   cat > "$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+listeners=$listeners
+advertised.listeners=$listeners
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=true
@@ -64,6 +92,7 @@ transaction.state.log.num.partitions=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+$secured
 EOF
   # WARN and above, plus the "Kafka Server started" line, to stdout -> $dir/kafka.log
   cat > "$dir/log4j2.properties" <<'EOF'
@@ -79,8 +108,12 @@ EOF
 
   local cp="$LIBS/*" log="$dir/kafka.log"
   if [[ ! -f "$dir/data/meta.properties" ]]; then
+    local scram=() user
+    if [[ -n "$sport" ]]; then
+      for user in ${KAFKA_SCRAM_USERS:-}; do scram+=(--add-scram "SCRAM-SHA-512=[name=${user%%=*},password=${user#*=}]"); done
+    fi
     "$JAVA" -cp "$cp" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool format \
-      --standalone -t "$("$JAVA" -cp "$cp" kafka.tools.StorageTool random-uuid)" \
+      --standalone -t "$("$JAVA" -cp "$cp" kafka.tools.StorageTool random-uuid)" "${scram[@]}" \
       -c "$dir/server.properties" >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "storage format failed"; }
   fi
 

@@ -26,6 +26,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from service.domain.changes import UserChange, decode_change
 from service.domain.groups import GroupChange, is_group_key
 from service.errors import PoisonRecord
+from service.kafka_protocol import leave_static_group
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
 from service.pipeline.applier import Applier, GroupApplied, GroupApplier, SetAside, Skipped, Verdict
@@ -114,6 +115,7 @@ class ApplyStage(ConsumerRebalanceListener):
             isolation_level="read_committed",
             rebalance_timeout_ms=self._settings.rebalance_timeout_ms,
             max_poll_records=5000,
+            **self._settings.static_membership(),
         )
         self._consumer.subscribe([self._settings.changes_topic], listener=self)
         await self._consumer.start()
@@ -129,6 +131,7 @@ class ApplyStage(ConsumerRebalanceListener):
         await self._drain()
         await self._commit()
         if self._consumer:
+            await leave_static_group(self._consumer)
             await self._consumer.stop()
 
     def owns(self, partition: int) -> bool:

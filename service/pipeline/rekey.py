@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
-import uuid
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -23,6 +20,7 @@ from aiokafka.structs import ConsumerRecord
 from service.domain.changes import Skip, change_from_event, clamp_future
 from service.domain.keycloak import parse_record
 from service.errors import PoisonRecord
+from service.kafka_protocol import leave_static_group
 from service.metrics import Metrics
 from service.pipeline.rewind import rewind_to_committed
 from service.pipeline.set_aside import set_aside
@@ -67,9 +65,9 @@ class RekeyStage(ConsumerRebalanceListener):
 
     async def start(self) -> None:
         options = self._settings.kafka_client_options()
-        transactional_id = f"{self._group_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        # A short transaction timeout bounds how long a crashed replica's open transaction holds back
-        # read_committed readers of the changes topic (a batch commits in well under a second).
+        # Stable per instance: a restarted process fences its predecessor's open transaction at once; the
+        # short timeout bounds the wait when an instance does not come back (a batch commits in well under a second).
+        transactional_id = f"{self._group_id}-{self._settings.instance_name}"
         self._producer = AIOKafkaProducer(
             **options, transactional_id=transactional_id, linger_ms=5, transaction_timeout_ms=20_000
         )
@@ -82,6 +80,7 @@ class RekeyStage(ConsumerRebalanceListener):
             isolation_level="read_committed",
             fetch_max_bytes=max(52_428_800, self._settings.max_record_bytes * 2),
             rebalance_timeout_ms=self._settings.rebalance_timeout_ms,
+            **self._settings.static_membership(),
         )
         self._consumer.subscribe(self._settings.source_topics, listener=self)
         await self._consumer.start()
@@ -94,6 +93,7 @@ class RekeyStage(ConsumerRebalanceListener):
                 await self._task
         async with self._lock:  # let a batch in progress finish its transaction
             if self._consumer:
+                await leave_static_group(self._consumer)
                 await self._consumer.stop()
             if self._producer:
                 await self._producer.stop()

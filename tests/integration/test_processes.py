@@ -27,7 +27,7 @@ async def test_two_replicas_in_one_group_give_one_user_each(
 ) -> None:
     """Two service processes share the partitions -> same final state, exactly one downstream user each."""
     first = make_settings(kafka_bootstrap, api_port=free_port())
-    second = first.model_copy(update={"api_port": free_port()})
+    second = first.model_copy(update={"api_port": free_port(), "instance_id": f"{first.instance_id}-2"})
     await create_source_topics(first)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     processes = [spawn_service(s, log) for s, log in zip((first, second), logs, strict=True)]
