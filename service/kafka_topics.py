@@ -15,11 +15,12 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from service.errors import ConfigError
 from service.kafka_access import (
     TOPIC_NOT_AUTHORIZED,
+    UNKNOWN_TOPIC,
     KafkaAccessDenied,
     missing_topic_acls,
     required_acls,
 )
-from service.kafka_protocol import Operation, authorized_metadata
+from service.kafka_protocol import ClusterMetadata, Operation, authorized_metadata
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -175,7 +176,7 @@ async def ensure_topics(settings: Settings, extra: list[NewTopic] | None = None)
     try:
         await _create_missing(settings, admin, internal_topics(settings) + (extra or []))
         names = [t.name for t in internal_topics(settings)]
-        metadata = await authorized_metadata(admin, settings.source_topics + names)
+        metadata = await _visible_metadata(admin, settings.source_topics + names, names)
         missing = missing_topic_acls(settings, metadata)
         if missing:
             raise KafkaAccessDenied(missing)
@@ -200,6 +201,20 @@ async def ensure_topics(settings: Settings, extra: list[NewTopic] | None = None)
         report(check_topics(settings, observed))
     finally:
         await admin.close()
+
+
+async def _visible_metadata(
+    admin: AIOKafkaAdminClient, topics: list[str], created: list[str], wait_seconds: float = 10.0
+) -> ClusterMetadata:
+    """The metadata of `topics`, once the broker answering shows every topic of `created` (one created
+    a moment ago may not be in its metadata cache yet)."""
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    while True:
+        metadata = await authorized_metadata(admin, topics)
+        pending = [n for n in created if n in metadata.topics and metadata.topics[n].error_code == UNKNOWN_TOPIC]
+        if not pending or asyncio.get_running_loop().time() > deadline:
+            return metadata
+        await asyncio.sleep(0.1)
 
 
 def report(problems: list[TopicProblem]) -> None:
