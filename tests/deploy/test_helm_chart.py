@@ -385,11 +385,13 @@ def test_config_passthrough(chart: helm_python.Chart) -> None:
     assert "config.kafka_bootstrap_servers" in message
 
 
-def test_no_static_group_membership(chart: helm_python.Chart) -> None:
+def test_the_pod_name_is_the_instance_id(chart: helm_python.Chart) -> None:
+    """Every scenario sets OUTBOUND_SCIM_INSTANCE_ID from the pod name (a restarted container keeps it);
+    `config` may not override it."""
     for scenario in SCENARIOS.values():
-        text = "\n".join(render_raw(chart, scenario).values()).lower()
-        assert "group_instance_id" not in text
-        assert "group.instance.id" not in text
+        env = {e["name"]: e for e in container(render(chart, scenario))["env"]}
+        assert env["OUTBOUND_SCIM_INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "config.instance_id" in render_error(chart, {"config": {"instance_id": "pod-0"}})
     assert "config.group_instance_id" in render_error(chart, {"config": {"group_instance_id": "pod-0"}})
 
 
