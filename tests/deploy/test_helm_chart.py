@@ -541,7 +541,8 @@ KEYCLOAK_ENV = (
 
 
 def settings_from(env: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The Settings a pod would read: plain values as rendered, each secretKeyRef as `<secret>/<key>`."""
+    """The Settings a pod would read: plain values as rendered, each secretKeyRef as `<secret>/<key>`, the
+    pod name as a pod's."""
     for name in [n for n in os.environ if n.startswith("OUTBOUND_SCIM_")]:
         monkeypatch.delenv(name)
     for name, entry in env.items():
@@ -549,6 +550,8 @@ def settings_from(env: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatc
             continue
         if "value" in entry:
             monkeypatch.setenv(name, entry["value"])
+        elif "fieldRef" in entry.get("valueFrom", {}):  # the pod's own name
+            monkeypatch.setenv(name, "outbound-scim-7d9f8-x2k4q")
         else:
             monkeypatch.setenv(name, "/".join(secret_ref(env, name)))
     return Settings()
