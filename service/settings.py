@@ -68,6 +68,14 @@ class Settings(BaseSettings):
         1, ge=1, description="replication of the internal topics (3 in production)"
     )
     group_id: str = Field("outbound-scim", description="prefix of the two consumer groups (.rekey, .apply)")
+    state_dir: str | None = Field(
+        None,
+        description="directory of the on-disk copy of the user-state topic (one SQLite file per process, restored "
+        "from the topic when missing); default: outbound-scim-state under the system's temporary directory",
+    )
+    state_cache_size: int = Field(
+        10_000, ge=0, description="decoded user / group states kept in memory (the rest is read from the state dir)"
+    )
     max_record_bytes: int = Field(1_000_000, ge=1024, description="larger records are dead-lettered unread")
     max_clock_skew_seconds: float = Field(
         300.0,
