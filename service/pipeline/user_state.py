@@ -41,6 +41,10 @@ log = structlog.get_logger(__name__)
 
 State = UserState | GroupState
 COUNT_INTERVAL_SECONDS = 30.0
+# per partition and fetch: larger fetches read no faster, and their buffered records cost memory
+RESTORE_FETCH_BYTES = 256 * 1024
+# records per restore transaction: larger ones write each touched index page once for more records
+RESTORE_BATCH_RECORDS = 20_000
 
 
 class ChangelogProducer(Protocol):
@@ -205,7 +209,7 @@ class UserStateStore:
         consumer = AIOKafkaConsumer(
             **self._settings.kafka_client_options(),
             enable_auto_commit=False,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=RESTORE_FETCH_BYTES,
         )
         await consumer.start()
         records = {"checkpoint": 0, "scratch": 0}
@@ -225,22 +229,27 @@ class UserStateStore:
                     db.wipe(tp.partition)
                     consumer.seek(tp, begin[tp])
             remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
+            pending: dict[int, tuple[list[tuple[bytes, bytes | None]], int]] = {}
+            buffered = 0
             while remaining:
                 batches = await consumer.getmany(*remaining, timeout_ms=500)
                 for tp, batch in batches.items():
                     if not batch:
                         continue
                     records[start_of[tp.partition]] += len(batch)
-                    rows = [(r.key, r.value) for r in batch if r.key is not None]
-                    if writing is not None:
-                        await writing
-                    # the next fetch is decoded while this batch is written (sqlite releases the GIL)
-                    writing = asyncio.create_task(
-                        asyncio.to_thread(db.put_records, tp.partition, rows, batch[-1].offset + 1)
-                    )
+                    rows = pending.setdefault(tp.partition, ([], 0))[0]
+                    rows += [(r.key, r.value) for r in batch if r.key is not None]
+                    pending[tp.partition] = (rows, batch[-1].offset + 1)
+                    buffered += len(batch)
                 for tp in list(remaining):
                     if await consumer.position(tp) >= end[tp]:
                         remaining.discard(tp)
+                if buffered >= RESTORE_BATCH_RECORDS or (pending and not remaining):
+                    if writing is not None:
+                        await writing
+                    # written while the next records are fetched and decoded (sqlite releases the GIL)
+                    writing = asyncio.create_task(asyncio.to_thread(db.put_records, pending))
+                    pending, buffered = {}, 0
             if writing is not None:
                 await writing
             db.commit({tp.partition: await consumer.position(tp) for tp in tps})

@@ -63,18 +63,17 @@ def test_a_killed_process_leaves_no_checkpoint_ahead_of_its_data(tmp_path: Path)
 def test_restored_records_commit_with_their_checkpoint_and_tombstones_delete(tmp_path: Path) -> None:
     """A restore batch lands in one transaction with the offset after its last record; a None value deletes."""
     db = StateDb.open(tmp_path, TOPIC)
-    db.put_records(1, [(b"acme/u1", b"v1"), (b"acme/u2", b"v2")], next_offset=2)
-    db.put_records(1, [(b"acme/u1", None)], next_offset=3)
+    db.put_records({1: ([(b"acme/u1", b"v1"), (b"acme/u2", b"v2")], 2), 2: ([(b"acme/u3", b"v3")], 1)})
+    db.put_records({1: ([(b"acme/u1", None)], 3)})
     assert db.items(1) == [(b"acme/u2", b"v2")]
-    assert db.checkpoint(1) == 3
+    assert (db.checkpoint(1), db.checkpoint(2)) == (3, 1)
     db.close()
 
 
 def test_wipe_forgets_one_partition_only(tmp_path: Path) -> None:
     """A partition restored from scratch loses its rows and checkpoint; other partitions keep theirs."""
     db = StateDb.open(tmp_path, TOPIC)
-    db.put_records(0, [(b"acme/u0", b"v")], next_offset=1)
-    db.put_records(1, [(b"acme/u1", b"v")], next_offset=1)
+    db.put_records({0: ([(b"acme/u0", b"v")], 1), 1: ([(b"acme/u1", b"v")], 1)})
     db.wipe(0)
     assert db.items(0) == []
     assert db.checkpoint(0) is None
@@ -86,8 +85,8 @@ def test_wipe_forgets_one_partition_only(tmp_path: Path) -> None:
 def test_count_tells_users_from_groups_in_the_given_partitions(tmp_path: Path) -> None:
     """The state gauge counts users and groups of the owned partitions from the index."""
     db = StateDb.open(tmp_path, TOPIC)
-    db.put_records(0, [(b"acme/u1", b"v"), (b"acme/u2", b"v"), (b"acme/group:g1", b"v")], next_offset=3)
-    db.put_records(1, [(b"acme/u3", b"v")], next_offset=1)
+    db.put_records({0: ([(b"acme/u1", b"v"), (b"acme/u2", b"v"), (b"acme/group:g1", b"v")], 3)})
+    db.put_records({1: ([(b"acme/u3", b"v")], 1)})
     assert db.count({0}) == (2, 1)
     assert db.count({0, 1}) == (3, 1)
     assert db.count(set()) == (0, 0)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import RecordMetadata, TopicPartition
+from pydantic import SecretStr
 
 from service.domain.groups import GroupState
 from service.domain.state import UserState
@@ -43,7 +44,11 @@ class Producer:
 
 def store(tmp_path: Path, producer: Producer, cache: int = 10) -> UserStateStore:
     settings = Settings(
-        token_key="k", admin_token="a", user_state_topic=TOPIC, state_dir=str(tmp_path), state_cache_size=cache
+        token_key=SecretStr("k"),
+        admin_token=SecretStr("a"),
+        user_state_topic=TOPIC,
+        state_dir=str(tmp_path),
+        state_cache_size=cache,
     )
     return UserStateStore(settings, producer)
 
