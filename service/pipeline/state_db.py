@@ -111,15 +111,20 @@ class StateDb:
         return None if row is None else int(row[0])
 
     def count(self, partitions: Collection[int]) -> tuple[int, int]:
-        """(users, groups) held for `partitions` (read from the index, without the values)."""
+        """(users, groups) committed for `partitions`, read from the index on a connection of its own (WAL
+        readers do not wait for the writer): a million rows take a few hundred ms, so call it from a
+        worker thread, one at a time."""
         if not partitions:
             return 0, 0
         marks = ",".join("?" * len(partitions))
-        with self._lock:
-            rows = self._db.execute(
+        reader = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            rows = reader.execute(
                 f"SELECT is_group, count(*) FROM state WHERE partition IN ({marks}) GROUP BY is_group",  # noqa: S608
                 tuple(partitions),
             ).fetchall()
+        finally:
+            reader.close()
         counts = dict(rows)
         return int(counts.get(0, 0)), int(counts.get(1, 0))
 

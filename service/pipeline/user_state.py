@@ -21,7 +21,6 @@ import sqlite3
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -160,7 +159,7 @@ class UserStateStore:
                 checkpoints[partition] = max(acked) + 1
         self.db.commit(checkpoints)
         if time.monotonic() - self._counted_at >= COUNT_INTERVAL_SECONDS:
-            self._count()
+            await self._count()
         if failed:
             await self._send_again({(key, partition) for key, partition, _ in failed})
             error = failed[0][2]
@@ -191,7 +190,7 @@ class UserStateStore:
             self._cache.clear()
             restored = await self._restore(partitions)
         self._owned |= partitions
-        users, groups = self._count()
+        users, groups = await self._count()
         for start, records in restored.records.items():
             self._metrics.state_restored.labels(start).inc(records)
         return Restored(
@@ -271,11 +270,12 @@ class UserStateStore:
         for partition in partitions:
             self._pending.pop(partition, None)
         self._owned -= partitions
-        self._count()
+        self._counted_at = 0.0  # the gauge is refreshed at the next flush
 
-    def _count(self, partitions: Collection[int] | None = None) -> tuple[int, int]:
-        users, groups = self.db.count(self._owned if partitions is None else partitions)
+    async def _count(self) -> tuple[int, int]:
+        """Refresh the gauge of users and groups held for the owned partitions (off the event loop)."""
+        self._counted_at = time.monotonic()
+        users, groups = await asyncio.to_thread(self.db.count, set(self._owned))
         self._metrics.state_entries.labels("user").set(users)
         self._metrics.state_entries.labels("group").set(groups)
-        self._counted_at = time.monotonic()
         return users, groups
