@@ -145,15 +145,13 @@ class StateDb:
     def put_records(self, batches: Mapping[int, tuple[list[tuple[bytes, bytes | None]], int]]) -> None:
         """Changelog records per partition (a None value deletes the key), each partition's committed with
         its checkpoint (the offset after its last record), all in one transaction."""
-        upserts: list[tuple[bytes, int, bool, bytes]] = []
-        deletes: list[tuple[bytes]] = []
+        latest: dict[bytes, tuple[int, bytes | None]] = {}
         for partition, (records, _) in batches.items():
-            for key, value in records:
-                if value is None:
-                    deletes.append((key,))
-                else:
-                    upserts.append((key, partition, _GROUP_MARK in key, value))
-        upserts.sort()  # neighbouring keys share index pages
+            for key, value in records:  # in offset order: a later record of a key replaces an earlier one
+                latest[key] = (partition, value)
+        # in key order, so neighbouring keys share index pages; one row per key, so the order is free
+        upserts = sorted((k, p, _GROUP_MARK in k, v) for k, (p, v) in latest.items() if v is not None)
+        deletes = [(k,) for k, (_, v) in latest.items() if v is None]
         with self._lock:
             self._begin()
             self._db.executemany(_UPSERT, upserts)

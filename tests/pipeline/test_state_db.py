@@ -70,6 +70,18 @@ def test_restored_records_commit_with_their_checkpoint_and_tombstones_delete(tmp
     db.close()
 
 
+def test_the_last_record_of_a_key_in_a_batch_wins(tmp_path: Path) -> None:
+    """Records of one key in one batch apply in offset order, whatever their values sort like."""
+    db = StateDb.open(tmp_path, TOPIC)
+    db.put_records(
+        {0: ([(b"acme/u1", b"newer:z"), (b"acme/u1", b"newest:a"), (b"acme/u2", b"v"), (b"acme/u2", None)], 4)}
+    )
+    assert db.items(0) == [(b"acme/u1", b"newest:a")]
+    db.put_records({0: ([(b"acme/u2", None), (b"acme/u2", b"back")], 6)})
+    assert db.items(0) == [(b"acme/u1", b"newest:a"), (b"acme/u2", b"back")]
+    db.close()
+
+
 def test_wipe_forgets_one_partition_only(tmp_path: Path) -> None:
     """A partition restored from scratch loses its rows and checkpoint; other partitions keep theirs."""
     db = StateDb.open(tmp_path, TOPIC)
