@@ -88,6 +88,7 @@ class UserStateStore:
         self._owned: set[int] = set()
         self._db: StateDb | None = None
         self._counted_at = 0.0
+        self._flushing = asyncio.Lock()  # a flush also waits for the sends a concurrent one took
 
     @property
     def db(self) -> StateDb:
@@ -146,6 +147,10 @@ class UserStateStore:
         """Wait for every state sent so far; commit the local copy with the checkpoints the acknowledged
         offsets allow. Raises KafkaError when a send failed (its key's newest state is sent again): the
         caller must not commit offsets then."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         pending, self._pending = self._pending, {}
         checkpoints: dict[int, int] = {}
         failed: list[tuple[bytes, int, BaseException]] = []

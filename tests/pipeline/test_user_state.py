@@ -42,7 +42,7 @@ class Producer:
         return ack
 
 
-def store(tmp_path: Path, producer: Producer, cache: int = 10) -> UserStateStore:
+def store(tmp_path: Path, producer: Producer | HeldProducer, cache: int = 10) -> UserStateStore:
     settings = Settings(
         token_key=SecretStr("k"),
         admin_token=SecretStr("a"),
@@ -128,3 +128,36 @@ async def test_forget_keeps_rows_and_drops_cached_states(tmp_path: Path) -> None
     assert list(states._cache) == ["acme/u2"]
     assert states.db.items(0) == [(b"acme/u1", user("ann").to_json())]
     states.close()
+
+
+async def test_a_flush_waits_for_the_sends_a_concurrent_flush_took(tmp_path: Path) -> None:
+    """Two commits at once (the loop's and a revocation's): the second returns only once the first one's
+    sends are acknowledged too, so neither commits offsets of a state still in flight."""
+    producer = HeldProducer()
+    states = store(tmp_path, producer)
+    await states.save("acme/u1", 0, user("ann"))
+    first = asyncio.create_task(states.flush())
+    await asyncio.sleep(0)
+    second = asyncio.create_task(states.flush())
+    await asyncio.sleep(0.05)
+    assert not second.done()
+    producer.release()
+    await asyncio.gather(first, second)
+    assert states.db.checkpoint(0) == 1
+    states.close()
+
+
+@dataclass
+class HeldProducer:
+    """Acknowledges every send only when released."""
+
+    acks: list[asyncio.Future[RecordMetadata]] = field(default_factory=list)
+
+    async def send(self, topic: str, value: bytes, key: bytes, partition: int) -> Any:
+        ack: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        self.acks.append(ack)
+        return ack
+
+    def release(self) -> None:
+        for offset, ack in enumerate(self.acks):
+            ack.set_result(RecordMetadata(TOPIC, 0, TopicPartition(TOPIC, 0), offset, -1, -1, -1))
