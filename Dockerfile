@@ -10,6 +10,10 @@
 # them offline (--no-index) into a slim Python, so the final image carries no build tooling, no
 # source tree and no pip cache. The image runs as uid 10001 and writes nothing outside /tmp, so it
 # runs with a read-only root filesystem (mount an emptyDir on /tmp; the Helm chart does).
+# The user state's on-disk copy goes to OUTBOUND_SCIM_STATE_DIR (default: /tmp/outbound-scim-state).
+# /var/lib/outbound-scim exists for a volume of its own, writable by uid 10001: the chart mounts an
+# emptyDir there and points OUTBOUND_SCIM_STATE_DIR at it (with Docker: -v state:/var/lib/outbound-scim
+# -e OUTBOUND_SCIM_STATE_DIR=/var/lib/outbound-scim).
 #
 # Health: HEALTHCHECK below for plain Docker; on Kubernetes the chart's probes use the same
 # endpoints (/healthz liveness, /readyz readiness) on the API port (OUTBOUND_SCIM_API_PORT, 8080).
@@ -49,7 +53,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN groupadd --system --gid 10001 outbound-scim \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin outbound-scim
+      --shell /usr/sbin/nologin outbound-scim \
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/outbound-scim
 
 # Bind-mount the wheels instead of COPYing them: they never become an image layer.
 # --compile writes the .pyc files now, as root, into site-packages; at run time nothing is written.

@@ -145,4 +145,17 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
+        self.state_restored = Counter(
+            "outbound_scim_state_restored_records_total",
+            "User-state changelog records read on assignment, by where the read started: `checkpoint` (the "
+            "local copy continued) or `scratch` (no usable checkpoint: read from the beginning)",
+            ["from"],
+            registry=r,
+        )
+        self.state_entries = Gauge(
+            "outbound_scim_state_entries",
+            "Users and groups (kind) held in the local state of the partitions this replica owns",
+            ["kind"],
+            registry=r,
+        )
         self.commits = Counter("outbound_scim_offset_commits_total", "Offset commits of the apply stage", registry=r)

@@ -90,6 +90,14 @@ class Settings(BaseSettings):
         description="consumer session timeout: how long a replica that died without leaving holds its partitions "
         "(a restart under the same instance id takes them back sooner)",
     )
+    state_dir: str | None = Field(
+        None,
+        description="directory of the on-disk copy of the user-state topic (one SQLite file per process, restored "
+        "from the topic when missing); default: outbound-scim-state under the system's temporary directory",
+    )
+    state_cache_size: int = Field(
+        10_000, ge=0, description="decoded user / group states kept in memory (the rest is read from the state dir)"
+    )
     max_record_bytes: int = Field(1_000_000, ge=1024, description="larger records are dead-lettered unread")
     max_clock_skew_seconds: float = Field(
         300.0,

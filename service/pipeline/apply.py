@@ -72,7 +72,7 @@ class ApplyStage(ConsumerRebalanceListener):
         self._tenants = tenants
         self._scim = scim
         self._producer = producer
-        self._states = UserStateStore(settings, producer)
+        self._states = UserStateStore(settings, producer, metrics)
         self._applier = Applier(
             tenants,
             self._states,
@@ -133,6 +133,7 @@ class ApplyStage(ConsumerRebalanceListener):
         if self._consumer:
             await leave_static_group(self._consumer)
             await self._consumer.stop()
+        self._states.close()
 
     def owns(self, partition: int) -> bool:
         """Whether this replica applies the changes of `partition` now (one replica does singleton work)."""
@@ -161,11 +162,20 @@ class ApplyStage(ConsumerRebalanceListener):
 
     async def _restore(self) -> None:
         assigned, self._to_restore = self._to_restore or set(), None
-        users = await self._states.restore({tp.partition for tp in assigned})
+        restored = await self._states.restore({tp.partition for tp in assigned})
         assert self._consumer is not None
         for tp in assigned & self._consumer.assignment():
             self._offsets[tp] = PartitionOffsets()
-        log.info("apply.assigned", partitions=sorted(tp.partition for tp in assigned), users_restored=users)
+        log.info(
+            "apply.assigned",
+            partitions=sorted(tp.partition for tp in assigned),
+            records_restored=restored.total,
+            from_checkpoint=list(restored.from_checkpoint),
+            from_scratch=list(restored.from_scratch),
+            users=restored.users,
+            groups=restored.groups,
+            seconds=restored.seconds,
+        )
         self.assigned.set()
 
     async def _drain(self) -> None:
@@ -242,6 +252,13 @@ class ApplyStage(ConsumerRebalanceListener):
             for tp, o in self._offsets.items()
             if o.committable is not None and o.committable != self._committed.get(tp)
         }
+        try:
+            # the states of the changes below these offsets were sent before the offsets were taken:
+            # in the changelog once the flush returns, so a committed change never loses its state
+            await self._states.flush()
+        except KafkaError as exc:
+            log.warning("apply.commit.failed", error=str(exc))
+            return
         if not offsets:
             return
         try:

@@ -297,11 +297,14 @@ def test_hardened_security_context(chart: helm_python.Chart) -> None:
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    # the only writable path is an emptyDir on /tmp
+    # the only writable paths are emptyDirs: /tmp, and the state dir the service is told about
     mounts = {m["mountPath"]: m for m in container(docs)["volumeMounts"]}
-    assert set(mounts) == {"/tmp"}
+    assert set(mounts) == {"/tmp", "/var/lib/outbound-scim"}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    assert all("emptyDir" in volumes[mount["name"]] for mount in mounts.values())
+    env = {e["name"]: e.get("value") for e in container(docs)["env"]}
+    assert env["OUTBOUND_SCIM_STATE_DIR"] == "/var/lib/outbound-scim"
+    assert volumes[mounts["/var/lib/outbound-scim"]["name"]]["emptyDir"]["sizeLimit"] == "2Gi"
     # no Kubernetes API credentials, no service-link variables leaking into OUTBOUND_SCIM_* settings
     assert pod["automountServiceAccountToken"] is False
     assert one(docs, "ServiceAccount")["automountServiceAccountToken"] is False

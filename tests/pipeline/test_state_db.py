@@ -1,0 +1,133 @@
+"""StateDb on a real SQLite file: rows and checkpoints commit together, one file per process, bad files are replaced."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from structlog.testing import capture_logs
+
+from service.pipeline.state_db import StateDb
+
+TOPIC = "outbound-scim.user-state"
+
+
+def test_written_rows_and_checkpoints_survive_a_reopen(tmp_path: Path) -> None:
+    """What was committed with a checkpoint is read back, value and partition, by the next process."""
+    db = StateDb.open(tmp_path, TOPIC)
+    db.put(b"acme/u1", 2, b'{"a":1}')
+    db.commit({2: 17})
+    db.close()
+    again = StateDb.open(tmp_path, TOPIC)
+    assert again.get(b"acme/u1") == (2, b'{"a":1}')
+    assert again.checkpoint(2) == 17
+    assert again.checkpoint(0) is None
+    assert again.get(b"acme/none") is None
+    again.close()
+
+
+def test_a_write_is_visible_before_it_is_committed(tmp_path: Path) -> None:
+    """The applier reads a user's state right after saving it, before the next flush commits it."""
+    db = StateDb.open(tmp_path, TOPIC)
+    db.put(b"acme/u1", 0, b"v1")
+    db.put(b"acme/u1", 0, b"v2")
+    assert db.get(b"acme/u1") == (0, b"v2")
+    db.close()
+
+
+def test_a_killed_process_leaves_no_checkpoint_ahead_of_its_data(tmp_path: Path) -> None:
+    """Rows written after the last commit are lost with the process, and so is any newer checkpoint:
+    the checkpoint on disk only ever covers rows on disk."""
+    child = textwrap.dedent(
+        f"""
+        import os
+        from pathlib import Path
+        from service.pipeline.state_db import StateDb
+        db = StateDb.open(Path({str(tmp_path)!r}), {TOPIC!r})
+        db.put(b"acme/u1", 0, b"committed")
+        db.commit({{0: 1}})
+        db.put(b"acme/u2", 0, b"not committed")
+        os._exit(9)
+        """
+    )
+    subprocess.run([sys.executable, "-c", child], check=False)
+    db = StateDb.open(tmp_path, TOPIC)
+    assert db.checkpoint(0) == 1
+    assert db.get(b"acme/u1") == (0, b"committed")
+    assert db.get(b"acme/u2") is None
+    db.close()
+
+
+def test_restored_records_commit_with_their_checkpoint_and_tombstones_delete(tmp_path: Path) -> None:
+    """A restore batch lands in one transaction with the offset after its last record; a None value deletes."""
+    db = StateDb.open(tmp_path, TOPIC)
+    db.put_records({1: ([(b"acme/u1", b"v1"), (b"acme/u2", b"v2")], 2), 2: ([(b"acme/u3", b"v3")], 1)})
+    db.put_records({1: ([(b"acme/u1", None)], 3)})
+    assert db.items(1) == [(b"acme/u2", b"v2")]
+    assert (db.checkpoint(1), db.checkpoint(2)) == (3, 1)
+    db.close()
+
+
+def test_the_last_record_of_a_key_in_a_batch_wins(tmp_path: Path) -> None:
+    """Records of one key in one batch apply in offset order, whatever their values sort like."""
+    db = StateDb.open(tmp_path, TOPIC)
+    db.put_records(
+        {0: ([(b"acme/u1", b"newer:z"), (b"acme/u1", b"newest:a"), (b"acme/u2", b"v"), (b"acme/u2", None)], 4)}
+    )
+    assert db.items(0) == [(b"acme/u1", b"newest:a")]
+    db.put_records({0: ([(b"acme/u2", None), (b"acme/u2", b"back")], 6)})
+    assert db.items(0) == [(b"acme/u1", b"newest:a"), (b"acme/u2", b"back")]
+    db.close()
+
+
+def test_wipe_forgets_one_partition_only(tmp_path: Path) -> None:
+    """A partition restored from scratch loses its rows and checkpoint; other partitions keep theirs."""
+    db = StateDb.open(tmp_path, TOPIC)
+    db.put_records({0: ([(b"acme/u0", b"v")], 1), 1: ([(b"acme/u1", b"v")], 1)})
+    db.wipe(0)
+    assert db.items(0) == []
+    assert db.checkpoint(0) is None
+    assert db.items(1) == [(b"acme/u1", b"v")]
+    assert db.checkpoint(1) == 1
+    db.close()
+
+
+def test_count_tells_users_from_groups_in_the_given_partitions(tmp_path: Path) -> None:
+    """The state gauge counts users and groups of the owned partitions from the index."""
+    db = StateDb.open(tmp_path, TOPIC)
+    db.put_records({0: ([(b"acme/u1", b"v"), (b"acme/u2", b"v"), (b"acme/group:g1", b"v")], 3)})
+    db.put_records({1: ([(b"acme/u3", b"v")], 1)})
+    assert db.count({0}) == (2, 1)
+    assert db.count({0, 1}) == (3, 1)
+    assert db.count(set()) == (0, 0)
+    db.close()
+
+
+def test_two_processes_never_share_a_file(tmp_path: Path) -> None:
+    """A second open of the same directory and topic takes the next slot; a closed slot is taken again."""
+    first = StateDb.open(tmp_path, TOPIC)
+    second = StateDb.open(tmp_path, TOPIC)
+    assert first.path != second.path
+    path = first.path
+    first.close()
+    third = StateDb.open(tmp_path, TOPIC)
+    assert third.path == path
+    second.close()
+    third.close()
+
+
+def test_an_unreadable_file_is_replaced_by_an_empty_one(tmp_path: Path) -> None:
+    """A file that is not a database is logged and deleted: the partitions restore from scratch."""
+    StateDb.open(tmp_path, TOPIC).close()
+    path = tmp_path / f"{TOPIC}.0.sqlite"
+    path.write_bytes(b"this is not a database" * 1000)
+    with capture_logs() as logs:
+        db = StateDb.open(tmp_path, TOPIC)
+    assert [e["event"] for e in logs] == ["state.store.unreadable"]
+    assert db.checkpoint(0) is None
+    db.put(b"acme/u1", 0, b"v")
+    db.commit({0: 1})
+    assert db.get(b"acme/u1") == (0, b"v")
+    db.close()
