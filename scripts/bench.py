@@ -587,6 +587,7 @@ class Result:
     peak_rss_mb: float | None = None
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds in the measured window, by process
     counters: dict[str, float] = field(default_factory=dict)
+    breakdown: dict[str, list[float]] = field(default_factory=dict)  # leg of the path -> ms per event (--breakdown)
 
     @property
     def events_per_second(self) -> float:
@@ -689,6 +690,92 @@ class CpuWindow:
         self.used = {name: end[name] - self._start[name] for name in end if name in self._start}
 
 
+# == where the latency goes =============================================================================
+
+LAST_NAME = re.compile(rb'"familyName":"v(\d+)"')
+LEGS = (
+    "stage 1: produce -> re-keyed",
+    "commit: re-keyed -> readable",
+    "stage 2: readable -> request",
+    "downstream: request -> answer",
+)
+
+
+class ChangesProbe:
+    """Reads the changes topic as the apply stage does (read_committed), waking every few milliseconds, and
+    notes per event when stage 1 re-published it (the record's CreateTime, set by stage 1's producer)
+    and when it became readable (its transaction committed). With the responder's receive and answer
+    times this splits produce -> downstream answer into its legs (`breakdown`)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=5,
+        )
+        self.rekeyed: dict[int, float] = {}  # seq -> when stage 1 sent its change
+        self.readable: dict[int, float] = {}  # seq -> when a read_committed reader got it
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._read())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for records in batches.values():
+                for record in records:
+                    found = LAST_NAME.search(record.value or b"")
+                    if found:
+                        seq = int(found[1])
+                        self.rekeyed.setdefault(seq, record.timestamp / 1000)
+                        self.readable.setdefault(seq, now)
+
+
+def breakdown(
+    produced: dict[int, float],
+    probe: ChangesProbe,
+    writes: list[tuple[str, float, float, str | None]],
+    latency_ms: float,
+) -> dict[str, list[float]]:
+    """Per leg, the milliseconds of every event seen at both of its ends (its first write downstream).
+    The responder notes a write once its latency has passed: the request arrived `latency_ms` before."""
+    first: dict[int, tuple[float, float]] = {}  # seq -> (received, sent) of its first write
+    for _method, received, sent, family in writes:
+        if family and family.startswith("v"):
+            seq = int(family[1:])
+            if seq not in first or sent < first[seq][1]:
+                first[seq] = (received, sent)
+    legs: dict[str, list[float]] = {leg: [] for leg in LEGS}
+    for seq, (received, sent) in first.items():
+        if seq not in probe.readable or seq not in produced:
+            continue
+        marks = (produced[seq], probe.rekeyed[seq], probe.readable[seq], received - latency_ms / 1000, sent)
+        for leg, start, end in zip(LEGS, marks, marks[1:], strict=False):
+            legs[leg].append((end - start) * 1000)
+    return legs
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
 async def wait_converged(responder: Responder, space: str, users: int, timeout: float) -> None:
     """Wait until every user shows its final (familyName, active) downstream."""
     seen: dict[str, Any] = {}
@@ -713,20 +800,23 @@ async def bench_service(
     workdir: Path,
     neighbours: dict[str, int],
     space: str = "service",
+    python: str | None = None,
 ) -> Result:
     """The real service as its own process, one enabled tenant, the workload burst-published.
 
     `neighbours` (name -> pid: broker, responder, bench) get their CPU time measured over the window.
+    `python` runs another tree's service (its venv's interpreter, `--before`); default: this one's.
     """
     settings = make_settings(bootstrap, api_port=free_port(), **SERVICE_OVERRIDES)
     await create_source_topics(settings, partitions=args.partitions)
     workload = build_workload(args.events, args.users, space)
     await responder.expect(space, workload.final)
     log = workdir / f"service-{space}.log"
-    process = spawn_service(settings, log)
+    process = spawn_service(settings, log, python=python)
     watch = ProcessWatch(process.pid)
     cpu = CpuWindow({"service": process.pid, **neighbours})
     sampler = asyncio.create_task(watch.run())
+    probe = ChangesProbe(bootstrap, settings.changes_topic) if args.breakdown else None
     try:
         api = Api(settings.api_port)
 
@@ -739,6 +829,8 @@ async def bench_service(
         status, body = await api.enable(REALM, responder.base_url(space), DOWNSTREAM_TOKEN)
         if status not in (200, 201):
             raise BenchError(f"enabling the tenant failed: {status} {body}")
+        if probe is not None:
+            await probe.start()
         print(f"-- {space}: publishing {args.events} events over {args.users} users", flush=True)
         topics = {"admin": settings.admin_events_topic, "user": settings.events_topic}
         cpu.start()
@@ -754,14 +846,19 @@ async def bench_service(
         counters = await service_counters(api)
     finally:
         sampler.cancel()
+        if probe is not None:
+            await probe.stop()
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
     progress = await responder.progress(space)
-    result = measure("service", workload, produced, await responder.writes(space), progress["requests"])
+    writes = await responder.writes(space)
+    result = measure("service", workload, produced, writes, progress["requests"])
     result.peak_rss_mb, result.cpu, result.counters = watch.peak_kb / 1024, cpu.used, counters
+    if probe is not None:
+        result.breakdown = breakdown(produced, probe, writes, args.latency_ms)
     return result
 
 
@@ -939,6 +1036,17 @@ def print_table(args: argparse.Namespace, service: Result, baseline: Result, bro
     print(f"service requests by method: {_methods(service.requests)}; baseline: {_methods(baseline.requests)}")
     print_cpu(service.cpu, service.wall_seconds, service.events, "event")
     print_counters(service.counters)
+    print_breakdown(service.breakdown)
+
+
+def print_breakdown(legs: dict[str, list[float]]) -> None:
+    """p50 / p99 of each leg of produce -> downstream answer (--breakdown)."""
+    if not legs:
+        return
+    print(f"latency by leg (ms; {len(next(iter(legs.values())))} events):")
+    width = max(len(leg) for leg in legs)
+    for leg, values in legs.items():
+        print(f"  {leg:<{width}}  p50 {percentile(values, 50):7.1f}  p99 {percentile(values, 99):7.1f}")
 
 
 def print_cpu(cpu: dict[str, float], wall_seconds: float, units: int, unit: str) -> None:
@@ -1051,6 +1159,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="publish at this many events/s (default 0: a burst, as fast as possible)",
     )
     parser.add_argument("--partitions", type=int, default=3, help="partitions of each source topic")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="split produce -> downstream latency into its legs (a read_committed probe on the changes topic)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the downstream")
     parser.add_argument("--serve-responder", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return parser.parse_args(argv)

@@ -30,6 +30,9 @@ from service.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+# Retry pause of the transactional producer: the Java client's pause between back-to-back transactions.
+TXN_RETRY_BACKOFF_MS = 20
+
 # Event types that get their own metric label; anything else is "other" (labels stay bounded).
 KNOWN_TYPES = frozenset(
     {
@@ -70,8 +73,15 @@ class RekeyStage(ConsumerRebalanceListener):
         transactional_id = f"{self._group_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         # A short transaction timeout bounds how long a crashed replica's open transaction holds back
         # read_committed readers of the changes topic (a batch commits in well under a second).
+        # A transaction begun while the previous one's commit markers are still being written is
+        # answered CONCURRENT_TRANSACTIONS and retried after retry_backoff_ms: aiokafka's 100 ms default
+        # put a tenth of a second on the path of every change behind it (TXN_RETRY_BACKOFF_MS).
         self._producer = AIOKafkaProducer(
-            **options, transactional_id=transactional_id, linger_ms=5, transaction_timeout_ms=20_000
+            **options,
+            transactional_id=transactional_id,
+            linger_ms=5,
+            transaction_timeout_ms=20_000,
+            retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
