@@ -121,6 +121,11 @@ class Applier:
     wall_clock: Callable[[], float] = time.time  # the time of the hops this applier sends
     _warned: set[str] = field(default_factory=set)
 
+    @property
+    def rereads_all(self) -> bool:
+        """Whether every change is re-read from Keycloak (authoritative mode, with Keycloak access)."""
+        return self.keycloak is not None and self.authoritative
+
     async def apply(self, change: UserChange, *, replay: bool = False) -> Verdict:
         deadline = self.clock() + self.budget_seconds
         try:
@@ -311,7 +316,8 @@ def foldable(change: UserChange, *, authoritative: bool) -> bool:
     """Whether the change may share one downstream write with the user's changes queued next to it:
     a plain update or create carrying its values. Anything whose meaning depends on being applied on
     its own (a deletion, a link, a forced write, a re-read from Keycloak, a membership, a replayed
-    change, a create with groups) is applied alone."""
+    change, a create with groups) is applied alone. `authoritative`: every change is re-read
+    (Applier.rereads_all)."""
     return (
         change.op == "upsert"
         and not authoritative

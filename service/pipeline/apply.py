@@ -306,7 +306,7 @@ class ApplyStage(ConsumerRebalanceListener):
         runs: list[list[tuple[Work, UserChange]]] = []
         joinable = False  # whether the last run takes the next foldable change
         for work, user in users:
-            fits = not is_replay(work.record) and foldable(user, authoritative=self._applier.authoritative)
+            fits = not is_replay(work.record) and foldable(user, authoritative=self._applier.rereads_all)
             if fits and joinable:
                 runs[-1].append((work, user))
             else:
