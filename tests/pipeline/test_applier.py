@@ -311,3 +311,10 @@ def test_only_plain_updates_are_foldable() -> None:
         replace(plain, source=ChangeSource.BACKFILL),
     ):
         assert not foldable(other, authoritative=False), other
+
+
+def test_every_change_is_reread_only_in_authoritative_mode_with_keycloak_access() -> None:
+    """rereads_all (which keeps changes from being folded) needs both the mode and a Keycloak reader."""
+    assert not applier(authoritative=True)[0].rereads_all
+    assert not applier(keycloak=Reader(None))[0].rereads_all
+    assert applier(keycloak=Reader(None), authoritative=True)[0].rereads_all
