@@ -18,6 +18,12 @@ burst by default, so latency includes the backlog; --rate N shows steady-state l
 Because the broker, the responder and the publisher share the host with the service, the report
 also says where the host's CPU went during the service run (a busy host lowers every figure).
 
+Flags for comparing and scaling: --before <tree> runs another checkout's service (its venv) on the same
+broker and responder, alternating with this one for --rounds rounds, and prints both side by side;
+--breakdown splits the latency into legs (stage 1, the transaction's commit, stage 2, the downstream)
+with a read_committed probe on the changes topic; --seed / --size 100k|1m start from users that exist
+already (downstream and in the user-state changelog, written directly), so every event is an update.
+
 The run prints a table and exits 0 even below a floor: it is a measurement. It exits non-zero on
 errors, e.g. when not every user reached its final state downstream within --timeout.
 """
