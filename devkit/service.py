@@ -83,14 +83,15 @@ def _ready(service: Service) -> Callable[[], Awaitable[bool]]:
     return check
 
 
-def spawn_service(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+def spawn_service(settings: Settings, log_path: Path, python: str | None = None) -> subprocess.Popen[bytes]:
     """The service as its own process (`outbound-scim run`), for SIGTERM / kill / multi-replica runs.
 
-    It starts in the log's directory, not the repository, so a developer's .env there cannot add settings."""
+    It starts in the log's directory, not the repository, so a developer's .env there cannot add settings.
+    `python` is the interpreter (another tree's venv runs that tree's service); default: this one."""
     env = {**os.environ, **settings_env(settings)}
     log = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "service", "run"],
+        [python or sys.executable, "-m", "service", "run"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

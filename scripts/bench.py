@@ -18,6 +18,12 @@ burst by default, so latency includes the backlog; --rate N shows steady-state l
 Because the broker, the responder and the publisher share the host with the service, the report
 also says where the host's CPU went during the service run (a busy host lowers every figure).
 
+Flags for comparing and scaling: --before <tree> runs another checkout's service (its venv) on the same
+broker and responder, alternating with this one for --rounds rounds, and prints both side by side;
+--breakdown splits the latency into legs (stage 1, the transaction's commit, stage 2, the downstream)
+with a read_committed probe on the changes topic; --seed / --size 100k|1m start from users that exist
+already (downstream and in the user-state changelog, written directly), so every event is an update.
+
 The run prints a table and exits 0 even below a floor: it is a measurement. It exits non-zero on
 errors, e.g. when not every user reached its final state downstream within --timeout.
 """
@@ -44,7 +50,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from devkit import events as ev
@@ -57,11 +63,12 @@ from service.domain.keycloak import parse_record
 from service.domain.plan import DeletePolicy, plan_change
 from service.domain.state import UserState
 from service.errors import PoisonRecord
-from service.kafka_topics import partitions_of
+from service.kafka_topics import ensure_topics, partitions_of
 from service.metrics import Metrics
 from service.scim.client import Downstream, ScimClient
 from service.scim.egress import EgressPolicy
 from service.scim.executor import execute
+from service.settings import Settings
 
 KAFKA = ROOT / "scripts" / "kafka" / "kafka.sh"
 DOWNSTREAM_TOKEN = "bench-downstream-token"
@@ -86,11 +93,37 @@ class BenchError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """One event to publish; `seq` is encoded in its lastName as v<seq>."""
+    """One event to publish; `seq` is encoded in its lastName as v<seq>. Kept small (the event itself is
+    built when published): a million-user run plans millions of them."""
 
     seq: int
     source: str  # "admin" or "user": which source topic
-    event: dict[str, Any]
+    kind: str  # create | register | update | update_profile
+    uid: str
+    family: str
+    active: bool = True  # update: the `enabled` it sets, when `flip`
+    flip: bool = False
+    previous: str = ""  # update_profile: the lastName it replaces
+
+    @property
+    def event(self) -> dict[str, Any]:
+        if self.kind == "create":
+            return ev.create_user(REALM, self.uid, f"login-{self.uid}", "Bench", self.family, enabled=True)
+        if self.kind == "register":
+            login = f"login-{self.uid}"
+            details = {
+                "username": login,
+                "first_name": "Bench",
+                "last_name": self.family,
+                "email": f"{login}@bench.test",
+            }
+            return ev.user_event(REALM, self.uid, "REGISTER", details)
+        if self.kind == "update_profile":
+            details = {"previous_last_name": self.previous, "updated_last_name": self.family}
+            return ev.user_event(REALM, self.uid, "UPDATE_PROFILE", details)
+        if self.flip:
+            return ev.update_user(REALM, self.uid, lastName=self.family, enabled=self.active)
+        return ev.update_user(REALM, self.uid, lastName=self.family)
 
 
 @dataclass
@@ -99,44 +132,45 @@ class Workload:
     final: dict[str, tuple[str, bool]]  # user id -> (familyName, active) after the last event
 
 
-def build_workload(events: int, users: int, prefix: str) -> Workload:
+SEEDED_FAMILY = "seeded"  # the lastName of every user a seeded run starts with
+
+
+def user_ids(users: int, prefix: str) -> list[str]:
+    return [f"{prefix}-{n:07d}" for n in range(users)]
+
+
+def build_workload(events: int, users: int, prefix: str, *, seeded: bool = False) -> Workload:
     """A create per user, then updates round-robin over the users (every event sets lastName=v<seq>).
 
     Mixed sources, as Keycloak sends them: creates are admin CREATE (3 in 4) or REGISTER user events;
     updates are admin UPDATE (lastName, every 4th one also flips `enabled`) or UPDATE_PROFILE user
     events (every 3rd update). Event times come from devkit.events.now_ms: strictly increasing with seq.
+    `seeded`: the users exist already (downstream and in the service's state, see `seed`): no creates.
     """
     if users < 1 or events < users:
         raise BenchError(f"need at least one event per user (events={events}, users={users})")
-    user_ids = [f"{prefix}-{n:06d}" for n in range(users)]
-    last_name = {uid: "" for uid in user_ids}
-    active = dict.fromkeys(user_ids, True)
+    ids = user_ids(users, prefix)
+    last_name = dict.fromkeys(ids, SEEDED_FAMILY if seeded else "")
+    active = dict.fromkeys(ids, True)
     planned: list[Planned] = []
+    creates = 0 if seeded else users
     for seq in range(events):
-        uid = user_ids[seq % users]
+        uid = ids[seq % users]
         family = f"v{seq}"
-        if seq < users:
-            planned.append(_create(seq, uid, family))
+        if seq < creates:
+            kind, source = ("register", "user") if seq % 4 == 3 else ("create", "admin")
+            planned.append(Planned(seq, source, kind, uid, family))
         else:
-            update = seq - users
+            update = seq - creates
             if update % 3 == 2:
-                details = {"previous_last_name": last_name[uid], "updated_last_name": family}
-                planned.append(Planned(seq, "user", ev.user_event(REALM, uid, "UPDATE_PROFILE", details)))
+                planned.append(Planned(seq, "user", "update_profile", uid, family, previous=last_name[uid]))
             elif update % 4 == 0:
                 active[uid] = not active[uid]
-                planned.append(Planned(seq, "admin", ev.update_user(REALM, uid, lastName=family, enabled=active[uid])))
+                planned.append(Planned(seq, "admin", "update", uid, family, active=active[uid], flip=True))
             else:
-                planned.append(Planned(seq, "admin", ev.update_user(REALM, uid, lastName=family)))
+                planned.append(Planned(seq, "admin", "update", uid, family))
         last_name[uid] = family
-    return Workload(planned, {uid: (last_name[uid], active[uid]) for uid in user_ids})
-
-
-def _create(seq: int, uid: str, family: str) -> Planned:
-    login = f"login-{uid}"
-    if seq % 4 == 3:
-        details = {"username": login, "first_name": "Bench", "last_name": family, "email": f"{login}@bench.test"}
-        return Planned(seq, "user", ev.user_event(REALM, uid, "REGISTER", details))
-    return Planned(seq, "admin", ev.create_user(REALM, uid, login, "Bench", family, enabled=True))
+    return Workload(planned, {uid: (last_name[uid], active[uid]) for uid in ids})
 
 
 async def publish(
@@ -161,6 +195,7 @@ async def publish(
 # == the SCIM responder (runs in its own process) ====================================================
 
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
+RESPONDER_MAX_BODY = 1024**3
 FILTER = re.compile(r'^\s*(externalId|userName|displayName)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$')
 MEMBER_FILTER = re.compile(r'^members\[\s*value\s+eq\s+"((?:[^"\\]|\\.)*)"\s*\]$')
 
@@ -451,6 +486,15 @@ def build_responder(latency: float) -> web.Application:
             }
         )
 
+    async def seed(request: web.Request) -> web.Response:
+        """Users that exist before a seeded run, as `seeded_user` makes them (a million without a request each)."""
+        space, body = space_of(request), await request.json()
+        for uid in user_ids(int(body["users"]), str(body["prefix"])):
+            user = {"id": f"d-{uid}", "externalId": uid, **scim_schema.user_resource(uid, seeded_values(uid))}
+            space.users[user["id"]] = user
+            space.index(user)
+        return web.json_response({"users": len(space.users)})
+
     async def expect(request: web.Request) -> web.Response:
         space_of(request).expected = {k: (v[0], v[1]) for k, v in (await request.json()).items()}
         return web.json_response({"users": len(space_of(request).expected)})
@@ -464,7 +508,9 @@ def build_responder(latency: float) -> web.Application:
     async def writes(request: web.Request) -> web.Response:
         return web.json_response(space_of(request).writes)
 
-    app = web.Application(middlewares=[delayed])
+    # The expectations of a 100,000-user run are a few megabytes: over aiohttp's 1 MB default (HTTP 413).
+    app = web.Application(middlewares=[delayed], client_max_size=RESPONDER_MAX_BODY)
+    app.router.add_post("/_bench/seed/{space}", seed)
     app.router.add_post("/_bench/expect/{space}", expect)
     app.router.add_get("/_bench/progress/{space}", progress)
     app.router.add_get("/_bench/writes/{space}", writes)
@@ -587,6 +633,8 @@ class Result:
     peak_rss_mb: float | None = None
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds in the measured window, by process
     counters: dict[str, float] = field(default_factory=dict)
+    breakdown: dict[str, list[float]] = field(default_factory=dict)  # leg of the path -> ms per event (--breakdown)
+    ready_seconds: float | None = None  # service start -> ready (restoring its state included)
 
     @property
     def events_per_second(self) -> float:
@@ -689,18 +737,150 @@ class CpuWindow:
         self.used = {name: end[name] - self._start[name] for name in end if name in self._start}
 
 
+# == where the latency goes =============================================================================
+
+LAST_NAME = re.compile(rb'"familyName":"v(\d+)"')
+LEGS = (
+    "stage 1: produce -> re-keyed",
+    "commit: re-keyed -> readable",
+    "stage 2: readable -> request",
+    "downstream: request -> answer",
+)
+
+
+class ChangesProbe:
+    """Reads the changes topic as the apply stage does (read_committed), waking every few milliseconds, and
+    notes per event when stage 1 re-published it (the record's CreateTime, set by stage 1's producer)
+    and when it became readable (its transaction committed). With the responder's receive and answer
+    times this splits produce -> downstream answer into its legs (`breakdown`)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=5,
+        )
+        self.rekeyed: dict[int, float] = {}  # seq -> when stage 1 sent its change
+        self.readable: dict[int, float] = {}  # seq -> when a read_committed reader got it
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._read())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for records in batches.values():
+                for record in records:
+                    found = LAST_NAME.search(record.value or b"")
+                    if found:
+                        seq = int(found[1])
+                        self.rekeyed.setdefault(seq, record.timestamp / 1000)
+                        self.readable.setdefault(seq, now)
+
+
+def breakdown(
+    produced: dict[int, float],
+    probe: ChangesProbe,
+    writes: list[tuple[str, float, float, str | None]],
+    latency_ms: float,
+) -> dict[str, list[float]]:
+    """Per leg, the milliseconds of every event seen at both of its ends (its first write downstream).
+    The responder notes a write once its latency has passed: the request arrived `latency_ms` before."""
+    first: dict[int, tuple[float, float]] = {}  # seq -> (received, sent) of its first write
+    for _method, received, sent, family in writes:
+        if family and family.startswith("v"):
+            seq = int(family[1:])
+            if seq not in first or sent < first[seq][1]:
+                first[seq] = (received, sent)
+    legs: dict[str, list[float]] = {leg: [] for leg in LEGS}
+    for seq, (received, sent) in first.items():
+        if seq not in probe.readable or seq not in produced:
+            continue
+        marks = (produced[seq], probe.rekeyed[seq], probe.readable[seq], received - latency_ms / 1000, sent)
+        for leg, start, end in zip(LEGS, marks, marks[1:], strict=False):
+            legs[leg].append((end - start) * 1000)
+    return legs
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
 async def wait_converged(responder: Responder, space: str, users: int, timeout: float) -> None:
-    """Wait until every user shows its final (familyName, active) downstream."""
+    """Wait until every user shows its final (familyName, active) downstream. A progress answer checks
+    every user: for a big run it is asked less often, so the responder's CPU goes to the SCIM requests
+    (the figures come from the responder's write times, not from when this noticed)."""
     seen: dict[str, Any] = {}
+    pause = min(5.0, users / 20_000)
 
     async def converged() -> bool:
         seen.update(await responder.progress(space))
-        return int(seen["matching"]) >= users
+        if int(seen["matching"]) >= users:
+            return True
+        if pause > 0.1:
+            await asyncio.sleep(pause)
+        return False
 
     try:
         await wait_until(converged, timeout=timeout, what=f"{users} users converged in /{space}")
     except AssertionError as exc:
         raise BenchError(f"{exc} (last progress: {seen})") from exc
+
+
+# == seeding (big runs) =================================================================================
+
+
+def seeded_values(uid: str) -> dict[str, Any]:
+    """What a seeded user holds, downstream and in the service's state, before the run."""
+    login = f"login-{uid}"
+    return {
+        "userName": login,
+        "givenName": "Bench",
+        "familyName": SEEDED_FAMILY,
+        "email": f"{login}@bench.test",
+        "active": True,
+    }
+
+
+async def seed(bootstrap: str, settings: Settings, responder: Responder, space: str, users: int) -> float:
+    """The users of a seeded run exist downstream and in the service's state before it starts.
+
+    The user-state changelog is written directly, as the service writes it (key `<realm>/<user id>`, the
+    default partitioner, so each record lands on its key's partition of the changes topic), so a
+    100,000 or 1,000,000-user run measures events over a big state, not a million creates first.
+    Returns the seconds it took."""
+    started = time.monotonic()
+    await ensure_topics(settings)
+    await responder.call("POST", f"/_bench/seed/{space}", {"users": users, "prefix": space})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        for uid in user_ids(users, space):
+            values = seeded_values(uid)
+            versions = dict.fromkeys(values, (1, ""))
+            state = UserState(downstream_id=f"d-{uid}", values=values, versions=versions, written=values)
+            await producer.send(settings.user_state_topic, key=f"{REALM}/{uid}".encode(), value=state.to_json())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return time.monotonic() - started
 
 
 # == the service ========================================================================================
@@ -713,20 +893,29 @@ async def bench_service(
     workdir: Path,
     neighbours: dict[str, int],
     space: str = "service",
+    python: str | None = None,
 ) -> Result:
     """The real service as its own process, one enabled tenant, the workload burst-published.
 
     `neighbours` (name -> pid: broker, responder, bench) get their CPU time measured over the window.
+    `python` runs another tree's service (its venv's interpreter, `--before`); default: this one's.
     """
     settings = make_settings(bootstrap, api_port=free_port(), **SERVICE_OVERRIDES)
     await create_source_topics(settings, partitions=args.partitions)
-    workload = build_workload(args.events, args.users, space)
+    workload = build_workload(args.events, args.users, space, seeded=args.seed)
     await responder.expect(space, workload.final)
+    if args.seed:
+        print(f"-- {space}: seeding {args.users} users (downstream and the user-state changelog)", flush=True)
+        print(
+            f"-- {space}: seeded in {await seed(bootstrap, settings, responder, space, args.users):.1f} s", flush=True
+        )
     log = workdir / f"service-{space}.log"
-    process = spawn_service(settings, log)
+    spawned = time.monotonic()
+    process = spawn_service(settings, log, python=python)
     watch = ProcessWatch(process.pid)
     cpu = CpuWindow({"service": process.pid, **neighbours})
     sampler = asyncio.create_task(watch.run())
+    probe = ChangesProbe(bootstrap, settings.changes_topic) if args.breakdown else None
     try:
         api = Api(settings.api_port)
 
@@ -735,10 +924,13 @@ async def bench_service(
                 raise BenchError(f"the service exited at start:\n{log.read_text()[-3000:]}")
             return await api.ready()
 
-        await wait_until(ready, timeout=120, what="service ready")
+        await wait_until(ready, timeout=args.timeout, what="service ready")
+        ready_seconds = time.monotonic() - spawned
         status, body = await api.enable(REALM, responder.base_url(space), DOWNSTREAM_TOKEN)
         if status not in (200, 201):
             raise BenchError(f"enabling the tenant failed: {status} {body}")
+        if probe is not None:
+            await probe.start()
         print(f"-- {space}: publishing {args.events} events over {args.users} users", flush=True)
         topics = {"admin": settings.admin_events_topic, "user": settings.events_topic}
         cpu.start()
@@ -754,14 +946,20 @@ async def bench_service(
         counters = await service_counters(api)
     finally:
         sampler.cancel()
+        if probe is not None:
+            await probe.stop()
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
     progress = await responder.progress(space)
-    result = measure("service", workload, produced, await responder.writes(space), progress["requests"])
+    writes = await responder.writes(space)
+    result = measure("service", workload, produced, writes, progress["requests"])
     result.peak_rss_mb, result.cpu, result.counters = watch.peak_kb / 1024, cpu.used, counters
+    result.ready_seconds = ready_seconds
+    if probe is not None:
+        result.breakdown = breakdown(produced, probe, writes, args.latency_ms)
     return result
 
 
@@ -939,6 +1137,17 @@ def print_table(args: argparse.Namespace, service: Result, baseline: Result, bro
     print(f"service requests by method: {_methods(service.requests)}; baseline: {_methods(baseline.requests)}")
     print_cpu(service.cpu, service.wall_seconds, service.events, "event")
     print_counters(service.counters)
+    print_breakdown(service.breakdown)
+
+
+def print_breakdown(legs: dict[str, list[float]]) -> None:
+    """p50 / p99 of each leg of produce -> downstream answer (--breakdown)."""
+    if not legs:
+        return
+    print(f"latency by leg (ms; {len(next(iter(legs.values())))} events):")
+    width = max(len(leg) for leg in legs)
+    for leg, values in legs.items():
+        print(f"  {leg:<{width}}  p50 {percentile(values, 50):7.1f}  p99 {percentile(values, 99):7.1f}")
 
 
 def print_cpu(cpu: dict[str, float], wall_seconds: float, units: int, unit: str) -> None:
@@ -1011,23 +1220,102 @@ async def warm_up(
     """A short throwaway service run first: a fresh broker's JVM compiles its hot paths during its
     first thousands of records (and creates its internal topics), which is not what we measure."""
     small = argparse.Namespace(
-        **{**vars(args), "events": args.warmup_events, "users": max(1, args.users * args.warmup_events // args.events)}
+        **{
+            **vars(args),
+            "events": args.warmup_events,
+            "users": max(1, args.users * args.warmup_events // args.events),
+            "seed": False,
+            "breakdown": False,
+        }
     )
     result = await bench_service(bootstrap, responder, small, workdir, neighbours, space="warmup")
     print(f"-- warmup: {result.events_per_second:.0f} events/s (discarded)", flush=True)
 
 
+def before_python(tree: str) -> str:
+    """The interpreter of another tree's venv: it runs that tree's service (`--before`)."""
+    python = Path(tree).resolve() / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise BenchError(
+            f"--before {tree}: no {python}; make it with "
+            f"`cd {tree} && python3 -m venv .venv && .venv/bin/pip install -e '.[test]'`"
+        )
+    return str(python)
+
+
 async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, workdir: Path) -> None:
+    """Each round runs this tree's service and, with --before, the other tree's, on the same broker and
+    responder, alternating which goes first (a host that gets busier or quieter favours neither)."""
+    trees = {"this": None} if not args.before else {"before": before_python(args.before), "this": None}
+    runs: dict[str, list[Result]] = {name: [] for name in trees}
     async with running_responder(args.latency_ms) as responder:
         neighbours = {"kafka broker": broker_pid} if broker_pid else {}
         neighbours.update({"responder": responder.process.pid, "bench": os.getpid()})
         if args.warmup_events:
             await warm_up(bootstrap, responder, args, workdir, neighbours)
-        service = await bench_service(bootstrap, responder, args, workdir, neighbours)
-        print(f"-- service: {service.wall_seconds:.1f} s from first produce to last write", flush=True)
+        for round_ in range(args.rounds):
+            order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
+            for name in order:
+                space = "service" if (name, args.rounds) == ("this", 1) else f"{name}{round_}"
+                result = await bench_service(bootstrap, responder, args, workdir, neighbours, space, trees[name])
+                print(f"-- {space}: {result.wall_seconds:.1f} s from first produce to last write", flush=True)
+                runs[name].append(result)
         baseline = await bench_baseline(bootstrap, responder, args)
         print(f"-- baseline: {baseline.wall_seconds:.1f} s from first produce to last write", flush=True)
-    print_table(args, service, baseline, bootstrap)
+    print_table(args, median_run(runs["this"]), baseline, bootstrap)
+    if args.before:
+        print_side_by_side(args, runs["before"], runs["this"])
+
+
+def median_run(results: list[Result]) -> Result:
+    """The round of median throughput (its other figures come from the same round)."""
+    return sorted(results, key=lambda r: r.events_per_second)[len(results) // 2]
+
+
+def print_side_by_side(args: argparse.Namespace, before: list[Result], this: list[Result]) -> None:
+    """Both builds' figures, median round of each, and this / before."""
+
+    def cpu_per_event(r: Result) -> float:
+        return r.cpu.get("service", float("nan")) / r.events * 1e6
+
+    rows: list[tuple[str, Any, bool]] = [  # label, figure of a result, higher is better
+        ("events/s", lambda r: r.events_per_second, True),
+        ("p50 latency produce -> downstream (ms)", lambda r: r.percentile(50), False),
+        ("p99 latency produce -> downstream (ms)", lambda r: r.percentile(99), False),
+        ("service CPU per event (us)", cpu_per_event, False),
+        ("requests per event", lambda r: r.requests_per_event, False),
+        ("events merged/superseded (no own write)", lambda r: r.merged, False),
+        ("peak RSS of the service process (MB)", lambda r: r.peak_rss_mb or float("nan"), False),
+        ("service start -> ready (s)", lambda r: r.ready_seconds or float("nan"), False),
+    ]
+    for leg in this[0].breakdown:
+        rows.append((f"{leg}, p50 (ms)", lambda r, leg=leg: percentile(r.breakdown.get(leg, []), 50), False))
+        rows.append((f"{leg}, p99 (ms)", lambda r, leg=leg: percentile(r.breakdown.get(leg, []), 99), False))
+    b, t = median_run(before), median_run(this)
+    print()
+    print(
+        f"side by side, {args.rounds} round(s) each, alternating, same broker and responder; the median "
+        f"round of each by events/s (before: {args.before})"
+    )
+    width = max(len(label) for label, _, _ in rows)
+    print(f"{'':<{width}}  {'before':>10}  {'this':>10}  {'this/before':>11}  rounds (before | this)")
+    print("-" * (width + 60))
+    for label, figure, _higher in rows:
+        fb, ft = float(figure(b)), float(figure(t))
+        ratio = f"{ft / fb:.2f}x" if fb else "-"
+        each = (
+            " ".join(f"{float(figure(r)):.0f}" for r in before)
+            + " | "
+            + " ".join(f"{float(figure(r)):.0f}" for r in this)
+        )
+        print(f"{label:<{width}}  {fb:>10.1f}  {ft:>10.1f}  {ratio:>11}  {each}")
+    print("-" * (width + 60))
+
+
+SIZES = {  # --size: users, events (seeded: every event is an update of an existing user)
+    "100k": (100_000, 200_000),
+    "1m": (1_000_000, 1_000_000),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1051,9 +1339,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="publish at this many events/s (default 0: a burst, as fast as possible)",
     )
     parser.add_argument("--partitions", type=int, default=3, help="partitions of each source topic")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="split produce -> downstream latency into its legs (a read_committed probe on the changes topic)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the downstream")
+    parser.add_argument(
+        "--before",
+        metavar="TREE",
+        help="also run the service of another checkout (its .venv/bin/python -m service), e.g. a git worktree "
+        "of the previous release, and print both side by side",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="service runs per build (alternating with --before)")
+    parser.add_argument(
+        "--seed",
+        action="store_true",
+        help="the users exist before the run (downstream, and in the user-state changelog written directly): "
+        "every event is an update",
+    )
+    parser.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        help="a big run: 100k (100,000 users, 200,000 events) or 1m (1,000,000 users and events); implies --seed",
+    )
     parser.add_argument("--serve-responder", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.size:
+        args.users, args.events = SIZES[args.size]
+        args.seed = True
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

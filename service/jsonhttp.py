@@ -20,6 +20,8 @@ from typing import Any, Literal
 import aiohttp
 from yarl import URL
 
+from service.domain.compact import compact_json
+
 NOT_JSON: Any = type("NotJson", (), {"__repr__": lambda self: "NOT_JSON"})()  # a 2xx body that does not parse
 
 
@@ -81,13 +83,17 @@ class JsonHttp:
         try:
             if self._check_host is not None:
                 self._check_host(target.raw_host or "")
+            sent = dict(headers)
+            body: bytes | Mapping[str, str] | None = form
+            if json_body is not None:  # encoded here: aiohttp's json= builds an encoder per request
+                body = compact_json(json_body)
+                sent.setdefault("Content-Type", "application/json")
             async with self._session.request(
                 method,
                 target,
-                json=json_body,
-                data=form,
+                data=body,
                 params=params,
-                headers=dict(headers),
+                headers=sent,
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as response:

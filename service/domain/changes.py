@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from service.domain.compact import compact_json
 from service.domain.groups import GroupChange, GroupOp
 from service.domain.keycloak import KeycloakEvent
 from service.domain.stamps import ChangeSource
@@ -66,7 +67,7 @@ class UserChange:
             doc["member"] = self.member
         if self.group_paths:
             doc["group_paths"] = list(self.group_paths)
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return compact_json(doc)
 
     @classmethod
     def from_json(cls, raw: bytes) -> UserChange:

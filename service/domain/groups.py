@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
 
+from service.domain.compact import compact_json
 from service.domain.stamps import NO_VERSION, ChangeSource, Version
 
 GroupOp = Literal["upsert", "delete", "member", "child", "ancestry", "inherit"]
@@ -107,7 +108,7 @@ class GroupChange:
             doc["force"] = True
         if self.reread:
             doc["reread"] = True
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return compact_json(doc)
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> GroupChange:
@@ -204,7 +205,7 @@ class GroupState:
             ],
             "parked": self.parked,
         }
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return compact_json(doc)
 
     @classmethod
     def from_json(cls, raw: bytes) -> GroupState:

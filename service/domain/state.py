@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from service.domain.changes import UserChange
+from service.domain.compact import compact_json
 from service.domain.stamps import Version
 
 
@@ -58,7 +59,7 @@ class UserState:
         if self.emitted:
             doc["emitted"] = self.emitted
             doc["emit_seq"] = self.emit_seq
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return compact_json(doc)
 
     @classmethod
     def from_json(cls, raw: bytes) -> UserState:

@@ -121,6 +121,11 @@ class Applier:
     wall_clock: Callable[[], float] = time.time  # the time of the hops this applier sends
     _warned: set[str] = field(default_factory=set)
 
+    @property
+    def rereads_all(self) -> bool:
+        """Whether every change is re-read from Keycloak (authoritative mode, with Keycloak access)."""
+        return self.keycloak is not None and self.authoritative
+
     async def apply(self, change: UserChange, *, replay: bool = False) -> Verdict:
         deadline = self.clock() + self.budget_seconds
         try:
@@ -137,8 +142,56 @@ class Applier:
             return _park("unauthorized", Parked("the downstream refuses the tenant's token"), change)
         return await self._apply(change, tenant, deadline)
 
-    async def _apply(self, change: UserChange, tenant: Tenant, deadline: float) -> Verdict:
-        """Plan and execute until it goes through, fails for good, or the retry budget is spent."""
+    async def apply_queued(self, changes: list[UserChange]) -> list[Verdict]:
+        """A user's changes queued behind each other, in order, applied as one downstream write: the
+        state merges them all (as it would one by one) and the plan moves the downstream from what was
+        last written to that, so a user who changed ten times while queued costs one PATCH, not ten.
+        Only `foldable` changes come here. One verdict per change: those whose values the write carries
+        share its result, those that added nothing are superseded, a failure sets every one aside."""
+        if len(changes) == 1:
+            return [await self.apply(changes[0])]
+        deadline = self.clock() + self.budget_seconds
+        first = changes[0]
+        try:
+            tenant = await self._tenant(first, deadline)
+        except TenantUnreadable as exc:
+            return [_park(exc.label, exc, replace(c, realm=exc.realm)) for c in changes]
+        if tenant is None:
+            return [Skipped(None, "no_enabled_tenant", "skipped_no_tenant") for _ in changes]
+        changes = [replace(c, realm=tenant.realm) for c in changes]
+        state = self.states.get(first.key)
+        if state.parked:
+            return [_park("behind_parked", Parked(f"an earlier change is parked ({state.parked})"), c) for c in changes]
+        if tenant.status == "unauthorized":
+            return [_park("unauthorized", Parked("the downstream refuses the tenant's token"), c) for c in changes]
+        adds = []
+        for change in changes:
+            merged = merge(state, change)
+            adds.append(merged is not state)
+            state = merged
+        if not any(adds):
+            return [await self._apply(change, tenant, deadline) for change in changes]  # each superseded
+        last = max(i for i, added in enumerate(adds) if added)  # what follows it added nothing
+        verdict = await self._apply(changes[last], tenant, deadline, folded=tuple(changes[:last]))
+        if not isinstance(verdict, Applied):
+            return [verdict for _ in changes]
+        verdicts: list[Verdict] = []
+        for i, (change, added) in enumerate(zip(changes, adds, strict=True)):
+            if i == last:
+                shared = replace(verdict, hops=())
+            elif added:
+                shared = replace(verdict, change=change, reason="coalesced", hops=())
+            else:
+                shared = replace(verdict, change=change, result=Result.SKIPPED, reason="superseded", hops=())
+            # The hops go with the first verdict acted on: out before the state is first saved.
+            verdicts.append(replace(shared, hops=verdict.hops) if i == 0 else shared)
+        return verdicts
+
+    async def _apply(
+        self, change: UserChange, tenant: Tenant, deadline: float, folded: tuple[UserChange, ...] = ()
+    ) -> Verdict:
+        """Plan and execute until it goes through, fails for good, or the retry budget is spent.
+        `folded`: earlier queued changes of the user, merged into its state first (apply_queued)."""
         bound = log.bind(tenant=change.realm, user_id=change.user_id, event_id=change.event_id)
         attempt = 0
         while True:
@@ -149,6 +202,8 @@ class Applier:
                     await self._no_representation(change)
                     return Skipped(change.realm, "no_representation", "no_representation")
                 state = self.states.get(change.key)
+                for earlier in folded:
+                    state = merge(state, earlier)
                 if effective.group_paths and tenant.groups:
                     state = await self._memberships_of_new_user(state, effective)
                 plan = plan_change(state, effective, tenant.delete_policy)
@@ -255,6 +310,23 @@ class Applier:
                 "or configure Keycloak access (OUTBOUND_SCIM_KEYCLOAK_*) so users are re-read",
             )
         await self.tenants.note(change.realm, "no_representation")
+
+
+def foldable(change: UserChange, *, authoritative: bool) -> bool:
+    """Whether the change may share one downstream write with the user's changes queued next to it:
+    a plain update or create carrying its values. Anything whose meaning depends on being applied on
+    its own (a deletion, a link, a forced write, a re-read from Keycloak, a membership, a replayed
+    change, a create with groups) is applied alone. `authoritative`: every change is re-read
+    (Applier.rereads_all)."""
+    return (
+        change.op == "upsert"
+        and not authoritative
+        and not change.force
+        and not change.reread
+        and not change.group_paths
+        and change.link_to is None
+        and change.source is ChangeSource.EVENT
+    )
 
 
 def _park(reason: str, error: BaseException, change: UserChange | GroupChange) -> SetAside:

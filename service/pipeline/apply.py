@@ -29,7 +29,7 @@ from service.errors import PoisonRecord
 from service.kafka_protocol import leave_static_group
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
-from service.pipeline.applier import Applier, GroupApplied, GroupApplier, SetAside, Skipped, Verdict
+from service.pipeline.applier import Applier, GroupApplied, GroupApplier, SetAside, Skipped, Verdict, foldable
 from service.pipeline.offsets import PartitionOffsets
 from service.pipeline.rewind import rewind_to_committed
 from service.pipeline.scheduler import KeyedScheduler
@@ -95,7 +95,10 @@ class ApplyStage(ConsumerRebalanceListener):
         )
         batch = (settings.group_batch_quiet_seconds, settings.group_batch_max_seconds)
         self._scheduler: KeyedScheduler[Work] = KeyedScheduler(
-            self._process, settings.max_in_flight, linger=lambda key: batch if is_group_key(key) else None
+            self._process,
+            settings.max_in_flight,
+            linger=lambda key: batch if is_group_key(key) else None,
+            take_queued=True,  # a user's queued changes: one downstream write (Applier.apply_queued)
         )
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._committed: dict[TopicPartition, int] = {}
@@ -293,8 +296,14 @@ class ApplyStage(ConsumerRebalanceListener):
                     await self._act(work, change)
             users = [(w, c) for w, c in decoded if isinstance(c, UserChange)]
             groups = [(w, c) for w, c in decoded if isinstance(c, GroupChange)]
-            for work, user in users:
-                await self._act(work, await self._applier.apply(user, replay=is_replay(work.record)))
+            for run in self._runs(users):
+                if len(run) == 1:
+                    work, user = run[0]
+                    await self._act(work, await self._applier.apply(user, replay=is_replay(work.record)))
+                    continue
+                verdicts = await self._applier.apply_queued([user for _, user in run])
+                for (work, _), verdict in zip(run, verdicts, strict=True):
+                    await self._act(work, verdict)
             if groups:
                 replay = any(is_replay(w.record) for w, _ in groups)
                 verdict = await self._group_applier.apply([c for _, c in groups], replay=replay)
@@ -310,6 +319,20 @@ class ApplyStage(ConsumerRebalanceListener):
             for work in works:
                 await self._write_aside(self._settings.dead_letter_topic, set_aside(work.record, "internal_error", exc))
                 self._metrics.dead_letters.labels("internal_error").inc()
+
+    def _runs(self, users: list[tuple[Work, UserChange]]) -> list[list[tuple[Work, UserChange]]]:
+        """A user's queued changes in order, cut into runs that may share one downstream write (foldable,
+        not replayed) and single changes that go alone."""
+        runs: list[list[tuple[Work, UserChange]]] = []
+        joinable = False  # whether the last run takes the next foldable change
+        for work, user in users:
+            fits = not is_replay(work.record) and foldable(user, authoritative=self._applier.rereads_all)
+            if fits and joinable:
+                runs[-1].append((work, user))
+            else:
+                runs.append([(work, user)])
+            joinable = fits
+        return runs
 
     @staticmethod
     def _decode(work: Work) -> UserChange | GroupChange | PoisonRecord:

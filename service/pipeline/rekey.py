@@ -28,6 +28,14 @@ from service.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+# Retry pause of the transactional producer: the Java client's pause between back-to-back transactions.
+TXN_RETRY_BACKOFF_MS = 20
+# Records per transaction at most. A transaction costs a few broker round trips whatever its size, each
+# waiting its turn in an event loop that stage 2 keeps busy: at a low rate batches are small (what came
+# in since the last commit), and behind a burst they grow, so the stage keeps up with a backlog.
+MAX_BATCH = 10_000
+YIELD_EVERY = 500  # records routed between two turns of the event loop (stage 2 and the API keep going)
+
 # Event types that get their own metric label; anything else is "other" (labels stay bounded).
 KNOWN_TYPES = frozenset(
     {
@@ -68,8 +76,15 @@ class RekeyStage(ConsumerRebalanceListener):
         # Stable per instance: a restarted process fences its predecessor's open transaction at once; the
         # short timeout bounds the wait when an instance does not come back (a batch commits in well under a second).
         transactional_id = f"{self._group_id}-{self._settings.instance_name}"
+        # A transaction begun while the previous one's commit markers are still being written is
+        # answered CONCURRENT_TRANSACTIONS and retried after retry_backoff_ms: aiokafka's 100 ms default
+        # put a tenth of a second on the path of every change behind it (TXN_RETRY_BACKOFF_MS).
         self._producer = AIOKafkaProducer(
-            **options, transactional_id=transactional_id, linger_ms=5, transaction_timeout_ms=20_000
+            **options,
+            transactional_id=transactional_id,
+            linger_ms=5,
+            transaction_timeout_ms=20_000,
+            retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
@@ -111,7 +126,7 @@ class RekeyStage(ConsumerRebalanceListener):
         assert self._consumer is not None
         while True:
             generation = self._generation
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=2000)
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=MAX_BATCH)
             if not batches:
                 continue
             async with self._lock:
@@ -127,10 +142,14 @@ class RekeyStage(ConsumerRebalanceListener):
 
     async def _publish(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         assert self._producer is not None
+        routed = 0
         async with self._producer.transaction():
             for records in batches.values():
                 for record in records:
                     await self._route(record)
+                    routed += 1
+                    if routed % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
             offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
             await self._producer.send_offsets_to_transaction(offsets, self._group_id)
 

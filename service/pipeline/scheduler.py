@@ -3,6 +3,10 @@
 One change per key at a time, strictly in arrival order; different keys run concurrently up to
 `max_in_flight`. A key's worker task exists only while the key has queued work.
 
+With `take_queued`, a key's worker hands its handler everything queued for the key when it gets a
+slot (still one handler call per key at a time, in order): the handler may fold them (a user's queued
+changes become one downstream write).
+
 Some keys take their queue in batches (groups: a burst of memberships becomes few PATCH requests):
 `linger(key)` returns (quiet, most) seconds for them, and their worker waits until no item has arrived
 for `quiet` seconds (at most `most` in all), then hands everything queued to the handler at once.
@@ -31,10 +35,12 @@ class KeyedScheduler(Generic[Item]):
         *,
         linger: Linger = _no_batches,
         max_batch: int = 5000,
+        take_queued: bool = False,
     ) -> None:
         self._handler = handler
         self._linger = linger
         self._max_batch = max_batch
+        self._take_queued = take_queued
         self._slots = asyncio.Semaphore(max_in_flight)
         self._queues: dict[str, deque[Item]] = {}
         self._workers: set[asyncio.Task[None]] = set()
@@ -82,7 +88,7 @@ class KeyedScheduler(Generic[Item]):
                 async with self._slots:
                     if not queue:  # handed back while waiting for a slot
                         break
-                    take = 1 if rule is None else min(len(queue), self._max_batch)
+                    take = 1 if rule is None and not self._take_queued else min(len(queue), self._max_batch)
                     await self._handler([queue.popleft() for _ in range(take)])
         finally:
             del self._queues[key]

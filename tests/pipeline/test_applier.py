@@ -7,9 +7,10 @@ from typing import Any
 
 from service.domain.changes import UserChange
 from service.domain.plan import DeletePolicy
+from service.domain.stamps import ChangeSource
 from service.domain.state import UserState
 from service.errors import CircuitOpen, ScimError, ScimRejected, ScimTransient, TenantUnreadable
-from service.pipeline.applier import Applied, Applier, SetAside, Skipped
+from service.pipeline.applier import Applied, Applier, SetAside, Skipped, foldable
 from service.retry import RetryPolicy
 from service.scim.client import Downstream
 from service.scim.executor import Result
@@ -229,3 +230,91 @@ def test_an_unreadable_tenant_record_waits_then_parks() -> None:
 def test_an_unreadable_tenant_record_that_becomes_readable_is_applied() -> None:
     verdict = run(applier(tenants=Tenants(unreadable_for=2))[0].apply(change()))
     assert isinstance(verdict, Applied)
+
+
+def queued(*families: tuple[int, str]) -> list[UserChange]:
+    """A user's changes queued in order: (event time, lastName) each."""
+    return [
+        UserChange("acme", UID, "upsert", t, "USER_UPDATE", f"e-{t}", {"familyName": family}) for t, family in families
+    ]
+
+
+def test_queued_changes_of_a_linked_user_become_one_patch_with_the_newest_values() -> None:
+    """Three updates queued behind each other: one PATCH carrying the last lastName, and three verdicts
+    that share its result (the first two as coalesced into it)."""
+    downstream = FakeDownstream()
+    linked = downstream.add("jdoe", UID, name={"familyName": "Doe"})
+    states = States({f"acme/{UID}": UserState(downstream_id=linked, values=dict(ALL), written=dict(ALL))})
+    verdicts = run(applier(downstream, states=states)[0].apply_queued(queued((20, "A"), (30, "B"), (40, "C"))))
+    assert downstream.writes == [("PATCH", linked)]
+    assert downstream.accounts[linked]["name"]["familyName"] == "C"
+    assert [(v.result, v.reason) for v in verdicts if isinstance(v, Applied)] == [
+        (Result.UPDATED, "coalesced"),
+        (Result.UPDATED, "coalesced"),
+        (Result.UPDATED, ""),
+    ]
+    assert all(isinstance(v, Applied) and v.state.written["familyName"] == "C" for v in verdicts)
+
+
+def test_a_queued_change_older_than_the_rest_is_superseded_and_the_write_keeps_the_newest() -> None:
+    """The last queued change is older than the first: the first is written, the last is superseded."""
+    downstream = FakeDownstream()
+    linked = downstream.add("jdoe", UID)
+    states = States({f"acme/{UID}": UserState(downstream_id=linked, values=dict(ALL), written=dict(ALL))})
+    verdicts = run(applier(downstream, states=states)[0].apply_queued(queued((40, "New"), (30, "Old"))))
+    assert downstream.writes == [("PATCH", linked)]
+    assert downstream.accounts[linked]["name"]["familyName"] == "New"
+    assert [(v.result, v.reason) for v in verdicts if isinstance(v, Applied)] == [
+        (Result.UPDATED, ""),
+        (Result.SKIPPED, "superseded"),
+    ]
+
+
+def test_a_new_users_queued_changes_create_it_once_with_everything_known() -> None:
+    """A create and two updates queued: one POST holding the newest lastName, no PATCH after it."""
+    downstream = FakeDownstream()
+    changes = [change(), *queued((20, "B"), (30, "C"))]
+    verdicts = run(applier(downstream)[0].apply_queued(changes))
+    assert [method for method, _ in downstream.writes] == ["POST"]
+    assert next(iter(downstream.accounts.values()))["name"]["familyName"] == "C"
+    assert [v.result for v in verdicts if isinstance(v, Applied)] == [Result.CREATED] * 3
+
+
+def test_a_failed_shared_write_sets_every_queued_change_aside() -> None:
+    """The shared write fails past its budget: each queued change is parked (none is dropped)."""
+    downstream = Failing(errors=[ScimTransient(503, "POST", "Users")] * 100)
+    verdicts = run(applier(downstream, budget_seconds=5.0)[0].apply_queued([change(), *queued((20, "B"))]))
+    assert len(verdicts) == 2
+    assert all(isinstance(v, SetAside) and (v.park, v.reason) == (True, "retries_exhausted") for v in verdicts)
+
+
+def test_queued_changes_of_a_parked_user_are_held_behind_it() -> None:
+    states = States({f"acme/{UID}": UserState(parked="retries_exhausted")})
+    downstream = FakeDownstream()
+    verdicts = run(applier(downstream, states=states)[0].apply_queued(queued((20, "A"), (30, "B"))))
+    assert all(isinstance(v, SetAside) and v.reason == "behind_parked" for v in verdicts)
+    assert downstream.writes == []
+
+
+def test_only_plain_updates_are_foldable() -> None:
+    """Deletions, links, forced writes, re-reads, memberships and authoritative mode go alone."""
+    plain = change()
+    assert foldable(plain, authoritative=False)
+    assert not foldable(plain, authoritative=True)
+    for other in (
+        replace(plain, op="delete"),
+        replace(plain, op="link", link_to="d-1"),
+        replace(plain, force=True),
+        replace(plain, reread=True),
+        replace(plain, op="membership", group_id="g"),
+        replace(plain, group_paths=("/g",)),
+        replace(plain, source=ChangeSource.BACKFILL),
+    ):
+        assert not foldable(other, authoritative=False), other
+
+
+def test_every_change_is_reread_only_in_authoritative_mode_with_keycloak_access() -> None:
+    """rereads_all (which keeps changes from being folded) needs both the mode and a Keycloak reader."""
+    assert not applier(authoritative=True)[0].rereads_all
+    assert not applier(keycloak=Reader(None))[0].rereads_all
+    assert applier(keycloak=Reader(None), authoritative=True)[0].rereads_all

@@ -224,3 +224,24 @@ async def test_a_batched_key_gets_its_burst_at_once_after_a_quiet_spell() -> Non
     await asyncio.wait_for(scheduler.wait_idle(), 5)
     assert [b for b in batches if b[0] < 100] == [list(range(50))]
     assert [b for b in batches if b[0] >= 100] == [[100], [101]]
+
+
+async def test_with_take_queued_a_key_gets_what_queued_behind_its_running_item_at_once() -> None:
+    """take_queued: while u1's first item runs, three more queue; they come next as one list, in order,
+    and no two calls of a key overlap."""
+    release = asyncio.Event()
+    batches: list[list[int]] = []
+
+    async def handle(items: list[int]) -> None:
+        batches.append(items)
+        if items == [1]:
+            await release.wait()
+
+    scheduler: KeyedScheduler[int] = KeyedScheduler(handle, max_in_flight=4, take_queued=True)
+    scheduler.submit("u1", 1)
+    await settle()
+    for n in (2, 3, 4):
+        scheduler.submit("u1", n)
+    release.set()
+    await asyncio.wait_for(scheduler.wait_idle(), 2)
+    assert batches == [[1], [2, 3, 4]]
