@@ -194,6 +194,9 @@ class BulkPort:
         try:
             doc = await self._client.send_once(ds, "POST", "Bulk", body=body)
         except ScimTransient as exc:
+            if exc.status == 501:  # Not Implemented: announced, not served
+                await self._refused_as_a_whole(batch, "POST /Bulk answered 501")
+                return
             self._count(ds, "transient", len(batch.pending))
             for item in batch.pending:
                 _settle(item, error=exc)
