@@ -6,14 +6,11 @@ the client, the coalescer and the server, with a counting proxy in front of the 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from service.domain.changes import UserChange
@@ -26,23 +23,11 @@ from service.scim.client import Downstream, ScimClient
 from service.scim.egress import EgressPolicy
 from service.scim.executor import Outcome, Result, execute
 from tests.conftest import SCIM_TOKEN
-from tests.faults import FaultProxy
+from tests.counting import CountingProxy
 from tests.support import ScimServer, by_external_id, downstream_users
 
 LOCAL = EgressPolicy(frozenset({"127.0.0.1"}), allow_private_networks=True)
 USERS = 40
-
-
-@dataclass
-class CountingProxy(FaultProxy):
-    """Forwards every request honestly and counts them as `METHOD /Endpoint`."""
-
-    counted: Counter[str] = field(default_factory=Counter)
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        endpoint = request.path.split("/")[2] if request.path.count("/") >= 2 else request.path
-        self.counted[f"{request.method} /{endpoint}"] += 1
-        return await super()._handle(request)
 
 
 @pytest.fixture
