@@ -370,13 +370,9 @@ class ScimClient:
         return known
 
     async def _lookup_mode(self, ds: Downstream) -> LookupMode:
-        """Filters are used unless the ServiceProviderConfig says they are unsupported."""
-        try:
-            config = await self.send_once(ds, "GET", "ServiceProviderConfig")
-        except ScimTransient:
-            raise
-        except ScimError:
-            return "filter"  # no readable config: filter, and verify every answer
+        """Filters are used unless the ServiceProviderConfig says they are unsupported (read once, shared
+        with `capabilities`; a config that cannot be read: filter, and verify every answer)."""
+        config = await self.capabilities(ds)
         mode: LookupMode = "scan" if scim.filter_supported(config) is False else "filter"
         self._metrics.lookup_scans.labels(ds.tenant).set(1 if mode == "scan" else 0)
         if mode == "scan":
