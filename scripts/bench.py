@@ -310,14 +310,15 @@ def build_responder(latency: float) -> web.Application:
             return error(401, "bad token")
         return await handler(request)
 
-    async def service_provider_config(_: web.Request) -> web.Response:
-        return scim_json(
-            {
-                "schemas": [scim_schema.SPC_SCHEMA],
-                "patch": {"supported": True},
-                "filter": {"supported": True, "maxResults": 100},
-            }
-        )
+    async def service_provider_config(request: web.Request) -> web.Response:
+        config: dict[str, Any] = {
+            "schemas": [scim_schema.SPC_SCHEMA],
+            "patch": {"supported": True},
+            "filter": {"supported": True, "maxResults": 100},
+        }
+        if request.match_info["space"].startswith(BULK_SPACE_PREFIX):
+            config["bulk"] = BULK_CONFIG
+        return scim_json(config)
 
     async def list_users(request: web.Request) -> web.Response:
         space = space_of(request)
@@ -508,8 +509,36 @@ def build_responder(latency: float) -> web.Application:
     async def writes(request: web.Request) -> web.Response:
         return web.json_response(space_of(request).writes)
 
+    async def bulk(request: web.Request) -> web.Response:
+        """POST /Bulk (RFC 7644 §3.7) of user POSTs and PATCHes, each answered as its own request would
+        be (a success carries its location only, as scim2-server answers). Counted as one BULK request,
+        and each operation under BULK/<method>."""
+        space = space_of(request)
+        space.requests["POST"] -= 1  # the middleware counted it as a POST
+        space.requests["BULK"] = space.requests.get("BULK", 0) + 1
+        body = await request.json()
+        answers = []
+        for operation in body.get("Operations") or []:
+            method, path = str(operation.get("method", "")).upper(), str(operation.get("path", ""))
+            space.requests[f"BULK/{method}"] = space.requests.get(f"BULK/{method}", 0) + 1
+            answer = {"method": method, "bulkId": operation.get("bulkId")}
+            if method == "POST" and path == "/Users":
+                status, doc = _bulk_create(space, operation.get("data") or {})
+            elif method == "PATCH" and path.startswith("/Users/"):
+                status, doc = _bulk_patch(space, path.removeprefix("/Users/"), operation.get("data") or {})
+            else:
+                status, doc = 400, {"schemas": [ERROR_SCHEMA], "status": "400", "detail": "unsupported operation"}
+            answer["status"] = str(status)
+            if status < 300:
+                answer["location"] = f"{request.url.origin()}/{request.match_info['space']}/Users/{doc['id']}"
+            else:
+                answer["response"] = doc
+            answers.append(answer)
+        return scim_json({"schemas": [BULK_RESPONSE_SCHEMA], "Operations": answers})
+
     # The expectations of a 100,000-user run are a few megabytes: over aiohttp's 1 MB default (HTTP 413).
     app = web.Application(middlewares=[delayed], client_max_size=RESPONDER_MAX_BODY)
+    app.router.add_post("/{space}/Bulk", bulk)
     app.router.add_post("/_bench/seed/{space}", seed)
     app.router.add_post("/_bench/expect/{space}", expect)
     app.router.add_get("/_bench/progress/{space}", progress)
@@ -528,6 +557,44 @@ def build_responder(latency: float) -> web.Application:
     app.router.add_patch("/{space}/Groups/{id}", patch_group)
     app.router.add_delete("/{space}/Groups/{id}", delete_group)
     return app
+
+
+# -- the responder's /Bulk (spaces named bulk... announce it) --------------------------------------------
+
+BULK_SPACE_PREFIX = "bulk"
+BULK_CONFIG = {"supported": True, "maxOperations": 1000, "maxPayloadSize": 1024 * 1024}
+BULK_RESPONSE_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+
+
+def _bulk_create(space: Space, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """One POST /Users operation of a bulk request, as create_user answers it."""
+    received = time.time()
+    if not body.get("userName"):
+        return 400, {"schemas": [ERROR_SCHEMA], "status": "400", "detail": "userName is required"}
+    if body["userName"] in space.by_user_name:
+        return 409, {"schemas": [ERROR_SCHEMA], "status": "409", "detail": "userName exists", "scimType": "uniqueness"}
+    user = {**body, "id": uuid.uuid4().hex, "meta": {"resourceType": "User"}}
+    space.users[user["id"]] = user
+    space.index(user)
+    space.writes.append(("POST", received, time.time(), (body.get("name") or {}).get("familyName")))
+    return 201, user
+
+
+def _bulk_patch(space: Space, user_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """One PATCH /Users/{id} operation of a bulk request, as patch_user answers it."""
+    received = time.time()
+    user = space.users.get(user_id)
+    if user is None:
+        return 404, {"schemas": [ERROR_SCHEMA], "status": "404", "detail": "no such user"}
+    space.unindex(user)
+    family = None
+    for operation in body.get("Operations") or []:
+        _apply_operation(user, operation)
+        if operation.get("path") == "name.familyName":
+            family = operation.get("value")
+    space.index(user)
+    space.writes.append(("PATCH", received, time.time(), family))
+    return 200, user
 
 
 def _page(found: list[dict[str, Any]], query: Any) -> dict[str, Any]:

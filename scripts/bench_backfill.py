@@ -11,11 +11,18 @@ to the bench's SCIM responder (scripts/bench.py, a subprocess answering every re
 - Keycloak requests per user: the service reaches Keycloak through a counting reverse proxy of the
   bench, so the count is measured (token, count, user pages, single-user reads, other), not computed;
 - downstream requests per user, by method, as the responder received them;
-- the service process's peak RSS, and where the host's CPU went (broker, Keycloak, responder share it).
+- the service process's peak RSS, and where the host's CPU went (broker, Keycloak, responder share it);
+- the time the same run needs just to page the realm from Keycloak (the service's own Admin API client,
+  the same page size, through the same proxy; once before and once after the backfills), and the ratio
+  of each backfill's wall time to it (the target: <= 1.3x, and <= 1.05 downstream requests per user).
+
+Each mode (--modes: `single`, the tenant's `bulk: off`; `bulk`, a responder space that announces /Bulk
+with maxOperations 1000) runs its own service process with topics of its own, into an empty space.
 
 Setup is not measured but reported: Keycloak's start (scripts/keycloak/keycloak.sh; the first start on
-a machine augments and can take 30-120 s) and the creation of the users through the Admin API with
---create-concurrency requests in flight. KEYCLOAK_URL (+ KEYCLOAK_ADMIN_USER / KEYCLOAK_ADMIN_PASSWORD)
+a machine augments and can take 30-120 s) and the creation of the users through the realm's partial
+import (`POST /admin/realms/{realm}/partialImport`, --import-chunk users a request, --create-concurrency
+requests in flight; one user at a time through the Admin API takes hours at 100,000). KEYCLOAK_URL (+ KEYCLOAK_ADMIN_USER / KEYCLOAK_ADMIN_PASSWORD)
 uses a running Keycloak instead (a fresh realm, deleted at the end); KAFKA_BOOTSTRAP_SERVERS a running
 broker. The floor is 10,000 users in under 60 s; a run with another --users is judged by its rate
 (166.7 users/s) and says so.
@@ -65,14 +72,17 @@ from scripts.bench import (
     print_cpu,
     running_responder,
     service_counters,
+    verdict,
 )
+from service.keycloak_admin.client import KeycloakAdminClient
+from service.pipeline.backfill import PAGE_SIZE
 
 KEYCLOAK = ROOT / "scripts" / "keycloak" / "keycloak.sh"
 UNREACHABLE = 3  # keycloak.sh fetch's exit code for "Maven Central cannot be reached"
 FLOOR_USERS = 10_000
 FLOOR_SECONDS = 60.0
 FLOOR_RATE = FLOOR_USERS / FLOOR_SECONDS
-SPACE = "backfill"  # the responder's base path for this run
+MODES = {"single": "backfill", "bulk": "bulk-backfill"}  # mode -> the responder's space (bulk... announce /Bulk)
 
 
 # == the users ===========================================================================================
@@ -154,24 +164,59 @@ async def create_users(admin: MasterAdmin, realm: str, users: int, concurrency: 
     return ids
 
 
-async def prepare_realm(kc: KeycloakHandle, users: int, concurrency: int) -> Setup:
+async def import_users(admin: MasterAdmin, realm: str, users: int, chunk: int, concurrency: int) -> dict[str, int]:
+    """The users through the realm's partial import, `chunk` a request, `concurrency` requests in flight;
+    each answer names the created users' ids."""
+    ids: dict[str, int] = {}
+    index = {representation(i)["username"]: i for i in range(users)}
+    slots = asyncio.Semaphore(concurrency)
+    started = time.monotonic()
+
+    async def one(first: int) -> None:
+        reps = [
+            {**representation(i), "enabled": expected(i)["active"]} for i in range(first, min(first + chunk, users))
+        ]
+        async with slots:
+            for attempt in range(1, 5):
+                status, doc, _ = await admin.call(
+                    "POST", f"/{realm}/partialImport", {"ifResourceExists": "SKIP", "users": reps}
+                )
+                if status == 200 and isinstance(doc, dict):
+                    break
+                if status < 500 or attempt == 4:
+                    raise BenchError(f"partial import of users {first}.. failed: {status} {str(doc)[:300]}")
+                await asyncio.sleep(attempt)
+        for result in doc.get("results") or []:
+            if result.get("resourceType") == "USER" and result.get("resourceName") in index:
+                ids[result["id"]] = index[result["resourceName"]]
+        elapsed = time.monotonic() - started
+        print(f"   {len(ids)} of {users} users imported ({elapsed:.0f} s, {len(ids) / elapsed:.0f}/s)", flush=True)
+
+    await asyncio.gather(*(one(first) for first in range(0, users, chunk)))
+    return ids
+
+
+async def prepare_realm(kc: KeycloakHandle, users: int, concurrency: int, chunk: int) -> Setup:
     """A fresh realm, the service's service account in it (realm-management view-users / query-users),
-    and `users` users created through the Admin API."""
+    and `users` users created through the realm's partial import."""
     realm = f"bench-bf-{uuid.uuid4().hex[:6]}"
     async with aiohttp.ClientSession() as session:
         admin = MasterAdmin(session, kc.url, kc.admin_user, kc.admin_password)
         await admin.create_realm(realm)
         kc.realms.append(realm)
         account = await admin.create_service_account(realm, "outbound-scim-bench")
-        print(f"-- creating {users} users in realm {realm} through the Admin API ({concurrency} in flight)", flush=True)
+        print(
+            f"-- importing {users} users into realm {realm} (partialImport, {chunk} a request, {concurrency} in flight)",
+            flush=True,
+        )
         started = time.monotonic()
-        ids = await create_users(admin, realm, users, concurrency)
+        ids = await import_users(admin, realm, users, chunk, concurrency)
         seconds = time.monotonic() - started
         count = await admin.ok("GET", f"/{realm}/users/count")
     if count != users or len(ids) != users:
         raise BenchError(f"the realm holds {count} users, {len(ids)} created, {users} wanted")
     setup = Setup(realm, account, ids, seconds, concurrency)
-    print(f"-- {users} users created in {seconds:.1f} s ({setup.users_per_second:.0f} users/s)", flush=True)
+    print(f"-- {users} users imported in {seconds:.1f} s ({setup.users_per_second:.0f} users/s)", flush=True)
     return setup
 
 
@@ -376,6 +421,7 @@ async def counting_proxy(upstream: str) -> AsyncIterator[CountingProxy]:
 
 @dataclass
 class Measured:
+    mode: str  # single | bulk
     users: int
     wall_seconds: float  # enable call -> last write of the responder
     first_write_seconds: float  # enable call -> first user written downstream
@@ -401,11 +447,48 @@ class Measured:
 
     @property
     def downstream_per_user(self) -> float:
-        return sum(self.downstream_requests.values()) / self.users
+        """HTTP requests per user (a /Bulk request is one; its operations are counted apart, BULK/<method>)."""
+        return sum(n for method, n in self.downstream_requests.items() if "/" not in method) / self.users
+
+    @property
+    def operations_per_user(self) -> float:
+        """Writes and lookups per user, whether sent alone or inside a /Bulk request."""
+        return sum(n for method, n in self.downstream_requests.items() if method != "BULK") / self.users
+
+
+async def page_realm(proxy: CountingProxy, setup: Setup, page_size: int) -> float:
+    """Seconds to page every user of the realm as the service's backfill does (its own Admin API client,
+    token, count, brief pages of `page_size`, through the same proxy), and nothing else."""
+    async with aiohttp.ClientSession() as session:
+        client = KeycloakAdminClient(
+            session,
+            proxy.url,
+            setup.account.client_id,
+            setup.account.client_secret,
+            auth_realm=setup.realm,
+            timeout_seconds=60,
+        )
+        started = time.monotonic()
+        total = await client.count_users(setup.realm)
+        seen = 0
+        async for page in client.iter_user_pages(setup.realm, page_size, brief=True):
+            seen += len(page.users)
+        seconds = time.monotonic() - started
+    if seen < total:
+        raise BenchError(f"the plain paging pass saw {seen} of {total} users")
+    print(f"-- plain paging pass: {seen} users in {seconds:.1f} s (pages of {page_size})", flush=True)
+    return seconds
 
 
 async def wait_backfilled(
-    responder: Responder, api: Api, realm: str, process: subprocess.Popen[bytes], users: int, timeout: float, log: Path
+    responder: Responder,
+    api: Api,
+    realm: str,
+    process: subprocess.Popen[bytes],
+    users: int,
+    timeout: float,
+    log: Path,
+    space: str,
 ) -> None:
     """Until the responder holds every user with its expected (familyName, active); fails early when
     the service exits or reports its backfill failed. Polled every 0.5 s: the figure comes from the
@@ -416,7 +499,7 @@ async def wait_backfilled(
     while True:
         if process.poll() is not None:
             raise BenchError(f"the service exited during the backfill:\n{log.read_text()[-3000:]}")
-        last = await responder.progress(SPACE)
+        last = await responder.progress(space)
         if int(last["matching"]) >= users:
             return
         status, progress = await api.call("GET", f"/tenants/{realm}/backfill")
@@ -434,11 +517,11 @@ async def wait_backfilled(
         await asyncio.sleep(0.5)
 
 
-async def verify(responder: Responder, setup: Setup) -> tuple[int, int, list[str]]:
+async def verify(responder: Responder, setup: Setup, space: str) -> tuple[int, int, list[str]]:
     """Every attribute of every user as the responder holds it: (correct, downstream users, first problems)."""
     async with (
         aiohttp.ClientSession(headers={"Authorization": f"Bearer {DOWNSTREAM_TOKEN}"}) as http,
-        http.get(f"{responder.base_url(SPACE)}/Users", params={"count": "1000000"}) as answer,
+        http.get(f"{responder.base_url(space)}/Users", params={"count": "1000000"}) as answer,
     ):
         answer.raise_for_status()
         doc = await answer.json(content_type=None)
@@ -475,7 +558,9 @@ async def run_service(
     args: argparse.Namespace,
     workdir: Path,
     neighbours: dict[str, int],
+    mode: str,
 ) -> Measured:
+    space = MODES[mode]
     settings = make_settings(
         bootstrap,
         api_port=free_port(),
@@ -487,9 +572,9 @@ async def run_service(
     )
     await create_source_topics(settings)
     await responder.expect(
-        SPACE, {uid: (expected(i)["familyName"], expected(i)["active"]) for uid, i in setup.ids.items()}
+        space, {uid: (expected(i)["familyName"], expected(i)["active"]) for uid, i in setup.ids.items()}
     )
-    log = workdir / "service-backfill.log"
+    log = workdir / f"service-backfill-{mode}.log"
     process = spawn_service(settings, log)
     watch = ProcessWatch(process.pid)
     cpu = CpuWindow({"service": process.pid, **neighbours})
@@ -505,8 +590,8 @@ async def run_service(
         await wait_until(ready, timeout=120, what="service ready")
         before, timed_before = proxy.snapshot(), len(proxy.timings)
         print(
-            f"-- enabling realm {setup.realm} with backfill ({len(setup.ids)} users, downstream answers after "
-            f"{args.latency_ms:g} ms)",
+            f"-- {mode}: enabling realm {setup.realm} with backfill ({len(setup.ids)} users, downstream answers "
+            f"after {args.latency_ms:g} ms)",
             flush=True,
         )
         cpu.start()
@@ -514,11 +599,16 @@ async def run_service(
         status, body = await api.call(
             "PUT",
             f"/tenants/{setup.realm}",
-            {"base_url": responder.base_url(SPACE), "token": DOWNSTREAM_TOKEN, "backfill": True},
+            {
+                "base_url": responder.base_url(space),
+                "token": DOWNSTREAM_TOKEN,
+                "backfill": True,
+                "bulk": "auto" if mode == "bulk" else "off",
+            },
         )
         if status not in (200, 201) or not isinstance(body, dict) or "backfill" not in body:
             raise BenchError(f"enabling the tenant with backfill failed: {status} {body}")
-        await wait_backfilled(responder, api, setup.realm, process, len(setup.ids), args.timeout, log)
+        await wait_backfilled(responder, api, setup.realm, process, len(setup.ids), args.timeout, log, space)
         cpu.stop()
         watch.sample()
         during = proxy.snapshot() - before
@@ -531,12 +621,13 @@ async def run_service(
             await asyncio.to_thread(process.wait, 60)
         except subprocess.TimeoutExpired:
             process.kill()
-    writes = await responder.writes(SPACE)
-    progress = await responder.progress(SPACE)
-    correct, downstream_users, problems = await verify(responder, setup)
+    writes = await responder.writes(space)
+    progress = await responder.progress(space)
+    correct, downstream_users, problems = await verify(responder, setup, space)
     if correct != len(setup.ids):
         raise BenchError(f"{correct} of {len(setup.ids)} users right downstream in every attribute; e.g. {problems}")
     return Measured(
+        mode=mode,
         users=len(setup.ids),
         wall_seconds=max(sent for _m, _r, sent, _f in writes) - enabled_at,
         first_write_seconds=min(sent for _m, _r, sent, _f in writes) - enabled_at,
@@ -557,7 +648,11 @@ async def run_service(
 # == the report ===========================================================================================
 
 
-def print_table(args: argparse.Namespace, kc: KeycloakHandle, setup: Setup, m: Measured, broker: str) -> None:
+def print_table(
+    args: argparse.Namespace, kc: KeycloakHandle, setup: Setup, m: Measured, broker: str, paging: list[float]
+) -> None:
+    reference = sum(paging) / len(paging)
+    ratio = m.wall_seconds / reference
     full = m.users == FLOOR_USERS
     if full:
         floor = f"< {FLOOR_SECONDS:.0f} s  {'PASS' if m.wall_seconds < FLOOR_SECONDS else 'BELOW'}"
@@ -575,18 +670,25 @@ def print_table(args: argparse.Namespace, kc: KeycloakHandle, setup: Setup, m: M
         ("time to the first user downstream (s)", f"{m.first_write_seconds:.2f}", ""),
         ("service's Keycloak read + publish phase (s)", f"{m.backfill.get('elapsed_seconds', float('nan'))}", ""),
         ("Keycloak requests per user", f"{m.keycloak_per_user:.4f}", ""),
-        ("downstream requests per user", f"{m.downstream_per_user:.3f}", ""),
+        (
+            "downstream requests per user",
+            f"{m.downstream_per_user:.4f}",
+            f"<= 1.05  {verdict(m.downstream_per_user <= 1.05)}",
+        ),
+        ("downstream operations per user (inside /Bulk too)", f"{m.operations_per_user:.4f}", ""),
+        ("plain paging of the realm, before / after (s)", " / ".join(f"{p:.1f}" for p in paging), ""),
+        ("wall time / plain paging time (their mean)", f"{ratio:.2f}", f"<= 1.3  {verdict(ratio <= 1.3)}"),
         ("peak RSS of the service process (MB)", f"{m.peak_rss_mb:.1f}", ""),
         ("users right downstream, every attribute", f"{m.correct} of {m.users}", ""),
     ]
     print()
     where = f"Keycloak {kc.version} (start-dev, H2, own)" if kc.own else f"Keycloak {kc.url} (KEYCLOAK_URL)"
-    print(f"outbound-scim backfill bench: {os.cpu_count()} CPUs, broker {broker}, {where}")
+    print(f"outbound-scim backfill bench, mode {m.mode}: {os.cpu_count()} CPUs, broker {broker}, {where}")
     if not full:
         print(f"NOTE: measured with {m.users} users, not {FLOOR_USERS}: the floor is judged on the rate only")
     print(f"service settings: {', '.join(f'{k}={v}' for k, v in SERVICE_OVERRIDES.items())}")
     setup_line = (
-        f"setup (not measured): {len(setup.ids)} users created through the Admin API in "
+        f"setup (not measured): {len(setup.ids)} users imported (partialImport) in "
         f"{setup.seconds:.1f} s ({setup.users_per_second:.0f} users/s, {setup.concurrency} in flight)"
     )
     if kc.own:
@@ -621,16 +723,22 @@ def print_table(args: argparse.Namespace, kc: KeycloakHandle, setup: Setup, m: M
 
 
 async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None, workdir: Path) -> None:
+    runs: list[Measured] = []
     async with keycloak(workdir, bootstrap) as kc:
-        setup = await prepare_realm(kc, args.users, args.create_concurrency)
+        setup = await prepare_realm(kc, args.users, args.create_concurrency, args.import_chunk)
         async with counting_proxy(kc.url) as proxy, running_responder(args.latency_ms) as responder:
             neighbours = {"kafka broker": broker_pid} if broker_pid else {}
             if kc.pid:
                 neighbours["keycloak"] = kc.pid
             neighbours.update({"responder": responder.process.pid, "bench (Keycloak proxy)": os.getpid()})
-            measured = await run_service(bootstrap, kc, setup, responder, proxy, args, workdir, neighbours)
-        print(f"-- backfill: {measured.users} users in {measured.wall_seconds:.1f} s", flush=True)
-    print_table(args, kc, setup, measured, bootstrap)
+            paging = [await page_realm(proxy, setup, PAGE_SIZE)]
+            for mode in args.modes:
+                measured = await run_service(bootstrap, kc, setup, responder, proxy, args, workdir, neighbours, mode)
+                print(f"-- {mode} backfill: {measured.users} users in {measured.wall_seconds:.1f} s", flush=True)
+                runs.append(measured)
+            paging.append(await page_realm(proxy, setup, PAGE_SIZE))
+    for measured in runs:
+        print_table(args, kc, setup, measured, bootstrap, paging)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -640,10 +748,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--create-concurrency",
         type=int,
-        default=24,
-        help="Admin API requests in flight while creating the users (setup)",
+        default=2,
+        help="partialImport requests in flight while creating the users (setup)",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the downstream")
+    parser.add_argument(
+        "--modes",
+        type=lambda text: [m for m in text.split(",") if m],
+        default=list(MODES),
+        help="comma-separated: single (tenant bulk off), bulk (a downstream announcing /Bulk); default both",
+    )
+    parser.add_argument("--import-chunk", type=int, default=1000, help="users per partialImport request (setup)")
     return parser.parse_args(argv)
 
 

@@ -118,7 +118,20 @@ class Service:
         keycloak = self.keycloak = self._keycloak()
         pages = s.keycloak_page_size
         retry = RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds)
-        self.backfills = Backfills(keycloak, self._producer, s.changes_topic, self.metrics, pages) if keycloak else None
+        self.backfills = (
+            Backfills(
+                keycloak,
+                self._producer,
+                s.changes_topic,
+                self.metrics,
+                pages,
+                tenants=self.tenants,
+                downstream=scim,
+                retry=retry,
+            )
+            if keycloak
+            else None
+        )
         reconciler = (
             Reconciler(
                 keycloak, scim, self._producer, s.changes_topic, self.metrics, pages, retry=retry, scim_groups=scim

@@ -114,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
         help="member operations in one PATCH request (`none`: 100)",
     )
     enable.add_argument(
+        "--bulk",
+        choices=["auto", "off"],
+        help="user writes as SCIM /Bulk when the downstream announces it (default auto), or one by one (off)",
+    )
+    enable.add_argument(
         "--token-env",
         default="OUTBOUND_SCIM_DOWNSTREAM_TOKEN",
         help="environment variable holding the downstream token (default: %(default)s)",
@@ -232,6 +237,7 @@ TENANT_FIELDS = (
     "group_paths",
     "group_pattern",
     "group_members_per_request",
+    "bulk",
 )
 CLEAR = "none"
 

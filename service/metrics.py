@@ -41,6 +41,14 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.bulk_operations = Counter(
+            "outbound_scim_bulk_operations_total",
+            "User writes sent inside SCIM /Bulk requests, by tenant and outcome (ok, failed: an error status for "
+            "that operation, transient: the whole request failed, refused, no_outcome, one_by_one: the downstream "
+            "refused bulk and each went out alone)",
+            ["tenant", "outcome"],
+            registry=r,
+        )
         self.retries = Counter(
             "outbound_scim_scim_retries_total",
             "Changes retried after a transient failure (the downstream or Keycloak unavailable, 429, 5xx)",

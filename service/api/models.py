@@ -109,6 +109,9 @@ class EnableTenant(Request):
         default=None, min_length=1, description="... or whose path matches this regular expression"
     )
     group_members_per_request: PositiveInt = Field(default=100, le=1000, description="member operations per PATCH")
+    bulk: Literal["auto", "off"] = Field(
+        default="auto", description="user writes as SCIM /Bulk when the downstream announces it (off: one by one)"
+    )
 
     @model_validator(mode="after")
     def _pattern_compiles(self) -> EnableTenant:
@@ -196,6 +199,7 @@ class TenantView(Response):
     group_paths: list[str]
     group_pattern: str | None
     group_members_per_request: int
+    bulk: Literal["auto", "off"]
     warnings: list[RealmWarningView] | None = Field(
         default=None,
         exclude_if=_absent,
@@ -223,6 +227,11 @@ class BackfillProgressView(Response):
     skipped: int
     groups: int = Field(default=0, description="groups published (a tenant with group sync)")
     memberships: int = Field(default=0, description="memberships published")
+    downstream_listed: int | None = Field(
+        default=None,
+        description="accounts the downstream held when the backfill listed them (null: no complete listing, "
+        "each user is looked up before it is written)",
+    )
     rate_per_second: float | None
     elapsed_seconds: float
     error: str | None

@@ -287,6 +287,7 @@ class TenantService:
             group_paths=list(tenant.group_paths),
             group_pattern=tenant.group_pattern,
             group_members_per_request=tenant.group_members_per_request,
+            bulk=tenant.bulk,
             warnings=warnings,
         )
 
@@ -321,6 +322,7 @@ def _tenant(realm: str, request: EnableTenant, now: datetime) -> Tenant:
         group_paths=tuple(request.group_paths),
         group_pattern=request.group_pattern,
         group_members_per_request=request.group_members_per_request,
+        bulk=request.bulk,
     )
 
 

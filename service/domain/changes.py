@@ -14,6 +14,7 @@ from typing import Any, Literal
 from service.domain.compact import compact_json
 from service.domain.groups import GroupChange, GroupOp
 from service.domain.keycloak import KeycloakEvent
+from service.domain.sighting import Sighting
 from service.domain.stamps import ChangeSource
 from service.errors import PoisonRecord
 
@@ -38,6 +39,7 @@ class UserChange:
     group_id: str | None = None  # op "membership": the group the user joined (member) or left
     member: bool = True
     group_paths: tuple[str, ...] = ()  # a create's `groups`: paths only (no membership event follows)
+    sighting: Sighting | None = None  # a backfill's: what its listing of the downstream saw of the user
 
     @property
     def key(self) -> str:
@@ -67,6 +69,8 @@ class UserChange:
             doc["member"] = self.member
         if self.group_paths:
             doc["group_paths"] = list(self.group_paths)
+        if self.sighting is not None:
+            doc["sighting"] = self.sighting.to_doc()
         return compact_json(doc)
 
     @classmethod
@@ -88,6 +92,7 @@ class UserChange:
                 group_id=doc.get("group_id"),
                 member=bool(doc.get("member", True)),
                 group_paths=tuple(str(p) for p in doc.get("group_paths") or ()),
+                sighting=Sighting.from_doc(doc["sighting"]) if doc.get("sighting") else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PoisonRecord("malformed_change", str(exc)[:200]) from exc

@@ -15,6 +15,7 @@ from typing import Any
 
 from service.domain.changes import UserChange
 from service.domain.groups import GroupChange
+from service.domain.sighting import Seen, Sighting, written_as_seen
 from service.domain.state import UserState, merge
 
 
@@ -29,6 +30,8 @@ class Action(StrEnum):
     SYNC = "sync"  # make the downstream user hold `values` (PATCH `changed` when linked, else resolve / create)
     DELETE = "delete"  # the user must not exist downstream
     LINK = "link"  # an operator declared the downstream id: take that account, write `values`
+    CREATE = "create"  # a backfill's listing saw no such account: POST at once (a 409 goes through adoption)
+    ADOPT = "adopt"  # a backfill's listing saw the userName held: the adoption rules decide, never a blind POST
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +82,27 @@ def plan_change(state: UserState, change: UserChange, policy: DeletePolicy) -> P
     if state.downstream_id is None or change.force:
         if not after:
             return Plan(Action.NONE, new_state, reason="nothing_known")
+        if state.downstream_id is None and change.sighting is not None:
+            return _sighted(new_state, after, change.sighting)
         return Plan(Action.SYNC, new_state, after, changed=after)
     changed = {attr: value for attr, value in after.items() if state.written.get(attr, _MISSING) != value}
     if not changed:
         return Plan(Action.NONE, new_state, after, reason=_why_nothing(change, policy))
     return Plan(Action.SYNC, new_state, after, changed=changed)
+
+
+def _sighted(state: UserState, after: dict[str, Any], sighting: Sighting) -> Plan:
+    """An unlinked user whose backfill listed the downstream (service.domain.sighting): no lookup. An
+    account of ours is linked as the listing saw it, so only the attributes that differ are PATCHed."""
+    if sighting.seen is Seen.ABSENT:
+        return Plan(Action.CREATE, state, after, changed=after, reason="absent_in_listing")
+    if sighting.seen is Seen.HELD:
+        return Plan(Action.ADOPT, state, after, changed=after, reason="user_name_held")
+    linked = replace(state, downstream_id=sighting.downstream_id, written=written_as_seen(after, sighting.values))
+    changed = {attr: value for attr, value in after.items() if linked.written.get(attr, _MISSING) != value}
+    if not changed:
+        return Plan(Action.NONE, linked, after, reason="unchanged")
+    return Plan(Action.SYNC, linked, after, changed=changed)
 
 
 def _why_nothing(change: UserChange, policy: DeletePolicy) -> str:

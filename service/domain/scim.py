@@ -131,6 +131,14 @@ def filter_supported(config: object) -> bool | None:
     return supported if isinstance(supported, bool) else None
 
 
+def max_results(config: object) -> int | None:
+    """What a ServiceProviderConfig says of `filter.maxResults` (None: it does not say). Some downstreams
+    cap every page at it, listings included."""
+    section = config.get("filter") if isinstance(config, dict) else None
+    value = section.get("maxResults") if isinstance(section, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def valid_resource_id(value: object) -> str | None:
     """The downstream id if it can be sent back as one path segment, else None.
 

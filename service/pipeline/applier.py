@@ -135,6 +135,8 @@ class Applier:
         if tenant is None:
             return Skipped(None, "no_enabled_tenant", "skipped_no_tenant")
         change = replace(change, realm=tenant.realm)  # a realm id (playa plugin) becomes the realm's name
+        if replay and change.sighting is not None:  # what a backfill's listing saw is old news by now
+            change = replace(change, sighting=None)
         if self.states.get(change.key).parked and not replay:
             reason = self.states.get(change.key).parked
             return _park("behind_parked", Parked(f"an earlier change is parked ({reason})"), change)
@@ -204,6 +206,8 @@ class Applier:
                 state = self.states.get(change.key)
                 for earlier in folded:
                     state = merge(state, earlier)
+                if attempt > 1 and effective.sighting is not None:  # a failed POST may have created it
+                    effective = replace(effective, sighting=None)
                 if effective.group_paths and tenant.groups:
                     state = await self._memberships_of_new_user(state, effective)
                 plan = plan_change(state, effective, tenant.delete_policy)

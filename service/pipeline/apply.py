@@ -36,6 +36,7 @@ from service.pipeline.scheduler import KeyedScheduler
 from service.pipeline.set_aside import REPLAYED, SetAsideRecord, set_aside
 from service.pipeline.user_state import UserStateStore
 from service.retry import RetryPolicy
+from service.scim.bulk import BulkPort
 from service.scim.client import ScimClient
 from service.settings import Settings
 from service.tenants.store import TenantStore
@@ -76,7 +77,7 @@ class ApplyStage(ConsumerRebalanceListener):
         self._applier = Applier(
             tenants,
             self._states,
-            scim,
+            BulkPort(scim, metrics),  # user writes of many users at once go out as SCIM /Bulk where announced
             keycloak,
             authoritative=authoritative,
             budget_seconds=settings.change_retry_budget_seconds,

@@ -8,6 +8,15 @@ time taken just before the request of the page that returned the user, not the t
 a listing can take minutes, and the per-attribute time rule (service.domain.state) must let a live
 change Keycloak applied after that read (a disable, say) win over it.
 
+One request per user: before publishing, the backfill lists the downstream's accounts once (paged,
+only the compared attributes) while the first Keycloak pages are read, and each user's change carries
+what that listing saw (service.domain.sighting): absent (the applier POSTs without a lookup), an
+account of ours (linked; PATCHed only where it differs, often not at all), or a userName held by an
+account not provably ours (the adoption rules decide on live lookups). A listing that fails or does not
+add up is not used: the changes then carry nothing and each user is looked up as before. Users with a
+stored link ignore it: their state's "last written" tells what differs. Keycloak pages are read ahead
+of the publishing (READ_AHEAD_PAGES), so a page's request is under way while the previous one is sent.
+
 With groups (the tenant's `groups` option), the users are followed by every group of the realm, parents
 first, each as a `GroupChange` upsert with its name and parent on the group's key, and by each group's
 direct members, each as a membership `UserChange` on the member's key (docs/decisions/0005: memberships
@@ -19,20 +28,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
 from service.domain.changes import UserChange
 from service.domain.groups import GroupChange
+from service.domain.sighting import DownstreamIndex
 from service.domain.stamps import ChangeSource
+from service.errors import ScimError, TenantUnreadable
 from service.keycloak_admin.mapping import user_attributes
 from service.metrics import Metrics
-from service.pipeline.ports import Producer, RealmListing
+from service.pipeline.ports import DownstreamSnapshots, Producer, RealmListing
+from service.retry import RetryPolicy
+from service.tenants.models import Tenant
 
 log = structlog.get_logger(__name__)
 PAGE_SIZE = 500
+READ_AHEAD_PAGES = 2  # Keycloak pages fetched ahead of the one being published (bounded memory)
+T = TypeVar("T")
+
+
+class TenantLookup(Protocol):
+    def get(self, realm: str) -> Tenant | None: ...  # raises TenantUnreadable for a record it cannot read
 
 
 @dataclass
@@ -43,6 +63,7 @@ class BackfillProgress:
     skipped: int = 0
     groups: int = 0  # group changes published (with groups)
     memberships: int = 0  # membership changes published (with groups)
+    downstream_listed: int | None = None  # accounts in the complete listing of the downstream; None: none
     state: str = "running"  # running | done | failed
     error: str | None = None
     started: float = field(default_factory=time.time)
@@ -58,6 +79,7 @@ class BackfillProgress:
             "skipped": self.skipped,
             "groups": self.groups,
             "memberships": self.memberships,
+            "downstream_listed": self.downstream_listed,
             "rate_per_second": round(self.done / elapsed, 1) if elapsed > 0 else None,
             "elapsed_seconds": round(elapsed, 1),
             "error": self.error,
@@ -74,8 +96,15 @@ class Backfills:
         topic: str,
         metrics: Metrics,
         page_size: int = PAGE_SIZE,
+        *,
+        tenants: TenantLookup | None = None,
+        downstream: DownstreamSnapshots | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._keycloak = keycloak
+        self._tenants = tenants  # with `downstream`: list the tenant's downstream first (one request per user)
+        self._downstream = downstream
+        self._retry = retry or RetryPolicy()
         self._page_size = page_size
         self._producer = producer
         self._topic = topic
@@ -108,10 +137,15 @@ class Backfills:
         log.info("backfill.started", tenant=realm, groups=groups)
         try:
             progress.total = await self._keycloak.count_users(realm)
-            async for page in self._keycloak.iter_user_pages(realm, self._page_size, brief=True):
-                for rep in page.users:
-                    await self._publish(progress, rep, page.read_started_ms)
-                log.info("backfill.progress", tenant=realm, done=progress.done, total=progress.total)
+            pages = ReadAhead(self._keycloak.iter_user_pages(realm, self._page_size, brief=True), READ_AHEAD_PAGES)
+            try:
+                index = await self._listing(progress)  # while the first Keycloak pages are read
+                async for page in pages:
+                    for rep in page.users:
+                        await self._publish(progress, rep, page.read_started_ms, index)
+                    log.info("backfill.progress", tenant=realm, done=progress.done, total=progress.total)
+            finally:
+                await pages.aclose()
             if groups:
                 await self._publish_groups(progress)
             await self._producer.flush()
@@ -123,19 +157,50 @@ class Backfills:
             progress.finished = time.time()
         log.info("backfill.finished", tenant=realm, **progress.public())
 
-    async def _publish(self, progress: BackfillProgress, rep: dict[str, Any], read_ms: int) -> None:
+    async def _listing(self, progress: BackfillProgress) -> DownstreamIndex | None:
+        """The tenant's downstream as a complete listing shows it, or None (not configured, not enabled,
+        the listing failed or did not add up): the changes then carry no sighting."""
+        if self._tenants is None or self._downstream is None:
+            return None
+        realm = progress.realm
+        try:
+            tenant = self._tenants.get(realm)
+        except TenantUnreadable:
+            tenant = None
+        if tenant is None:
+            return None
+        try:
+            snapshot = await self._downstream.snapshot_users(tenant.downstream, retry=self._retry)
+        except ScimError as exc:
+            log.warning("backfill.listing.failed", tenant=realm, error=str(exc), hint="each user is looked up")
+            return None
+        if not snapshot.complete:
+            log.warning(
+                "backfill.listing.incomplete", tenant=realm, why=snapshot.why_incomplete, hint="each user is looked up"
+            )
+            return None
+        index = DownstreamIndex(snapshot.accounts)
+        progress.downstream_listed = index.size
+        log.info("backfill.listing", tenant=realm, accounts=index.size)
+        return index
+
+    async def _publish(
+        self, progress: BackfillProgress, rep: dict[str, Any], read_ms: int, index: DownstreamIndex | None = None
+    ) -> None:
         user_id = rep.get("id")
         if not isinstance(user_id, str) or not user_id:
             progress.skipped += 1
             return
+        attributes = user_attributes(rep)
         change = UserChange(
             progress.realm,
             user_id,
             "upsert",
             read_ms,
             "BACKFILL",
-            attributes=user_attributes(rep),
+            attributes=attributes,
             source=ChangeSource.BACKFILL,
+            sighting=index.sight(user_id, attributes["userName"]) if index is not None else None,
         )
         await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
         progress.done += 1
@@ -181,3 +246,46 @@ class Backfills:
                 )
                 await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
                 progress.memberships += 1
+
+
+class ReadAhead(Generic[T]):
+    """The items of `source`, fetched from construction on, at most `depth` ahead of the consumer: the
+    next Keycloak page is under way while the current one is published, and memory stays bounded."""
+
+    _END: Any = object()
+
+    def __init__(self, source: AsyncIterator[T], depth: int) -> None:
+        self._source = source
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+        self._task = asyncio.create_task(self._fill())
+
+    async def _fill(self) -> None:
+        try:
+            async for item in self._source:
+                await self._queue.put(item)
+        except Exception as exc:  # handed to the consumer, raised where it reads
+            await self._queue.put(_Failed(exc))
+            return
+        await self._queue.put(self._END)
+
+    def __aiter__(self) -> ReadAhead[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        item = await self._queue.get()
+        if item is self._END:
+            raise StopAsyncIteration
+        if isinstance(item, _Failed):
+            raise item.error
+        result: T = item
+        return result
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: Exception

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from service.keycloak_admin.client import GroupPage, UserPage
 from service.retry import RetryPolicy
-from service.scim.client import Downstream
+from service.scim.client import Downstream, UserSnapshot
 
 
 class Producer(Protocol):
@@ -64,6 +64,14 @@ class DownstreamUsers(Protocol):
     def list_users(
         self, ds: Downstream, page_size: int = 500, *, retry: RetryPolicy | None = None
     ) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class DownstreamSnapshots(Protocol):
+    """Lists every account of a downstream once, saying whether the listing is provably complete."""
+
+    async def snapshot_users(
+        self, ds: Downstream, page_size: int = 500, *, retry: RetryPolicy | None = None
+    ) -> UserSnapshot: ...
 
 
 class DownstreamGroups(Protocol):

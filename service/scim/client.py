@@ -18,6 +18,7 @@ import aiohttp
 import structlog
 
 from service.domain import scim
+from service.domain.sighting import Account, account_of
 from service.errors import ScimError, ScimRejected, ScimTransient
 from service.jsonhttp import JsonHttp
 from service.metrics import Metrics
@@ -34,7 +35,7 @@ from service.scim.transport import (
     Transport,
 )
 
-__all__ = ["Downstream", "LookupMode", "ScimClient", "TenantGate", "checked_id"]
+__all__ = ["Downstream", "LookupMode", "ScimClient", "TenantGate", "UserSnapshot", "checked_id"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,20 @@ def checked_id(value: object, method: str, path: str) -> str:
     return resource_id
 
 
+SNAPSHOT_ATTRIBUTES = "externalId,userName,name,emails,active"  # what a backfill compares (id always comes)
+
+
+@dataclass(frozen=True, slots=True)
+class UserSnapshot:
+    """Every account a listing returned, and whether it is provably all of them: `complete` only when
+    the listing ended as totalResults said, holding that many distinct accounts, with the same total on
+    its first and last page. Only a complete snapshot may say that an account is absent."""
+
+    accounts: list[Account]
+    complete: bool
+    why_incomplete: str = ""
+
+
 @dataclass
 class _Knowledge:
     """What we learnt of one tenant's downstream (reset when its config changes)."""
@@ -58,6 +73,8 @@ class _Knowledge:
     base_url: str
     lookups: LookupMode = "unknown"
     discovery: asyncio.Lock = field(default_factory=asyncio.Lock)
+    config: dict[str, Any] | None = None  # its ServiceProviderConfig ({}: none readable), once read
+    config_read: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class ScimClient:
@@ -209,6 +226,60 @@ class ScimClient:
     async def delete_user(self, ds: Downstream, user_id: str) -> None:
         await self.send_once(ds, "DELETE", scim.user_path(checked_id(user_id, "DELETE", "Users/{id}")))
 
+    # -- a backfill's snapshot of the accounts, and the downstream's announced capabilities ----------------
+
+    async def snapshot_users(
+        self, ds: Downstream, page_size: int = 500, *, retry: RetryPolicy | None = None
+    ) -> UserSnapshot:
+        """Every account of the downstream with the attributes a backfill compares (`attributes=`, which
+        a downstream may ignore), in pages no larger than its filter.maxResults, checked as it comes: a
+        page whose accounts carry no usable id, a total that moves, or a count that does not add up makes
+        the snapshot incomplete (it then proves nothing absent)."""
+        size = min(page_size, scim.max_results(await self.capabilities(ds)) or page_size)
+        accounts: dict[str, Account] = {}
+        start, first_total = 1, None
+        while True:
+            params = {"startIndex": str(start), "count": str(size), "attributes": SNAPSHOT_ATTRIBUTES}
+            doc = await self._page(ds, params, retry)
+            total = doc.get("totalResults") if isinstance(doc, dict) else None
+            if not isinstance(total, int) or isinstance(total, bool):
+                return UserSnapshot(list(accounts.values()), False, "no totalResults")
+            first_total = total if first_total is None else first_total
+            resources = doc.get("Resources") or []
+            page = [r for r in resources if isinstance(r, dict)] if isinstance(resources, list) else []
+            added = 0
+            for resource in page:
+                resource_id = scim.valid_resource_id(resource.get("id"))
+                if resource_id is None:
+                    return UserSnapshot(list(accounts.values()), False, "an account without a usable id")
+                if resource_id not in accounts:
+                    accounts[resource_id] = account_of(resource, resource_id)
+                    added += 1
+            start += len(page)
+            if not page or added == 0 or start > total:
+                break
+        if total != first_total:
+            return UserSnapshot(list(accounts.values()), False, "totalResults changed while listing")
+        if len(accounts) != total:
+            return UserSnapshot(list(accounts.values()), False, f"{len(accounts)} accounts listed of {total}")
+        return UserSnapshot(list(accounts.values()), True)
+
+    async def capabilities(self, ds: Downstream) -> dict[str, Any]:
+        """The downstream's ServiceProviderConfig, read once per tenant config; {} when it has none
+        readable (a transient failure is raised: the caller retries)."""
+        known = self._known(ds)
+        if known.config is None:
+            async with known.config_read:
+                if known.config is None:
+                    try:
+                        doc = await self.send_once(ds, "GET", "ServiceProviderConfig")
+                    except ScimTransient:
+                        raise
+                    except ScimError:
+                        doc = None
+                    known.config = doc if isinstance(doc, dict) else {}
+        return known.config
+
     # -- groups -------------------------------------------------------------------------------------------
 
     async def list_groups(
@@ -299,13 +370,9 @@ class ScimClient:
         return known
 
     async def _lookup_mode(self, ds: Downstream) -> LookupMode:
-        """Filters are used unless the ServiceProviderConfig says they are unsupported."""
-        try:
-            config = await self.send_once(ds, "GET", "ServiceProviderConfig")
-        except ScimTransient:
-            raise
-        except ScimError:
-            return "filter"  # no readable config: filter, and verify every answer
+        """Filters are used unless the ServiceProviderConfig says they are unsupported (read once, shared
+        with `capabilities`; a config that cannot be read: filter, and verify every answer)."""
+        config = await self.capabilities(ds)
         mode: LookupMode = "scan" if scim.filter_supported(config) is False else "filter"
         self._metrics.lookup_scans.labels(ds.tenant).set(1 if mode == "scan" else 0)
         if mode == "scan":

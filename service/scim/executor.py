@@ -8,6 +8,10 @@ Only ever write to an account that is provably ours:
 An account owned by another externalId is never written: that is a conflict, for an operator to
 resolve (downstream, or by an explicit link). DELETE and deactivation resolve by externalId only.
 
+A backfill's change may carry what its listing of the downstream saw (service.domain.sighting): the
+plan then says CREATE (nothing there: POST without a lookup, a 409 adopts as above) or ADOPT (the
+userName is held: the adoption rules decide on live lookups, never a blind POST).
+
 Idempotent by construction: a retried POST whose first attempt did succeed ends in one user (the
 externalId lookup or the 409 adoption finds it).
 """
@@ -62,6 +66,10 @@ async def execute(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort
         return await _delete(plan, change, ds, port)
     if plan.action is Action.LINK:
         return await _link(plan, change, ds, port)
+    if plan.action is Action.CREATE:
+        return await _create(plan, change, ds, port)
+    if plan.action is Action.ADOPT:
+        return await _adopt(plan, change, ds, port)
     return await _sync(plan, change, ds, port)
 
 
@@ -79,6 +87,12 @@ async def _sync(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) 
         # Ours (its externalId is our id) but not linked yet: make it hold everything we know.
         await _patch(port, ds, found["id"], values, values)
         return Outcome(_updated(change, values), _written(plan.state, found["id"], values))
+    return await _create(plan, change, ds, port)
+
+
+async def _create(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
+    """POST the user; a 409 (an account holds the userName) goes through the adoption rules."""
+    values = plan.values
     if not values.get("userName"):
         return Outcome(Result.SKIPPED, _unlinked(plan.state), "not_in_downstream_without_username")
     try:

@@ -37,6 +37,7 @@ class Downstream:
     max_concurrency: int | None = None  # None: the service-wide default
     rate_per_minute: int | None = None  # None: unpaced
     generation: int = 0  # the tenant's enable / rotate count: a newer one gets a fresh gate
+    bulk: bool = True  # writes may go out as SCIM /Bulk when the downstream announces it (tenant option)
 
     def url(self, path: str) -> str:
         return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"

@@ -14,6 +14,7 @@ from service.errors import ConfigError, TenantUnreadable
 from service.scim.client import Downstream
 
 TenantStatus = Literal["enabled", "unauthorized"]
+BulkMode = Literal["auto", "off"]
 
 NOTICES = {
     "groups_by_path": (
@@ -49,6 +50,7 @@ class Tenant:
     group_paths: tuple[str, ...] = ()  # push only groups under these paths (empty, and no pattern: all)
     group_pattern: str | None = None  # ... or whose path matches this regular expression
     group_members_per_request: int = 100  # member operations in one PATCH request
+    bulk: BulkMode = "auto"  # user writes as SCIM /Bulk when the downstream announces it; off: one by one
 
     @property
     def group_options(self) -> GroupOptions:
@@ -64,7 +66,13 @@ class Tenant:
     @property
     def downstream(self) -> Downstream:
         return Downstream(
-            self.realm, self.base_url, self.token, self.max_concurrency, self.rate_limit_per_minute, self.generation
+            self.realm,
+            self.base_url,
+            self.token,
+            self.max_concurrency,
+            self.rate_limit_per_minute,
+            self.generation,
+            bulk=self.bulk == "auto",
         )
 
     def public(self) -> dict[str, Any]:
@@ -78,6 +86,7 @@ class Tenant:
             "rate_limit_per_minute": self.rate_limit_per_minute,
             "realm_id": self.realm_id,
             "reconcile_interval_minutes": self.reconcile_interval_minutes,
+            "bulk": self.bulk,
             "updated_at": self.updated_at,
             "notices": [
                 {"code": code, "since": since, "detail": NOTICES.get(code, "")}
@@ -159,6 +168,7 @@ def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
             "generation": tenant.generation,
             "realm_id": tenant.realm_id,
             "reconcile_interval_minutes": tenant.reconcile_interval_minutes,
+            "bulk": tenant.bulk,
             "notices": tenant.notices,
             **tenant._group_fields(),
         }
@@ -195,6 +205,7 @@ def decode_tenant(raw: bytes, cipher: TokenCipher, realm: str) -> Tenant:
             group_paths=tuple(doc.get("group_paths") or ()),
             group_pattern=doc.get("group_pattern"),
             group_members_per_request=int(doc.get("group_members_per_request", 100)),
+            bulk="off" if doc.get("bulk") == "off" else "auto",
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise _malformed(realm, exc) from exc

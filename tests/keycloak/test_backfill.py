@@ -7,12 +7,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 
 from service.app import Service
 from tests.conftest import SCIM_TOKEN
+from tests.counting import CountingProxy
 from tests.keycloak.conftest import RealKeycloak
 from tests.keycloak.setup_realm import MasterAdmin, ServiceAccount, keycloak_settings
 from tests.support import (
@@ -114,3 +116,118 @@ async def test_backfill_needs_an_enabled_tenant(service: Service) -> None:
     """Starting a backfill for a realm that is not enabled is refused with 404."""
     status, body = await Api(service.api_port or 0).call("POST", "/tenants/nowhere/backfill")
     assert (status, body["error"]) == (404, "not_enabled")
+
+
+@pytest.fixture
+async def counting(scim_server: ScimServer) -> AsyncIterator[CountingProxy]:
+    """A counting proxy in front of the session's scim2-server (whose default configuration announces /Bulk)."""
+    proxy = await CountingProxy(f"http://127.0.0.1:{scim_server.port}").start()
+    yield proxy
+    await proxy.stop()
+
+
+def changes(service: Service, realm: str, *outcomes: str) -> float:
+    registry = service.metrics.registry
+    return sum(
+        registry.get_sample_value("outbound_scim_changes_total", {"tenant": realm, "outcome": o}) or 0.0
+        for o in outcomes
+    )
+
+
+async def backfill_through(service: Service, realm: str, base: str, bulk: str) -> dict[str, Any]:
+    """Enable the realm on `base` with a backfill and wait until it is done and every user is downstream."""
+    api = Api(service.api_port or 0)
+    status, body = await api.call(
+        "PUT", f"/tenants/{realm}", {"base_url": base, "token": SCIM_TOKEN, "backfill": True, "bulk": bulk}
+    )
+    assert status == 201, body
+
+    async def done() -> bool:
+        _, progress = await api.call("GET", f"/tenants/{realm}/backfill")
+        return (
+            bool(progress["state"] != "running")
+            and service.metrics.changes.labels(realm, "created")._value.get()
+            + (service.metrics.changes.labels(realm, "conflict")._value.get())
+            >= USERS
+        )
+
+    await wait_until(done, timeout=180, what=f"{USERS} users backfilled")
+    _, progress = await api.call("GET", f"/tenants/{realm}/backfill")
+    return dict(progress)
+
+
+async def test_backfill_into_an_empty_downstream_sends_one_request_per_user(
+    service: Service,
+    scim_server: ScimServer,
+    counting: CountingProxy,
+    populated: tuple[str, ServiceAccount, dict[str, int]],
+) -> None:
+    """Bulk off: one POST per user, plus a handful of requests in all (validation, configuration, the
+    one-page listing): no lookup before the creates. Counted by a proxy in front of scim2-server."""
+    realm, _, ids = populated
+    tenant = scim_server.base_url().rsplit("/", 1)[1]
+    progress = await backfill_through(service, realm, counting.base_url(tenant), "off")
+    users = by_external_id(await downstream_users(scim_server.base_url(tenant), SCIM_TOKEN))
+    assert sorted(users) == sorted(ids) and all(len(held) == 1 for held in users.values())
+    assert counting.counted["POST /Users"] == USERS
+    assert counting.counted["GET /Users"] <= 2  # the enable's token check and the backfill's listing
+    assert counting.total() <= 1.05 * USERS, counting.counted
+    assert progress["downstream_listed"] == 0
+    print(f"\nFIGURES backfill requests: {dict(counting.counted)} for {USERS} users")
+
+
+async def test_backfill_with_bulk_creates_every_user_through_bulk_requests(
+    service: Service,
+    scim_server: ScimServer,
+    counting: CountingProxy,
+    populated: tuple[str, ServiceAccount, dict[str, int]],
+) -> None:
+    """Bulk auto on a downstream announcing it: the creates leave as /Bulk requests (far fewer requests
+    than users) and every user ends right downstream."""
+    realm, _, ids = populated
+    tenant = scim_server.base_url().rsplit("/", 1)[1]
+    await backfill_through(service, realm, counting.base_url(tenant), "auto")
+    users = by_external_id(await downstream_users(scim_server.base_url(tenant), SCIM_TOKEN))
+    assert sorted(users) == sorted(ids)
+    for user_id, i in ids.items():
+        [user] = users[user_id]
+        want = expected(i)
+        assert (user["userName"], user["active"], user["name"].get("familyName")) == (
+            want["userName"],
+            want["active"],
+            want["familyName"],
+        )
+    assert counting.counted["POST /Bulk"] >= 1
+    assert counting.total() <= USERS / 4, counting.counted
+    print(f"\nFIGURES backfill requests with /Bulk: {dict(counting.counted)} for {USERS} users")
+
+
+async def test_backfill_never_writes_a_look_alike_account_owned_by_someone_else(
+    service: Service,
+    scim_server: ScimServer,
+    counting: CountingProxy,
+    populated: tuple[str, ServiceAccount, dict[str, int]],
+) -> None:
+    """The downstream already holds pre0005 under another externalId: that account is not written to,
+    no second pre0005 appears, the user is dead-lettered as a conflict, and every other user is created."""
+    realm, _, ids = populated
+    tenant = scim_server.base_url().rsplit("/", 1)[1]
+    base = scim_server.base_url(tenant)
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {SCIM_TOKEN}"}) as http,
+        http.post(
+            f"{base}/Users",
+            json={"userName": "pre0005", "externalId": "someone-else", "name": {"familyName": "Theirs"}},
+        ) as answer,
+    ):
+        assert answer.status == 201
+        theirs = await answer.json(content_type=None)
+    await backfill_through(service, realm, counting.base_url(tenant), "auto")
+    users = by_external_id(await downstream_users(base, SCIM_TOKEN))
+    [kept] = users.pop("someone-else")
+    assert (kept["id"], kept["userName"], kept["name"]) == (theirs["id"], theirs["userName"], theirs["name"])
+    look_alike = next(uid for uid, i in ids.items() if i == 5)
+    assert sorted(users) == sorted(set(ids) - {look_alike})  # everyone else once; no second pre0005
+    assert all(len(held) == 1 for held in users.values())
+    assert changes(service, realm, "conflict") == 1
+    assert counting.counted["PATCH /Users"] == 0

@@ -7,6 +7,7 @@ from typing import Any
 
 from service.domain.changes import UserChange
 from service.domain.plan import DeletePolicy
+from service.domain.sighting import ABSENT, Sighting
 from service.domain.stamps import ChangeSource
 from service.domain.state import UserState
 from service.errors import CircuitOpen, ScimError, ScimRejected, ScimTransient, TenantUnreadable
@@ -318,3 +319,45 @@ def test_every_change_is_reread_only_in_authoritative_mode_with_keycloak_access(
     assert not applier(authoritative=True)[0].rereads_all
     assert not applier(keycloak=Reader(None))[0].rereads_all
     assert applier(keycloak=Reader(None), authoritative=True)[0].rereads_all
+
+
+def backfilled(sighting: Sighting) -> UserChange:
+    return UserChange(
+        "acme", UID, "upsert", 10, "BACKFILL", attributes=ALL, source=ChangeSource.BACKFILL, sighting=sighting
+    )
+
+
+def test_a_backfill_sighting_absent_is_one_post() -> None:
+    """The listing saw no account: the POST goes at once, no lookup."""
+    downstream = FakeDownstream()
+    verdict = run(applier(downstream)[0].apply(backfilled(ABSENT)))
+    assert isinstance(verdict, Applied) and verdict.result is Result.CREATED
+    assert [method for method, _ in downstream.writes] == ["POST"]
+
+
+def test_a_retried_backfill_change_looks_the_user_up_again() -> None:
+    """A POST that failed transiently may have created the account: the retry drops the sighting and
+    finds it by externalId (no second POST, even where the downstream would take one)."""
+
+    class CreatedThenFailed(FakeDownstream):
+        async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
+            created = await super().create_user(ds, body)
+            if len(self.writes) == 1:
+                raise ScimTransient(None, "POST", "Users", detail="timeout")
+            return created
+
+    downstream = CreatedThenFailed()
+    verdict = run(applier(downstream)[0].apply(backfilled(ABSENT)))
+    assert isinstance(verdict, Applied) and verdict.result is Result.UPDATED
+    assert [method for method, _ in downstream.writes] == ["POST", "PATCH"]
+    assert len(downstream.owned_by(UID)) == 1
+
+
+def test_a_replayed_backfill_change_ignores_its_old_sighting() -> None:
+    """A replay comes long after the listing: the user is looked up again (found by externalId and
+    updated) rather than POSTed on the listing's word."""
+    downstream = FakeDownstream()
+    mine = downstream.add("jdoe", UID)
+    verdict = run(applier(downstream)[0].apply(backfilled(ABSENT), replay=True))
+    assert isinstance(verdict, Applied) and (verdict.result, verdict.state.downstream_id) == (Result.UPDATED, mine)
+    assert [method for method, _ in downstream.writes] == ["PATCH"]
