@@ -1,15 +1,18 @@
-"""Which partition assignors the two consumer groups offer, in order of preference.
+"""Which partition assignor the two consumer groups use (OUTBOUND_SCIM_KAFKA_PARTITION_ASSIGNOR).
 
-aiokafka's default, round robin, deals every partition anew at each rebalance: in a rolling restart
-most partitions change hands at every step. Its sticky assignor (KIP-54) keeps each member's partitions
-where they were and moves only what balance needs. Two things make it unfit to use as it comes:
+Round robin (aiokafka's default, and ours) deals every partition anew at each rebalance. aiokafka's
+sticky assignor (KIP-54) keeps each member's partitions where they were and moves only what balance
+needs. aiokafka runs the eager protocol, so either way every rebalance revokes all partitions of every
+member, which drains, commits and restores their state again: where the partitions land changes nothing
+of that cost (docs/decisions/0006-partition-assignor.md). Two things about the sticky assignor:
 
-- it keeps the member's last assignment on the class, so every consumer of a process shares one: the
-  rekey consumer's source partitions would be reported as the apply consumer's. `sticky_assignor()`
-  makes a subclass per consumer, each with its own memory;
-- a group can only pick a protocol every member offers: replicas of a version that offered round robin
-  alone would refuse new members that offer sticky alone. Round robin is offered second, so such a group
-  keeps it until the last old replica is gone, then takes sticky at the next rebalance.
+- aiokafka keeps the member's last assignment on the class, so every consumer of a process would share
+  one (the rekey consumer's source partitions reported as the apply consumer's): `sticky_assignor()`
+  makes a class per consumer;
+- it is offered alone. A member that offers two protocols re-joined with new metadata on every
+  assignment and kept its group rebalancing (seen on Kafka 4.1 with static members); the price is that
+  a group only admits members that offer the same protocol, so changing the setting needs every
+  replica stopped first.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 
-AssignorName = Literal["sticky", "roundrobin"]
+AssignorName = Literal["roundrobin", "sticky"]
 
 
 def sticky_assignor() -> type[StickyPartitionAssignor]:
@@ -35,5 +38,5 @@ def sticky_assignor() -> type[StickyPartitionAssignor]:
 def partition_assignors(name: AssignorName) -> tuple[type[AbstractPartitionAssignor], ...]:
     """The `partition_assignment_strategy` of one consumer; call once per consumer."""
     if name == "sticky":
-        return (sticky_assignor(), RoundRobinPartitionAssignor)
+        return (sticky_assignor(),)
     return (RoundRobinPartitionAssignor,)

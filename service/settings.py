@@ -90,11 +90,11 @@ class Settings(BaseSettings):
         description="consumer session timeout: how long a replica that died without leaving holds its partitions "
         "(a restart under the same instance id takes them back sooner)",
     )
-    kafka_partition_assignor: Literal["sticky", "roundrobin"] = Field(
-        "sticky",
-        description="how the consumer groups deal partitions: sticky keeps each replica's partitions across a "
-        "rebalance and moves only what balance needs (round robin is offered too, for a group with older "
-        "replicas); roundrobin deals them all anew",
+    kafka_partition_assignor: Literal["roundrobin", "sticky"] = Field(
+        "roundrobin",
+        description="how both consumer groups deal partitions at a rebalance: roundrobin deals them anew, sticky "
+        "keeps each replica's partitions where they were; every replica must use the same (change it with all "
+        "replicas stopped)",
     )
     max_record_bytes: int = Field(1_000_000, ge=1024, description="larger records are dead-lettered unread")
     max_clock_skew_seconds: float = Field(

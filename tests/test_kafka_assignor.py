@@ -154,9 +154,9 @@ def test_each_consumer_of_a_process_remembers_its_own_assignment() -> None:
         assert {tp.topic for tp in decoded.partitions} == {topic}
 
 
-def test_sticky_offers_round_robin_second_so_a_group_with_older_replicas_still_forms() -> None:
-    """'sticky' -> (sticky, roundrobin), a fresh sticky class per consumer; 'roundrobin' -> roundrobin only."""
+def test_each_consumer_gets_one_protocol_and_a_sticky_class_of_its_own() -> None:
+    """'sticky' -> a fresh sticky class per consumer, offered alone; 'roundrobin' -> aiokafka's round robin."""
     first, second = partition_assignors("sticky"), partition_assignors("sticky")
-    assert [a.name for a in first] == ["sticky", "roundrobin"]
+    assert [a.name for a in first] == ["sticky"]
     assert first[0] is not second[0]
     assert partition_assignors("roundrobin") == (RoundRobinPartitionAssignor,)

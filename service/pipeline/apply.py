@@ -132,6 +132,7 @@ class ApplyStage(ConsumerRebalanceListener):
                 await self._task
         await self._drain()
         await self._commit()
+        log.info("apply.revoked", partitions=sorted(tp.partition for tp in self._offsets), stopping=True)
         if self._consumer:
             await leave_static_group(self._consumer)
             await self._consumer.stop()
