@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -232,16 +233,15 @@ class Workload:
 async def feed(settings: Settings, workload: Workload, per_second: float, stop: asyncio.Event) -> int:
     """Publish the workload at a steady rate until `stop`, record by record over the source partitions
     (a user's events land on different partitions); returns how many were sent."""
-    tick, sent, credit = 0.1, 0, 0.0
+    sent, started = 0, time.monotonic()
     async with Publisher(settings.kafka_bootstrap_servers) as publisher:
         while not stop.is_set():
-            credit += per_second * tick
-            for event in workload.take(int(credit)):
+            due = int((time.monotonic() - started) * per_second) - sent
+            for event in workload.take(due):
                 await publisher.send(settings.admin_events_topic, event, partition=sent % 3)
                 sent += 1
-            credit -= int(credit)
-            await publisher.flush()
-            await asyncio.sleep(tick)  # pacing the load, not waiting for a condition
+            await asyncio.sleep(0.05)  # pacing the load, not waiting for a condition
+        await publisher.flush()
     return sent
 
 
