@@ -51,13 +51,15 @@ api-docs: $(STAMP)
 	$(BIN)/python -m service.api.openapi --write
 
 ## bench: events (throughput, latency, memory against a naive baseline), memberships (a burst of 6,600
-## joins and leaves over 2,000 users and 20 groups), backfill (10,000 users) and the user state's restore
-## (100,000 users seeded into the changelog: from scratch, from a checkpoint, memory; --users 1000000)
+## joins and leaves over 2,000 users and 20 groups), backfill (10,000 users), the user state's restore
+## (100,000 users seeded into the changelog: from scratch, from a checkpoint, memory; --users 1000000) and a
+## rolling restart of 3 replicas under load (lag peak, drain, changes re-applied; round robin against sticky)
 bench: deps
 	$(BIN)/python -m scripts.bench
 	$(BIN)/python -m scripts.bench_groups
 	$(BIN)/python -m scripts.bench_backfill
 	$(BIN)/python -m scripts.bench_state
+	$(BIN)/python -m scripts.bench_rolling
 
 ## docs: regenerate docs/reference (settings, metrics, CLI) from the code; a test fails while they differ
 docs: $(STAMP)

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     state_cache_size: int = Field(
         10_000, ge=0, description="decoded user / group states kept in memory (the rest is read from the state dir)"
     )
+    kafka_partition_assignor: Literal["roundrobin", "sticky"] = Field(
+        "roundrobin",
+        description="how both consumer groups deal partitions at a rebalance: roundrobin deals them anew, sticky "
+        "keeps each replica's partitions where they were; every replica must use the same (change it with all "
+        "replicas stopped)",
+    )
     max_record_bytes: int = Field(1_000_000, ge=1024, description="larger records are dead-lettered unread")
     max_clock_skew_seconds: float = Field(
         300.0,

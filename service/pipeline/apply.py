@@ -26,6 +26,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from service.domain.changes import UserChange, decode_change
 from service.domain.groups import GroupChange, is_group_key
 from service.errors import PoisonRecord
+from service.kafka_assignor import partition_assignors
 from service.kafka_protocol import leave_static_group
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
@@ -118,6 +119,7 @@ class ApplyStage(ConsumerRebalanceListener):
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             rebalance_timeout_ms=self._settings.rebalance_timeout_ms,
+            partition_assignment_strategy=partition_assignors(self._settings.kafka_partition_assignor),
             max_poll_records=5000,
             **self._settings.static_membership(),
         )
@@ -134,6 +136,7 @@ class ApplyStage(ConsumerRebalanceListener):
                 await self._task
         await self._drain()
         await self._commit()
+        log.info("apply.revoked", partitions=sorted(tp.partition for tp in self._offsets), stopping=True)
         if self._consumer:
             await leave_static_group(self._consumer)
             await self._consumer.stop()

@@ -20,6 +20,7 @@ from aiokafka.structs import ConsumerRecord
 from service.domain.changes import Skip, change_from_event, clamp_future
 from service.domain.keycloak import parse_record
 from service.errors import PoisonRecord
+from service.kafka_assignor import partition_assignors
 from service.kafka_protocol import leave_static_group
 from service.metrics import Metrics
 from service.pipeline.rewind import rewind_to_committed
@@ -95,6 +96,7 @@ class RekeyStage(ConsumerRebalanceListener):
             isolation_level="read_committed",
             fetch_max_bytes=max(52_428_800, self._settings.max_record_bytes * 2),
             rebalance_timeout_ms=self._settings.rebalance_timeout_ms,
+            partition_assignment_strategy=partition_assignors(self._settings.kafka_partition_assignor),
             **self._settings.static_membership(),
         )
         self._consumer.subscribe(self._settings.source_topics, listener=self)
