@@ -126,44 +126,6 @@ class Setup:
         return len(self.ids) / self.seconds if self.seconds > 0 else 0.0
 
 
-async def create_users(admin: MasterAdmin, realm: str, users: int, concurrency: int) -> dict[str, int]:
-    """POST /users with `concurrency` in flight; a few retries for transient failures (a 409 on a retry
-    means the first attempt went through: its id is looked up)."""
-    ids: dict[str, int] = {}
-    slots = asyncio.Semaphore(concurrency)
-    started = time.monotonic()
-
-    async def create(i: int) -> None:
-        rep = representation(i)
-        async with slots:
-            for attempt in range(1, 5):
-                try:
-                    status, doc, location = await admin.call("POST", f"/{realm}/users", rep)
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    status, doc, location = 0, type(exc).__name__, None
-                if status == 201 and location:
-                    ids[location.rsplit("/", 1)[1]] = i
-                    break
-                if status == 409 and attempt > 1:
-                    found = await admin.ok("GET", f"/{realm}/users", username=rep["username"], exact="true")
-                    ids[found[0]["id"]] = i
-                    break
-                if (status and status < 500) or attempt == 4:
-                    raise BenchError(f"creating Keycloak user {rep['username']} failed: {status} {doc}")
-                await asyncio.sleep(0.5 * attempt)
-        if len(ids) % 1000 == 0:
-            elapsed = time.monotonic() - started
-            print(f"   {len(ids)} of {users} users created ({elapsed:.0f} s, {len(ids) / elapsed:.0f}/s)", flush=True)
-
-    tasks = [asyncio.create_task(create(i)) for i in range(users)]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-    return ids
-
-
 async def import_users(admin: MasterAdmin, realm: str, users: int, chunk: int, concurrency: int) -> dict[str, int]:
     """The users through the realm's partial import, `chunk` a request, `concurrency` requests in flight;
     each answer names the created users' ids."""

@@ -281,9 +281,13 @@ class ReadAhead(Generic[T]):
         return result
 
     async def aclose(self) -> None:
+        """Stop fetching, and close the source (a Keycloak paging generator holds an HTTP response)."""
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        close = getattr(self._source, "aclose", None)
+        if close is not None:
+            await close()
 
 
 @dataclass(frozen=True, slots=True)
