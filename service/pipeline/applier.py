@@ -206,6 +206,8 @@ class Applier:
                 state = self.states.get(change.key)
                 for earlier in folded:
                     state = merge(state, earlier)
+                if folded:
+                    state = _unsure_of(state, folded)
                 if attempt > 1 and effective.sighting is not None:  # a failed POST may have created it
                     effective = replace(effective, sighting=None)
                 if effective.group_paths and tenant.groups:
@@ -314,6 +316,17 @@ class Applier:
                 "or configure Keycloak access (OUTBOUND_SCIM_KEYCLOAK_*) so users are re-read",
             )
         await self.tenants.note(change.realm, "no_representation")
+
+
+def _unsure_of(state: UserState, folded: tuple[UserChange, ...]) -> UserState:
+    """The state with what was last written of the folded changes' attributes forgotten, so the shared
+    write sends their newest values. A replica that died after writing one of them downstream and before
+    saving the state left `written` behind the downstream: applied one by one, the re-read change would
+    write it again; folded into a later one that restores the old value, nothing would."""
+    touched = {attr for earlier in folded for attr in earlier.attributes}
+    if not touched & state.written.keys():
+        return state
+    return replace(state, written={k: v for k, v in state.written.items() if k not in touched})
 
 
 def foldable(change: UserChange, *, authoritative: bool) -> bool:

@@ -257,6 +257,21 @@ def test_queued_changes_of_a_linked_user_become_one_patch_with_the_newest_values
     assert all(isinstance(v, Applied) and v.state.written["familyName"] == "C" for v in verdicts)
 
 
+def test_queued_changes_rewrite_what_an_earlier_one_may_have_written_before_a_crash() -> None:
+    """A replica wrote a disable downstream and died before saving the state; its successor finds the
+    disable and the enable that followed queued together. The restored state says active was last
+    written true, but the downstream holds false: the shared write must still send active=true."""
+    downstream = FakeDownstream()
+    linked = downstream.add("jdoe", UID, active=False)  # the dead replica's write
+    states = States({f"acme/{UID}": UserState(downstream_id=linked, values=dict(ALL), written=dict(ALL))})
+    disable = UserChange("acme", UID, "upsert", 20, "USER_DISABLE", "e-20", {"active": False})
+    enable = UserChange("acme", UID, "upsert", 30, "USER_ENABLE", "e-30", {"active": True})
+    verdicts = run(applier(downstream, states=states)[0].apply_queued([disable, enable]))
+    assert downstream.writes == [("PATCH", linked)]
+    assert downstream.accounts[linked]["active"] is True
+    assert all(isinstance(v, Applied) and v.state.written["active"] is True for v in verdicts)
+
+
 def test_a_queued_change_older_than_the_rest_is_superseded_and_the_write_keeps_the_newest() -> None:
     """The last queued change is older than the first: the first is written, the last is superseded."""
     downstream = FakeDownstream()
