@@ -40,6 +40,8 @@ __all__ = ["Downstream", "LookupMode", "ScimClient", "TenantGate", "UserSnapshot
 log = structlog.get_logger(__name__)
 
 LookupMode = Literal["unknown", "filter", "scan"]
+ResourceKind = Literal["Users", "Groups"]
+_RESOURCE_PATH = {"Users": scim.user_path, "Groups": scim.group_path}  # ids percent-encoded as one segment
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 
 
@@ -214,17 +216,13 @@ class ScimClient:
         return known.lookups if known else "unknown"
 
     async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
-        doc = await self.send_once(ds, "POST", "Users", body=body)
-        created: dict[str, Any] = doc if isinstance(doc, dict) else {}
-        checked_id(created.get("id"), "POST", "Users")
-        return created
+        return await self._create(ds, "Users", body)
 
     async def patch_user(self, ds: Downstream, user_id: str, operations: list[dict[str, Any]]) -> None:
-        path = scim.user_path(checked_id(user_id, "PATCH", "Users/{id}"))
-        await self.send_once(ds, "PATCH", path, body=scim.patch_request(operations))
+        await self._patch(ds, "Users", user_id, operations)
 
     async def delete_user(self, ds: Downstream, user_id: str) -> None:
-        await self.send_once(ds, "DELETE", scim.user_path(checked_id(user_id, "DELETE", "Users/{id}")))
+        await self._delete(ds, "Users", user_id)
 
     # -- a backfill's snapshot of the accounts, and the downstream's announced capabilities ----------------
 
@@ -299,17 +297,29 @@ class ScimClient:
         return await self._lookup(ds, "Groups", attribute, value)
 
     async def create_group(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
-        doc = await self.send_once(ds, "POST", "Groups", body=body)
-        created: dict[str, Any] = doc if isinstance(doc, dict) else {}
-        checked_id(created.get("id"), "POST", "Groups")
-        return created
+        return await self._create(ds, "Groups", body)
 
     async def patch_group(self, ds: Downstream, group_id: str, operations: list[dict[str, Any]]) -> None:
-        path = scim.group_path(checked_id(group_id, "PATCH", "Groups/{id}"))
-        await self.send_once(ds, "PATCH", path, body=scim.patch_request(operations))
+        await self._patch(ds, "Groups", group_id, operations)
 
     async def delete_group(self, ds: Downstream, group_id: str) -> None:
-        await self.send_once(ds, "DELETE", scim.group_path(checked_id(group_id, "DELETE", "Groups/{id}")))
+        await self._delete(ds, "Groups", group_id)
+
+    # -- writes of any resource type (one request each: the applier owns the retries) ---------------------
+
+    async def _create(self, ds: Downstream, kind: ResourceKind, body: dict[str, Any]) -> dict[str, Any]:
+        """POST; the answer must carry an id we can use in a path."""
+        doc = await self.send_once(ds, "POST", kind, body=body)
+        created: dict[str, Any] = doc if isinstance(doc, dict) else {}
+        checked_id(created.get("id"), "POST", kind)
+        return created
+
+    async def _patch(self, ds: Downstream, kind: ResourceKind, resource_id: str, ops: list[dict[str, Any]]) -> None:
+        path = _RESOURCE_PATH[kind](checked_id(resource_id, "PATCH", f"{kind}/{{id}}"))
+        await self.send_once(ds, "PATCH", path, body=scim.patch_request(ops))
+
+    async def _delete(self, ds: Downstream, kind: ResourceKind, resource_id: str) -> None:
+        await self.send_once(ds, "DELETE", _RESOURCE_PATH[kind](checked_id(resource_id, "DELETE", f"{kind}/{{id}}")))
 
     # -- lookups and listings of any resource type --------------------------------------------------------
 
