@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import time
@@ -29,7 +30,7 @@ class FencingRun:
     same_instance: bool
     kill_to_visible: float  # seconds from the kill -9 until readers see past the killed transaction
     spawn_to_visible: float  # ... from the successor's start
-    attempts: int  # kills until one caught a transaction open
+    attempts: int  # processes run until a freeze caught a transaction open
 
 
 async def _offsets(settings: Settings, isolation: str) -> dict[TopicPartition, int]:
@@ -61,9 +62,27 @@ async def _publish_steadily(settings: Settings, stop: asyncio.Event) -> None:
             await asyncio.sleep(0.002)
 
 
-async def measure_fencing(settings: Settings, workdir: Path, *, same_instance: bool, tries: int = 10) -> FencingRun:
-    """Run the service, kill -9 it during a steady stream until the kill leaves a transaction open, then
-    start a successor (same or new instance id) and time until the changes topic is readable past it."""
+async def _freeze_inside_a_transaction(settings: Settings, process: subprocess.Popen[bytes], freezes: int) -> dict[TopicPartition, int]:
+    """Stop the process (SIGSTOP) at moments spread over its work until one finds a stage-1 transaction
+    open (records written past the last stable offset), and return where those partitions end.
+
+    Stage 1 commits a transaction every few milliseconds, so a blind kill mostly lands between two of
+    them; frozen, the process cannot commit while the offsets are compared, so the check is exact."""
+    for _ in range(freezes):
+        os.kill(process.pid, signal.SIGSTOP)
+        ends = await _offsets(settings, "read_uncommitted")
+        stable = await _offsets(settings, "read_committed")
+        stuck = {tp: end for tp, end in ends.items() if stable.get(tp, 0) < end}
+        if stuck:
+            return stuck
+        os.kill(process.pid, signal.SIGCONT)
+        await asyncio.sleep(random.uniform(0.001, 0.05))
+    return {}
+
+
+async def measure_fencing(settings: Settings, workdir: Path, *, same_instance: bool, tries: int = 3) -> FencingRun:
+    """Run the service, kill -9 it during a steady stream while a stage-1 transaction is open, then start
+    a successor (same or new instance id) and time until the changes topic is readable past it."""
     await create_source_topics(settings)
     stop = asyncio.Event()
     feeder = asyncio.create_task(_publish_steadily(settings, stop))
@@ -74,22 +93,19 @@ async def measure_fencing(settings: Settings, workdir: Path, *, same_instance: b
             processes.append(process)
             await wait_until(Api(settings.api_port).ready, timeout=90, what="the service ready")
             await wait_until(lambda: _has_changes(settings), timeout=30, what="changes flowing")
-            await asyncio.sleep(0.5)
-            os.kill(process.pid, signal.SIGKILL)
+            stuck = await _freeze_inside_a_transaction(settings, process, freezes=200)
+            os.kill(process.pid, signal.SIGKILL)  # a stopped process dies of SIGKILL as a running one does
             killed = time.monotonic()
             process.wait()
-            ends = await _offsets(settings, "read_uncommitted")
-            stable = await _offsets(settings, "read_committed")
-            stuck = {tp: end for tp, end in ends.items() if stable.get(tp, 0) < end}
             if not stuck:
-                continue  # the kill fell between two transactions: nothing to fence; again
+                continue  # no freeze found a transaction open: a fresh process, again
             successor = settings if same_instance else settings.model_copy(update={"instance_id": f"new-{attempt}"})
             spawned = time.monotonic()
             processes.append(spawn_service(successor, workdir / f"successor-{attempt}.log"))
             await wait_until(_resolved(settings, stuck), timeout=120, what="the killed transaction resolved")
             visible = time.monotonic()
             return FencingRun(same_instance, visible - killed, visible - spawned, attempt)
-        raise AssertionError(f"no kill out of {tries} caught a stage-1 transaction open")
+        raise AssertionError(f"no freeze in {tries} processes caught a stage-1 transaction open")
     finally:
         stop.set()
         with contextlib.suppress(Exception):

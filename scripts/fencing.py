@@ -32,7 +32,7 @@ async def main(rounds: int) -> None:
                     who = "same instance id" if same else "new instance id "
                     print(
                         f"{who}: kill -> readable {run.kill_to_visible:5.1f} s, "
-                        f"successor start -> readable {run.spawn_to_visible:5.1f} s (kills: {run.attempts})",
+                        f"successor start -> readable {run.spawn_to_visible:5.1f} s (processes: {run.attempts})",
                         flush=True,
                     )
         finally:
