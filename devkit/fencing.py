@@ -62,7 +62,9 @@ async def _publish_steadily(settings: Settings, stop: asyncio.Event) -> None:
             await asyncio.sleep(0.002)
 
 
-async def _freeze_inside_a_transaction(settings: Settings, process: subprocess.Popen[bytes], freezes: int) -> dict[TopicPartition, int]:
+async def _freeze_inside_a_transaction(
+    settings: Settings, process: subprocess.Popen[bytes], freezes: int
+) -> dict[TopicPartition, int]:
     """Stop the process (SIGSTOP) at moments spread over its work until one finds a stage-1 transaction
     open (records written past the last stable offset), and return where those partitions end.
 
