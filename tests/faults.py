@@ -51,6 +51,7 @@ class FaultProxy:
     accept_token: str | None = None
     port: int = field(default_factory=free_port)
     injected: Counter[str] = field(default_factory=Counter)
+    requests: Counter[str] = field(default_factory=Counter)  # "POST /Users", "PATCH /Users", "POST /Bulk", ...
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -76,6 +77,7 @@ class FaultProxy:
             await self._http.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests[f"{request.method} /{_resource(request.path)}"] += 1
         if self.down:
             self.injected["down"] += 1
             return _reset(request)
@@ -124,6 +126,12 @@ class FaultProxy:
             body = await upstream.read()
             kept = {k: v for k, v in upstream.headers.items() if k in RETURN_HEADERS}
             return web.Response(status=upstream.status, body=body, headers=kept)
+
+
+def _resource(path: str) -> str:
+    """The SCIM endpoint a request went to, without the tenant prefix and the id: `/t1/Users/42` -> Users."""
+    parts = [p for p in path.split("/") if p]
+    return parts[1] if len(parts) > 1 else (parts[0] if parts else "")
 
 
 def _reset(request: web.Request) -> web.Response:

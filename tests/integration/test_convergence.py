@@ -29,18 +29,21 @@ async def faulty(scim_server: ScimServer) -> AsyncIterator[FaultProxy]:
     await proxy.stop()
 
 
+@pytest.mark.parametrize("bulk", ["auto", "off"])
 async def test_interleaved_lives_spread_over_partitions_converge_for_every_delete_policy(
-    pipeline: Pipeline, faulty: FaultProxy, scim_server: ScimServer
+    pipeline: Pipeline, faulty: FaultProxy, scim_server: ScimServer, bulk: str
 ) -> None:
     """40 users per realm, one realm per delete policy, all interleaved: after the traffic drains, each
-    user downstream equals the event-time-order result (or is absent), with exactly one account per user."""
+    user downstream equals the event-time-order result (or is absent), with exactly one account per user;
+    written through /Bulk (scim2-server announces it) and, with the tenant's `bulk: off`, one request each."""
     rng = random.Random(20261201)
     realms: dict[str, tuple[DeletePolicy, str]] = {}
     all_lives: list[list[lives.Event]] = []
     for policy in DeletePolicy:
         realm = pipeline.realm()
         space = f"{realm}-{uuid.uuid4().hex[:6]}"
-        status, body = await pipeline.api.enable(realm, faulty.base_url(space), SCIM_TOKEN, str(policy))
+        enable = {"base_url": faulty.base_url(space), "token": SCIM_TOKEN, "delete_policy": str(policy), "bulk": bulk}
+        status, body = await pipeline.api.call("PUT", f"/tenants/{realm}", enable)
         assert status == 201, body
         realms[realm] = (policy, f"http://127.0.0.1:{scim_server.port}/{space}")
         all_lives += [lives.user_life(rng, realm, str(uuid.uuid4())) for _ in range(USERS_PER_REALM)]
@@ -65,3 +68,8 @@ async def test_interleaved_lives_spread_over_partitions_converge_for_every_delet
         raise AssertionError(f"{exc}; still different: {different}") from None
     assert sum(faulty.injected.values()) > 0, "the downstream never failed: the test lost its faults"
     assert any(v is None for realm in wanted for v in wanted[realm].values()), "no user ends absent"
+    if bulk == "off":
+        assert faulty.requests["POST /Bulk"] == 0, faulty.requests
+        assert faulty.requests["POST /Users"] > 0 and faulty.requests["PATCH /Users"] > 0, faulty.requests
+    else:
+        assert faulty.requests["POST /Bulk"] > 0, faulty.requests
