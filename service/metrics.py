@@ -24,7 +24,8 @@ class Metrics:
         )
         self.changes = Counter(
             "outbound_scim_changes_total",
-            "User changes applied from the keyed topic, by tenant and outcome",
+            "User changes applied from the keyed topic, by tenant and outcome"
+            " (coalesced: its values went out in a later change's write)",
             ["tenant", "outcome"],
             registry=r,
         )

@@ -395,7 +395,10 @@ class ApplyStage(ConsumerRebalanceListener):
             await self._send_hops(verdict.hops)
             if verdict.state != self._states.get(change.key):
                 await self._states.save(change.key, record.partition, verdict.state)
-            self._metrics.changes.labels(change.realm, verdict.result).inc()
+            # a change whose values went out in a later one's write counts once, as coalesced, so
+            # created / updated count writes, not the events folded into them
+            outcome = "coalesced" if verdict.reason == "coalesced" else verdict.result
+            self._metrics.changes.labels(change.realm, outcome).inc()
             log.info(
                 "change.applied",
                 tenant=change.realm,

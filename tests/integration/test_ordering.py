@@ -20,7 +20,7 @@ async def test_fifty_alternating_toggles_over_three_partitions_end_in_the_last_s
     async def all_applied() -> bool:
         applied = sum(
             pipeline.counter("outbound_scim_changes_total", tenant=realm, outcome=outcome)
-            for outcome in ("updated", "unchanged", "skipped")
+            for outcome in ("updated", "unchanged", "skipped", "coalesced")
         )
         return applied >= 50
 
