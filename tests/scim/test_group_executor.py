@@ -10,7 +10,7 @@ import pytest
 
 from service.domain import scim
 from service.domain.groups import GroupAction, GroupChange, GroupOptions, GroupPlan, GroupState, plan_group
-from service.errors import ScimConflict, ScimOwnershipConflict, ScimTransient
+from service.errors import ScimConflict, ScimOwnershipConflict, ScimRejected, ScimTransient
 from service.scim.client import Downstream
 from service.scim.group_executor import GroupOutcome, GroupResult, GroupScimPort, execute_group
 from tests.scim.fake_downstream import FakeDownstream
@@ -456,3 +456,16 @@ async def test_a_group_found_by_external_id_loses_the_rechecked_members_it_holds
     outcome = await run(sync(add=("d0",), recheck=("d1",)), down)
     assert sorted(down.members_of(gid)) == ["d0", "someone"]
     assert outcome.state.written_members == frozenset({"d0"})
+
+
+async def test_a_recheck_on_a_server_refusing_the_read_still_removes() -> None:
+    """A read answered 400 (a server without `attributes`) proves nothing: the removals are sent."""
+
+    class NoReads(Recording):
+        async def read_group_members(self, ds: Downstream, group_id: str) -> Any:
+            raise ScimRejected(400, "GET", f"Groups/{group_id}", "invalidValue")
+
+    down = NoReads(strict_removals=True)
+    gid = down.add_group("Eng", GID, ("d0", "d1"))
+    await run(sync(linked(gid, members=frozenset({"d0"})), recheck=("d1", "d2")), down)
+    assert down.members_of(gid) == ["d0"]
