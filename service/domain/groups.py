@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
@@ -387,6 +388,7 @@ class GroupPlan:
     remove: tuple[str, ...] = ()  # ... and to remove
     hops: tuple[GroupChange, ...] = ()  # to other groups' keys, once the plan is carried out
     reason: str = ""
+    recheck: tuple[str, ...] = ()  # unwanted ids the downstream may hold all the same: removed if it does
 
     def batches(self, per_request: int) -> list[tuple[list[str], list[str]]]:
         """Member changes cut into requests of at most `per_request` operations each."""
@@ -398,9 +400,7 @@ class GroupPlan:
 def plan_group(state: GroupState, changes: Sequence[GroupChange], options: GroupOptions, now_ms: int) -> GroupPlan:
     """Merge a batch of one group's changes, then decide the downstream calls and the hops to send."""
     first = changes[0]
-    new_state = state
-    for change in changes:
-        new_state = merge_group(new_state, change)
+    new_state, unsure = _merge_batch(state, changes, options)
     force = any(c.force for c in changes)
     new_state, hops = _hops(first.realm, first.group_id, new_state, options, now_ms)
     want = desired_group(new_state, options)
@@ -411,12 +411,96 @@ def plan_group(state: GroupState, changes: Sequence[GroupChange], options: Group
             return GroupPlan(GroupAction.NONE, new_state, hops=hops, reason="deleted")
         return GroupPlan(GroupAction.NONE, new_state, hops=hops, reason="not_wanted")
     written = frozenset() if new_state.downstream_id is None or force else new_state.written_members
-    add = tuple(sorted(want.members - written))
+    add = tuple(sorted((want.members - written) | (unsure & want.members)))  # an add of a held member is harmless
     remove = tuple(sorted(written - want.members))
+    recheck = tuple(sorted(unsure - want.members - written))
     rename = new_state.downstream_id is not None and (force or new_state.written_name != want.display_name)
-    if new_state.downstream_id is not None and not (add or remove or rename):
+    if new_state.downstream_id is not None and not (add or remove or rename or recheck):
         return GroupPlan(GroupAction.NONE, new_state, want.display_name, hops=hops, reason="unchanged")
-    return GroupPlan(GroupAction.SYNC, new_state, want.display_name, rename, add, remove, hops)
+    return GroupPlan(GroupAction.SYNC, new_state, want.display_name, rename, add, remove, hops, recheck=recheck)
+
+
+def _merge_batch(
+    state: GroupState, changes: Sequence[GroupChange], options: GroupOptions
+) -> tuple[GroupState, frozenset[str]]:
+    """The batch merged into `state`, and the member ids it is unsure of: those whose membership, at a
+    point inside the batch, differed from the one it ends with.
+
+    A replica may have written the batch's first changes downstream and died before saving the state:
+    the downstream then holds the membership of such a point while the restored state says what was
+    written before it. Where the batch ends as it began (a join and a leave), the delta from "last
+    written" is empty, yet the downstream may hold the intermediate. Every other id is either changed by
+    the delta or, if the downstream holds an intermediate, holds one of a later batch that changes it."""
+    holders = _Holders(state, options)
+    seen: dict[str, set[bool]] = {}
+    new_state = state
+    for n, change in enumerate(changes):
+        merged = merge_group(new_state, change)
+        if merged is not new_state:
+            moved = holders.move(new_state, merged, change)
+            if n < len(changes) - 1:  # a point inside the batch: a dead replica's write may have ended here
+                for member_id in moved:
+                    seen.setdefault(member_id, set()).add(holders.holds(member_id))
+        new_state = merged
+    unsure = frozenset(m for m, held in seen.items() if held != {holders.holds(m)})
+    return new_state, unsure
+
+
+class _Holders:
+    """How many sources make each downstream id a member of the group (its users and, flattening, its
+    present sub-groups), kept up to date change by change: a batch of thousands of hops stays linear."""
+
+    def __init__(self, state: GroupState, options: GroupOptions) -> None:
+        self.flatten = options.flatten
+        self.count: Counter[str] = Counter(d for _, d in state.members.values() if d is not None)
+        if self.flatten:
+            for child, (_, ids) in state.inherited.items():
+                if state.children.get(child, (0, False))[1]:
+                    self.count.update(ids)
+
+    def holds(self, member_id: str) -> bool:
+        return self.count[member_id] > 0
+
+    def move(self, before: GroupState, after: GroupState, change: GroupChange) -> frozenset[str]:
+        """Count what `change` changed from `before` to `after`; the ids whose count changed."""
+        gone: frozenset[str] = frozenset()
+        came: frozenset[str] = frozenset()
+        if change.op == "member" and change.user_id is not None:
+            gone = _ids(before.members.get(change.user_id, (0, None))[1])
+            came = _ids(after.members.get(change.user_id, (0, None))[1])
+        elif self.flatten and change.op in ("child", "inherit") and change.child_id is not None:
+            gone = _inherited(before, change.child_id)
+            came = _inherited(after, change.child_id)
+        self.count.subtract(gone)
+        self.count.update(came)
+        return gone ^ came
+
+
+def _ids(member_id: str | None) -> frozenset[str]:
+    return frozenset() if member_id is None else frozenset((member_id,))
+
+
+def _inherited(state: GroupState, child: str) -> frozenset[str]:
+    """The ids a sub-group passes up to this group (none while it is not a present child)."""
+    if not state.children.get(child, (0, False))[1]:
+        return frozenset()
+    return state.inherited.get(child, (0, frozenset()))[1]
+
+
+def confirmed_removals(recheck: Sequence[str], resource: object, kept: Collection[str]) -> tuple[str, ...]:
+    """Which of the plan's `recheck` ids to remove, given the group as the downstream answered a read.
+
+    Never trusted as it comes: only ids of `recheck` are acted on. The answer proves an id absent only
+    when it lists members as a list and lists every id of `kept` (the members we wrote and keep); a
+    server that omits members, truncates the list, or answers in another shape proves nothing, and every
+    `recheck` id is removed (a removal of a non-member is then taken as "already absent")."""
+    members = resource.get("members") if isinstance(resource, Mapping) else None
+    if not isinstance(members, list):
+        return tuple(recheck)
+    listed = {m.get("value") for m in members if isinstance(m, Mapping) and isinstance(m.get("value"), str)}
+    if not set(kept) <= listed:
+        return tuple(recheck)
+    return tuple(m for m in recheck if m in listed)
 
 
 def _hops(

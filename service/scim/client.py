@@ -305,6 +305,11 @@ class ScimClient:
     async def delete_group(self, ds: Downstream, group_id: str) -> None:
         await self._delete(ds, "Groups", group_id)
 
+    async def read_group_members(self, ds: Downstream, group_id: str) -> Any:
+        """`GET /Groups/{id}?attributes=members`, as decoded: the caller judges it (servers may omit members)."""
+        path = scim.group_path(checked_id(group_id, "GET", "Groups/{id}"))
+        return await self.send_once(ds, "GET", path, params={"attributes": "members"})
+
     # -- writes of any resource type (one request each: the applier owns the retries) ---------------------
 
     async def _create(self, ds: Downstream, kind: ResourceKind, body: dict[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,15 @@ Members change by delta only: PATCH `add` on `members` and one `remove` per memb
 member list. A group found rather than created gets every member we want added and none removed: the
 members it already holds were not written by us, so they are not provably ours to remove.
 
-Nothing here retries: an error reaches the applier, which runs the whole plan again. That is safe on
-the downstreams we test against: scim2-server accepts the add of a member it holds (it keeps one) and
-the removal of a member it does not hold (tests/integration/test_scim2_groups.py).
+A plan's `recheck` ids (members its batch may have written before a crash, see
+service.domain.groups._merge_batch) are read before they are removed: one GET of the group's members,
+judged by service.domain.groups.confirmed_removals.
+
+Nothing here retries: an error reaches the applier, which runs the whole plan again. That is safe: an
+add of a member the group holds is accepted (scim2-server keeps one), and a removal of a member it does
+not hold is either accepted (scim2-server, tests/integration/test_scim2_groups.py) or answered 400
+`noTarget` by strict servers, which counts as done: the PATCH is sent again one removal per request,
+and a `noTarget` for a single removal means the member is already absent.
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from service.domain import scim
-from service.domain.groups import GroupAction, GroupPlan, GroupState
-from service.errors import ScimConflict, ScimNotFound, ScimOwnershipConflict
+from service.domain.groups import GroupAction, GroupPlan, GroupState, confirmed_removals
+from service.errors import ScimConflict, ScimNotFound, ScimOwnershipConflict, ScimRejected
 from service.scim.transport import Downstream
 
 
@@ -38,6 +44,8 @@ class GroupScimPort(Protocol):
     async def create_group(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]: ...
 
     async def patch_group(self, ds: Downstream, group_id: str, operations: list[dict[str, Any]]) -> None: ...
+
+    async def read_group_members(self, ds: Downstream, group_id: str) -> Any: ...  # the decoded answer, unchecked
 
     async def delete_group(self, ds: Downstream, group_id: str) -> None: ...
 
@@ -126,7 +134,9 @@ class _Sync:
         """A linked group: rename if asked, then the member changes, batch by batch."""
         if self.plan.rename:
             await self._patch(downstream_id, [scim.display_name_replace(self.name)])
-        await self._members(downstream_id, self.plan.add, self.plan.remove)
+        kept = self.plan.state.written_members - set(self.plan.add) - set(self.plan.remove)
+        rechecked = await self._rechecked(downstream_id, kept)
+        await self._members(downstream_id, self.plan.add, (*self.plan.remove, *rechecked))
         written = (self.plan.state.written_members | set(self.plan.add)) - set(self.plan.remove)
         result = GroupResult.UPDATED if self.patches else GroupResult.UNCHANGED
         return self._outcome(result, downstream_id, written)
@@ -151,15 +161,45 @@ class _Sync:
         """A group found downstream: `operations` make it ours and named, then every wanted member is added."""
         if operations:
             await self._patch(downstream_id, operations)
-        await self._members(downstream_id, sorted(members), [])
+        rechecked = await self._rechecked(downstream_id, frozenset())
+        await self._members(downstream_id, sorted(members), rechecked)
         return self._outcome(result, downstream_id, members)
 
+    async def _rechecked(self, downstream_id: str, kept: frozenset[str]) -> tuple[str, ...]:
+        """The plan's `recheck` ids the group holds, by one read of its members (none to recheck: no read)."""
+        if not self.plan.recheck:
+            return ()
+        try:
+            answer = await self.port.read_group_members(self.ds, downstream_id)
+        except ScimRejected as exc:
+            if exc.unauthorized:
+                raise
+            answer = None  # a server that refuses the read proves nothing: the removals are sent
+        return confirmed_removals(self.plan.recheck, answer, kept)
+
     async def _members(self, downstream_id: str, add: Sequence[str], remove: Sequence[str]) -> None:
-        """The member changes, at most `per_request` operations per PATCH request."""
+        """The member changes, at most `per_request` operations per PATCH request. A request refused for a
+        removal of a non-member (400 noTarget) is sent again one removal at a time, and the removals the
+        group answers so are taken as done: the member is absent, which is what was asked."""
         delta = replace(self.plan, add=tuple(add), remove=tuple(remove))
         for added, removed in delta.batches(self.per_request):
             operations = ([scim.members_add(added)] if added else []) + scim.member_removals(removed)
-            await self._patch(downstream_id, operations)
+            try:
+                await self._patch(downstream_id, operations)
+            except ScimRejected as exc:
+                if not (removed and _no_target(exc)):
+                    raise
+                await self._one_by_one(downstream_id, added, removed)
+
+    async def _one_by_one(self, downstream_id: str, added: Sequence[str], removed: Sequence[str]) -> None:
+        if added:
+            await self._patch(downstream_id, [scim.members_add(added)])
+        for member_id in removed:
+            try:
+                await self._patch(downstream_id, scim.member_removals([member_id]))
+            except ScimRejected as exc:
+                if not _no_target(exc):
+                    raise
 
     async def _patch(self, downstream_id: str, operations: list[dict[str, Any]]) -> None:
         self.patches += 1
@@ -170,6 +210,11 @@ class _Sync:
             self.plan.state, downstream_id=downstream_id, written_name=self.name, written_members=frozenset(members)
         )
         return GroupOutcome(result, state, patches=self.patches)
+
+
+def _no_target(exc: ScimRejected) -> bool:
+    """A 400 `noTarget`: the operation's path matched nothing (RFC 7644 section 3.12), for a removal: not a member."""
+    return exc.status == 400 and (exc.scim_type or "").lower() == "notarget"
 
 
 def _wanted(plan: GroupPlan) -> frozenset[str]:

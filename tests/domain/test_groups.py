@@ -16,6 +16,7 @@ from service.domain.groups import (
     GroupDisplay,
     GroupOptions,
     GroupState,
+    confirmed_removals,
     desired_group,
     merge_group,
     path_of,
@@ -92,6 +93,52 @@ def test_a_linked_group_changes_only_what_differs() -> None:
     assert (left.action, left.rename, left.add, left.remove) == (GroupAction.SYNC, True, (), ("d2",))
     same = plan_group(g, [member("eng", "u1", 1, "d1")], NAME, 9)
     assert (same.action, same.reason) == (GroupAction.NONE, "unchanged")
+
+
+def test_a_member_who_joins_and_leaves_within_a_batch_is_rechecked() -> None:
+    """A join then a leave (or a leave then a join) in one batch: what was last written says nothing is
+    to change, but a replica that wrote the first and died before saving may have left the downstream
+    holding the intermediate. The one not wanted is to be rechecked, the one wanted is added again."""
+    g = replace(
+        state(upsert("eng", 1, "eng"), member("eng", "u0", 1, "d0")),
+        downstream_id="g-1",
+        written_name="eng",
+        written_members=frozenset({"d0"}),
+    )
+    joined_left = plan_group(g, [member("eng", "u1", 1, "d1"), member("eng", "u1", 2, None)], NAME, 9)
+    assert (joined_left.action, joined_left.add, joined_left.remove, joined_left.recheck) == (
+        GroupAction.SYNC,
+        (),
+        (),
+        ("d1",),
+    )
+    left_joined = plan_group(g, [member("eng", "u0", 2, None), member("eng", "u0", 3, "d0")], NAME, 9)
+    assert (left_joined.add, left_joined.remove, left_joined.recheck) == (("d0",), (), ())
+    once = plan_group(g, [member("eng", "u1", 1, "d1"), member("eng", "u2", 1, "d2")], NAME, 9)
+    assert (once.add, once.recheck) == (("d1", "d2"), ())
+
+
+def test_a_sub_groups_members_passing_through_a_flattened_batch_are_rechecked() -> None:
+    """Flattening: a sub-group's members that it passed up and took back within one batch are rechecked."""
+    g = replace(
+        state(upsert("eng", 1, "eng"), GroupChange("acme", "eng", "child", 2, child_id="be", seq=1)),
+        downstream_id="g-1",
+        written_name="eng",
+    )
+    passed = GroupChange("acme", "eng", "inherit", 3, child_id="be", members=("d7",), seq=2)
+    taken_back = GroupChange("acme", "eng", "inherit", 4, child_id="be", seq=3)
+    plan = plan_group(g, [passed, taken_back], GroupOptions(flatten=True), 9)
+    assert (plan.add, plan.remove, plan.recheck) == ((), (), ("d7",))
+
+
+def test_confirmed_removals_trust_only_a_member_list_that_holds_what_we_keep() -> None:
+    """Only rechecked ids are acted on; a list proves absence only if it lists every member we keep."""
+    listed = {"id": "g-1", "members": [{"value": "d0"}, {"value": "d1"}, {"value": "stranger"}, "junk", {"value": 3}]}
+    assert confirmed_removals(("d1", "d2"), listed, {"d0"}) == ("d1",)
+    assert confirmed_removals(("d1", "d2"), {"id": "g-1"}, {"d0"}) == ("d1", "d2")  # members omitted
+    assert confirmed_removals(("d1", "d2"), {"members": "d1"}, set()) == ("d1", "d2")  # not a list
+    assert confirmed_removals(("d1", "d2"), None, set()) == ("d1", "d2")
+    assert confirmed_removals(("d1", "d2"), {"members": [{"value": "d1"}]}, {"d0"}) == ("d1", "d2")  # truncated
 
 
 def test_a_deleted_group_is_deleted_under_policy_delete_and_kept_otherwise() -> None:

@@ -7,6 +7,7 @@ What the executor relies on, and what it must avoid:
 - one add naming an id twice holds it twice: members_add names each id once;
 - an empty PATCH is a 400: no PATCH is sent without an operation;
 - member values are not checked against users, and a deleted user stays among the members;
+- `GET /Groups/{id}?attributes=members` answers the members (what a recheck after a crash reads);
 - displayName is not unique unless a schema says so (then a 409, ignoring case); filters compare
   externalId exactly and displayName ignoring case.
 """
@@ -23,7 +24,15 @@ from prometheus_client import CollectorRegistry
 from scim2_server.utils import load_json_resource
 
 from service.domain import scim
-from service.domain.groups import GroupAction, GroupPlan, GroupState
+from service.domain.groups import (
+    GroupAction,
+    GroupChange,
+    GroupOptions,
+    GroupPlan,
+    GroupState,
+    confirmed_removals,
+    plan_group,
+)
 from service.errors import ScimConflict, ScimNotFound, ScimOwnershipConflict, ScimRejected
 from service.metrics import Metrics
 from service.scim.client import Downstream, ScimClient
@@ -255,6 +264,17 @@ async def test_a_deleted_group_answers_404(client: ScimClient, ds: Downstream) -
     assert [g async for g in client.list_groups(ds)] == []
 
 
+async def test_a_groups_members_are_read_with_attributes_members(client: ScimClient, ds: Downstream) -> None:
+    """read_group_members answers the group's id and its members as values, as confirmed_removals reads them."""
+    u1, u2 = await users(client, ds, 2)
+    gid = await create(client, ds)
+    await client.patch_group(ds, gid, [scim.members_add([u1, u2])])
+    answer = await client.read_group_members(ds, gid)
+    assert answer["id"] == gid
+    assert sorted(m["value"] for m in answer["members"]) == sorted([u1, u2])
+    assert confirmed_removals((u2, "never-a-member"), answer, {u1}) == (u2,)
+
+
 # -- the executor against the real server -------------------------------------------------------------
 
 
@@ -309,3 +329,26 @@ async def test_the_executor_adopts_a_nameless_owners_group_and_never_writes_anot
         await execute_group(other_plan, "acme", "k-sales", ds, client, 100)
     assert (raised.value.downstream_id, raised.value.owner) == (theirs, "another-group")
     assert await group(client, ds, theirs) == before
+
+
+async def test_the_executor_removes_a_member_a_crashed_replica_added_and_a_replay_cancelled(
+    client: ScimClient, ds: Downstream
+) -> None:
+    """A replica added u2 and died before saving; the successor's batch holds u2's join and leave: from
+    the restored state they cancel out, and the recheck reads the members and removes u2."""
+    u1, u2 = await users(client, ds, 2)
+    joined = GroupChange("acme", GID, "member", 5, user_id="k-1", member_id=u1, seq=1)
+    create_change = GroupChange("acme", GID, "upsert", 1, "GROUP_CREATE", "e-1", name="Eng", parent_known=True)
+    saved = await execute_group(
+        plan_group(GroupState(), [create_change, joined], GroupOptions(), 9), "acme", GID, ds, client, 100
+    )
+    gid = saved.state.downstream_id
+    assert gid is not None
+    await client.patch_group(ds, gid, [scim.members_add([u2])])  # the dead replica's write
+    batch = [
+        GroupChange("acme", GID, "member", 6, user_id="k-2", member_id=u2, seq=1),
+        GroupChange("acme", GID, "member", 7, user_id="k-2", member_id=None, seq=2),
+    ]
+    replayed = await execute_group(plan_group(saved.state, batch, GroupOptions(), 9), "acme", GID, ds, client, 100)
+    assert await members(client, ds, gid) == [u1]
+    assert replayed.state.written_members == frozenset({u1})

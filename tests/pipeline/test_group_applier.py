@@ -143,3 +143,28 @@ def test_a_group_event_without_representation_is_re_read_from_keycloak() -> None
     )
     assert isinstance(gone, GroupApplied) and gone.result is GroupResult.DELETED
     assert downstream.groups_owned_by("g-1") == []
+
+
+def crashed_after_adding(downstream: FakeDownstream) -> tuple[States, str]:
+    """The state a successor restores after a replica PATCH-added d1 to the group and was killed before
+    saving the group's state: saved, the group holds d0 only; downstream, it holds d0 and d1."""
+    saved = run(applier(downstream).apply([create(), member("u0", 1, "d0")]))
+    assert isinstance(saved, GroupApplied)
+    states = States({"acme/group:g-1": saved.state})
+    dead = run(applier(downstream, states=states).apply([member("u1", 1, "d1")]))  # its state never saved
+    assert isinstance(dead, GroupApplied)
+    gid = saved.state.downstream_id or ""
+    assert saved.state.written_members == {"d0"}
+    assert set(downstream.members_of(gid)) == {"d0", "d1"}
+    return states, gid
+
+
+def test_a_join_and_leave_replayed_after_a_crash_remove_the_member_the_dead_replica_added() -> None:
+    """The successor's batch holds d1's join and d1's leave. From the restored 'written' (without d1)
+    they cancel out; the downstream holds d1 all the same, so the batch removes it."""
+    downstream = FakeDownstream(strict_removals=True)
+    states, gid = crashed_after_adding(downstream)
+    verdict = run(applier(downstream, states=states).apply([member("u1", 1, "d1"), member("u1", 2, None)]))
+    assert isinstance(verdict, GroupApplied)
+    assert downstream.members_of(gid) == ["d0"]
+    assert verdict.state.written_members == {"d0"}

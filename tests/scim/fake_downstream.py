@@ -4,6 +4,10 @@ implements the executor's ScimPort and the group executor's GroupScimPort the wa
 added twice is held once, a removal of a non-member is accepted, an empty PATCH is a 400), and can
 misbehave like real servers do.
 
+`strict_removals=True` answers a removal of a member the group does not hold with 400 `noTarget` (the
+whole PATCH fails, as RFC 7644 section 3.5.2.2 allows); `omit_members=True` reads a group without its
+`members` (as servers that never return member lists do).
+
 `ignore_filters=True` answers every lookup with every account or group (a server that ignores
 `filter`); the verification a real client does (service.domain.scim.verify_lookup) is applied to that
 answer, as ScimClient.find_user / find_group do. `unique_group_names=True` (the default) answers 409 to
@@ -35,9 +39,12 @@ _MEMBER_FILTER = re.compile(r'members\[value eq ("(?:[^"\\]|\\.)*")\]')
 class FakeDownstream:
     ignore_filters: bool = False
     unique_group_names: bool = True
+    strict_removals: bool = False
+    omit_members: bool = False
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     writes: list[tuple[str, str]] = field(default_factory=list)  # (method, downstream id)
+    reads: list[str] = field(default_factory=list)  # groups whose members were read
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def add(self, user_name: str, external_id: str | None, **attributes: Any) -> str:
@@ -138,6 +145,8 @@ class FakeDownstream:
                 group["members"] = group.get("members", []) + new
             elif op["op"] == "remove" and removed is not None:
                 value = json.loads(removed.group(1))
+                if self.strict_removals and all(m["value"] != value for m in group.get("members", [])):
+                    raise ScimRejected(400, "PATCH", path, "noTarget", "no member matches the filter")
                 group["members"] = [m for m in group.get("members", []) if m["value"] != value]
             elif op["op"] == "replace" and op["path"] in ("displayName", "externalId"):
                 if op["path"] == "displayName":
@@ -147,6 +156,16 @@ class FakeDownstream:
                 raise AssertionError(f"an operation the group executor never sends: {op}")
         self.groups[group_id] = group
         self.writes.append(("PATCH", group_id))
+
+    async def read_group_members(self, ds: Downstream, group_id: str) -> Any:
+        self.reads.append(group_id)
+        group = self.groups.get(group_id)
+        if group is None:
+            raise ScimNotFound(404, "GET", f"Groups/{group_id}")
+        shown = {
+            k: v for k, v in group.items() if k in ("id", "members") and not (k == "members" and self.omit_members)
+        }
+        return copy.deepcopy(shown)
 
     async def delete_group(self, ds: Downstream, group_id: str) -> None:
         if self.groups.pop(group_id, None) is None:

@@ -10,7 +10,7 @@ import pytest
 
 from service.domain import scim
 from service.domain.groups import GroupAction, GroupChange, GroupOptions, GroupPlan, GroupState, plan_group
-from service.errors import ScimConflict, ScimOwnershipConflict, ScimTransient
+from service.errors import ScimConflict, ScimOwnershipConflict, ScimRejected, ScimTransient
 from service.scim.client import Downstream
 from service.scim.group_executor import GroupOutcome, GroupResult, GroupScimPort, execute_group
 from tests.scim.fake_downstream import FakeDownstream
@@ -69,8 +69,9 @@ def sync(
     rename: bool = False,
     add: tuple[str, ...] = (),
     remove: tuple[str, ...] = (),
+    recheck: tuple[str, ...] = (),
 ) -> GroupPlan:
-    return GroupPlan(GroupAction.SYNC, state or GroupState(), name, rename, add, remove)
+    return GroupPlan(GroupAction.SYNC, state or GroupState(), name, rename, add, remove, recheck=recheck)
 
 
 def linked(downstream_id: str, name: str = "Eng", members: frozenset[str] = frozenset()) -> GroupState:
@@ -410,3 +411,61 @@ async def test_a_create_run_again_after_a_failure_makes_one_group() -> None:
     [group] = down.groups.values()
     assert outcome.state.downstream_id == group["id"]
     assert down.members_of(group["id"]) == list(ids(5))
+
+
+# -- what a crash may have left: rechecks, and removals of members already gone --------------------
+
+
+async def test_a_removal_answered_no_target_counts_as_done() -> None:
+    """A strict server refuses the PATCH for a removal of a non-member (400 noTarget): the request is
+    sent again one removal at a time, the add goes through, and the group is not set aside."""
+    down = Recording(strict_removals=True)
+    gid = down.add_group("Eng", GID, ("u-1",))
+    outcome = await run(
+        sync(linked(gid, members=frozenset({"u-1", "u-gone"})), add=("u-2",), remove=("u-1", "u-gone")), down
+    )
+    assert down.members_of(gid) == ["u-2"]
+    assert outcome.state.written_members == frozenset({"u-2"})
+    assert len(down.patches()) == 4  # refused, then the add, then each removal (one refused: absent)
+
+
+async def test_a_recheck_reads_the_members_once_and_removes_only_those_held() -> None:
+    """Rechecked ids are removed only if the group's members say it holds them: no noTarget on a strict server."""
+    down = Recording(strict_removals=True)
+    gid = down.add_group("Eng", GID, ("d0", "d1"))
+    outcome = await run(sync(linked(gid, members=frozenset({"d0"})), recheck=("d1", "d2")), down)
+    assert down.reads == [gid]
+    assert down.patches() == [scim.member_removals(["d1"])]
+    assert down.members_of(gid) == ["d0"]
+    assert outcome.state.written_members == frozenset({"d0"})
+
+
+async def test_a_recheck_on_a_server_omitting_members_removes_and_takes_no_target_as_absent() -> None:
+    """A read without members proves nothing: every rechecked id is removed, a noTarget means absent."""
+    down = Recording(strict_removals=True, omit_members=True)
+    gid = down.add_group("Eng", GID, ("d0", "d1"))
+    await run(sync(linked(gid, members=frozenset({"d0"})), recheck=("d1", "d2")), down)
+    assert down.members_of(gid) == ["d0"]
+
+
+async def test_a_group_found_by_external_id_loses_the_rechecked_members_it_holds() -> None:
+    """A replica created the group and added d1, then died before saving the link: the successor finds the
+    group by externalId, adds what it wants, and removes d1 (rechecked), never a member it did not write."""
+    down = Recording(strict_removals=True)
+    gid = down.add_group("Eng", GID, ("d1", "someone"))
+    outcome = await run(sync(add=("d0",), recheck=("d1",)), down)
+    assert sorted(down.members_of(gid)) == ["d0", "someone"]
+    assert outcome.state.written_members == frozenset({"d0"})
+
+
+async def test_a_recheck_on_a_server_refusing_the_read_still_removes() -> None:
+    """A read answered 400 (a server without `attributes`) proves nothing: the removals are sent."""
+
+    class NoReads(Recording):
+        async def read_group_members(self, ds: Downstream, group_id: str) -> Any:
+            raise ScimRejected(400, "GET", f"Groups/{group_id}", "invalidValue")
+
+    down = NoReads(strict_removals=True)
+    gid = down.add_group("Eng", GID, ("d0", "d1"))
+    await run(sync(linked(gid, members=frozenset({"d0"})), recheck=("d1", "d2")), down)
+    assert down.members_of(gid) == ["d0"]
