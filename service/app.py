@@ -171,7 +171,7 @@ class Service:
         )
         await self.apply.start()
         if s.rekey_process:
-            self.rekey = RekeyProcess(self.metrics, s.drain_timeout_seconds + STOP_GRACE_SECONDS)
+            self.rekey = RekeyProcess(s, self.metrics, s.drain_timeout_seconds + STOP_GRACE_SECONDS)
         else:
             self.rekey = RekeyStage(s, self.metrics)
         await self.rekey.start()

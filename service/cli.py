@@ -222,12 +222,14 @@ def _run(_: argparse.Namespace) -> int:
 def _rekey_stage(args: argparse.Namespace) -> int:
     """Stage 1 alone, reporting to the `run` process that started it over `--report-fd`."""
     from service.logs import configure_logging
-    from service.pipeline.rekey_process import serve_rekey
-    from service.settings import load_settings
+    from service.pipeline.rekey_process import read_settings, serve_rekey
 
-    settings = load_settings()  # the parent's environment and working directory: its settings
+    settings = read_settings(sys.stdin.buffer.readline())  # the parent's, exactly
     configure_logging(settings.log_level)
-    asyncio.run(serve_rekey(settings, args.report_fd))
+    try:
+        asyncio.run(serve_rekey(settings, args.report_fd))
+    except Exception:  # reported to the parent, which says what to do about it
+        return 2
     return 0
 
 

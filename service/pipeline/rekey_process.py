@@ -4,17 +4,21 @@ Both stages are CPU-bound Python in one event loop otherwise: behind a burst, ea
 transaction round trips waits for its turn behind stage 2's requests. In a process of its own, stage 1
 gets the second core and its event loop to itself.
 
-The child is `python -m service rekey-stage` with the parent's environment and working directory, so it
-reads the same settings (and keeps the transactional id derived from the instance id: a restarted pod
-fences its predecessor's child). It reports to the parent over a pipe, one JSON object a line:
-`{"assigned": true}` once its consumer has partitions (readiness) and `{"counters": ...}`, the running
+The child is `python -m service rekey-stage`. Its stdin is a pipe from the parent: the first line is the
+parent's settings (JSON, secrets included: a pipe, never argv or the environment), so both run with the
+same ones, and stage 1 keeps the transactional id derived from the instance id (a restarted pod fences
+its predecessor's child). It reports to the parent over another pipe, one JSON object a line:
+`{"started": true}` once its clients are up, or `{"failed": {"type": ..., "args": [...]}}` with the
+error that stopped its start (a broker refusing an ACL is re-raised in the parent as it would be in
+one process, so it is named the same way), `{"assigned": true}` once its consumer has partitions
+(readiness) and `{"counters": ...}`, the running
 totals of stage 1's counters, every REPORT_SECONDS and at its end, which the parent adds to its own
 (one /metrics endpoint). Its logs go to the inherited stdout, JSON like the parent's.
 
 Supervision: the child ending on its own stops the parent, which exits non-zero (the container
 restarts); the parent stops the child first on SIGTERM (SIGTERM to the child, which finishes its
-transaction and leaves its group). The child's stdin is a pipe from the parent: end of file means the
-parent died, and the child stops too.
+transaction and leaves its group). End of file on the child's stdin means the parent died, and the
+child stops too.
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 import structlog
+from aiokafka import errors as kafka_errors
 from prometheus_client import Counter
+from pydantic import SecretStr
 
+from service.errors import StageExited
 from service.metrics import Metrics
 from service.pipeline.rekey import RekeyStage
 from service.settings import Settings
@@ -59,6 +66,20 @@ def counter_totals(metrics: Metrics) -> Totals:
     return totals
 
 
+def settings_line(settings: Settings) -> bytes:
+    """The settings as one JSON line, secret values included (for the child's stdin only)."""
+    values = {
+        name: value.get_secret_value() if isinstance(value, SecretStr) else value
+        for name, value in settings.model_dump().items()
+    }
+    return json.dumps(values, separators=(",", ":")).encode() + b"\n"
+
+
+def read_settings(line: bytes) -> Settings:
+    """The parent's settings from the first line of stdin: no environment variable or .env file counts."""
+    return Settings(_env_file=None, **json.loads(line))  # type: ignore[call-arg]
+
+
 class ChildCounters:
     """Adds a child's running totals to the parent's counters: each report adds what grew since the last."""
 
@@ -82,15 +103,20 @@ class ChildCounters:
 class RekeyProcess:
     """The parent's handle on the stage 1 child: start, readiness, its unexpected end, a graceful stop."""
 
-    def __init__(self, metrics: Metrics, stop_timeout_seconds: float, argv: list[str] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, stop_timeout_seconds: float, argv: list[str] | None = None
+    ) -> None:
         """`argv`: the child's command line, to which `--report-fd N` is added (default: the hidden
         `rekey-stage` subcommand); after `stop_timeout_seconds` a stop kills it."""
+        self._settings = settings
         self._argv = argv or [sys.executable, "-m", "service", "rekey-stage"]
         self._counters = ChildCounters(metrics)
         self._stop_timeout = stop_timeout_seconds
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._stopping = False
+        self._started = asyncio.Event()
+        self._start_error: Exception | None = None
         self.assigned = asyncio.Event()
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
@@ -113,8 +139,17 @@ class RekeyProcess:
             raise
         finally:
             os.close(write_fd)  # the child holds its copy: end of file here once the child is gone
+        assert self._process.stdin is not None
+        self._process.stdin.write(settings_line(self._settings))  # kept open: its end tells the child we are gone
         self._reader = asyncio.create_task(self._read_reports(read_fd), name="rekey-process-reports")
         log.info("rekey.process.started", pid=self._process.pid)
+        started = asyncio.ensure_future(self._started.wait())
+        await asyncio.wait({started, self.exited}, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        if self._start_error is not None:
+            raise self._start_error
+        if not self._started.is_set():
+            raise StageExited("stage 1 (rekey)", self.exited.result())
 
     async def _read_reports(self, fd: int) -> None:
         assert self._process is not None
@@ -141,6 +176,10 @@ class RekeyProcess:
         except ValueError:
             log.warning("rekey.process.report.unreadable", size=len(line))
             return
+        if report.get("started"):
+            self._started.set()
+        if isinstance(failed := report.get("failed"), dict):
+            self._start_error = rebuilt_error(failed)
         if report.get("assigned"):
             self.assigned.set()
         if isinstance(counters := report.get("counters"), dict):
@@ -171,7 +210,8 @@ class RekeyProcess:
 
 
 async def serve_rekey(settings: Settings, report_fd: int) -> None:
-    """The child's life: stage 1 until SIGTERM or the parent's end, reporting to the parent meanwhile."""
+    """The child's life: stage 1 until SIGTERM or the parent's end, reporting to the parent meanwhile.
+    The settings line has been read from stdin already."""
     metrics = Metrics()
     stage = RekeyStage(settings, metrics)
     stop = asyncio.Event()
@@ -184,7 +224,12 @@ async def serve_rekey(settings: Settings, report_fd: int) -> None:
         asyncio.create_task(_report(stage, metrics, report), name="report"),
     ]
     try:
-        await stage.start()
+        try:
+            await stage.start()
+        except Exception as exc:  # the parent raises it again: a missing ACL is named as in one process
+            _send(report, {"failed": {"type": type(exc).__name__, "args": [str(a) for a in exc.args]}})
+            raise
+        _send(report, {"started": True})
         await stop.wait()
     finally:
         for task in background:
@@ -217,6 +262,16 @@ async def _report(stage: RekeyStage, metrics: Metrics, report: IO[str]) -> None:
             _send(report, {"assigned": True})
         _send(report, {"counters": counter_totals(metrics)})
         await asyncio.sleep(REPORT_SECONDS if assigned else 0.05)
+
+
+def rebuilt_error(failed: Mapping[str, Any]) -> Exception:
+    """The child's start error in the parent: the same aiokafka error type when it is one (so a refused
+    ACL maps to KafkaAccessDenied as it does in one process), else a RuntimeError that says what it was."""
+    kind = getattr(kafka_errors, str(failed.get("type")), None)
+    args = [str(a) for a in failed.get("args", [])]
+    if isinstance(kind, type) and issubclass(kind, kafka_errors.KafkaError):
+        return kind(*args)
+    return RuntimeError(f"stage 1 (child process) failed to start: {failed.get('type')}: {'; '.join(args)}")
 
 
 def _send(report: IO[str], message: dict[str, Any]) -> None:

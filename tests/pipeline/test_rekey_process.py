@@ -8,22 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
+import pytest
+from aiokafka.errors import TransactionalIdAuthorizationFailed
+from cryptography.fernet import Fernet
 from structlog.testing import capture_logs
 
+from service.errors import StageExited
 from service.metrics import Metrics
-from service.pipeline.rekey_process import RekeyProcess, counter_totals
+from service.pipeline.rekey_process import RekeyProcess, counter_totals, read_settings, settings_line
+from service.settings import Settings
+
+SETTINGS = Settings(token_key=Fernet.generate_key().decode(), admin_token="admin-secret", instance_id="i1")
 
 
-def child(body: str) -> list[str]:
-    """A child command line; `report(obj)` writes one report line to the parent."""
+def child(body: str, *, started: bool = True) -> list[str]:
+    """A child command line that reports its start (unless not `started`); `report(obj)` writes one
+    report line to the parent."""
     prelude = (
         "import json, os, signal, sys, time\n"
+        "settings = json.loads(sys.stdin.readline())\n"
         "out = os.fdopen(int(sys.argv[-1]), 'w', buffering=1)\n"
         "def report(obj): out.write(json.dumps(obj) + '\\n')\n"
     )
+    if started:
+        prelude += "report({'started': True})\n"
     return [sys.executable, "-c", prelude + body, "--report-fd"]
 
 
@@ -33,7 +45,7 @@ def value(metrics: Metrics, name: str, **labels: str) -> float | None:
 
 async def test_assigned_report_makes_stage_1_ready() -> None:
     """The child's `assigned` report sets the parent's readiness flag for stage 1."""
-    process = RekeyProcess(Metrics(), 5, child("report({'assigned': True}); sys.stdin.read()"))
+    process = RekeyProcess(SETTINGS, Metrics(), 5, child("report({'assigned': True}); sys.stdin.read()"))
     await process.start()
     await asyncio.wait_for(process.assigned.wait(), 10)
     await process.stop()
@@ -44,7 +56,7 @@ async def test_child_counters_add_up_in_the_parent_registry() -> None:
     increments of a shared counter (dead letters) stay in the sum."""
     metrics = Metrics()
     metrics.dead_letters.labels("conflict").inc(2)  # stage 2's own
-    process = RekeyProcess(metrics, 5)
+    process = RekeyProcess(SETTINGS, metrics, 5)
     totals = {
         "events": [({"type": "LOGIN", "outcome": "not_a_user_change"}, 3.0)],
         "dead_letters": [({"reason": "conflict"}, 1.0)],
@@ -62,7 +74,7 @@ async def test_child_counters_add_up_in_the_parent_registry() -> None:
 async def test_reports_of_other_metrics_or_garbage_are_ignored() -> None:
     """Only stage 1's counters are taken from the child; an unreadable line is logged, not fatal."""
     metrics = Metrics()
-    process = RekeyProcess(metrics, 5)
+    process = RekeyProcess(SETTINGS, metrics, 5)
     with capture_logs() as logs:
         process.handle_report(b"not json\n")
         process.handle_report(json.dumps({"counters": {"commits": [({}, 7.0)]}}).encode())
@@ -75,14 +87,14 @@ async def test_counter_totals_are_what_the_parent_reads() -> None:
     child_metrics, parent = Metrics(), Metrics()
     child_metrics.events.labels("REGISTER", "forwarded").inc(4)
     child_metrics.dead_letters.labels("invalid_json").inc()
-    RekeyProcess(parent, 5).handle_report(json.dumps({"counters": counter_totals(child_metrics)}).encode())
+    RekeyProcess(SETTINGS, parent, 5).handle_report(json.dumps({"counters": counter_totals(child_metrics)}).encode())
     assert value(parent, "outbound_scim_events_total", type="REGISTER", outcome="forwarded") == 4
     assert value(parent, "outbound_scim_dead_letters_total", reason="invalid_json") == 1
 
 
 async def test_a_child_ending_on_its_own_is_reported_with_its_exit_code() -> None:
     """A child that dies resolves `exited` with its exit code and logs rekey.process.exited."""
-    process = RekeyProcess(Metrics(), 5, child("report({'assigned': True}); os._exit(7)"))
+    process = RekeyProcess(SETTINGS, Metrics(), 5, child("report({'assigned': True}); os._exit(7)"))
     with capture_logs() as logs:
         await process.start()
         assert await asyncio.wait_for(asyncio.shield(process.exited), 10) == 7
@@ -100,7 +112,7 @@ async def test_stop_asks_the_child_with_sigterm_and_reads_its_last_report() -> N
         "while True: time.sleep(1)\n"
     )
     metrics = Metrics()
-    process = RekeyProcess(metrics, 5, child(body))
+    process = RekeyProcess(SETTINGS, metrics, 5, child(body))
     await process.start()
     await asyncio.wait_for(process.assigned.wait(), 10)
     with capture_logs() as logs:
@@ -113,7 +125,7 @@ async def test_stop_asks_the_child_with_sigterm_and_reads_its_last_report() -> N
 async def test_a_child_deaf_to_sigterm_is_killed_after_the_stop_timeout() -> None:
     """A child that does not stop on SIGTERM is killed once the stop timeout has passed."""
     body = "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nreport({'assigned': True})\nwhile True: time.sleep(1)\n"
-    process = RekeyProcess(Metrics(), 0.5, child(body))
+    process = RekeyProcess(SETTINGS, Metrics(), 0.5, child(body))
     await process.start()
     await asyncio.wait_for(process.assigned.wait(), 10)
     started = time.monotonic()
@@ -128,10 +140,40 @@ async def test_the_child_sees_end_of_file_on_stdin_when_the_parent_lets_go() -> 
     """The child's stdin is a pipe held by the parent: closing it (as the parent's death does) is end of
     file, the child's cue to stop on its own."""
     body = "report({'assigned': True})\nsys.stdin.read()\nos._exit(5)\n"
-    process = RekeyProcess(Metrics(), 5, child(body))
+    process = RekeyProcess(SETTINGS, Metrics(), 5, child(body))
     await process.start()
     await asyncio.wait_for(process.assigned.wait(), 10)
     assert process._process is not None and process._process.stdin is not None
     process._process.stdin.close()
     assert await asyncio.wait_for(asyncio.shield(process.exited), 10) == 5
+    await process.stop()
+
+
+async def test_the_child_gets_the_parents_settings_secrets_included() -> None:
+    """The settings line read back gives the same settings; environment variables do not count."""
+    line = settings_line(SETTINGS)
+    os.environ["OUTBOUND_SCIM_GROUP_ID"] = "from-the-environment"
+    try:
+        assert read_settings(line) == SETTINGS
+    finally:
+        del os.environ["OUTBOUND_SCIM_GROUP_ID"]
+    assert read_settings(line).admin_token.get_secret_value() == "admin-secret"
+
+
+async def test_a_start_refused_by_the_broker_is_raised_in_the_parent_as_the_same_error() -> None:
+    """The child's start error comes back as the aiokafka error it was, so a missing ACL is named as in
+    one process (Service.start maps it to KafkaAccessDenied)."""
+    body = "report({'failed': {'type': 'TransactionalIdAuthorizationFailed', 'args': ['no']}}); os._exit(2)\n"
+    process = RekeyProcess(SETTINGS, Metrics(), 5, child(body, started=False))
+    with pytest.raises(TransactionalIdAuthorizationFailed):
+        await process.start()
+    await process.stop()
+
+
+async def test_a_child_dying_before_it_started_stops_the_start() -> None:
+    """A child that ends before reporting its start makes start() raise StageExited with its exit code."""
+    process = RekeyProcess(SETTINGS, Metrics(), 5, [sys.executable, "-c", "raise SystemExit(4)", "--report-fd"])
+    with pytest.raises(StageExited) as ended:
+        await process.start()
+    assert ended.value.exit_code == 4
     await process.stop()
