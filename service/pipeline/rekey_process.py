@@ -77,7 +77,7 @@ def settings_line(settings: Settings) -> bytes:
 
 def read_settings(line: bytes) -> Settings:
     """The parent's settings from the first line of stdin: no environment variable or .env file counts."""
-    return Settings(_env_file=None, **json.loads(line))  # type: ignore[call-arg]
+    return Settings(_env_file=None, **json.loads(line))
 
 
 class ChildCounters:
@@ -144,7 +144,8 @@ class RekeyProcess:
         self._reader = asyncio.create_task(self._read_reports(read_fd), name="rekey-process-reports")
         log.info("rekey.process.started", pid=self._process.pid)
         started = asyncio.ensure_future(self._started.wait())
-        await asyncio.wait({started, self.exited}, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {started, self.exited}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         started.cancel()
         if self._start_error is not None:
             raise self._start_error
