@@ -171,9 +171,12 @@ class RekeyProcess:
                 self.exited.set_result(code)
 
     def handle_report(self, line: bytes) -> None:
-        """One line of the child's report; a line that does not parse is logged, never fatal."""
+        """One line of the child's report; a line that does not parse is logged, never fatal (the reports
+        must keep being read, or the child blocks on a full pipe)."""
         try:
             report: dict[str, Any] = json.loads(line)
+            if not isinstance(report, dict):
+                raise ValueError("not an object")
         except ValueError:
             log.warning("rekey.process.report.unreadable", size=len(line))
             return
@@ -184,7 +187,10 @@ class RekeyProcess:
         if report.get("assigned"):
             self.assigned.set()
         if isinstance(counters := report.get("counters"), dict):
-            self._counters.update(counters)
+            try:
+                self._counters.update(counters)
+            except (ValueError, TypeError) as exc:  # labels that do not fit the counter
+                log.warning("rekey.process.report.unreadable", size=len(line), error=str(exc)[:200])
 
     async def stop(self) -> None:
         """SIGTERM, then wait for the child to finish its transaction and leave its group; kill it after

@@ -78,8 +78,10 @@ async def test_reports_of_other_metrics_or_garbage_are_ignored() -> None:
     with capture_logs() as logs:
         process.handle_report(b"not json\n")
         process.handle_report(json.dumps({"counters": {"commits": [({}, 7.0)]}}).encode())
+        process.handle_report(json.dumps({"counters": {"events": [({"nope": "x"}, 1.0)]}}).encode())
+        process.handle_report(b"[1, 2]\n")
     assert value(metrics, "outbound_scim_offset_commits_total") == 0
-    assert [e["event"] for e in logs] == ["rekey.process.report.unreadable"]
+    assert [e["event"] for e in logs] == ["rekey.process.report.unreadable"] * 3
 
 
 async def test_counter_totals_are_what_the_parent_reads() -> None:
