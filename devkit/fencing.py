@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from devkit.events import create_user
 from devkit.kafka import Publisher, create_source_topics
 from devkit.local import wait_until
-from devkit.service import Api, spawn_service
+from devkit.service import Api, kill_all, spawn_service
 from service.settings import Settings
 
 
@@ -71,13 +70,13 @@ async def _freeze_inside_a_transaction(
     Stage 1 commits a transaction every few milliseconds, so a blind kill mostly lands between two of
     them; frozen, the process cannot commit while the offsets are compared, so the check is exact."""
     for _ in range(freezes):
-        os.kill(process.pid, signal.SIGSTOP)
+        kill_all(process, signal.SIGSTOP)
         ends = await _offsets(settings, "read_uncommitted")
         stable = await _offsets(settings, "read_committed")
         stuck = {tp: end for tp, end in ends.items() if stable.get(tp, 0) < end}
         if stuck:
             return stuck
-        os.kill(process.pid, signal.SIGCONT)
+        kill_all(process, signal.SIGCONT)
         await asyncio.sleep(random.uniform(0.001, 0.05))
     return {}
 
@@ -96,7 +95,7 @@ async def measure_fencing(settings: Settings, workdir: Path, *, same_instance: b
             await wait_until(Api(settings.api_port).ready, timeout=90, what="the service ready")
             await wait_until(lambda: _has_changes(settings), timeout=30, what="changes flowing")
             stuck = await _freeze_inside_a_transaction(settings, process, freezes=200)
-            os.kill(process.pid, signal.SIGKILL)  # a stopped process dies of SIGKILL as a running one does
+            kill_all(process)  # a stopped process dies of SIGKILL as a running one does
             killed = time.monotonic()
             process.wait()
             if not stuck:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import signal
 import subprocess
@@ -29,7 +28,7 @@ from devkit.events import create_user, update_user
 from devkit.kafka import Publisher
 from devkit.local import free_port, wait_until
 from devkit.scim import by_external_id, downstream_users
-from devkit.service import Api, spawn_service
+from devkit.service import Api, kill_all, spawn_service
 from service.settings import Settings
 
 
@@ -97,7 +96,7 @@ class Fleet:
 
     async def kill(self, replica: Replica) -> None:
         """kill -9: no drain, no commit, no leave."""
-        os.kill(replica.process.pid, signal.SIGKILL)
+        kill_all(replica.process)
         replica.ended_at = datetime.now(UTC)
         await asyncio.to_thread(replica.process.wait)
 

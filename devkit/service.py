@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -87,7 +88,9 @@ def spawn_service(settings: Settings, log_path: Path, python: str | None = None)
     """The service as its own process (`outbound-scim run`), for SIGTERM / kill / multi-replica runs.
 
     It starts in the log's directory, not the repository, so a developer's .env there cannot add settings.
-    `python` is the interpreter (another tree's venv runs that tree's service); default: this one."""
+    `python` is the interpreter (another tree's venv runs that tree's service); default: this one.
+    It leads a process group of its own with its stage 1 child, as a container holds both: `kill_all`
+    is a container's kill -9 (or SIGSTOP)."""
     env = {**os.environ, **settings_env(settings)}
     log = log_path.open("ab")
     return subprocess.Popen(
@@ -96,7 +99,13 @@ def spawn_service(settings: Settings, log_path: Path, python: str | None = None)
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=log_path.parent,
+        start_new_session=True,
     )
+
+
+def kill_all(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """`sig` to the service and its stage 1 child at once, as when a container is killed."""
+    os.killpg(process.pid, sig)
 
 
 class Api:

@@ -742,26 +742,46 @@ def measure(
     return Result(name, len(workload.events), users, wall, latencies, len(produced) - len(latencies), requests)
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (a service with OUTBOUND_SCIM_REKEY_PROCESS runs stage 1 as a child)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        with suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
 @dataclass
 class ProcessWatch:
-    """Samples a process's VmHWM (peak RSS) from /proc while it runs: the value is lost once it exits."""
+    """Samples a process's VmHWM (peak RSS) from /proc while it runs: the value is lost once it exits.
+    Its child processes count in: the peaks of each process, summed; their CPU time, added."""
 
     pid: int
     peak_kb: int = 0
 
     def sample(self) -> None:
-        with suppress(OSError):
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+        total = 0
+        for pid in process_tree(self.pid):
+            with suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        self.peak_kb = max(self.peak_kb, total)
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU time so far (fields 14 and 15 of /proc/<pid>/stat)."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time so far (fields 14 and 15 of /proc/<pid>/stat), children included."""
+        total, found = 0, False
+        for pid in process_tree(self.pid):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found = True
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK") if found else None
 
     async def run(self) -> None:
         while True:
@@ -961,13 +981,15 @@ async def bench_service(
     neighbours: dict[str, int],
     space: str = "service",
     python: str | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> Result:
     """The real service as its own process, one enabled tenant, the workload burst-published.
 
     `neighbours` (name -> pid: broker, responder, bench) get their CPU time measured over the window.
     `python` runs another tree's service (its venv's interpreter, `--before`); default: this one's.
+    `overrides` are settings of this run (`--set`, `--before-set`).
     """
-    settings = make_settings(bootstrap, api_port=free_port(), **SERVICE_OVERRIDES)
+    settings = make_settings(bootstrap, api_port=free_port(), **{**SERVICE_OVERRIDES, **(overrides or {})})
     await create_source_topics(settings, partitions=args.partitions)
     workload = build_workload(args.events, args.users, space, seeded=args.seed)
     await responder.expect(space, workload.final)
@@ -1194,7 +1216,10 @@ def print_table(args: argparse.Namespace, service: Result, baseline: Result, bro
         f"outbound-scim bench: {os.cpu_count()} CPUs, broker {broker}, {args.partitions} partitions per source "
         f"topic, events published {publishing}"
     )
-    print(f"service settings: {', '.join(f'{k}={v}' for k, v in SERVICE_OVERRIDES.items())}")
+    settings = {**SERVICE_OVERRIDES, **dict(args.set)}
+    print(f"service settings: {', '.join(f'{k}={v}' for k, v in settings.items())}")
+    if args.before_set:
+        print(f"--before runs also with: {', '.join(f'{k}={v}' for k, v in args.before_set)}")
     width = max(len(r[0]) for r in rows)
     print(f"{'':<{width}}  {'service':>10}  {'baseline':>10}  floor")
     print("-" * (width + 40))
@@ -1314,6 +1339,7 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None
     """Each round runs this tree's service and, with --before, the other tree's, on the same broker and
     responder, alternating which goes first (a host that gets busier or quieter favours neither)."""
     trees = {"this": None} if not args.before else {"before": before_python(args.before), "this": None}
+    overrides = {"this": dict(args.set), "before": dict(args.before_set)}
     runs: dict[str, list[Result]] = {name: [] for name in trees}
     async with running_responder(args.latency_ms) as responder:
         neighbours = {"kafka broker": broker_pid} if broker_pid else {}
@@ -1324,7 +1350,9 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None
             order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
             for name in order:
                 space = "service" if (name, args.rounds) == ("this", 1) else f"{name}{round_}"
-                result = await bench_service(bootstrap, responder, args, workdir, neighbours, space, trees[name])
+                result = await bench_service(
+                    bootstrap, responder, args, workdir, neighbours, space, trees[name], overrides[name]
+                )
                 print(f"-- {space}: {result.wall_seconds:.1f} s from first produce to last write", flush=True)
                 runs[name].append(result)
         baseline = await bench_baseline(bootstrap, responder, args)
@@ -1418,6 +1446,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run the service of another checkout (its .venv/bin/python -m service), e.g. a git worktree "
         "of the previous release, and print both side by side",
     )
+    parser.add_argument(
+        "--set",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of this tree's service runs (a Settings field, e.g. rekey_process=true); repeatable",
+    )
+    parser.add_argument(
+        "--before-set",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the --before runs only, e.g. --before . --before-set rekey_process=false",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="service runs per build (alternating with --before)")
     parser.add_argument(
         "--seed",
@@ -1436,6 +1480,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.users, args.events = SIZES[args.size]
         args.seed = True
     return args
+
+
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or name not in Settings.model_fields:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE with NAME a settings field")
+    return name, value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from service.api.app import ApiDeps, build_api
 from service.domain.changes import UserChange
 from service.domain.stamps import ChangeSource
-from service.errors import TenantUnreadable
+from service.errors import StageExited, TenantUnreadable
 from service.kafka_access import KafkaAccessDenied, denied
 from service.kafka_topics import ensure_topics
 from service.keycloak_admin.client import KeycloakAdminClient
@@ -29,6 +29,7 @@ from service.pipeline.apply import ApplyStage
 from service.pipeline.backfill import Backfills
 from service.pipeline.reconcile import Reconciler
 from service.pipeline.rekey import RekeyStage
+from service.pipeline.rekey_process import STOP_GRACE_SECONDS, RekeyProcess
 from service.pipeline.set_aside import REASON, HeldTopic
 from service.retry import RetryPolicy
 from service.scim.breaker import CircuitBreaker
@@ -50,7 +51,7 @@ class Service:
         self._http: aiohttp.ClientSession | None = None
         self._producer: AIOKafkaProducer | None = None
         self._runner: web.AppRunner | None = None
-        self.rekey: RekeyStage | None = None
+        self.rekey: RekeyStage | RekeyProcess | None = None
         self.apply: ApplyStage | None = None
         self.api_port: int | None = None
         self.parked: HeldTopic | None = None
@@ -169,7 +170,10 @@ class Service:
             s, self.metrics, self.tenants, scim, self._producer, keycloak, authoritative=s.keycloak_authoritative
         )
         await self.apply.start()
-        self.rekey = RekeyStage(s, self.metrics)
+        if s.rekey_process:
+            self.rekey = RekeyProcess(s, self.metrics, s.drain_timeout_seconds + STOP_GRACE_SECONDS)
+        else:
+            self.rekey = RekeyStage(s, self.metrics)
         await self.rekey.start()
         monitor = BreakerMonitor(scim, self._downstream_of, self._recovered)
         self._monitor = asyncio.create_task(monitor.run(), name="breaker-monitor")
@@ -177,6 +181,14 @@ class Service:
             self._periodic = asyncio.create_task(self._reconcile_periodically(reconciler), name="reconcile")
         self._in_background(self._replay_once_readable())
         log.info("service.started", api_port=self.api_port)
+
+    async def failed(self) -> StageExited:
+        """Returns once a part the service cannot run without has ended on its own (stage 1's child
+        process); never, when stage 1 runs in this process."""
+        if isinstance(self.rekey, RekeyProcess):
+            return StageExited("stage 1 (rekey)", await asyncio.shield(self.rekey.exited))
+        await asyncio.Future()  # nothing else ends on its own
+        raise AssertionError("unreachable")
 
     def _keycloak(self) -> KeycloakAdminClient | None:
         s = self.settings
@@ -304,13 +316,20 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
 
 
 async def run(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully; raises StageExited, after the same
+    shutdown, when stage 1's child process ended on its own."""
     service = Service(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await service.start()
-    await stop.wait()
+    stopped = asyncio.create_task(stop.wait())
+    failed = asyncio.create_task(service.failed())
+    await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (stopped, failed):
+        task.cancel()
     log.info("service.stopping")
     await service.stop()
+    if failed.done() and not failed.cancelled():
+        raise failed.result()

@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the service (settings from OUTBOUND_SCIM_* variables and ./.env)")
     run.set_defaults(func=_run)
 
+    # internal: stage 1 as the child process of `run` (OUTBOUND_SCIM_REKEY_PROCESS); no help, so not listed
+    stage = sub.add_parser("rekey-stage")
+    stage.add_argument("--report-fd", type=int, required=True)
+    stage.set_defaults(func=_rekey_stage)
+
     gen = sub.add_parser("gen-key", help="print a new key for OUTBOUND_SCIM_TOKEN_KEY")
     gen.set_defaults(func=lambda _: print(Fernet.generate_key().decode()))
 
@@ -193,7 +198,7 @@ def _segment(value: str) -> str:
 def _run(_: argparse.Namespace) -> int:
     """Exit 2, with what to fix and no traceback, when the settings cannot work."""
     from service.app import run
-    from service.errors import ConfigError
+    from service.errors import ConfigError, StageExited
     from service.logs import configure_logging
     from service.settings import load_settings
 
@@ -207,6 +212,23 @@ def _run(_: argparse.Namespace) -> int:
         asyncio.run(run(settings))
     except ConfigError as exc:  # found at start, e.g. a topic that cannot be created
         print(f"outbound-scim run: {exc}", file=sys.stderr)
+        return 2
+    except StageExited as exc:  # stopped cleanly without it; a restart brings both back
+        print(f"outbound-scim run: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _rekey_stage(args: argparse.Namespace) -> int:
+    """Stage 1 alone, reporting to the `run` process that started it over `--report-fd`."""
+    from service.logs import configure_logging
+    from service.pipeline.rekey_process import read_settings, serve_rekey
+
+    settings = read_settings(sys.stdin.buffer.readline())  # the parent's, exactly
+    configure_logging(settings.log_level)
+    try:
+        asyncio.run(serve_rekey(settings, args.report_fd))
+    except Exception:  # reported to the parent, which says what to do about it
         return 2
     return 0
 

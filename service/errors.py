@@ -7,6 +7,8 @@ ServiceError (retriable = False)
 ├── EnableRefused        a downstream failed validation -> 4xx with a reason, nothing stored
 ├── TenantUnreadable     a stored tenant record this replica cannot read (a token key is missing):
 │                        retriable; its changes wait, then park, until the key or record is fixed
+├── StageExited          stage 1's child process ended on its own -> the service stops and exits
+│                        non-zero (the container restarts it)
 └── ScimError            status, scim_type, method, path, detail (never a request body)
     ├── ScimTransient    connect error, timeout, 408, 429, 5xx: retriable, honours Retry-After
     │   └── CircuitOpen  the tenant's breaker holds traffic: park instead of waiting
@@ -75,6 +77,15 @@ class TenantUnreadable(ServiceError):
         self.realm = realm
         self.reason = reason
         self.fix = fix
+
+
+class StageExited(ServiceError):
+    """A stage run as a child process ended without being asked to: the service cannot go on without it."""
+
+    def __init__(self, stage: str, exit_code: int) -> None:
+        super().__init__(f"{stage} (child process) exited with code {exit_code}; stopping the service")
+        self.stage = stage
+        self.exit_code = exit_code
 
 
 class ScimError(ServiceError):

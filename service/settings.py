@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     group_batch_max_seconds: float = Field(
         3.0, gt=0, description="... or once the first has waited this long (a burst of memberships: few PATCHes)"
     )
+    rekey_process: bool = Field(
+        True,
+        description="run stage 1 (re-keying the plugin's events) in a child process of its own, beside stage 2 "
+        "and the API, so each stage can use a core; the child ending stops the service (exit 3); false: one "
+        "process",
+    )
     drain_timeout_seconds: float = Field(
         20.0, gt=0, description="how long a rebalance or SIGTERM waits for running changes"
     )

@@ -12,7 +12,7 @@ from devkit.kafka import (
 )
 from devkit.local import ROOT, free_port, wait_until
 from devkit.scim import ScimServer, by_external_id, downstream_users, start_scim_server
-from devkit.service import ADMIN_TOKEN, Api, make_settings, running_service, settings_env, spawn_service
+from devkit.service import ADMIN_TOKEN, Api, kill_all, make_settings, running_service, settings_env, spawn_service
 
 __all__ = [
     "ADMIN_TOKEN",
@@ -27,6 +27,7 @@ __all__ = [
     "downstream_users",
     "free_port",
     "grant",
+    "kill_all",
     "make_settings",
     "running_service",
     "settings_env",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from tests.support import (
     create_source_topics,
     downstream_users,
     free_port,
+    kill_all,
     make_settings,
     spawn_service,
     start_broker,
@@ -55,7 +55,7 @@ async def test_kill_minus_nine_at_random_points_loses_and_duplicates_nothing(
             await wait_until(under_way, what=f"round {round_} under way")
             delay = rng.uniform(0.0, 1.5)
             await asyncio.sleep(delay)  # the random kill point inside the burst: a deliberate pause, not a wait
-            process.send_signal(signal.SIGKILL)
+            kill_all(process)  # the service and its stage 1 process, as a container dies
             process.wait(timeout=30)
             kill_points.append((round_, round(delay, 2), len(await downstream_users(base, SCIM_TOKEN))))
             process = spawn_service(settings, log)
