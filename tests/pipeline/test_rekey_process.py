@@ -15,6 +15,7 @@ import time
 import pytest
 from aiokafka.errors import TransactionalIdAuthorizationFailed
 from cryptography.fernet import Fernet
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from service.errors import StageExited
@@ -22,7 +23,9 @@ from service.metrics import Metrics
 from service.pipeline.rekey_process import RekeyProcess, counter_totals, read_settings, settings_line
 from service.settings import Settings
 
-SETTINGS = Settings(token_key=Fernet.generate_key().decode(), admin_token="admin-secret", instance_id="i1")
+SETTINGS = Settings(
+    token_key=SecretStr(Fernet.generate_key().decode()), admin_token=SecretStr("admin-secret"), instance_id="i1"
+)
 
 
 def child(body: str, *, started: bool = True) -> list[str]:
