@@ -73,6 +73,16 @@ class Pipeline:
         value = self.service.metrics.registry.get_sample_value(name, labels)
         return value or 0.0
 
+    async def counted(self, name: str, **labels: str) -> float:
+        """The counter once it has counted at all: stage 1 runs in a child process whose counts reach this
+        registry about once a second."""
+
+        async def some() -> bool:
+            return self.counter(name, **labels) > 0
+
+        await wait_until(some, timeout=10, what=f"{name} {labels} counted")
+        return self.counter(name, **labels)
+
 
 def _get(user: dict[str, Any], dotted: str) -> Any:
     value: Any = user

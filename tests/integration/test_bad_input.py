@@ -83,7 +83,7 @@ async def test_poison_records_are_dead_lettered_and_the_consumer_goes_on(big_rec
     assert oversized["value"] == b"", "an oversized value is not copied: it stays in its source topic"
     assert oversized["headers"]["outbound_scim.original_size"] == str(len(poison[4]))
     for reason in ("malformed_json", "missing_realm", "record_too_large"):
-        assert pipeline.counter("outbound_scim_dead_letters_total", reason=reason) == 1
+        assert await pipeline.counted("outbound_scim_dead_letters_total", reason=reason) == 1
 
 
 async def test_non_user_events_and_unknown_realms_are_skipped_and_counted(pipeline: Pipeline) -> None:
@@ -97,7 +97,7 @@ async def test_non_user_events_and_unknown_realms_are_skipped_and_counted(pipeli
     )
     await pipeline.admin(ev.create_user(realm, "real", "real"), partitions=1)
     await pipeline.wait_user(realm, "real", userName="real")
-    assert pipeline.counter("outbound_scim_events_total", type="other", outcome="not_a_user_resource") == 1
+    assert await pipeline.counted("outbound_scim_events_total", type="other", outcome="not_a_user_resource") == 1
     assert pipeline.counter("outbound_scim_changes_total", tenant="unknown", outcome="skipped_no_tenant") == 1
 
 
