@@ -7,7 +7,8 @@ Only ever write to an account that is provably ours:
 - after a 409 on POST, the account holding the userName when its externalId is empty or ours.
 An account owned by another externalId is never written: that is a conflict, for an operator to
 resolve (downstream, or by an explicit link). DELETE and deactivation resolve by externalId only
-(with the tenant's user_lookup `userName`: the account holding the userName whose externalId is ours).
+(with the tenant's user_lookup `userName`: the account holding the userName, unless another user's
+externalId is on it).
 
 A backfill's change may carry what its listing of the downstream saw (service.domain.sighting): the
 plan then says CREATE (nothing there: POST without a lookup, a 409 adopts as above) or ADOPT (the
@@ -84,6 +85,9 @@ async def _sync(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) 
         except ScimNotFound:
             pass  # deleted downstream behind our back: resolve again, re-create if we can
     found = await _find_ours(port, ds, change, values)
+    if found is not None and ds.user_lookup == "userName" and found.get("externalId") != change.user_id:
+        # found by its userName, and nobody's: claim it as the 409 adoption would
+        return await _claim(plan, change, ds, port, found["id"])
     if found is not None:
         # Ours (its externalId is our id) but not linked yet: make it hold everything we know.
         await _patch(port, ds, found["id"], values, values)
@@ -115,10 +119,15 @@ async def _adopt(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort)
     owner = found.get("externalId")
     if owner not in (None, "", change.user_id):
         raise ScimOwnershipConflict(found["id"], str(owner))
+    return await _claim(plan, change, ds, port, found["id"])
+
+
+async def _claim(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort, downstream_id: str) -> Outcome:
+    """Take over an account nobody owns: set its externalId to ours and write everything we know."""
     operations = [{"op": "replace", "path": "externalId", "value": change.user_id}]
-    operations += scim.patch_operations(values, values)
-    await port.patch_user(ds, found["id"], operations)
-    return Outcome(Result.LINKED, _written(plan.state, found["id"], values))
+    operations += scim.patch_operations(plan.values, plan.values)
+    await port.patch_user(ds, downstream_id, operations)
+    return Outcome(Result.LINKED, _written(plan.state, downstream_id, plan.values))
 
 
 async def _link(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
@@ -152,15 +161,15 @@ async def _resolve(state: UserState, change: UserChange, ds: Downstream, port: S
 async def _find_ours(
     port: ScimPort, ds: Downstream, change: UserChange, values: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """The account that is provably this user's, by the tenant's lookup: its externalId; or, where an
-    externalId filter finds nothing (user_lookup userName: Keycloak 26.7), the one account holding the
-    userName whose externalId is exactly ours. An account without an externalId is not taken here: only
-    the adoption rules after a 409 may take it (and then claim it)."""
+    """The account that is this user's, by the tenant's lookup: its externalId; or, where an externalId
+    filter finds nothing (user_lookup userName: Keycloak 26.7), the one account holding the userName,
+    unless it carries another user's externalId (the adoption rules' test; Keycloak 26.7 answers no
+    externalId at all after the create, so there the userName alone identifies the account)."""
     if ds.user_lookup == "externalId":
         return await port.find_user(ds, "externalId", change.user_id)
     user_name = values.get("userName")
     found = await port.find_user(ds, "userName", user_name) if isinstance(user_name, str) and user_name else None
-    return found if found is not None and found.get("externalId") == change.user_id else None
+    return found if found is not None and found.get("externalId") in (None, "", change.user_id) else None
 
 
 async def _patch(
