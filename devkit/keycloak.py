@@ -16,6 +16,19 @@ TEST_LISTENER = "outbound-scim-test-kafka"  # scripts/keycloak/listener: writes 
 
 
 @dataclass(frozen=True)
+class ScimDownstreamRealm:
+    """A realm whose SCIM API (Keycloak 26.7+, feature scim-api) is a downstream, and the confidential
+    client whose client-credentials tokens it accepts."""
+
+    realm: str
+    base_url: str  # {keycloak}/realms/{realm}/scim/v2
+    token_url: str
+    client_id: str
+    client_secret: str
+    client_uuid: str
+
+
+@dataclass(frozen=True)
 class ServiceAccount:
     realm: str
     client_id: str
@@ -109,6 +122,43 @@ class MasterAdmin:
         wanted = [r for r in await self.ok("GET", f"/master/clients/{management}/roles") if r["name"] in roles]
         assert len(wanted) == len(roles), f"missing roles among {roles}"
         await self.ok("POST", f"/master/users/{account.user_id}/role-mappings/clients/{management}", wanted)
+
+    async def create_scim_downstream(
+        self, realm: str, client_id: str = "outbound-scim", *, token_lifespan_seconds: int | None = None
+    ) -> ScimDownstreamRealm:
+        """A new realm with its SCIM API on (`scimApiEnabled`), and a confidential client with a service
+        account holding manage-users, view-users and query-users, whose tokens carry the SCIM base URL as
+        their audience (what the SCIM API checks). `token_lifespan_seconds` shortens its access tokens
+        (the client attribute access.token.lifespan; the realm's default is 300 s)."""
+        await self.create_realm(realm)
+        await self.ok("PUT", f"/{realm}", {"realm": realm, "scimApiEnabled": True})
+        base_url = f"{self._base}/realms/{realm}/scim/v2"
+        account = await self.create_service_account(realm, client_id, ("manage-users", "view-users", "query-users"))
+        await self.ok(
+            "POST",
+            f"/{realm}/clients/{account.client_uuid}/protocol-mappers/models",
+            {
+                "name": "scim-audience",
+                "protocol": "openid-connect",
+                "protocolMapper": "oidc-audience-mapper",
+                "config": {
+                    "included.custom.audience": base_url,
+                    "access.token.claim": "true",
+                    "id.token.claim": "false",
+                    "introspection.token.claim": "true",
+                },
+            },
+        )
+        if token_lifespan_seconds is not None:
+            await self.set_token_lifespan(realm, account.client_uuid, token_lifespan_seconds)
+        token_url = f"{self._base}/realms/{realm}/protocol/openid-connect/token"
+        return ScimDownstreamRealm(realm, base_url, token_url, client_id, account.client_secret, account.client_uuid)
+
+    async def set_token_lifespan(self, realm: str, client_uuid: str, seconds: int) -> None:
+        """The client's access token lifespan (attribute access.token.lifespan; GET then PUT)."""
+        client = await self.ok("GET", f"/{realm}/clients/{client_uuid}")
+        client.setdefault("attributes", {})["access.token.lifespan"] = str(seconds)
+        await self.ok("PUT", f"/{realm}/clients/{client_uuid}", client)
 
     async def create_user(self, realm: str, rep: dict[str, Any]) -> str:
         """Creates a user; returns its id."""

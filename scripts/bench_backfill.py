@@ -257,7 +257,7 @@ async def keycloak(workdir: Path, bootstrap: str) -> AsyncIterator[KeycloakHandl
             own=True,
             start_seconds=time.monotonic() - started,
             pid=java_pid(int((state / "keycloak.pid").read_text())),
-            version=os.environ.get("KEYCLOAK_VERSION", "26.5.6"),
+            version=os.environ.get("KEYCLOAK_VERSION", "26.7.3"),
         )
         print(f"-- Keycloak {handle.version} ready at {handle.url} in {handle.start_seconds:.0f} s", flush=True)
         yield handle

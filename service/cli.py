@@ -2,7 +2,8 @@
 reencrypt-tenants`.
 
 `tenants` commands call the admin HTTP API of a running service, so the CLI and the API share one
-implementation. Downstream tokens are read from an environment variable or stdin, never from argv
+implementation. Downstream secrets (a bearer token, a Basic password, an OAuth2 client secret) are
+read from an environment variable or stdin, never from argv
 (argv is visible to every local user in `ps`). `run` and `reencrypt-tenants` read the OUTBOUND_SCIM_*
 settings and talk to Kafka themselves.
 """
@@ -124,11 +125,29 @@ def _parser() -> argparse.ArgumentParser:
         help="user writes as SCIM /Bulk when the downstream announces it (default auto), or one by one (off)",
     )
     enable.add_argument(
+        "--auth",
+        choices=sorted(AUTH_TYPES),
+        help="how requests to the downstream authenticate (default: as now, else bearer); the secret "
+        "(token, password or client secret) comes from --token-env or --token-stdin",
+    )
+    enable.add_argument("--token-url", help="oauth2: the token endpoint")
+    enable.add_argument("--client-id", help="oauth2: the client id")
+    enable.add_argument("--scope", type=_optional(str), help="oauth2: the scope to ask for (`none`: unset)")
+    enable.add_argument("--audience", type=_optional(str), help="oauth2: the audience to ask for (`none`: unset)")
+    enable.add_argument("--username", help="basic: the user name")
+    enable.add_argument("--preset", type=_optional(str), help="a known kind of downstream: keycloak (`none`: unset)")
+    enable.add_argument(
+        "--user-lookup",
+        type=_optional(str),
+        help="how an account not linked yet is found: externalId or userName (`none`: the preset's)",
+    )
+    enable.add_argument(
         "--token-env",
         default="OUTBOUND_SCIM_DOWNSTREAM_TOKEN",
-        help="environment variable holding the downstream token (default: %(default)s)",
+        help="environment variable holding the downstream's secret: its token, Basic password or OAuth2 client "
+        "secret (default: %(default)s)",
     )
-    enable.add_argument("--token-stdin", action="store_true", help="read the downstream token from stdin")
+    enable.add_argument("--token-stdin", action="store_true", help="read the downstream's secret from stdin")
     enable.set_defaults(func=_enable)
     enable.add_argument("--backfill", action="store_true", help="then push every existing Keycloak user")
     backfill = tsub.add_parser("backfill", help="push every user of the realm as Keycloak stores it now")
@@ -260,7 +279,12 @@ TENANT_FIELDS = (
     "group_pattern",
     "group_members_per_request",
     "bulk",
+    "preset",
+    "user_lookup",
 )
+AUTH_TYPES = {"bearer": "bearer", "basic": "basic", "oauth2": "oauth2_client_credentials"}  # --auth -> API type
+AUTH_FIELDS = {"basic": ("username",), "oauth2_client_credentials": ("token_url", "client_id", "scope", "audience")}
+AUTH_SECRET = {"basic": "password", "oauth2_client_credentials": "client_secret"}
 CLEAR = "none"
 
 
@@ -296,24 +320,41 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def enable_body(current: dict[str, Any] | None, given: dict[str, Any], token: str) -> dict[str, Any]:
+def enable_body(current: dict[str, Any] | None, given: dict[str, Any], secret: str) -> dict[str, Any]:
     """The PUT body: the tenant's current fields (none when enabling), overridden by the options given
-    (None: not given; CLEARED: back to the default)."""
+    (None: not given; CLEARED: back to the default). `secret` is the token, or with `auth` the Basic
+    password or OAuth2 client secret; the other auth fields are kept from the current tenant likewise."""
     body = {k: current.get(k) for k in TENANT_FIELDS} if current else {}
-    for name in TENANT_FIELDS:
+    _override(body, given, TENANT_FIELDS)
+    now = (current or {}).get("auth") or {}
+    now = {**now, "token_url": now.get("endpoint")}  # shown as `endpoint`: an answer holds nothing named token
+    kind = AUTH_TYPES[given["auth"]] if given.get("auth") else now.get("type", "bearer")
+    if kind == "bearer":
+        body["token"] = secret
+    else:
+        fields = AUTH_FIELDS[kind]
+        auth = {k: now.get(k) for k in fields} if now.get("type") == kind else {}
+        _override(auth, given, fields)
+        body["auth"] = {"type": kind, **{k: v for k, v in auth.items() if v is not None}, AUTH_SECRET[kind]: secret}
+    return {k: v for k, v in body.items() if v is not None}  # the API defaults what is left out
+
+
+def _override(fields: dict[str, Any], given: dict[str, Any], names: tuple[str, ...]) -> None:
+    for name in names:
         value = given.get(name)
         if value is CLEARED:
-            body[name] = None
+            fields[name] = None
         elif value is not None:
-            body[name] = value
-    body["token"] = token
-    return {k: v for k, v in body.items() if v is not None}  # the API defaults what is left out
+            fields[name] = value
 
 
 def _enable(args: argparse.Namespace) -> int:
     token = sys.stdin.readline().strip() if args.token_stdin else os.environ.get(args.token_env, "")
     if not token:
-        print(f"no downstream token: set {args.token_env} or pass --token-stdin", file=sys.stderr)
+        print(
+            f"no downstream token (or password, client secret): set {args.token_env} or pass --token-stdin",
+            file=sys.stderr,
+        )
         return 2
     path = f"/tenants/{_segment(args.realm)}"
     try:
@@ -329,7 +370,8 @@ def _enable(args: argparse.Namespace) -> int:
     elif status >= 300:
         print(json.dumps(current, indent=2), file=sys.stderr)
         return 1
-    given = {name: getattr(args, name) for name in TENANT_FIELDS}
+    given = {name: getattr(args, name) for name in (*TENANT_FIELDS, "auth", *AUTH_FIELDS["basic"])}
+    given |= {name: getattr(args, name) for name in AUTH_FIELDS["oauth2_client_credentials"]}
     if isinstance(given["group_paths"], list):  # repeated --group-path; `none` among them clears the list
         given["group_paths"] = CLEARED if CLEARED in given["group_paths"] else given["group_paths"]
     body = enable_body(current, given, token)

@@ -20,6 +20,8 @@ ServiceError (retriable = False)
     └── ScimRejected     not retriable; dead-lettered under its typed `reason`:
                          rejected            other 4xx (401/403: the token is refused -> the tenant
                                              is marked unauthorized)
+                         token_refused       the OAuth2 token endpoint refused the client credentials
+                                             (the tenant is marked unauthorized, as for a 401)
                          redirect            a 3xx: redirects are never followed
                          forbidden_address   the egress policy refuses the target address
                          invalid_url         the tenant's base URL does not parse
@@ -167,4 +169,5 @@ class ScimRejected(ScimError):
 
     @property
     def unauthorized(self) -> bool:
-        return self.status in (401, 403)
+        """The downstream refuses the tenant's credentials: its token, or (OAuth2) its client secret."""
+        return self.status in (401, 403) or self.reason == "token_refused"

@@ -35,6 +35,13 @@ class Metrics:
             ["tenant", "method", "status_class"],
             registry=r,
         )
+        self.downstream_tokens = Counter(
+            "outbound_scim_downstream_tokens_total",
+            "OAuth2 access tokens requested for downstreams, by tenant and result (fetched; refused: the "
+            "token endpoint refused the client credentials; failed: it could not be reached or failed)",
+            ["tenant", "result"],
+            registry=r,
+        )
         self.scim_latency = Histogram(
             "outbound_scim_scim_request_duration_seconds",
             "Latency of SCIM requests",

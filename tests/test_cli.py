@@ -109,3 +109,35 @@ def test_none_parses_to_the_clear_marker() -> None:
 def test_dead_letters_of_a_tenant_are_under_it(tenant: str | None, path: str) -> None:
     """`--tenant` selects the realm's own route (its name as one path segment); without it, the global one."""
     assert _dead_letters(tenant) == path
+
+
+def test_oauth2_options_build_the_auth_body_and_a_rotation_keeps_them() -> None:
+    """--auth oauth2 with its fields sends `auth` with the secret from the environment; a later rotation
+    with only a new secret keeps the current token URL and client id."""
+    argv = ("--base-url", "https://kc/scim/v2", "--auth", "oauth2", "--token-url", "https://kc/token")
+    args = _parser().parse_args(["tenants", "enable", "acme", *argv, "--client-id", "svc", "--preset", "keycloak"])
+    fields = ("auth", "token_url", "client_id", "scope", "audience", "username", "base_url", "preset", "user_lookup")
+    body = enable_body(None, {k: getattr(args, k) for k in fields}, "s3cret")
+    assert body == {
+        "base_url": "https://kc/scim/v2",
+        "preset": "keycloak",
+        "auth": {
+            "type": "oauth2_client_credentials",
+            "token_url": "https://kc/token",
+            "client_id": "svc",
+            "client_secret": "s3cret",
+        },
+    }
+    current = {
+        **CURRENT,
+        "preset": "keycloak",
+        "auth": {"type": "oauth2_client_credentials", "endpoint": "https://kc/token", "client_id": "svc"},
+    }
+    rotated = enable_body(current, given(), "s3cret-2")
+    assert rotated["auth"] == {
+        "type": "oauth2_client_credentials",
+        "token_url": "https://kc/token",
+        "client_id": "svc",
+        "client_secret": "s3cret-2",
+    }
+    assert rotated["preset"] == "keycloak" and "token" not in rotated

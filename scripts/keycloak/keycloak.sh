@@ -14,7 +14,9 @@
 #   keycloak.sh probe               exit 0 when Maven Central answers (a throwaway local repository, so a
 #                                   real download), 3 when it does not: tells "offline" from other failures
 # fetch exits 3 when Maven Central cannot be reached (and nothing is cached), 1 on any other failure.
-# Env: KEYCLOAK_VERSION (26.5.6; also the SPI version the listener is compiled against),
+# Env: KEYCLOAK_VERSION (26.7.3; also the SPI version the listener is compiled against),
+#      KEYCLOAK_FEATURES (--features of start-dev; default scim-api: the tests use a realm's SCIM API
+#      as a downstream; "" for none),
 #      KEYCLOAK_CACHE (scripts/keycloak/.cache), KEYCLOAK_JAVA_HOME (default: a Temurin 21/25 under
 #      /usr/lib/jvm, else `java` on PATH), KEYCLOAK_START_TIMEOUT (seconds, 180),
 #      KEYCLOAK_JAVA_OPTS_APPEND (JVM options; default -XX:TieredStopAtLevel=1, see start),
@@ -32,7 +34,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VERSION="${KEYCLOAK_VERSION:-26.5.6}"
+VERSION="${KEYCLOAK_VERSION:-26.7.3}"
+FEATURES="${KEYCLOAK_FEATURES-scim-api}"
 CACHE="${KEYCLOAK_CACHE:-$HERE/.cache}"
 DIST="$CACHE/keycloak-$VERSION"
 LISTENER_SRC="$HERE/listener"
@@ -98,7 +101,7 @@ build_listener() {
   rm -rf "$build"
   mvn_twice -f "$LISTENER_SRC/pom.xml" package "-Dkeycloak.version=$VERSION" "-Dlistener.build.dir=$build" \
     || { rm -rf "$build"; mvn_failed "the Kafka event listener (listener/pom.xml)"; }
-  rm -f "$CACHE/listener/"*.jar  # earlier builds
+  rm -f "$CACHE/listener/"*"-$VERSION-"*.jar  # earlier builds for this version (other versions' stay)
   mv "$build/outbound-scim-test-kafka-listener.jar" "$LISTENER_JAR"
   rm -rf "$build"
   echo "keycloak: Kafka event listener built in $((SECONDS - began)) s: $LISTENER_JAR" >&2
@@ -135,7 +138,7 @@ java_home() {
 # with. So each state dir gets its own copies of those (a few MB), symlinks to the big jar dirs, and
 # the lib/quarkus that an earlier start-dev built with the same providers, when there is one.
 providers_key() {
-  (cd "$1/home/providers" && find . -maxdepth 1 -name '*.jar' -printf '%f %s %T@\n' | sort; echo "$VERSION") | sha1sum | cut -c1-12
+  (cd "$1/home/providers" && find . -maxdepth 1 -name '*.jar' -printf '%f %s %T@\n' | sort; echo "$VERSION $FEATURES") | sha1sum | cut -c1-12
 }
 
 make_home() {
@@ -198,6 +201,8 @@ start() {
   if [[ -s "$log" ]]; then mv "$log" "$log.prev"; fi
   echo "$port $mport" > "$dir/ports"
   local started=$SECONDS
+  local -a features=()
+  [[ -n "$FEATURES" ]] && features=("--features=$FEATURES")
   # setsid: its own process group, so stop can reach the JVM behind kc.sh's wrapper shell
   env -u JAVA_OPTS -u JAVA "${kafka_env[@]}" \
     JAVA_OPTS_APPEND="--add-opens=java.base/java.lang=ALL-UNNAMED ${KEYCLOAK_JAVA_OPTS_APPEND--XX:TieredStopAtLevel=1}" \
@@ -205,7 +210,7 @@ start() {
     KC_BOOTSTRAP_ADMIN_USERNAME="${KC_BOOTSTRAP_ADMIN_USERNAME:-admin}" \
     KC_BOOTSTRAP_ADMIN_PASSWORD="${KC_BOOTSTRAP_ADMIN_PASSWORD:-admin}" \
     setsid nohup "$dir/home/bin/kc.sh" start-dev --http-host=127.0.0.1 --http-port="$port" \
-      --http-management-port="$mport" >>"$log" 2>&1 </dev/null &
+      --http-management-port="$mport" "${features[@]}" >>"$log" 2>&1 </dev/null &
   echo $! > "$dir/keycloak.pid"
 
   local url="http://127.0.0.1:$port" deadline=$((SECONDS + TIMEOUT))

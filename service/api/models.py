@@ -2,7 +2,8 @@
 
 Requests are validated strictly (JSON types as documented: `"5"` is not a number) but ignore fields
 they do not know, so a client written for a newer or older version keeps working. Response models
-carry no token field at all: a downstream token can only go in (`EnableTenant.token`), never out.
+carry no secret at all: a downstream token, Basic password or OAuth2 client secret can only go in
+(`EnableTenant.token`, `EnableTenant.auth`), never out.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from service.domain.plan import DeletePolicy
 from service.domain.scim import valid_resource_id
 
 __all__ = [
+    "AuthView",
     "BackfillProgressView",
+    "BasicAuthRequest",
+    "BearerAuthRequest",
     "DeadLetterList",
     "DisabledTenant",
     "DownstreamAccount",
@@ -39,6 +43,7 @@ __all__ = [
     "LinkQueued",
     "LinkUser",
     "NoticeView",
+    "OAuth2ClientCredentialsRequest",
     "ParkedList",
     "Problem",
     "Readiness",
@@ -82,11 +87,63 @@ def _resource_id(value: str) -> str:
     return value
 
 
+class BearerAuthRequest(Request):
+    """A static bearer token (the same as the enable body's `token`)."""
+
+    type: Literal["bearer"]
+    token: SecretStr = Field(min_length=1, description="stored encrypted, never shown")
+
+
+class BasicAuthRequest(Request):
+    """HTTP Basic."""
+
+    type: Literal["basic"]
+    username: str = Field(min_length=1, pattern="^[^:]+$", description="without a colon (RFC 7617)")
+    password: SecretStr = Field(min_length=1, description="stored encrypted, never shown")
+
+
+class OAuth2ClientCredentialsRequest(Request):
+    """OAuth2 client credentials: an access token from the token URL, renewed before it expires and once
+    after a 401. The client authenticates to the token URL with HTTP Basic (client_secret_basic)."""
+
+    type: Literal["oauth2_client_credentials"]
+    token_url: str = Field(
+        min_length=1,
+        description="e.g. https://kc.example/realms/x/protocol/openid-connect/token; same rules as base_url",
+    )
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr = Field(min_length=1, description="stored encrypted, never shown")
+    scope: str | None = Field(default=None, min_length=1, description="sent as `scope` when given")
+    audience: str | None = Field(default=None, min_length=1, description="sent as `audience` when given")
+
+
+AuthRequest = Annotated[
+    BearerAuthRequest | BasicAuthRequest | OAuth2ClientCredentialsRequest, Field(discriminator="type")
+]
+
+
 class EnableTenant(Request):
-    """The whole tenant: a field left out takes its default (an enable of an enabled realm is a rotation)."""
+    """The whole tenant: a field left out takes its default (an enable of an enabled realm is a rotation).
+    Exactly one of `token` and `auth` says how requests to the downstream authenticate."""
 
     base_url: str = Field(min_length=1, description="the downstream's SCIM base URL, e.g. https://x.example/scim/v2")
-    token: SecretStr = Field(min_length=1, description="the downstream's bearer token; stored encrypted, never shown")
+    token: SecretStr | None = Field(
+        default=None, min_length=1, description="the downstream's bearer token; stored encrypted, never shown"
+    )
+    auth: AuthRequest | None = Field(
+        default=None, description="instead of `token`: bearer, basic or oauth2_client_credentials"
+    )
+    preset: Literal["keycloak"] | None = Field(
+        default=None,
+        description="a known kind of downstream, setting the defaults of the options it names "
+        "(keycloak: user_lookup userName); see the operations guide",
+    )
+    user_lookup: Literal["externalId", "userName"] | None = Field(
+        default=None,
+        description="how an account not linked yet is found: by externalId (default), or by userName, taken "
+        "only when its externalId is ours (for downstreams whose externalId filter finds nothing); "
+        "null: the preset's",
+    )
     delete_policy: DeletePolicy = Field(
         default=DeletePolicy.IGNORE, description="what a Keycloak deletion does downstream"
     )
@@ -115,6 +172,8 @@ class EnableTenant(Request):
 
     @model_validator(mode="after")
     def _pattern_compiles(self) -> EnableTenant:
+        if (self.token is None) == (self.auth is None):
+            raise ValueError("give the downstream's credentials as either `token` or `auth`, not both")
         if self.group_pattern is not None:
             try:
                 re.compile(self.group_pattern)
@@ -178,8 +237,21 @@ class RealmWarningView(Response):
     detail: str = Field(description="what to switch on, and where")
 
 
+class AuthView(Response):
+    """How the tenant's requests authenticate, without the secret."""
+
+    type: Literal["bearer", "basic", "oauth2_client_credentials"]
+    username: str | None = Field(default=None, exclude_if=_absent, description="basic")
+    endpoint: str | None = Field(
+        default=None, exclude_if=_absent, description="oauth2_client_credentials: the token URL it was given"
+    )
+    client_id: str | None = Field(default=None, exclude_if=_absent, description="oauth2_client_credentials")
+    scope: str | None = Field(default=None, exclude_if=_absent)
+    audience: str | None = Field(default=None, exclude_if=_absent)
+
+
 class TenantView(Response):
-    """A tenant as operators see it: never its token."""
+    """A tenant as operators see it: never a secret."""
 
     realm: str
     status: Literal["enabled", "unauthorized"]
@@ -200,6 +272,9 @@ class TenantView(Response):
     group_pattern: str | None
     group_members_per_request: int
     bulk: Literal["auto", "off"]
+    auth: AuthView
+    preset: Literal["keycloak"] | None
+    user_lookup: Literal["externalId", "userName"] = Field(description="how an account not linked yet is found")
     warnings: list[RealmWarningView] | None = Field(
         default=None,
         exclude_if=_absent,

@@ -18,7 +18,10 @@ import structlog
 
 from service.api.errors import KeycloakNotConfigured, NoBackfill, NotEnabled
 from service.api.models import (
+    AuthRequest,
+    AuthView,
     BackfillProgressView,
+    BasicAuthRequest,
     DeadLetterList,
     DisabledTenant,
     EnabledTenant,
@@ -28,6 +31,7 @@ from service.api.models import (
     LinkQueued,
     LinkUser,
     NoticeView,
+    OAuth2ClientCredentialsRequest,
     ParkedList,
     RealmWarningView,
     Reconcile,
@@ -44,8 +48,10 @@ from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.realm_check import RealmWarning
 from service.pipeline.backfill import BackfillProgress
 from service.pipeline.set_aside import HeldRecord
+from service.scim import presets
 from service.scim.client import Downstream, LookupMode
-from service.tenants.models import NOTICES, Tenant
+from service.scim.credentials import BasicAuth, ClientCredentials, SecretCredentials
+from service.tenants.models import NOTICES, Tenant, auth_view
 
 log = structlog.get_logger(__name__)
 
@@ -288,6 +294,9 @@ class TenantService:
             group_pattern=tenant.group_pattern,
             group_members_per_request=tenant.group_members_per_request,
             bulk=tenant.bulk,
+            auth=AuthView.model_validate(auth_view(tenant.auth)),
+            preset=tenant.preset,
+            user_lookup=tenant.user_lookup,
             warnings=warnings,
         )
 
@@ -306,10 +315,11 @@ GROUPS_REFUSED = (
 
 
 def _tenant(realm: str, request: EnableTenant, now: datetime) -> Tenant:
+    token, auth = _credentials(request.token.get_secret_value() if request.token else None, request.auth)
     return Tenant(
         realm,
         request.base_url.rstrip("/"),
-        request.token.get_secret_value(),
+        token,
         request.delete_policy,
         now.isoformat(timespec="seconds"),
         max_concurrency=request.max_concurrency,
@@ -323,7 +333,23 @@ def _tenant(realm: str, request: EnableTenant, now: datetime) -> Tenant:
         group_pattern=request.group_pattern,
         group_members_per_request=request.group_members_per_request,
         bulk=request.bulk,
+        auth=auth,
+        preset=request.preset,
+        user_lookup=presets.user_lookup(request.preset, request.user_lookup),
     )
+
+
+def _credentials(token: str | None, auth: AuthRequest | None) -> tuple[str, SecretCredentials | None]:
+    """(static bearer token, other credentials): the request holds exactly one of `token` and `auth`."""
+    if isinstance(auth, OAuth2ClientCredentialsRequest):
+        secret = auth.client_secret.get_secret_value()
+        return "", ClientCredentials(auth.token_url, auth.client_id, secret, auth.scope, auth.audience)
+    if isinstance(auth, BasicAuthRequest):
+        return "", BasicAuth(auth.username, auth.password.get_secret_value())
+    if auth is not None:
+        return auth.token.get_secret_value(), None
+    assert token is not None
+    return token, None
 
 
 def _progress(progress: BackfillProgress) -> BackfillProgressView:

@@ -23,6 +23,7 @@ from service.errors import ScimError, ScimRejected, ScimTransient
 from service.jsonhttp import JsonHttp
 from service.metrics import Metrics
 from service.retry import RetryPolicy, retrying
+from service.scim.auth import Authenticator
 from service.scim.breaker import CircuitBreaker
 from service.scim.egress import EgressPolicy
 from service.scim.transport import (
@@ -84,10 +85,17 @@ class ScimClient:
     `gates` is the transport layer that holds the tenants' circuit breakers (exposed for the breaker
     monitor and the API)."""
 
-    def __init__(self, transport: Transport, metrics: Metrics, gates: GatedTransport | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        metrics: Metrics,
+        gates: GatedTransport | None = None,
+        auth: Authenticator | None = None,
+    ) -> None:
         self.transport = transport
         self._metrics = metrics
         self._gates = gates if gates is not None else (transport if isinstance(transport, GatedTransport) else None)
+        self._auth = auth  # the OAuth2 token cache, when this client sends over HTTP
         self._knowledge: dict[str, _Knowledge] = {}
 
     @classmethod
@@ -109,8 +117,9 @@ class ScimClient:
             max_response_bytes=max_response_bytes,
             check_host=egress.check_host,
         )
-        gates = GatedTransport(HttpTransport(http, metrics), metrics, tenant_concurrency, breaker)
-        return cls(gates, metrics)
+        auth = Authenticator(http, metrics)
+        gates = GatedTransport(HttpTransport(http, metrics, auth), metrics, tenant_concurrency, breaker)
+        return cls(gates, metrics, auth=auth)
 
     # -- the gates ----------------------------------------------------------------------------------------
 
@@ -126,6 +135,8 @@ class ScimClient:
         self._knowledge.pop(tenant, None)
         if self._gates is not None:
             self._gates.drop(tenant)
+        if self._auth is not None:
+            self._auth.drop(tenant)
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         return self._gates.breakers() if self._gates is not None else {}
@@ -133,7 +144,7 @@ class ScimClient:
     def traced(self) -> tuple[ScimClient, TracingTransport]:
         """A client whose every request is also recorded (an on-demand sync's step trace)."""
         tracer = TracingTransport(self.transport)
-        traced = ScimClient(tracer, self._metrics, self._gates)
+        traced = ScimClient(tracer, self._metrics, self._gates, self._auth)
         traced._knowledge = self._knowledge  # what we learnt of the downstreams holds for both
         return traced, tracer
 

@@ -48,20 +48,20 @@ class EgressPolicy:
     allow_http_hosts: frozenset[str] = frozenset()
     allow_private_networks: bool = False
 
-    def check_url(self, url: str) -> str:
-        """Refuse what no resolution can make acceptable; returns the host."""
+    def check_url(self, url: str, what: str = "the base URL") -> str:
+        """Refuse what no resolution can make acceptable; returns the host. `what` names the URL in refusals."""
         try:
             parts = urlsplit(url)
             host = parts.hostname
             parts.port  # noqa: B018 - raises ValueError for a malformed port
         except ValueError as exc:
-            raise EnableRefused("invalid_url", "the base URL does not parse") from exc
+            raise EnableRefused("invalid_url", f"{what} does not parse") from exc
         if parts.scheme not in ("http", "https") or not host:
-            raise EnableRefused("invalid_url", "the base URL must be an absolute http(s) URL")
+            raise EnableRefused("invalid_url", f"{what} must be an absolute http(s) URL")
         if parts.username or parts.password:
             raise EnableRefused("invalid_url", "credentials belong in the token, not in the URL")
         if "?" in url or "#" in url:  # even an empty one: paths are appended to the base URL
-            raise EnableRefused("invalid_url", "the base URL must not carry a query or a fragment")
+            raise EnableRefused("invalid_url", f"{what} must not carry a query or a fragment")
         if host.lower() in METADATA_HOSTS:
             raise EnableRefused("forbidden_address", f"{host} is a cloud metadata endpoint")
         try:
@@ -93,9 +93,9 @@ class EgressPolicy:
         if refusal is not None:
             raise ForbiddenAddress(refusal)
 
-    async def check_resolved(self, url: str) -> None:
+    async def check_resolved(self, url: str, what: str = "the base URL") -> None:
         """The enable-time check: the URL, then every address its host resolves to."""
-        host = self.check_url(url)
+        host = self.check_url(url, what)
         port = urlsplit(url).port or 443
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -6,7 +6,9 @@ Only ever write to an account that is provably ours:
   matches the filter exactly: externalId equal to the Keycloak id, or userName equal ignoring case), or
 - after a 409 on POST, the account holding the userName when its externalId is empty or ours.
 An account owned by another externalId is never written: that is a conflict, for an operator to
-resolve (downstream, or by an explicit link). DELETE and deactivation resolve by externalId only.
+resolve (downstream, or by an explicit link). DELETE and deactivation resolve by externalId only
+(with the tenant's user_lookup `userName`: the account holding the userName, unless another user's
+externalId is on it).
 
 A backfill's change may carry what its listing of the downstream saw (service.domain.sighting): the
 plan then says CREATE (nothing there: POST without a lookup, a 409 adopts as above) or ADOPT (the
@@ -82,7 +84,10 @@ async def _sync(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) 
             return Outcome(_updated(change, plan.changed), _written(plan.state, linked, values))
         except ScimNotFound:
             pass  # deleted downstream behind our back: resolve again, re-create if we can
-    found = await port.find_user(ds, "externalId", change.user_id)
+    found = await _find_ours(port, ds, change, values)
+    if found is not None and ds.user_lookup == "userName" and found.get("externalId") != change.user_id:
+        # found by its userName, and nobody's: claim it as the 409 adoption would
+        return await _claim(plan, change, ds, port, found["id"])
     if found is not None:
         # Ours (its externalId is our id) but not linked yet: make it hold everything we know.
         await _patch(port, ds, found["id"], values, values)
@@ -106,7 +111,7 @@ async def _adopt(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort)
     """POST said 409: an account holds the userName (a retried POST of ours, or one made downstream by
     hand). Take it only if it is ours or nobody's; another owner's account is a conflict."""
     values = plan.values
-    found = await port.find_user(ds, "externalId", change.user_id)
+    found = await port.find_user(ds, "externalId", change.user_id) if ds.user_lookup == "externalId" else None
     if found is None:
         found = await port.find_user(ds, "userName", values["userName"])
     if found is None:
@@ -114,10 +119,15 @@ async def _adopt(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort)
     owner = found.get("externalId")
     if owner not in (None, "", change.user_id):
         raise ScimOwnershipConflict(found["id"], str(owner))
+    return await _claim(plan, change, ds, port, found["id"])
+
+
+async def _claim(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort, downstream_id: str) -> Outcome:
+    """Take over an account nobody owns: set its externalId to ours and write everything we know."""
     operations = [{"op": "replace", "path": "externalId", "value": change.user_id}]
-    operations += scim.patch_operations(values, values)
-    await port.patch_user(ds, found["id"], operations)
-    return Outcome(Result.LINKED, _written(plan.state, found["id"], values))
+    operations += scim.patch_operations(plan.values, plan.values)
+    await port.patch_user(ds, downstream_id, operations)
+    return Outcome(Result.LINKED, _written(plan.state, downstream_id, plan.values))
 
 
 async def _link(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
@@ -144,8 +154,22 @@ async def _delete(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort
 async def _resolve(state: UserState, change: UserChange, ds: Downstream, port: ScimPort) -> str | None:
     if state.downstream_id is not None:
         return state.downstream_id
-    found = await port.find_user(ds, "externalId", change.user_id)
+    found = await _find_ours(port, ds, change, state.values)
     return found["id"] if found else None
+
+
+async def _find_ours(
+    port: ScimPort, ds: Downstream, change: UserChange, values: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The account that is this user's, by the tenant's lookup: its externalId; or, where an externalId
+    filter finds nothing (user_lookup userName: Keycloak 26.7), the one account holding the userName,
+    unless it carries another user's externalId (the adoption rules' test; Keycloak 26.7 answers no
+    externalId at all after the create, so there the userName alone identifies the account)."""
+    if ds.user_lookup == "externalId":
+        return await port.find_user(ds, "externalId", change.user_id)
+    user_name = values.get("userName")
+    found = await port.find_user(ds, "userName", user_name) if isinstance(user_name, str) and user_name else None
+    return found if found is not None and found.get("externalId") in (None, "", change.user_id) else None
 
 
 async def _patch(

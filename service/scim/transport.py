@@ -3,7 +3,9 @@
     ScimClient (resources: users, lookups)  ->  Transport.send(Request)
         GatedTransport    per-tenant circuit breaker, rate (token bucket) and concurrency cap
         TracingTransport  records each request and its answer (the step trace of an on-demand sync)
-        HttpTransport     JSON over HTTP (service.jsonhttp); statuses -> errors in `error_for_status`
+        HttpTransport     JSON over HTTP (service.jsonhttp); statuses -> errors in `error_for_status`;
+                          the Authorization header from an Authorizer (service.scim.auth: bearer, basic,
+                          OAuth2 with one fresh token after a 401)
 
 A unit test hands ScimClient a scripted Transport; the service stacks Gated(Http); an on-demand sync
 stacks Tracing(Gated(Http)). No layer retries: the caller that knows the budget does.
@@ -15,29 +17,40 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from service.domain import scim
 from service.errors import CircuitOpen, ScimConflict, ScimError, ScimNotFound, ScimRejected, ScimTransient
-from service.jsonhttp import NOT_JSON, JsonHttp, TransportFailure
+from service.jsonhttp import NOT_JSON, Answer, JsonHttp, TransportFailure
 from service.metrics import Metrics
 from service.retry import parse_retry_after
 from service.scim.breaker import BreakerState, CircuitBreaker
+from service.scim.credentials import BearerToken, Credentials
 from service.scim.ratelimit import TokenBucket
+
+UserLookup = Literal["externalId", "userName"]
 
 
 @dataclass(frozen=True, slots=True)
 class Downstream:
-    """Where one tenant's users go, and how hard they may be pushed. The token never appears in repr()."""
+    """Where one tenant's users go, and how hard they may be pushed. Secrets never appear in repr()."""
 
     tenant: str
     base_url: str
-    token: str = field(repr=False)
+    token: str = field(repr=False)  # a static bearer token; unused when `auth` is set
     max_concurrency: int | None = None  # None: the service-wide default
     rate_per_minute: int | None = None  # None: unpaced
     generation: int = 0  # the tenant's enable / rotate count: a newer one gets a fresh gate
     bulk: bool = True  # writes may go out as SCIM /Bulk when the downstream announces it (tenant option)
+    auth: Credentials | None = field(default=None, repr=False)  # None: Bearer `token`
+    # how an account not linked yet is found: its externalId, or (downstreams whose externalId filter
+    # finds nothing) its userName, taken only when the account's externalId is ours
+    user_lookup: UserLookup = "externalId"
+
+    @property
+    def credentials(self) -> Credentials:
+        return self.auth if self.auth is not None else BearerToken(self.token)
 
     def url(self, path: str) -> str:
         return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
@@ -57,6 +70,16 @@ class Request:
 
 class Transport(Protocol):
     async def send(self, request: Request) -> Any: ...
+
+
+class Authorizer(Protocol):
+    """The Authorization header of a downstream's requests (service.scim.auth.Authenticator)."""
+
+    async def header(self, ds: Downstream) -> str: ...
+
+    def renewable(self, ds: Downstream) -> bool: ...
+
+    def forget(self, ds: Downstream, header: str) -> None: ...
 
 
 def error_for_status(
@@ -93,19 +116,39 @@ def _redirect_detail(location: str | None) -> str:
 
 
 class HttpTransport:
-    """SCIM over HTTP: bearer auth, SCIM media type, statuses and transport failures mapped to ScimError."""
+    """SCIM over HTTP: the tenant's credentials, SCIM media type, statuses and transport failures mapped
+    to ScimError. A 401 to a request sent with an OAuth2 token is sent once more with a fresh token."""
 
-    def __init__(self, http: JsonHttp, metrics: Metrics) -> None:
+    def __init__(self, http: JsonHttp, metrics: Metrics, auth: Authorizer) -> None:
         self._http = http
         self._metrics = metrics
+        self._auth = auth
 
     async def send(self, request: Request) -> Any:
         ds, method, path = request.ds, request.method, request.path
         headers = {"Accept": scim.CONTENT_TYPE}
-        if request.authenticated:
-            headers["Authorization"] = f"Bearer {ds.token}"
         if request.body is not None:
             headers["Content-Type"] = scim.CONTENT_TYPE
+        if request.authenticated:
+            headers["Authorization"] = await self._auth.header(ds)
+        answer = await self._exchange(request, headers)
+        if answer.status == 401 and request.authenticated and self._auth.renewable(ds):
+            self._auth.forget(ds, headers["Authorization"])  # expired early, revoked, or keys rotated
+            headers["Authorization"] = await self._auth.header(ds)
+            answer = await self._exchange(request, headers)
+        doc = None if answer.doc is NOT_JSON else answer.doc
+        error = error_for_status(
+            answer.status, method, path, doc, answer.header("Retry-After"), answer.header("Location")
+        )
+        if error is not None:
+            raise error
+        if answer.too_large:
+            raise ScimRejected(answer.status, method, path, detail="body over the cap", reason="response_too_large")
+        return doc
+
+    async def _exchange(self, request: Request, headers: dict[str, str]) -> Answer:
+        """One HTTP request and its answer, counted; no answer at all becomes a ScimError."""
+        ds, method, path = request.ds, request.method, request.path
         started = time.perf_counter()
         status_class = "error"
         try:
@@ -118,15 +161,7 @@ class HttpTransport:
                     raise ScimTransient(None, method, path, detail=exc.detail) from exc
                 raise ScimRejected(None, method, path, detail=exc.detail, reason=exc.kind) from exc
             status_class = f"{answer.status // 100}xx"
-            doc = None if answer.doc is NOT_JSON else answer.doc
-            error = error_for_status(
-                answer.status, method, path, doc, answer.header("Retry-After"), answer.header("Location")
-            )
-            if error is not None:
-                raise error
-            if answer.too_large:
-                raise ScimRejected(answer.status, method, path, detail="body over the cap", reason="response_too_large")
-            return doc
+            return answer
         finally:
             self._metrics.scim_requests.labels(ds.tenant, method, status_class).inc()
             self._metrics.scim_latency.labels(method).observe(time.perf_counter() - started)

@@ -12,6 +12,9 @@ from service.domain.groups import GroupDisplay, GroupOptions
 from service.domain.plan import DeletePolicy
 from service.errors import ConfigError, TenantUnreadable
 from service.scim.client import Downstream
+from service.scim.credentials import BasicAuth, ClientCredentials, SecretCredentials
+from service.scim.presets import PresetName
+from service.scim.transport import UserLookup
 
 TenantStatus = Literal["enabled", "unauthorized"]
 BulkMode = Literal["auto", "off"]
@@ -51,6 +54,9 @@ class Tenant:
     group_pattern: str | None = None  # ... or whose path matches this regular expression
     group_members_per_request: int = 100  # member operations in one PATCH request
     bulk: BulkMode = "auto"  # user writes as SCIM /Bulk when the downstream announces it; off: one by one
+    auth: SecretCredentials | None = field(default=None, repr=False)  # None: Bearer `token`
+    preset: PresetName | None = None  # what kind of downstream it is (service.scim.presets), as declared
+    user_lookup: UserLookup = "externalId"  # the preset's, unless the enable said otherwise
 
     @property
     def group_options(self) -> GroupOptions:
@@ -73,6 +79,8 @@ class Tenant:
             self.rate_limit_per_minute,
             self.generation,
             bulk=self.bulk == "auto",
+            auth=self.auth,
+            user_lookup=self.user_lookup,
         )
 
     def public(self) -> dict[str, Any]:
@@ -87,6 +95,9 @@ class Tenant:
             "realm_id": self.realm_id,
             "reconcile_interval_minutes": self.reconcile_interval_minutes,
             "bulk": self.bulk,
+            "auth": auth_view(self.auth),
+            "preset": self.preset,
+            "user_lookup": self.user_lookup,
             "updated_at": self.updated_at,
             "notices": [
                 {"code": code, "since": since, "detail": NOTICES.get(code, "")}
@@ -104,6 +115,28 @@ class Tenant:
             "group_pattern": self.group_pattern,
             "group_members_per_request": self.group_members_per_request,
         }
+
+
+def auth_view(auth: SecretCredentials | None) -> dict[str, Any]:
+    """How the tenant authenticates, as shown: never the secret (nor a field named like one: the token
+    URL is its `endpoint`)."""
+    shown = {k: v for k, v in _auth_fields(auth).items() if k != "token_url"}
+    return {**shown, "endpoint": auth.token_url} if isinstance(auth, ClientCredentials) else shown
+
+
+def _auth_fields(auth: SecretCredentials | None) -> dict[str, Any]:
+    """Every field of the credentials but the secret."""
+    if isinstance(auth, ClientCredentials):
+        return {
+            "type": auth.type,
+            "token_url": auth.token_url,
+            "client_id": auth.client_id,
+            "scope": auth.scope,
+            "audience": auth.audience,
+        }
+    if isinstance(auth, BasicAuth):
+        return {"type": auth.type, "username": auth.username}
+    return {"type": "bearer"}
 
 
 KEYS_SETTING = "OUTBOUND_SCIM_TOKEN_KEY"
@@ -155,11 +188,19 @@ class TokenCipher:
 
 
 def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
+    """The record: every secret encrypted (the static token in `token_encrypted`; a Basic password or an
+    OAuth2 client secret in `auth.secret_encrypted`, with no `token_encrypted`, so a replica of an older
+    version finds the record unreadable and holds the realm's changes rather than sending no credentials)."""
+    secret = (
+        {"auth": _encode_auth(tenant.auth, cipher)}
+        if tenant.auth
+        else {"token_encrypted": cipher.encrypt(tenant.token)}
+    )
     return json.dumps(
         {
             "realm": tenant.realm,
             "base_url": tenant.base_url,
-            "token_encrypted": cipher.encrypt(tenant.token),
+            **secret,
             "delete_policy": str(tenant.delete_policy),
             "updated_at": tenant.updated_at,
             "max_concurrency": tenant.max_concurrency,
@@ -169,10 +210,29 @@ def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
             "realm_id": tenant.realm_id,
             "reconcile_interval_minutes": tenant.reconcile_interval_minutes,
             "bulk": tenant.bulk,
+            "preset": tenant.preset,
+            "user_lookup": tenant.user_lookup,
             "notices": tenant.notices,
             **tenant._group_fields(),
         }
     ).encode()
+
+
+def _encode_auth(auth: SecretCredentials, cipher: TokenCipher) -> dict[str, Any]:
+    if isinstance(auth, ClientCredentials):
+        return {**_auth_fields(auth), "secret_encrypted": cipher.encrypt(auth.client_secret)}
+    return {**_auth_fields(auth), "secret_encrypted": cipher.encrypt(auth.password)}
+
+
+def _decode_auth(doc: dict[str, Any], secret: str) -> SecretCredentials:
+    """Raises KeyError / ValueError for a malformed entry."""
+    if doc["type"] == "oauth2_client_credentials":
+        return ClientCredentials(
+            str(doc["token_url"]), str(doc["client_id"]), secret, doc.get("scope"), doc.get("audience")
+        )
+    if doc["type"] == "basic":
+        return BasicAuth(str(doc["username"]), secret)
+    raise ValueError("unknown auth type")
 
 
 def decode_tenant(raw: bytes, cipher: TokenCipher, realm: str) -> Tenant:
@@ -180,16 +240,21 @@ def decode_tenant(raw: bytes, cipher: TokenCipher, realm: str) -> Tenant:
     is malformed or none of the keys decrypts its token."""
     doc = _document(raw, realm)
     try:
-        token = cipher.decrypt(doc["token_encrypted"])
+        blob = doc["auth"]["secret_encrypted"] if "auth" in doc else doc["token_encrypted"]
+        secret = cipher.decrypt(blob)
     except InvalidToken as exc:
         raise TenantUnreadable(realm, UNDECRYPTABLE, UNDECRYPTABLE_FIX) from exc
     except (KeyError, TypeError, AttributeError) as exc:
         raise _malformed(realm, exc) from exc
     try:
+        auth = _decode_auth(doc["auth"], secret) if "auth" in doc else None
         return Tenant(
             realm=doc["realm"],
             base_url=doc["base_url"],
-            token=token,
+            token="" if auth else secret,
+            auth=auth,
+            preset="keycloak" if doc.get("preset") == "keycloak" else None,
+            user_lookup="userName" if doc.get("user_lookup") == "userName" else "externalId",
             delete_policy=DeletePolicy(doc.get("delete_policy", "ignore")),
             updated_at=doc.get("updated_at", ""),
             max_concurrency=doc.get("max_concurrency"),
@@ -217,20 +282,23 @@ def record_fields(raw: bytes) -> dict[str, Any]:
         doc = json.loads(raw)
     except ValueError:
         return {}
-    return {k: v for k, v in doc.items() if k != "token_encrypted"} if isinstance(doc, dict) else {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: v for k, v in doc.items() if k not in ("token_encrypted", "auth")}
 
 
 def reencrypted(raw: bytes, cipher: TokenCipher, realm: str) -> bytes | None:
-    """The record with its token encrypted under the first key, every other field as it was; None when it
-    already is. TenantUnreadable when no key decrypts it (it is left alone)."""
+    """The record with its secret (token, or auth secret) encrypted under the first key, every other field
+    as it was; None when it already is. TenantUnreadable when no key decrypts it (it is left alone)."""
     doc = _document(raw, realm)
-    blob = doc.get("token_encrypted")
-    if not isinstance(blob, str):
-        raise _malformed(realm, KeyError("token_encrypted"))
+    holder, key = (doc.get("auth"), "secret_encrypted") if "auth" in doc else (doc, "token_encrypted")
+    blob = holder.get(key) if isinstance(holder, dict) else None
+    if not isinstance(holder, dict) or not isinstance(blob, str):
+        raise _malformed(realm, KeyError(key))
     if cipher.is_current(blob):
         return None
     try:
-        doc["token_encrypted"] = cipher.rotate(blob)
+        holder[key] = cipher.rotate(blob)
     except InvalidToken as exc:
         raise TenantUnreadable(realm, UNDECRYPTABLE, UNDECRYPTABLE_FIX) from exc
     return json.dumps(doc).encode()
