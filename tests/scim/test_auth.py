@@ -46,12 +46,12 @@ class Server:
     def token_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/token"
 
-    def downstream(self, secret: str = SECRET, **extra: str) -> Downstream:
-        auth = ClientCredentials(self.token_url, "outbound", secret, **extra)
+    def downstream(self, secret: str = SECRET, scope: str | None = None, audience: str | None = None) -> Downstream:
+        auth = ClientCredentials(self.token_url, "outbound", secret, scope=scope, audience=audience)
         return Downstream("acme", f"http://127.0.0.1:{self.port}/scim", "", generation=1, auth=auth)
 
     async def token(self, request: web.Request) -> web.Response:
-        self.token_forms.append(dict(await request.post()))
+        self.token_forms.append({k: str(v) for k, v in (await request.post()).items()})
         expected = "Basic " + base64.b64encode(b"outbound:s3cret%2Fwith%3Aodd%20chars").decode()
         if request.headers.get("Authorization") != expected:
             return web.json_response({"error": "invalid_client", "error_description": "no"}, status=401)
