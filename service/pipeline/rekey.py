@@ -70,6 +70,7 @@ class RekeyStage(ConsumerRebalanceListener):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._publishing: asyncio.Future[None] | None = None  # the batch whose transaction is open
         self.assigned = asyncio.Event()
 
     async def start(self) -> None:
@@ -108,7 +109,12 @@ class RekeyStage(ConsumerRebalanceListener):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        async with self._lock:  # let a batch in progress finish its transaction
+        if self._publishing is not None:
+            # the loop's cancellation leaves its shielded batch running, and releases the lock: the batch
+            # finishes its transaction (or fails it) before the clients it uses stop
+            with contextlib.suppress(Exception):
+                await self._publishing
+        async with self._lock:
             if self._consumer:
                 await leave_static_group(self._consumer)
                 await self._consumer.stop()
@@ -135,8 +141,9 @@ class RekeyStage(ConsumerRebalanceListener):
                 if generation != self._generation:  # fetched across a rebalance: read again from the commits
                     await rewind_to_committed(self._consumer, batches)
                     continue
+                self._publishing = asyncio.ensure_future(self._publish(batches))
                 try:
-                    await asyncio.shield(self._publish(batches))
+                    await asyncio.shield(self._publishing)
                 except Exception as exc:  # the stage must outlive a failed batch
                     log.warning("rekey.batch.aborted", error=str(exc), error_type=type(exc).__name__)
                     await asyncio.sleep(1)  # e.g. the broker is away: do not spin
