@@ -55,7 +55,7 @@ def main() -> None:
             response_types=["token"],
             scope=["openid"],
             redirect_uris=[f"http://127.0.0.1:{port}/unused"],
-            token_endpoint_auth_method="client_secret_basic",
+            token_endpoint_auth_method="client_secret_basic",  # noqa: S106 (a method name, not a secret)
         )
         Backend.instance.save(client)
     base = f"http://127.0.0.1:{port}"

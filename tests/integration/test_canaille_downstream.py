@@ -159,7 +159,9 @@ async def test_a_canaille_tenant_cannot_be_enabled(canaille: Canaille, kafka_boo
     async with running_service(make_settings(kafka_bootstrap)) as service:
         assert service.api_port is not None
         api = Api(service.api_port)
-        status, body = await api.call("PUT", f"/tenants/{realm}", {"base_url": canaille.scim_url, "auth": canaille.oauth2()})
+        status, body = await api.call(
+            "PUT", f"/tenants/{realm}", {"base_url": canaille.scim_url, "auth": canaille.oauth2()}
+        )
         assert status == 422, body
         assert body["error"] == "downstream_error", body
         assert "Users" in str(body) and "500" in str(body), body
