@@ -105,6 +105,7 @@ class RekeyStage(ConsumerRebalanceListener):
         self._task = asyncio.create_task(self._run(), name="rekey")
 
     async def stop(self) -> None:
+        log.info("rekey.stopping", batch_open=self._publishing is not None and not self._publishing.done())
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -120,6 +121,7 @@ class RekeyStage(ConsumerRebalanceListener):
                 await self._consumer.stop()
             if self._producer:
                 await self._producer.stop()
+        log.info("rekey.stopped")
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:  # a batch's transaction completes before the partitions go
