@@ -33,13 +33,14 @@ def show(title: str, users: list[dict[str, Any]]) -> None:
 
 
 async def scenario(workdir: Path) -> None:
-    overrides = {"api_port": free_port(), "group_id": "demo", "log_level": "INFO"}
-    async with local_stack(workdir, REALM, DOWNSTREAM_TOKEN, **overrides) as stack:
+    async with local_stack(
+        workdir, REALM, DOWNSTREAM_TOKEN, api_port=free_port(), group_id="demo", log_level="INFO"
+    ) as stack:
         settings, api, base, bootstrap = stack.settings, stack.api, stack.base_url, stack.bootstrap
         print(f"-- tenant {REALM} enabled on {base} (delete policy: delete)")
         show("before", await downstream_users(base, DOWNSTREAM_TOKEN))
 
-        steps = [
+        steps: list[tuple[str, str, dict[str, Any] | bytes]] = [
             ("admin CREATE jdoe", "admin", ev.create_user(REALM, "kc-jdoe", "jdoe", "Jane", "Doe", "jane@acme.test")),
             (
                 "user REGISTER asmith",

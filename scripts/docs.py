@@ -176,9 +176,15 @@ def arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     ]
 
 
+def positional_name(action: argparse.Action) -> str:
+    """A positional's metavar (or dest) upper-cased; "" for a tuple metavar, which names several values."""
+    name = action.metavar or action.dest
+    return name.upper() if isinstance(name, str) else ""
+
+
 def usage(action: argparse.Action) -> str:
     if not action.option_strings:
-        return (action.metavar or action.dest).upper() if isinstance(action.metavar or action.dest, str) else ""
+        return positional_name(action)
     option = max(action.option_strings, key=len)
     if action.nargs == 0:
         return f"[{option}]"
@@ -204,7 +210,7 @@ def argument_default(action: argparse.Action) -> str:
 def argument_rows(actions: list[argparse.Action]) -> list[str]:
     rows = []
     for action in actions:
-        name = ", ".join(action.option_strings) or (action.metavar or action.dest).upper()
+        name = ", ".join(action.option_strings) or positional_name(action)
         rows.append(f"| `{name}` | {argument_default(action)} | {cell(help_text(action))} |")
     return rows
 

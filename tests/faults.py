@@ -14,6 +14,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from typing import Self
 
 import aiohttp
 from aiohttp import web
@@ -61,7 +62,7 @@ class FaultProxy:
     def base_url(self, tenant: str) -> str:
         return f"http://127.0.0.1:{self.port}/{tenant}"
 
-    async def start(self) -> FaultProxy:
+    async def start(self) -> Self:
         self._http = aiohttp.ClientSession()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)

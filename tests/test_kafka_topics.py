@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict, Unpack
+
 import pytest
 
 from service.kafka_topics import ObservedTopic, Severity, check_topics
@@ -26,13 +28,21 @@ def healthy() -> dict[str, ObservedTopic]:
     return {t.name: t for t in topics}
 
 
-def with_topic(name: str, **changes: object) -> dict[str, ObservedTopic]:
+class TopicChanges(TypedDict, total=False):
+    """What a test changes of one healthy topic; `configs` are merged into its configs."""
+
+    partitions: int
+    rf: int
+    configs: dict[str, str]
+
+
+def with_topic(name: str, **changes: Unpack[TopicChanges]) -> dict[str, ObservedTopic]:
     topics = healthy()
     old = topics[name]
-    configs = {**old.configs, **changes.pop("configs", {})}  # type: ignore[dict-item]
+    configs = {**old.configs, **changes.get("configs", {})}
     topics[name] = ObservedTopic(
         name, changes.get("partitions", old.partitions), changes.get("rf", old.replication_factor), configs
-    )  # type: ignore[arg-type]
+    )
     return topics
 
 
@@ -54,7 +64,7 @@ def test_topics_as_created_for_production_pass() -> None:
         ("tenants_topic", {"configs": {"min.insync.replicas": "4"}}, "no write can succeed"),
     ],
 )
-def test_what_breaks_correctness_is_an_error(topic: str, changes: dict[str, object], words: str) -> None:
+def test_what_breaks_correctness_is_an_error(topic: str, changes: TopicChanges, words: str) -> None:
     """Co-partitioning, compaction of the state topics, no compaction of the change topics, writable at all."""
     problems = check_topics(SETTINGS, with_topic(getattr(SETTINGS, topic), **changes))
     errors = [p for p in problems if p.severity is Severity.ERROR]
@@ -75,7 +85,7 @@ def test_what_breaks_correctness_is_an_error(topic: str, changes: dict[str, obje
         ("changes_topic", {"configs": {"retention.ms": "60000"}}, "retention.ms=60000"),
     ],
 )
-def test_risks_are_warnings(topic: str, changes: dict[str, object], words: str) -> None:
+def test_risks_are_warnings(topic: str, changes: TopicChanges, words: str) -> None:
     """What works but may lose or stall records only warns, naming the setting and the fix."""
     problems = check_topics(SETTINGS, with_topic(getattr(SETTINGS, topic), **changes))
     assert problems and all(p.severity is Severity.WARNING for p in problems), problems

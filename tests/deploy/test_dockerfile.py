@@ -261,6 +261,7 @@ def healthcheck_argv(dockerfile: Dockerfile) -> list[str]:
     assert re.search(r"--timeout=\d+s", options)
     assert re.search(r"--start-period=\d+s", options)
     argv = json.loads(command)
+    assert isinstance(argv, list), "HEALTHCHECK in exec form (a JSON array)"
     assert argv[0] == "python"
     assert "urllib" in argv[-1]
     assert "/healthz" in argv[-1]

@@ -27,7 +27,9 @@ FILTERS = {"namespace": "$namespace", "job": "$job"}
 
 @pytest.fixture(scope="module")
 def dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD_PATH.read_text())
+    board = json.loads(DASHBOARD_PATH.read_text())
+    assert isinstance(board, dict), "a dashboard is a JSON object"
+    return board
 
 
 def all_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:

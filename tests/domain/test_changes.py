@@ -16,7 +16,7 @@ from service.errors import PoisonRecord
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 UID = "3f6c1a2b-7d4e-4f80-a1b2-c3d4e5f60718"
 REALM_ID = "8d1f2a6e-3b4c-4e5f-9a0b-1c2d3e4f5a6b"
-ANY = None  # expected Skip reason: any reason will do, as long as the event is skipped
+ANY = "*"  # expected Skip reason: any reason will do, as long as the event is skipped
 
 
 def golden(name: str) -> KeycloakEvent:
@@ -257,7 +257,7 @@ def test_event_maps_to_the_expected_change_or_skip(
     result = change_from_event(event)
     if isinstance(expected, Skip):
         assert isinstance(result, Skip), f"expected a skip, got {result}"
-        if expected.reason is not ANY:
+        if expected.reason != ANY:
             assert result == expected
         return
     assert isinstance(result, UserChange), f"expected a change, got {result}"

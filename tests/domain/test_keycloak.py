@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.domain.changes import Skip, UserChange, change_from_event
+from service.domain.groups import GroupChange
 from service.domain.keycloak import KeycloakEvent, parse_record
 from service.errors import PoisonRecord
 from tests.properties import examples
@@ -25,7 +26,9 @@ def golden(name: str) -> bytes:
 
 
 def golden_doc(name: str) -> dict[str, Any]:
-    return json.loads(golden(name))
+    doc = json.loads(golden(name))
+    assert isinstance(doc, dict), f"{name}: a plugin record is a JSON object"
+    return doc
 
 
 def encode(doc: object) -> bytes:
@@ -331,8 +334,8 @@ def plugin_like_records(draw: st.DrawFn) -> bytes:
 def test_any_record_parses_to_a_change_a_skip_or_poison(raw: bytes) -> None:
     """Whatever a record holds, parsing and mapping end in a change, a skip, or PoisonRecord: never another error."""
     try:
-        result: UserChange | Skip | PoisonRecord = change_from_event(parse_record(raw))
+        result: UserChange | GroupChange | Skip | PoisonRecord = change_from_event(parse_record(raw))
     except PoisonRecord as exc:
         result = exc
-    assert isinstance(result, UserChange | Skip | PoisonRecord)
+    assert isinstance(result, UserChange | GroupChange | Skip | PoisonRecord)
     assert not isinstance(result, PoisonRecord) or result.reason

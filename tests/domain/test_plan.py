@@ -16,7 +16,13 @@ from service.domain.plan import Action, DeletePolicy, desired, plan_change
 from service.domain.state import UserState, merge
 
 UID = "3f6c1a2b-7d4e-4f80-a1b2-c3d4e5f60718"
-ALL = {"userName": "jdoe", "givenName": "Jane", "familyName": "Doe", "email": "jane.doe@example.com", "active": True}
+ALL: dict[str, Any] = {
+    "userName": "jdoe",
+    "givenName": "Jane",
+    "familyName": "Doe",
+    "email": "jane.doe@example.com",
+    "active": True,
+}
 
 
 def upsert(time_ms: int, event_id: str | None = None, **attributes: Any) -> UserChange:

@@ -59,7 +59,7 @@ class Pipeline:
 
     async def wait_user(self, realm: str, user_id: str, **expected: Any) -> dict[str, Any]:
         """Wait until the downstream user has every expected top-level attribute value."""
-        seen: dict[str, Any] = {}
+        seen: dict[str, dict[str, Any] | None] = {}
 
         async def matches() -> bool:
             user = await self.user_by_external_id(realm, user_id)
@@ -67,7 +67,9 @@ class Pipeline:
             return user is not None and all(_get(user, k) == v for k, v in expected.items())
 
         await wait_until(matches, timeout=30, what=f"{user_id} with {expected}; last seen {seen}")
-        return seen["user"]
+        user = seen["user"]
+        assert user is not None
+        return user
 
     def counter(self, name: str, **labels: str) -> float:
         value = self.service.metrics.registry.get_sample_value(name, labels)

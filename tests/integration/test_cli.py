@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 from tests import events as ev
 from tests.conftest import SCIM_TOKEN
@@ -87,12 +88,12 @@ async def test_dead_letter_commands_list_and_replay(pipeline: Pipeline) -> None:
     await pipeline.publisher.send(pipeline.settings.admin_events_topic, b"{broken", partition=0)
     await pipeline.admin(ev.create_user("realm-cli", "u", "u"), partitions=1)
 
-    async def listed() -> list[dict[str, object]]:
+    async def listed() -> list[dict[str, Any]]:
         code, out, err = await cli(pipeline, "dead-letters", "list")
         assert code == 0, err
         return list(json.loads(out)["dead_letters"])
 
-    letters: list[dict[str, object]] = []
+    letters: list[dict[str, Any]] = []
     for _ in range(100):
         letters = await listed()
         if letters:

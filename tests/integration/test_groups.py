@@ -35,7 +35,7 @@ async def group_by_external_id(base: str, group_id: str) -> dict[str, Any] | Non
 
 async def wait_group(base: str, group_id: str, **expected: Any) -> dict[str, Any]:
     """Until the downstream group has the expected displayName and members (downstream user ids)."""
-    seen: dict[str, Any] = {}
+    seen: dict[str, dict[str, Any] | None] = {}
 
     async def matches() -> bool:
         group = seen["group"] = await group_by_external_id(base, group_id)
@@ -45,7 +45,9 @@ async def wait_group(base: str, group_id: str, **expected: Any) -> dict[str, Any
         return all(group.get(k) == v if k != "members" else members == v for k, v in expected.items())
 
     await wait_until(matches, timeout=30, what=f"group {group_id} with {expected}; last seen {seen}")
-    return seen["group"]
+    group = seen["group"]
+    assert group is not None
+    return group
 
 
 async def enable_with_groups(pipeline: Pipeline, base: str, realm: str, **options: Any) -> None:

@@ -5,7 +5,7 @@ beyond the end of a recreated changelog starts over."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ USERS = 12
 
 
 @asynccontextmanager
-async def service(settings: Settings) -> AsyncIterator[tuple[Service, dict[str, Any]]]:
+async def service(settings: Settings) -> AsyncIterator[tuple[Service, MutableMapping[str, Any]]]:
     """The service in-process; yields it with the fields of its `apply.assigned` log line."""
     with capture_logs() as logs:
         async with running_service(settings) as running:

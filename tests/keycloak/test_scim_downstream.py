@@ -89,7 +89,7 @@ class KeycloakDownstream:
 
     async def reaches(self, user_name: str, **expected: Any) -> dict[str, Any]:
         """Waits until the downstream account of `user_name` shows every `expected` value."""
-        seen: dict[str, Any] = {}
+        seen: dict[str, dict[str, Any] | None] = {}
 
         async def shown() -> bool:
             seen["user"] = user = await self.downstream(user_name)
@@ -99,7 +99,9 @@ class KeycloakDownstream:
             await wait_until(shown, timeout=BOUND, what=f"{user_name} downstream with {expected}")
         except AssertionError:
             raise AssertionError(f"{user_name}: expected {expected}, last seen {seen.get('user')}") from None
-        return seen["user"]
+        user = seen["user"]
+        assert user is not None
+        return user
 
     def metric(self, name: str, **labels: str) -> float:
         return self.service.metrics.registry.get_sample_value(name, {"tenant": self.source, **labels}) or 0.0
