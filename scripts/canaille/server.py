@@ -19,7 +19,7 @@ from joserfc.jwk import JWKRegistry
 from pytest_iam import Server
 
 
-def config(port: int) -> dict:
+def config(port: int) -> dict[str, object]:
     jwk = JWKRegistry.generate_key("RSA", 2048)
     jwk.ensure_kid()
     return {
