@@ -24,6 +24,7 @@ def top_levels(package: str) -> dict[str, set[str]]:
     return {
         str(path.relative_to(ROOT)): {name.split(".")[0] for name in imported_modules(path)}
         for path in sorted((ROOT / package).rglob("*.py"))
+        if not any(part.startswith(".") for part in path.relative_to(ROOT).parts)  # caches, venvs
     }
 
 

@@ -109,12 +109,12 @@ async def test_a_child_ending_on_its_own_is_reported_with_its_exit_code() -> Non
 
 async def test_stop_asks_the_child_with_sigterm_and_reads_its_last_report() -> None:
     """stop() sends SIGTERM, waits for the child's own clean exit, and takes the counters it sent last."""
-    body = (
-        "def bye(*_):\n"
-        "    report({'counters': {'clamped_times': [[{}, 2.0]]}}); sys.exit(0)\n"
-        "signal.signal(signal.SIGTERM, bye)\n"
+    body = (  # the handler only flags: a report written from it could land inside another write
+        "asked = []\n"
+        "signal.signal(signal.SIGTERM, lambda *_: asked.append(1))\n"
         "report({'assigned': True})\n"
-        "while True: time.sleep(1)\n"
+        "while not asked: time.sleep(0.02)\n"
+        "report({'counters': {'clamped_times': [[{}, 2.0]]}}); sys.exit(0)\n"
     )
     metrics = Metrics()
     process = RekeyProcess(SETTINGS, metrics, 5, child(body))
