@@ -94,20 +94,17 @@ async def test_dead_letter_commands_list_and_replay(pipeline: Pipeline) -> None:
         return list(json.loads(out)["dead_letters"])
 
     letters: list[dict[str, Any]] = []
-    for _ in range(100):
-        letters = await listed()
-        if letters:
-            break
-        await asyncio.sleep(0.2)
+
+    async def listed_after(offset: int) -> bool:
+        letters[:] = await listed()
+        return bool(letters) and letters[0]["offset"] > offset
+
+    await wait_until(lambda: listed_after(-1), timeout=20, what="the dead letter listed")
     assert [x["reason"] for x in letters] == ["malformed_json"]
     first = letters[0]["offset"]
     code, out, _ = await cli(pipeline, "dead-letters", "replay")
     assert (code, json.loads(out)) == (0, {"replayed": 1})
-    for _ in range(100):
-        letters = await listed()
-        if letters and letters[0]["offset"] != first:
-            break
-        await asyncio.sleep(0.2)
+    await wait_until(lambda: listed_after(first), timeout=20, what="the replayed record dead-lettered again")
     assert [(x["reason"], x["offset"] > first) for x in letters] == [("malformed_json", True)]
 
 
