@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from service.domain import scim
+from service.domain.capabilities import NO_OVERRIDES, Overrides
 from service.errors import CircuitOpen, ScimConflict, ScimError, ScimNotFound, ScimRejected, ScimTransient
 from service.jsonhttp import NOT_JSON, Answer, JsonHttp, TransportFailure
 from service.metrics import Metrics
@@ -47,6 +48,8 @@ class Downstream:
     # how an account not linked yet is found: its externalId, or (downstreams whose externalId filter
     # finds nothing) its userName, taken only when the account's externalId is ours
     user_lookup: UserLookup = "externalId"
+    # what the operator says it supports, over its ServiceProviderConfig (service.domain.capabilities)
+    capabilities: Overrides = NO_OVERRIDES
 
     @property
     def credentials(self) -> Credentials:
