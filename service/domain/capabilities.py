@@ -44,6 +44,16 @@ class Overrides:
 NO_OVERRIDES = Overrides()
 
 
+def overrides_of(doc: object) -> Overrides:
+    """The overrides stored or shown as `public()` gave them; anything unusable reads as not set."""
+    if not isinstance(doc, dict):
+        return NO_OVERRIDES
+    flags = {k: v if isinstance(v, bool) else None for k in ("patch", "filter", "bulk") for v in [doc.get(k)]}
+    limit = doc.get("max_results")
+    usable = isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
+    return Overrides(**flags, max_results=limit if usable else None)
+
+
 def effective(config: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
     """The ServiceProviderConfig with the overrides laid over it (`config` itself when there are none)."""
     if overrides == NO_OVERRIDES:

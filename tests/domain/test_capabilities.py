@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.domain.capabilities import NO_OVERRIDES, Overrides, effective, page_size, user_writes
+from service.domain.capabilities import NO_OVERRIDES, Overrides, effective, overrides_of, page_size, user_writes
 
 SPC: dict[str, Any] = {
     "patch": {"supported": True},
@@ -66,3 +66,11 @@ def test_user_writes_follow_patch_support(config: dict[str, Any], refused: bool,
 def test_page_size_never_exceeds_max_results(wanted: int, config: dict[str, Any], expected: int) -> None:
     """A listing asks for at most filter.maxResults per page; an unusable value is ignored."""
     assert page_size(wanted, config) == expected
+
+
+def test_stored_overrides_read_back_and_unusable_values_are_not_set() -> None:
+    """public() reads back as the same overrides; a wrong type or a non-positive page is ignored."""
+    given = Overrides(patch=False, filter=True, max_results=100, bulk=False)
+    assert overrides_of(given.public()) == given
+    assert overrides_of({"patch": "false", "max_results": 0, "bulk": 1}) == NO_OVERRIDES
+    assert overrides_of(None) == NO_OVERRIDES
