@@ -131,6 +131,9 @@ class CapabilityOverrides(Request):
     filter: bool | None = Field(default=None, description="false: lookups list every account instead of filtering")
     max_results: PositiveInt | None = Field(default=None, description="the largest page a listing asks for")
     bulk: bool | None = Field(default=None, description="false: never send /Bulk")
+    etag: bool | None = Field(
+        default=None, description="false: user writes without If-Match; true: with the version the server gave"
+    )
 
 
 class EnableTenant(Request):

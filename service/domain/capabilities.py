@@ -11,6 +11,8 @@ reader of the config (lookups, bulk, paging, writes) sees the same corrected vie
 - `max_results` (filter.maxResults): the largest page a listing asks for (backfill, reconciliation,
   scans).
 - `bulk` (bulk.supported): false never sends /Bulk, whatever the tenant's `bulk` option.
+- `etag` (etag.supported): false sends user writes unconditionally; true sends them `If-Match` the
+  version the server gave.
 """
 
 from __future__ import annotations
@@ -32,13 +34,20 @@ class Overrides:
     filter: bool | None = None
     max_results: int | None = None
     bulk: bool | None = None
+    etag: bool | None = None
 
     def public(self) -> dict[str, Any]:
         """The overrides that are set, as the enable body names them."""
         return {k: v for k, v in self.as_dict().items() if v is not None}
 
     def as_dict(self) -> dict[str, Any]:
-        return {"patch": self.patch, "filter": self.filter, "max_results": self.max_results, "bulk": self.bulk}
+        return {
+            "patch": self.patch,
+            "filter": self.filter,
+            "max_results": self.max_results,
+            "bulk": self.bulk,
+            "etag": self.etag,
+        }
 
 
 NO_OVERRIDES = Overrides()
@@ -48,7 +57,7 @@ def overrides_of(doc: object) -> Overrides:
     """The overrides stored or shown as `public()` gave them; anything unusable reads as not set."""
     if not isinstance(doc, dict):
         return NO_OVERRIDES
-    flags = {k: v if isinstance(v, bool) else None for k in ("patch", "filter", "bulk") for v in [doc.get(k)]}
+    flags = {k: v if isinstance(v, bool) else None for k in ("patch", "filter", "bulk", "etag") for v in [doc.get(k)]}
     limit = doc.get("max_results")
     usable = isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
     return Overrides(**flags, max_results=limit if usable else None)
@@ -59,7 +68,13 @@ def effective(config: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
     if overrides == NO_OVERRIDES:
         return config
     result = copy.deepcopy(config)
-    for section, supported in (("patch", overrides.patch), ("filter", overrides.filter), ("bulk", overrides.bulk)):
+    flags = (
+        ("patch", overrides.patch),
+        ("filter", overrides.filter),
+        ("bulk", overrides.bulk),
+        ("etag", overrides.etag),
+    )
+    for section, supported in flags:
         if supported is not None:
             _section(result, section)["supported"] = supported
     if overrides.max_results is not None:
@@ -75,6 +90,19 @@ def user_writes(config: dict[str, Any], patch_refused: bool) -> UserWrites:
     section = config.get("patch")
     announced = section.get("supported") if isinstance(section, dict) else None
     return "put" if patch_refused or announced is False else "patch"
+
+
+def etag_supported(config: dict[str, Any]) -> bool:
+    """Whether writes are conditional: only when the (effective) config says `etag.supported: true`."""
+    section = config.get("etag")
+    return isinstance(section, dict) and section.get("supported") is True
+
+
+def version_of(doc: object) -> str | None:
+    """A resource's `meta.version` (its ETag), when the answer carries one."""
+    meta = doc.get("meta") if isinstance(doc, dict) else None
+    version = meta.get("version") if isinstance(meta, dict) else None
+    return version if isinstance(version, str) and version else None
 
 
 def page_size(wanted: int, config: dict[str, Any]) -> int:

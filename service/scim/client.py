@@ -46,6 +46,7 @@ WritesMode = Literal["unknown", "patch", "put"]
 ResourceKind = Literal["Users", "Groups"]
 _RESOURCE_PATH = {"Users": scim.user_path, "Groups": scim.group_path}  # ids percent-encoded as one segment
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+KEPT_VERSIONS = 10_000  # per tenant: the users' versions last answered, for If-Match without a read
 
 
 def checked_id(value: object, method: str, path: str) -> str:
@@ -82,6 +83,7 @@ class _Knowledge:
     config_read: asyncio.Lock = field(default_factory=asyncio.Lock)
     patch_refused: bool = False  # it answered a PATCH with 405: users are PUT from now on
     writes: WritesMode = "unknown"  # how user updates were last sent, for the API
+    versions: dict[str, str] = field(default_factory=dict)  # Users/{id} -> meta.version last answered
 
 
 class ScimClient:
@@ -232,13 +234,16 @@ class ScimClient:
         return known.lookups if known else "unknown"
 
     async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._create(ds, "Users", body)
+        created = await self._create(ds, "Users", body)
+        self._keep_version(ds, scim.user_path(created["id"]), created)
+        return created
 
     async def patch_user(self, ds: Downstream, user_id: str, operations: list[dict[str, Any]]) -> None:
         """PATCH; a 405 (PATCH announced, not taken) switches the tenant's user updates to PUT, then is
         raised for the executor to resend the change as a PUT."""
+        path = scim.user_path(checked_id(user_id, "PATCH", "Users/{id}"))
         try:
-            await self._patch(ds, "Users", user_id, operations)
+            await self._conditional(ds, "PATCH", path, scim.patch_request(operations))
         except ScimRejected as exc:
             if exc.status == 405:
                 self.refuse_patch(ds)
@@ -247,7 +252,50 @@ class ScimClient:
     async def replace_user(self, ds: Downstream, user_id: str, body: dict[str, Any]) -> None:
         """`PUT /Users/{id}` with the full user (downstreams without PATCH)."""
         path = scim.user_path(checked_id(user_id, "PUT", "Users/{id}"))
-        await self.send_once(ds, "PUT", path, body=body)
+        await self._conditional(ds, "PUT", path, body)
+
+    async def _conditional(self, ds: Downstream, method: str, path: str, body: dict[str, Any]) -> None:
+        """A user write. Where the downstream supports ETags it is sent `If-Match` the user's version
+        (the one its last answer gave, else read first); a 412 (changed since: another writer, or a
+        version this replica kept from before) reads the version again and sends once more. A second
+        412 is transient: the applier retries later."""
+        if not caps.etag_supported(await self.capabilities(ds)):
+            await self.send_once(ds, method, path, body=body)
+            return
+        known = self._known(ds)
+        version = known.versions.pop(path, None) or await self._read_version(ds, path)
+        try:
+            doc = await self._send_if_match(ds, method, path, body, version)
+        except ScimRejected as exc:
+            if exc.status != 412:
+                raise
+            log.info("scim.version.stale", tenant=ds.tenant, method=method, hint="read again, sent once more")
+            try:
+                doc = await self._send_if_match(ds, method, path, body, await self._read_version(ds, path))
+            except ScimRejected as again:
+                if again.status != 412:
+                    raise
+                raise ScimTransient(412, method, path, detail="the resource changed twice while written") from again
+        self._keep_version(ds, path, doc)
+
+    async def _send_if_match(
+        self, ds: Downstream, method: str, path: str, body: dict[str, Any], version: str | None
+    ) -> Any:
+        request = Request(ds, method, path, body, if_match=version)
+        return await self.transport.send(request)
+
+    async def _read_version(self, ds: Downstream, path: str) -> str | None:
+        """The resource's current meta.version (None: it carries none, the write goes unconditional)."""
+        return caps.version_of(await self.send_once(ds, "GET", path))
+
+    def _keep_version(self, ds: Downstream, path: str, doc: object) -> None:
+        version = caps.version_of(doc)
+        if version is None:
+            return
+        versions = self._known(ds).versions
+        versions[path] = version
+        if len(versions) > KEPT_VERSIONS:
+            versions.pop(next(iter(versions)))
 
     async def user_writes(self, ds: Downstream) -> caps.UserWrites:
         """How a linked user's changes go to this downstream: PATCH, or PUT of the full user."""
