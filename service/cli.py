@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         "--capabilities",
         type=_optional(_json_object),
         help="overrides for a downstream that announces wrongly, as JSON, e.g. '{\"patch\": false}' "
-        "(keys patch, filter, bulk, max_results; `none`: unset)",
+        "(keys patch, filter, bulk, etag, max_results; `none`: unset)",
     )
     enable.add_argument(
         "--token-env",
