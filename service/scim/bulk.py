@@ -103,7 +103,12 @@ class BulkPort:
             await self._client.patch_user(ds, user_id, operations)
             return
         path = scim.user_path(checked_id(user_id, "PATCH", "Users/{id}"))
-        await self._submit(ds, limits, "PATCH", path, scim.patch_request(operations))
+        try:
+            await self._submit(ds, limits, "PATCH", path, scim.patch_request(operations))
+        except ScimRejected as exc:
+            if exc.status == 405:  # inside a bulk too: the tenant's users are PUT from now on
+                self._client.refuse_patch(ds)
+            raise
 
     async def replace_user(self, ds: Downstream, user_id: str, body: dict[str, Any]) -> None:
         """A PUT goes out on its own: downstreams without PATCH seldom take /Bulk either."""
