@@ -34,8 +34,11 @@ class ScimServer:
         self.process.wait(timeout=10)
 
 
-def start_scim_server(*tokens: str, port: int | None = None, schema: Path | None = None) -> ScimServer:
-    """scim2-server on 127.0.0.1; `schema`: a JSON list of schemas served instead of RFC 7643's."""
+def start_scim_server(
+    *tokens: str, port: int | None = None, schema: Path | None = None, service_provider_config: Path | None = None
+) -> ScimServer:
+    """scim2-server on 127.0.0.1; `schema`: a JSON list of schemas served instead of RFC 7643's;
+    `service_provider_config`: the ServiceProviderConfig it announces instead of "everything supported"."""
     port = port or free_port()
     command = [
         str(Path(sys.executable).parent / "scim2-server"),
@@ -47,6 +50,8 @@ def start_scim_server(*tokens: str, port: int | None = None, schema: Path | None
     ]
     if schema is not None:
         command += ["--schema", str(schema)]
+    if service_provider_config is not None:
+        command += ["--service-provider-config", str(service_provider_config)]
     for token in tokens:
         command += ["--bearer-token", token]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -142,6 +142,12 @@ def _parser() -> argparse.ArgumentParser:
         help="how an account not linked yet is found: externalId or userName (`none`: the preset's)",
     )
     enable.add_argument(
+        "--capabilities",
+        type=_optional(_json_object),
+        help="overrides for a downstream that announces wrongly, as JSON, e.g. '{\"patch\": false}' "
+        "(keys patch, filter, bulk, etag, max_results; `none`: unset)",
+    )
+    enable.add_argument(
         "--token-env",
         default="OUTBOUND_SCIM_DOWNSTREAM_TOKEN",
         help="environment variable holding the downstream's secret: its token, Basic password or OAuth2 client "
@@ -281,6 +287,7 @@ TENANT_FIELDS = (
     "bulk",
     "preset",
     "user_lookup",
+    "capabilities",
 )
 AUTH_TYPES = {"bearer": "bearer", "basic": "basic", "oauth2": "oauth2_client_credentials"}  # --auth -> API type
 AUTH_FIELDS = {"basic": ("username",), "oauth2_client_credentials": ("token_url", "client_id", "scope", "audience")}
@@ -304,6 +311,16 @@ def _optional(parse: Callable[[str], T]) -> Callable[[str], T | _Clear]:
 
     parse_or_clear.__name__ = getattr(parse, "__name__", "value")
     return parse_or_clear
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
 
 
 def _positive_int(text: str) -> int:

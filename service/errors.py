@@ -26,6 +26,8 @@ ServiceError (retriable = False)
                          forbidden_address   the egress policy refuses the target address
                          invalid_url         the tenant's base URL does not parse
                          invalid_id          the downstream gave an id that is not one path segment
+                         incomplete_user     a PUT of the full user (downstreams without PATCH) with
+                                             no userName known to send
                          response_too_large  the body is over OUTBOUND_SCIM_HTTP_MAX_RESPONSE_BYTES
 """
 

@@ -97,7 +97,7 @@ class JsonHttp:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
-                kept = {k: v for k in ("Retry-After", "Location") if (v := response.headers.get(k)) is not None}
+                kept = {k: v for k in ("Retry-After", "Location", "ETag") if (v := response.headers.get(k)) is not None}
                 if 300 <= response.status < 400 or response.status == 204:
                     return Answer(response.status, None, kept)
                 raw = await self._read(response)

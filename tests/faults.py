@@ -21,7 +21,7 @@ from aiohttp import web
 
 from tests.support import free_port
 
-PASS_HEADERS = ("Authorization", "Content-Type", "Accept")
+PASS_HEADERS = ("Authorization", "Content-Type", "Accept", "If-Match")
 RETURN_HEADERS = ("Content-Type", "Location", "ETag")
 
 
@@ -125,7 +125,7 @@ class FaultProxy:
             request.method, f"{self.upstream}{request.rel_url}", data=await request.read(), headers=headers
         ) as upstream:
             body = await upstream.read()
-            kept = {k: v for k, v in upstream.headers.items() if k in RETURN_HEADERS}
+            kept = {k: v for k in RETURN_HEADERS if (v := upstream.headers.get(k)) is not None}
             return web.Response(status=upstream.status, body=body, headers=kept)
 
 

@@ -141,3 +141,19 @@ def test_oauth2_options_build_the_auth_body_and_a_rotation_keeps_them() -> None:
         "client_secret": "s3cret-2",
     }
     assert rotated["preset"] == "keycloak" and "token" not in rotated
+
+
+def test_capability_overrides_are_passed_as_json_and_a_rotation_keeps_them() -> None:
+    """`--capabilities '{"patch": false}'` sends that object; a later rotation repeats the current one."""
+    args = _parser().parse_args(["tenants", "enable", "acme", "--capabilities", '{"patch": false}'])
+    body = enable_body(CURRENT, {"capabilities": args.capabilities}, NEW_TOKEN)
+    assert body["capabilities"] == {"patch": False}
+    kept = enable_body({**CURRENT, "capabilities": {"patch": False}}, {}, NEW_TOKEN)
+    assert kept["capabilities"] == {"patch": False}
+
+
+@pytest.mark.parametrize("text", ["patch=false", "[1]"])
+def test_capabilities_that_are_not_a_json_object_are_refused(text: str) -> None:
+    """Anything but a JSON object is a usage error before any call."""
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["tenants", "enable", "acme", "--capabilities", text])

@@ -14,7 +14,7 @@ from service.pipeline.on_demand import provision_now
 from service.pipeline.reconcile import Reconciler
 from service.pipeline.set_aside import HeldRecord, HeldTopic
 from service.scim.breaker import BreakerState
-from service.scim.client import Downstream, LookupMode, ScimClient
+from service.scim.client import Downstream, LookupMode, ScimClient, WritesMode
 from service.scim.discovery import validate_downstream
 from service.scim.egress import EgressPolicy
 from service.tenants.models import Tenant
@@ -42,6 +42,9 @@ class ScimDownstreams:
 
     def lookups(self, realm: str) -> LookupMode:
         return self._scim.lookup_mode(realm)
+
+    def writes(self, realm: str) -> WritesMode:
+        return self._scim.writes_mode(realm)
 
 
 class HeldTopicRecords:

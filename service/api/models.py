@@ -122,6 +122,20 @@ AuthRequest = Annotated[
 ]
 
 
+class CapabilityOverrides(Request):
+    """What the downstream supports, where it announces otherwise (null: as its ServiceProviderConfig says)."""
+
+    patch: bool | None = Field(
+        default=None, description="false: user updates are PUTs of the full user; group sync is refused"
+    )
+    filter: bool | None = Field(default=None, description="false: lookups list every account instead of filtering")
+    max_results: PositiveInt | None = Field(default=None, description="the largest page a listing asks for")
+    bulk: bool | None = Field(default=None, description="false: never send /Bulk")
+    etag: bool | None = Field(
+        default=None, description="false: user writes without If-Match; true: with the version the server gave"
+    )
+
+
 class EnableTenant(Request):
     """The whole tenant: a field left out takes its default (an enable of an enabled realm is a rotation).
     Exactly one of `token` and `auth` says how requests to the downstream authenticate."""
@@ -168,6 +182,11 @@ class EnableTenant(Request):
     group_members_per_request: PositiveInt = Field(default=100, le=1000, description="member operations per PATCH")
     bulk: Literal["auto", "off"] = Field(
         default="auto", description="user writes as SCIM /Bulk when the downstream announces it (off: one by one)"
+    )
+    capabilities: CapabilityOverrides | None = Field(
+        default=None,
+        description='overrides for a downstream whose ServiceProviderConfig is wrong, e.g. {"patch": false}; '
+        "see the operations guide",
     )
 
     @model_validator(mode="after")
@@ -275,6 +294,12 @@ class TenantView(Response):
     auth: AuthView
     preset: Literal["keycloak"] | None
     user_lookup: Literal["externalId", "userName"] = Field(description="how an account not linked yet is found")
+    capabilities: dict[str, bool | int] = Field(
+        default_factory=dict, description="the capability overrides given with the enable (only those set)"
+    )
+    writes: Literal["unknown", "patch", "put"] = Field(
+        default="unknown", description="how user updates are sent downstream: PATCH, or PUT of the full user"
+    )
     warnings: list[RealmWarningView] | None = Field(
         default=None,
         exclude_if=_absent,

@@ -42,6 +42,7 @@ from service.api.models import (
     TenantView,
     UnreadableTenant,
 )
+from service.domain.capabilities import Overrides, effective
 from service.domain.groups import GroupOptions
 from service.domain.scim import patch_supported
 from service.errors import EnableRefused, TenantUnreadable
@@ -49,7 +50,7 @@ from service.keycloak_admin.realm_check import RealmWarning
 from service.pipeline.backfill import BackfillProgress
 from service.pipeline.set_aside import HeldRecord
 from service.scim import presets
-from service.scim.client import Downstream, LookupMode
+from service.scim.client import Downstream, LookupMode, WritesMode
 from service.scim.credentials import BasicAuth, ClientCredentials, SecretCredentials
 from service.tenants.models import NOTICES, Tenant, auth_view
 
@@ -90,6 +91,8 @@ class Downstreams(Protocol):
     def circuit(self, realm: str) -> Circuit: ...
 
     def lookups(self, realm: str) -> LookupMode: ...
+
+    def writes(self, realm: str) -> WritesMode: ...
 
 
 class HeldRecords(Protocol):
@@ -172,7 +175,7 @@ class TenantService:
         except EnableRefused as exc:
             log.info("tenant.enable.refused", tenant=realm, reason=exc.reason, detail=exc.detail)
             raise
-        refused_groups = tenant.groups and patch_supported(config) is False
+        refused_groups = tenant.groups and patch_supported(effective(config, tenant.capabilities)) is False
         if refused_groups:  # a full member-list PUT is what AWS refuses: no group sync, users still flow
             tenant = replace(tenant, groups=False)
         previous = self._records.last_generation(realm)  # also of a record this replica cannot read
@@ -287,6 +290,8 @@ class TenantService:
             ],
             circuit=self._downstreams.circuit(tenant.realm),
             lookups=self._downstreams.lookups(tenant.realm),
+            writes=self._downstreams.writes(tenant.realm),
+            capabilities=tenant.capabilities.public(),
             groups=tenant.groups,
             group_display=tenant.group_display,
             group_flatten=tenant.group_flatten,
@@ -336,6 +341,7 @@ def _tenant(realm: str, request: EnableTenant, now: datetime) -> Tenant:
         auth=auth,
         preset=request.preset,
         user_lookup=presets.user_lookup(request.preset, request.user_lookup),
+        capabilities=Overrides(**request.capabilities.model_dump()) if request.capabilities else Overrides(),
     )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 
 from service.domain import bulk, scim
+from service.domain.capabilities import UserWrites
 from service.errors import ScimError, ScimRejected, ScimTransient
 from service.metrics import Metrics
 from service.scim.client import ScimClient, checked_id
@@ -102,7 +103,19 @@ class BulkPort:
             await self._client.patch_user(ds, user_id, operations)
             return
         path = scim.user_path(checked_id(user_id, "PATCH", "Users/{id}"))
-        await self._submit(ds, limits, "PATCH", path, scim.patch_request(operations))
+        try:
+            await self._submit(ds, limits, "PATCH", path, scim.patch_request(operations))
+        except ScimRejected as exc:
+            if exc.status == 405:  # inside a bulk too: the tenant's users are PUT from now on
+                self._client.refuse_patch(ds)
+            raise
+
+    async def replace_user(self, ds: Downstream, user_id: str, body: dict[str, Any]) -> None:
+        """A PUT goes out on its own: downstreams without PATCH seldom take /Bulk either."""
+        await self._client.replace_user(ds, user_id, body)
+
+    async def user_writes(self, ds: Downstream) -> UserWrites:
+        return await self._client.user_writes(ds)
 
     async def close(self) -> None:
         """Send what is gathered now and wait for every bulk request in flight."""

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import aiohttp
 import structlog
 
+from service.domain import capabilities as caps
 from service.domain import scim
 from service.domain.sighting import Account, account_of
 from service.errors import ScimError, ScimRejected, ScimTransient
@@ -36,14 +37,16 @@ from service.scim.transport import (
     Transport,
 )
 
-__all__ = ["Downstream", "LookupMode", "ScimClient", "TenantGate", "UserSnapshot", "checked_id"]
+__all__ = ["Downstream", "LookupMode", "ScimClient", "TenantGate", "UserSnapshot", "WritesMode", "checked_id"]
 
 log = structlog.get_logger(__name__)
 
 LookupMode = Literal["unknown", "filter", "scan"]
+WritesMode = Literal["unknown", "patch", "put"]
 ResourceKind = Literal["Users", "Groups"]
 _RESOURCE_PATH = {"Users": scim.user_path, "Groups": scim.group_path}  # ids percent-encoded as one segment
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+KEPT_VERSIONS = 10_000  # per tenant: the users' versions last answered, for If-Match without a read
 
 
 def checked_id(value: object, method: str, path: str) -> str:
@@ -78,6 +81,9 @@ class _Knowledge:
     discovery: asyncio.Lock = field(default_factory=asyncio.Lock)
     config: dict[str, Any] | None = None  # its ServiceProviderConfig ({}: none readable), once read
     config_read: asyncio.Lock = field(default_factory=asyncio.Lock)
+    patch_refused: bool = False  # it answered a PATCH with 405: users are PUT from now on
+    writes: WritesMode = "unknown"  # how user updates were last sent, for the API
+    versions: dict[str, str] = field(default_factory=dict)  # Users/{id} -> meta.version last answered
 
 
 class ScimClient:
@@ -172,7 +178,8 @@ class ScimClient:
     ) -> AsyncIterator[dict[str, Any]]:
         """Every user of the downstream, page by page (startIndex / count); each page retried with
         `retry` when given. A downstream that ignores startIndex and answers the same page again ends
-        the listing instead of looping."""
+        the listing instead of looping. Pages are never larger than the downstream's filter.maxResults."""
+        page_size = caps.page_size(page_size, await self.capabilities(ds))
         start = 1
         seen: set[str] = set()
         while True:
@@ -227,10 +234,89 @@ class ScimClient:
         return known.lookups if known else "unknown"
 
     async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._create(ds, "Users", body)
+        created = await self._create(ds, "Users", body)
+        self._keep_version(ds, scim.user_path(created["id"]), created)
+        return created
 
     async def patch_user(self, ds: Downstream, user_id: str, operations: list[dict[str, Any]]) -> None:
-        await self._patch(ds, "Users", user_id, operations)
+        """PATCH; a 405 (PATCH announced, not taken) switches the tenant's user updates to PUT, then is
+        raised for the executor to resend the change as a PUT."""
+        path = scim.user_path(checked_id(user_id, "PATCH", "Users/{id}"))
+        try:
+            await self._conditional(ds, "PATCH", path, scim.patch_request(operations))
+        except ScimRejected as exc:
+            if exc.status == 405:
+                self.refuse_patch(ds)
+            raise
+
+    async def replace_user(self, ds: Downstream, user_id: str, body: dict[str, Any]) -> None:
+        """`PUT /Users/{id}` with the full user (downstreams without PATCH)."""
+        path = scim.user_path(checked_id(user_id, "PUT", "Users/{id}"))
+        await self._conditional(ds, "PUT", path, body)
+
+    async def _conditional(self, ds: Downstream, method: str, path: str, body: dict[str, Any]) -> None:
+        """A user write. Where the downstream supports ETags it is sent `If-Match` the user's version
+        (the one its last answer gave, else read first); a 412 (changed since: another writer, or a
+        version this replica kept from before) reads the version again and sends once more. A second
+        412 is transient: the applier retries later."""
+        if not caps.etag_supported(await self.capabilities(ds)):
+            await self.send_once(ds, method, path, body=body)
+            return
+        known = self._known(ds)
+        version = known.versions.pop(path, None) or await self._read_version(ds, path)
+        try:
+            doc = await self._send_if_match(ds, method, path, body, version)
+        except ScimRejected as exc:
+            if exc.status != 412:
+                raise
+            log.info("scim.version.stale", tenant=ds.tenant, method=method, hint="read again, sent once more")
+            try:
+                doc = await self._send_if_match(ds, method, path, body, await self._read_version(ds, path))
+            except ScimRejected as again:
+                if again.status != 412:
+                    raise
+                raise ScimTransient(412, method, path, detail="the resource changed twice while written") from again
+        self._keep_version(ds, path, doc)
+
+    async def _send_if_match(
+        self, ds: Downstream, method: str, path: str, body: dict[str, Any], version: str | None
+    ) -> Any:
+        request = Request(ds, method, path, body, if_match=version)
+        return await self.transport.send(request)
+
+    async def _read_version(self, ds: Downstream, path: str) -> str | None:
+        """The resource's current meta.version (None: it carries none, the write goes unconditional)."""
+        return caps.version_of(await self.send_once(ds, "GET", path))
+
+    def _keep_version(self, ds: Downstream, path: str, doc: object) -> None:
+        version = caps.version_of(doc)
+        if version is None:
+            return
+        versions = self._known(ds).versions
+        versions[path] = version
+        if len(versions) > KEPT_VERSIONS:
+            versions.pop(next(iter(versions)))
+
+    async def user_writes(self, ds: Downstream) -> caps.UserWrites:
+        """How a linked user's changes go to this downstream: PATCH, or PUT of the full user."""
+        known = self._known(ds)
+        writes = caps.user_writes(await self.capabilities(ds), known.patch_refused)
+        if writes != known.writes:
+            known.writes = writes
+            if writes == "put":
+                log.info("scim.writes.put", tenant=ds.tenant, hint="user updates are sent as PUT of the full user")
+        return writes
+
+    def refuse_patch(self, ds: Downstream) -> None:
+        """The downstream answered 405 to a PATCH: its users are PUT from now on (until its config changes)."""
+        known = self._known(ds)
+        if not known.patch_refused:
+            known.patch_refused = True
+            log.warning("scim.patch.not_allowed", tenant=ds.tenant, hint="user updates are sent as PUT from now on")
+
+    def writes_mode(self, tenant: str) -> WritesMode:
+        known = self._knowledge.get(tenant)
+        return known.writes if known else "unknown"
 
     async def delete_user(self, ds: Downstream, user_id: str) -> None:
         await self._delete(ds, "Users", user_id)
@@ -244,7 +330,7 @@ class ScimClient:
         a downstream may ignore), in pages no larger than its filter.maxResults, checked as it comes: a
         page whose accounts carry no usable id, a total that moves, or a count that does not add up makes
         the snapshot incomplete (it then proves nothing absent)."""
-        size = min(page_size, scim.max_results(await self.capabilities(ds)) or page_size)
+        size = caps.page_size(page_size, await self.capabilities(ds))
         accounts: dict[str, Account] = {}
         start, first_total = 1, None
         while True:
@@ -274,8 +360,9 @@ class ScimClient:
         return UserSnapshot(list(accounts.values()), True)
 
     async def capabilities(self, ds: Downstream) -> dict[str, Any]:
-        """The downstream's ServiceProviderConfig, read once per tenant config; {} when it has none
-        readable (a transient failure is raised: the caller retries)."""
+        """The downstream's ServiceProviderConfig, read once per tenant config, with the tenant's
+        overrides laid over it; {} when it has none readable (a transient failure is raised: the caller
+        retries)."""
         known = self._known(ds)
         if known.config is None:
             async with known.config_read:
@@ -287,7 +374,7 @@ class ScimClient:
                     except ScimError:
                         doc = None
                     known.config = doc if isinstance(doc, dict) else {}
-        return known.config
+        return caps.effective(known.config, ds.capabilities)
 
     # -- groups -------------------------------------------------------------------------------------------
 
@@ -368,6 +455,7 @@ class ScimClient:
         self, ds: Downstream, endpoint: str, page_size: int, retry: RetryPolicy | None, extra: dict[str, str]
     ) -> AsyncIterator[dict[str, Any]]:
         """list_users' paging for any endpoint, with `extra` query parameters on every page."""
+        page_size = caps.page_size(page_size, await self.capabilities(ds))
         start = 1
         seen: set[str] = set()
         while True:

@@ -14,6 +14,11 @@ A backfill's change may carry what its listing of the downstream saw (service.do
 plan then says CREATE (nothing there: POST without a lookup, a 409 adopts as above) or ADOPT (the
 userName is held: the adoption rules decide on live lookups, never a blind POST).
 
+Updates of a linked account are PATCHes of what changed, or, where the downstream takes no PATCH (its
+ServiceProviderConfig or the tenant's override says so, or it answered a PATCH with 405), a PUT of the
+full user built from the merged state (the attributes a POST sends, externalId ours): a claim or an
+operator's link is then that same PUT.
+
 Idempotent by construction: a retried POST whose first attempt did succeed ends in one user (the
 externalId lookup or the 409 adoption finds it).
 """
@@ -25,10 +30,11 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from service.domain import scim
+from service.domain.capabilities import UserWrites
 from service.domain.changes import UserChange
 from service.domain.plan import Action, Plan
 from service.domain.state import UserState
-from service.errors import ScimConflict, ScimNotFound, ScimOwnershipConflict
+from service.errors import ScimConflict, ScimNotFound, ScimOwnershipConflict, ScimRejected
 from service.scim.client import Downstream
 
 
@@ -40,6 +46,10 @@ class ScimPort(Protocol):
     async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]: ...
 
     async def patch_user(self, ds: Downstream, user_id: str, operations: list[dict[str, Any]]) -> None: ...
+
+    async def replace_user(self, ds: Downstream, user_id: str, body: dict[str, Any]) -> None: ...
+
+    async def user_writes(self, ds: Downstream) -> UserWrites: ...
 
     async def delete_user(self, ds: Downstream, user_id: str) -> None: ...
 
@@ -80,7 +90,7 @@ async def _sync(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) 
     linked = plan.state.downstream_id
     if linked is not None:
         try:
-            await _patch(port, ds, linked, plan.changed, values)
+            await _update(port, ds, linked, change.user_id, plan.changed, values)
             return Outcome(_updated(change, plan.changed), _written(plan.state, linked, values))
         except ScimNotFound:
             pass  # deleted downstream behind our back: resolve again, re-create if we can
@@ -90,7 +100,7 @@ async def _sync(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) 
         return await _claim(plan, change, ds, port, found["id"])
     if found is not None:
         # Ours (its externalId is our id) but not linked yet: make it hold everything we know.
-        await _patch(port, ds, found["id"], values, values)
+        await _update(port, ds, found["id"], change.user_id, values, values)
         return Outcome(_updated(change, values), _written(plan.state, found["id"], values))
     return await _create(plan, change, ds, port)
 
@@ -124,18 +134,14 @@ async def _adopt(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort)
 
 async def _claim(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort, downstream_id: str) -> Outcome:
     """Take over an account nobody owns: set its externalId to ours and write everything we know."""
-    operations = [{"op": "replace", "path": "externalId", "value": change.user_id}]
-    operations += scim.patch_operations(plan.values, plan.values)
-    await port.patch_user(ds, downstream_id, operations)
+    await _update(port, ds, downstream_id, change.user_id, plan.values, plan.values, claim=True)
     return Outcome(Result.LINKED, _written(plan.state, downstream_id, plan.values))
 
 
 async def _link(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
     """An operator said which account is this user's: claim it (externalId) and write what we know."""
     assert change.link_to is not None
-    operations = [{"op": "replace", "path": "externalId", "value": change.user_id}]
-    operations += scim.patch_operations(plan.values, plan.values)
-    await port.patch_user(ds, change.link_to, operations)
+    await _update(port, ds, change.link_to, change.user_id, plan.values, plan.values, claim=True)
     return Outcome(Result.LINKED, _written(plan.state, change.link_to, plan.values), "operator_link")
 
 
@@ -172,12 +178,35 @@ async def _find_ours(
     return found if found is not None and found.get("externalId") in (None, "", change.user_id) else None
 
 
-async def _patch(
-    port: ScimPort, ds: Downstream, downstream_id: str, changed: dict[str, Any], values: dict[str, Any]
+async def _update(
+    port: ScimPort,
+    ds: Downstream,
+    downstream_id: str,
+    external_id: str,
+    changed: dict[str, Any],
+    values: dict[str, Any],
+    *,
+    claim: bool = False,
 ) -> None:
-    operations = scim.patch_operations(changed, values)
-    if operations:
-        await port.patch_user(ds, downstream_id, operations)
+    """Make the account hold `values`: a PATCH of the `changed` attributes (with `claim`, its externalId
+    set to ours first), or a PUT of the full user where the downstream takes no PATCH. A 405 to the
+    PATCH (the client then switches the tenant to PUT) is resent at once as the PUT."""
+    if await port.user_writes(ds) == "patch":
+        operations = [{"op": "replace", "path": "externalId", "value": external_id}] if claim else []
+        operations += scim.patch_operations(changed, values)
+        if not operations:
+            return
+        try:
+            await port.patch_user(ds, downstream_id, operations)
+            return
+        except ScimRejected as exc:
+            if exc.status != 405:
+                raise
+    if not values.get("userName"):  # a PUT replaces the whole user, and userName is required
+        raise ScimRejected(
+            None, "PUT", "Users/{id}", detail="the full user has no userName to send", reason="incomplete_user"
+        )
+    await port.replace_user(ds, downstream_id, scim.user_resource(external_id, values))
 
 
 def _updated(change: UserChange, changed: dict[str, Any]) -> Result:

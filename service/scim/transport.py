@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from service.domain import scim
+from service.domain.capabilities import NO_OVERRIDES, Overrides
 from service.errors import CircuitOpen, ScimConflict, ScimError, ScimNotFound, ScimRejected, ScimTransient
 from service.jsonhttp import NOT_JSON, Answer, JsonHttp, TransportFailure
 from service.metrics import Metrics
@@ -47,6 +48,8 @@ class Downstream:
     # how an account not linked yet is found: its externalId, or (downstreams whose externalId filter
     # finds nothing) its userName, taken only when the account's externalId is ours
     user_lookup: UserLookup = "externalId"
+    # what the operator says it supports, over its ServiceProviderConfig (service.domain.capabilities)
+    capabilities: Overrides = NO_OVERRIDES
 
     @property
     def credentials(self) -> Credentials:
@@ -66,6 +69,7 @@ class Request:
     authenticated: bool = True
     probe: bool = False  # the breaker monitor's test request: passes an open breaker
     detached: bool = False  # validation before an enable / rotation: neither held nor counted by the gate
+    if_match: str | None = None  # the resource version a conditional write expects (ETags)
 
 
 class Transport(Protocol):
@@ -129,6 +133,8 @@ class HttpTransport:
         headers = {"Accept": scim.CONTENT_TYPE}
         if request.body is not None:
             headers["Content-Type"] = scim.CONTENT_TYPE
+        if request.if_match is not None:
+            headers["If-Match"] = request.if_match
         if request.authenticated:
             headers["Authorization"] = await self._auth.header(ds)
         answer = await self._exchange(request, headers)
@@ -144,6 +150,9 @@ class HttpTransport:
             raise error
         if answer.too_large:
             raise ScimRejected(answer.status, method, path, detail="body over the cap", reason="response_too_large")
+        if request.if_match is not None and doc is None and answer.header("ETag"):
+            # a conditional write answered without a body (204): its ETag header is the new version
+            return {"meta": {"version": answer.header("ETag")}}
         return doc
 
     async def _exchange(self, request: Request, headers: dict[str, str]) -> Answer:

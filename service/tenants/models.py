@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from service.domain.capabilities import NO_OVERRIDES, Overrides, overrides_of
 from service.domain.groups import GroupDisplay, GroupOptions
 from service.domain.plan import DeletePolicy
 from service.errors import ConfigError, TenantUnreadable
@@ -57,6 +58,7 @@ class Tenant:
     auth: SecretCredentials | None = field(default=None, repr=False)  # None: Bearer `token`
     preset: PresetName | None = None  # what kind of downstream it is (service.scim.presets), as declared
     user_lookup: UserLookup = "externalId"  # the preset's, unless the enable said otherwise
+    capabilities: Overrides = NO_OVERRIDES  # what the downstream supports, over what it announces
 
     @property
     def group_options(self) -> GroupOptions:
@@ -81,6 +83,7 @@ class Tenant:
             bulk=self.bulk == "auto",
             auth=self.auth,
             user_lookup=self.user_lookup,
+            capabilities=self.capabilities,
         )
 
     def public(self) -> dict[str, Any]:
@@ -98,6 +101,7 @@ class Tenant:
             "auth": auth_view(self.auth),
             "preset": self.preset,
             "user_lookup": self.user_lookup,
+            "capabilities": self.capabilities.public(),
             "updated_at": self.updated_at,
             "notices": [
                 {"code": code, "since": since, "detail": NOTICES.get(code, "")}
@@ -212,6 +216,7 @@ def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
             "bulk": tenant.bulk,
             "preset": tenant.preset,
             "user_lookup": tenant.user_lookup,
+            "capabilities": tenant.capabilities.public(),
             "notices": tenant.notices,
             **tenant._group_fields(),
         }
@@ -271,6 +276,7 @@ def decode_tenant(raw: bytes, cipher: TokenCipher, realm: str) -> Tenant:
             group_pattern=doc.get("group_pattern"),
             group_members_per_request=int(doc.get("group_members_per_request", 100)),
             bulk="off" if doc.get("bulk") == "off" else "auto",
+            capabilities=overrides_of(doc.get("capabilities")),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise _malformed(realm, exc) from exc

@@ -14,7 +14,7 @@ from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.realm_check import RealmWarning, WarningCode
 from service.pipeline.backfill import BackfillProgress
 from service.pipeline.set_aside import HeldRecord
-from service.scim.client import Downstream, LookupMode
+from service.scim.client import Downstream, LookupMode, WritesMode
 from service.tenants.models import Tenant
 
 
@@ -74,6 +74,9 @@ class FakeDownstreams:
 
     def lookups(self, realm: str) -> LookupMode:
         return "filter"
+
+    def writes(self, realm: str) -> WritesMode:
+        return "patch"
 
 
 @dataclass

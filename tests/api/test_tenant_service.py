@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from service.api.errors import KeycloakNotConfigured, NoBackfill, NotEnabled
 from service.api.models import EnableTenant, LinkUser, Reconcile
 from service.api.tenants import TenantService
+from service.domain.capabilities import Overrides
 from service.domain.plan import DeletePolicy
 from service.errors import EnableRefused, TenantUnreadable
 from service.pipeline.set_aside import HeldRecord
@@ -250,6 +251,18 @@ async def test_group_sync_is_refused_for_a_downstream_that_cannot_patch() -> Non
     assert enabled.tenant.groups is False
     assert [w.code for w in enabled.tenant.warnings or []] == ["groups_refused"]
     assert world.records.writes[-1].groups is False
+
+
+async def test_a_patch_override_refuses_group_sync_and_is_stored() -> None:
+    """`capabilities: {"patch": false}` on a downstream announcing PATCH: group sync is refused as for one
+    announcing none, the override is stored, reaches the downstream and is shown (only the keys set)."""
+    world = World()
+    enabled = await world.service().enable("acme", enable_request(groups=True, capabilities={"patch": False}))
+    assert enabled.tenant.groups is False
+    assert [w.code for w in enabled.tenant.warnings or []] == ["groups_refused"]
+    assert enabled.tenant.capabilities == {"patch": False}
+    assert world.records.writes[-1].capabilities == Overrides(patch=False)
+    assert world.records.writes[-1].downstream.capabilities == Overrides(patch=False)
 
 
 async def test_group_settings_are_stored_as_asked() -> None:

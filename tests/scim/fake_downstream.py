@@ -8,6 +8,10 @@ misbehave like real servers do.
 whole PATCH fails, as RFC 7644 section 3.5.2.2 allows); `omit_members=True` reads a group without its
 `members` (as servers that never return member lists do).
 
+`patch_supported=False` announces no PATCH (the executor then PUTs the full user; a PATCH reaching it is
+a 405), and `patch_answers_405=True` announces PATCH but answers every PATCH with 405 (the executor
+switches to PUT, as ScimClient does).
+
 `ignore_filters=True` answers every lookup with every account or group (a server that ignores
 `filter`); the verification a real client does (service.domain.scim.verify_lookup) is applied to that
 answer, as ScimClient.find_user / find_group do. `unique_group_names=True` (the default) answers 409 to
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from service.domain import scim
+from service.domain.capabilities import UserWrites
 from service.errors import ScimConflict, ScimNotFound, ScimRejected
 from service.scim.client import Downstream
 
@@ -41,11 +46,14 @@ class FakeDownstream:
     unique_group_names: bool = True
     strict_removals: bool = False
     omit_members: bool = False
+    patch_supported: bool = True
+    patch_answers_405: bool = False
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     writes: list[tuple[str, str]] = field(default_factory=list)  # (method, downstream id)
     reads: list[str] = field(default_factory=list)  # groups whose members were read
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _patch_refused: bool = False
 
     def add(self, user_name: str, external_id: str | None, **attributes: Any) -> str:
         """An account that exists downstream before we arrive (made by hand, or another user's)."""
@@ -73,7 +81,24 @@ class FakeDownstream:
         self.writes.append(("POST", downstream_id))
         return copy.deepcopy(self.accounts[downstream_id])
 
+    async def user_writes(self, ds: Downstream) -> UserWrites:
+        return "patch" if self.patch_supported and not self._patch_refused else "put"
+
+    async def replace_user(self, ds: Downstream, user_id: str, body: dict[str, Any]) -> None:
+        """PUT: the account becomes `body` (its id kept); 409 when another account holds the userName."""
+        if user_id not in self.accounts:
+            raise ScimNotFound(404, "PUT", f"Users/{user_id}")
+        others = (r for i, r in self.accounts.items() if i != user_id)
+        if any(scim.matches(r, "userName", body["userName"]) for r in others):
+            raise ScimConflict(409, "PUT", f"Users/{user_id}", "uniqueness")
+        self.accounts[user_id] = {**copy.deepcopy(body), "id": user_id}
+        self.writes.append(("PUT", user_id))
+
     async def patch_user(self, ds: Downstream, user_id: str, operations: list[dict[str, Any]]) -> None:
+        if not self.patch_supported or self.patch_answers_405:
+            self.writes.append(("PATCH refused", user_id))
+            self._patch_refused = self.patch_answers_405
+            raise ScimRejected(405, "PATCH", f"Users/{user_id}")
         account = self.accounts.get(user_id)
         if account is None:
             raise ScimNotFound(404, "PATCH", f"Users/{user_id}")

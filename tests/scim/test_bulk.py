@@ -179,3 +179,17 @@ async def test_a_lone_write_goes_out_as_the_plain_request() -> None:
     bulk = port(transport)
     await bulk.patch_user(DS, "acc-1", [{"op": "replace", "path": "active", "value": False}])
     assert transport.sent() == [("PATCH", "Users/acc-1")]
+
+
+async def test_a_405_to_a_patch_inside_a_bulk_switches_the_tenant_to_put() -> None:
+    """A PATCH operation answered 405 inside a /Bulk reaches its caller as the 405 (the executor resends
+    it as a PUT), and the tenant's users are PUT from then on, as after a 405 to a single PATCH."""
+    transport = Scripted()
+    transport.per_operation = lambda op: (405, {"detail": "PATCH not allowed"})
+    bulk = port(transport)
+    assert await bulk.user_writes(DS) == "patch"
+    ops = [{"op": "replace", "path": "active", "value": False}]
+    refused = await asyncio.gather(*(bulk.patch_user(DS, f"acc-{i}", ops) for i in range(2)), return_exceptions=True)
+    assert transport.sent() == [("POST", "Bulk")]
+    assert [getattr(r, "status", None) for r in refused] == [405, 405]
+    assert await bulk.user_writes(DS) == "put"

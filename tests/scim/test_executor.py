@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from service.domain import scim
+from service.domain.capabilities import UserWrites
 from service.domain.changes import ChangeOp, UserChange
 from service.domain.plan import Action, DeletePolicy, Plan, plan_change
 from service.domain.state import UserState
@@ -69,6 +70,13 @@ class FakeScim:
         assert ds is DS
         self.calls.append(("patch", user_id, operations))
         self._answer(self.patch, None)
+
+    async def replace_user(self, ds: Downstream, user_id: str, body: dict[str, Any]) -> None:
+        assert ds is DS
+        self.calls.append(("put", user_id, body))
+
+    async def user_writes(self, ds: Downstream) -> UserWrites:
+        return "patch"
 
     async def delete_user(self, ds: Downstream, user_id: str) -> None:
         assert ds is DS

@@ -105,13 +105,13 @@ async def test_list_groups_pages_and_asks_for_members_only_when_wanted() -> None
     page2 = listing(OTHER, total=2)
     c, sent = client({("GET", "Groups"): [page1, page2]})
     assert [g["id"] async for g in c.list_groups(DS, page_size=1, members=False)] == ["g-1", "g-2"]
-    assert [r.params for r in sent.requests] == [
+    assert [r.params for r in sent.sent("GET", "Groups")] == [
         {"startIndex": "1", "count": "1", "excludedAttributes": "members"},
         {"startIndex": "2", "count": "1", "excludedAttributes": "members"},
     ]
     c, sent = client({("GET", "Groups"): [listing(OURS)]})
     assert [g["id"] async for g in c.list_groups(DS)] == ["g-1"]
-    assert sent.requests[0].params == {"startIndex": "1", "count": "200"}
+    assert sent.sent("GET", "Groups")[0].params == {"startIndex": "1", "count": "200"}
 
 
 async def test_list_groups_stops_when_a_page_repeats() -> None:

@@ -114,7 +114,8 @@ async def test_a_redirect_is_refused_and_never_followed(status: int, method: str
     assert (caught.value.reason, caught.value.status) == ("redirect", status)
     assert "127.0.0.1" in caught.value.detail
     assert "body not for the error" not in str(caught.value)
-    assert [r.method for r in origin.requests] == [method]
+    writes = [r for r in origin.requests if "ServiceProviderConfig" not in r.raw_path]  # read once, as any
+    assert [r.method for r in writes] == [method]
     assert target.requests == []
 
 
@@ -276,7 +277,8 @@ async def test_ids_are_sent_percent_encoded_as_one_segment() -> None:
         ds = downstream(server)
         await scim_client.patch_user(ds, "a b", [{"op": "replace", "path": "active", "value": False}])
         await scim_client.delete_user(ds, "a b")
-    assert server.requests == [Recorded("PATCH", "/t1/Users/a%20b"), Recorded("DELETE", "/t1/Users/a%20b")]
+    writes = [r for r in server.requests if "ServiceProviderConfig" not in r.raw_path]
+    assert writes == [Recorded("PATCH", "/t1/Users/a%20b"), Recorded("DELETE", "/t1/Users/a%20b")]
 
 
 @pytest.mark.parametrize("bad_id", ["a b/c", "../Groups/1", "a?x=1", "a#b", "\x85"])

@@ -8,6 +8,7 @@ import json
 import pytest
 from cryptography.fernet import Fernet
 
+from service.domain.capabilities import Overrides
 from service.scim.credentials import BasicAuth, ClientCredentials
 from service.tenants.models import Tenant, TokenCipher, decode_tenant, encode_tenant, record_fields, reencrypted
 
@@ -21,6 +22,7 @@ OAUTH2 = Tenant(
     auth=ClientCredentials("https://kc.example/realms/apps/protocol/openid-connect/token", "svc", SECRET, "scim"),
     preset="keycloak",
     user_lookup="userName",
+    capabilities=Overrides(patch=False, max_results=100),
 )
 BASIC = Tenant("acme", "https://scim.example/v2", "", auth=BasicAuth("svc", SECRET))
 
