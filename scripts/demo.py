@@ -90,7 +90,14 @@ async def scenario(workdir: Path) -> None:
 
         await wait_until(settled, timeout=60, what="the downstream to reflect the events")
         show("after", await downstream_users(base, DOWNSTREAM_TOKEN))
-        _, metrics = await api.call("GET", "/metrics")
+        metrics = ""
+
+        async def dead_letter_counted() -> bool:  # stage 1's child reports its counts about once a second
+            nonlocal metrics
+            _, metrics = await api.call("GET", "/metrics")
+            return "outbound_scim_dead_letters_total{" in str(metrics)
+
+        await wait_until(dead_letter_counted, timeout=10, what="the malformed record counted")
         print("\n== a few metrics")
         for line in str(metrics).splitlines():
             if line.startswith(("outbound_scim_changes_total{", "outbound_scim_dead_letters_total{")):
