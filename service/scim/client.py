@@ -214,14 +214,23 @@ class ScimClient:
             doc = await self.send_once(ds, "GET", "Users", params={"filter": scim.eq_filter(attribute, value)})
             answer = scim.verify_lookup(doc, attribute, value)
             if answer.honoured:
-                return answer.match
+                return self._found(ds, answer.match)
             known.lookups = "scan"
             self._metrics.lookup_scans.labels(ds.tenant).set(1)
             log.warning(
                 "scim.filter.not_honoured", tenant=ds.tenant, attribute=attribute, hint="lookups list every account"
             )
         found = [r async for r in self.list_users(ds) if scim.matches(r, attribute, value)]
-        return found[0] if len(found) == 1 and scim.valid_resource_id(found[0].get("id")) is not None else None
+        usable = len(found) == 1 and scim.valid_resource_id(found[0].get("id")) is not None
+        return self._found(ds, found[0]) if usable else None
+
+    def _found(self, ds: Downstream, match: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A looked-up account, its version kept (where its id is usable): the write that follows
+        needs no read of its own."""
+        user_id = scim.valid_resource_id(match.get("id")) if match is not None else None
+        if user_id is not None:
+            self._keep_version(ds, scim.user_path(user_id), match)
+        return match
 
     async def _page(self, ds: Downstream, params: dict[str, str], retry: RetryPolicy | None) -> Any:
         async def once() -> Any:

@@ -72,6 +72,21 @@ async def test_the_version_of_the_last_answer_is_sent_without_a_read() -> None:
     ]
 
 
+async def test_the_version_of_a_lookup_answer_is_sent_without_a_read() -> None:
+    """An account found by its externalId carries its version: the PATCH after the lookup goes If-Match
+    that version, with no GET of the account between them."""
+    found = {**user('W/"4"'), "externalId": "kc-1"}
+    c, sent = client(
+        {
+            ("GET", "ServiceProviderConfig"): [ETAGS, ETAGS],
+            ("GET", "Users"): [{"schemas": [scim.LIST_SCHEMA], "totalResults": 1, "Resources": [found]}],
+        }
+    )
+    assert await c.find_user(DS, "externalId", "kc-1") == found
+    await c.patch_user(DS, "d-1", OPS)
+    assert sent.writes() == [("GET", "Users", None), ("PATCH", "Users/d-1", 'W/"4"')]
+
+
 async def test_an_unknown_version_is_read_first() -> None:
     """No version kept (another replica created the user, or an answer without meta): GET, then If-Match."""
     c, sent = client({("GET", "ServiceProviderConfig"): [ETAGS], ("GET", "Users/d-1"): [user('W/"7"')]})
