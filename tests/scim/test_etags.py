@@ -6,43 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from service.domain import scim
 from service.domain.capabilities import Overrides
 from service.errors import ScimRejected, ScimTransient
-from service.metrics import Metrics
-from service.scim.client import Downstream, ScimClient
-from service.scim.transport import Request
+from service.scim.client import Downstream
+from tests.scim.scripted import client
 
 DS = Downstream("acme", "http://scim.invalid/v2", "token-1")
 ETAGS = {"schemas": [scim.SPC_SCHEMA], "etag": {"supported": True}}
 NO_ETAGS = {"schemas": [scim.SPC_SCHEMA], "etag": {"supported": False}}
 OPS = [{"op": "replace", "path": "active", "value": False}]
-
-
-class Scripted:
-    """Answers each (method, path) from a queue (an exception is raised); records every request."""
-
-    def __init__(self, answers: dict[tuple[str, str], list[Any]]) -> None:
-        self.answers = answers
-        self.requests: list[Request] = []
-
-    async def send(self, request: Request) -> Any:
-        self.requests.append(request)
-        queue = self.answers.get((request.method, request.path), [])
-        answer = queue.pop(0) if queue else None
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def writes(self) -> list[tuple[str, str, str | None]]:
-        return [(r.method, r.path, r.if_match) for r in self.requests if r.path != "ServiceProviderConfig"]
-
-
-def client(answers: dict[tuple[str, str], list[Any]]) -> tuple[ScimClient, Scripted]:
-    transport = Scripted(answers)
-    return ScimClient(transport, Metrics(CollectorRegistry())), transport
 
 
 def user(version: str) -> dict[str, Any]:

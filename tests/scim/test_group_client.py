@@ -6,39 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from service.domain import scim
 from service.errors import ScimRejected
-from service.metrics import Metrics
-from service.scim.client import Downstream, ScimClient
-from service.scim.transport import Request
+from service.scim.client import Downstream
+from tests.scim.scripted import client
 
 DS = Downstream("acme", "http://scim.invalid/v2", "token-1")
 GID = "9b1f2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
 FILTERS = {"schemas": [scim.SPC_SCHEMA], "filter": {"supported": True}}
 NO_FILTERS = {"schemas": [scim.SPC_SCHEMA], "filter": {"supported": False}}
-
-
-class Scripted:
-    """A transport answering each request with the next answer for its (method, path); records requests."""
-
-    def __init__(self, answers: dict[tuple[str, str], list[Any]]) -> None:
-        self.answers = answers
-        self.requests: list[Request] = []
-
-    async def send(self, request: Request) -> Any:
-        self.requests.append(request)
-        queue = self.answers.get((request.method, request.path), [])
-        return queue.pop(0) if queue else None
-
-    def sent(self, method: str, path: str) -> list[Request]:
-        return [r for r in self.requests if (r.method, r.path) == (method, path)]
-
-
-def client(answers: dict[tuple[str, str], list[Any]]) -> tuple[ScimClient, Scripted]:
-    transport = Scripted(answers)
-    return ScimClient(transport, Metrics(CollectorRegistry())), transport
 
 
 def listing(*groups: dict[str, Any], total: int | None = None) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from service.domain import scim
 from service.domain.capabilities import Overrides
@@ -15,11 +14,10 @@ from service.domain.changes import ChangeOp, UserChange
 from service.domain.plan import DeletePolicy, plan_change
 from service.domain.state import UserState
 from service.errors import ScimRejected
-from service.metrics import Metrics
-from service.scim.client import Downstream, ScimClient
+from service.scim.client import Downstream
 from service.scim.executor import Result, execute
-from service.scim.transport import Request
 from tests.scim.fake_downstream import FakeDownstream
+from tests.scim.scripted import client
 
 UID = "3f6c1a2b-7d4e-4f80-a1b2-c3d4e5f60718"
 DS = Downstream("acme", "http://scim.invalid/v2", "token-1")
@@ -101,29 +99,8 @@ async def test_a_405_to_a_patch_resends_the_change_as_a_put() -> None:
 # -- ScimClient: what it learns, what it sends --------------------------------------------------------
 
 
-class Scripted:
-    """Answers each (method, path) from a queue (an exception is raised); records every request."""
-
-    def __init__(self, answers: dict[tuple[str, str], list[Any]]) -> None:
-        self.answers = answers
-        self.requests: list[Request] = []
-
-    async def send(self, request: Request) -> Any:
-        self.requests.append(request)
-        queue = self.answers.get((request.method, request.path), [])
-        answer = queue.pop(0) if queue else None
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-
 def spc(**sections: Any) -> dict[str, Any]:
     return {"schemas": [scim.SPC_SCHEMA], **sections}
-
-
-def client(answers: dict[tuple[str, str], list[Any]]) -> tuple[ScimClient, Scripted]:
-    transport = Scripted(answers)
-    return ScimClient(transport, Metrics(CollectorRegistry())), transport
 
 
 async def test_client_puts_when_the_config_announces_no_patch() -> None:
