@@ -163,8 +163,18 @@ def _parser() -> argparse.ArgumentParser:
     reconcile = tsub.add_parser("reconcile", help="compare Keycloak with the downstream, fix and report drift")
     reconcile.add_argument("realm")
     reconcile.add_argument("--dry-run", action="store_true", help="report only, change nothing")
+    reconcile.add_argument(
+        "--remove-extra-members",
+        action="store_true",
+        help="with group sync: remove members of our groups downstream that Keycloak does not have",
+    )
     reconcile.set_defaults(
-        func=lambda a: _call(a, "POST", f"/tenants/{_segment(a.realm)}/reconcile", {"dry_run": a.dry_run})
+        func=lambda a: _call(
+            a,
+            "POST",
+            f"/tenants/{_segment(a.realm)}/reconcile",
+            {"dry_run": a.dry_run, "remove_extra_members": a.remove_extra_members},
+        )
     )
     sync = tsub.add_parser("sync", help="provision one user now from Keycloak; prints the step trace")
     sync.add_argument("realm")

@@ -86,9 +86,14 @@ class KeycloakSide:
         return self._backfills.get(realm)
 
     async def reconcile(
-        self, downstream: Downstream, dry_run: bool, *, groups: GroupOptions | None = None
+        self,
+        downstream: Downstream,
+        dry_run: bool,
+        *,
+        groups: GroupOptions | None = None,
+        remove_extra_members: bool = False,
     ) -> dict[str, Any]:
-        return await self._reconciler.run(downstream, dry_run, groups=groups)
+        return await self._reconciler.run(downstream, dry_run, groups=groups, remove_extra_members=remove_extra_members)
 
     async def sync(self, tenant: Tenant, user_id: str) -> dict[str, Any]:
         return await provision_now(self._keycloak, self._scim, tenant, user_id)

@@ -203,6 +203,11 @@ class EnableTenant(Request):
 
 class Reconcile(Request):
     dry_run: bool = Field(default=False, description="report only, queue no fix")
+    remove_extra_members: bool = Field(
+        default=False,
+        description="with group sync: also remove the members of our groups downstream that Keycloak does not "
+        "have (default: report them only)",
+    )
 
 
 class LinkUser(Request):
@@ -435,7 +440,8 @@ class ReconcileReport(Response):
         default=None,
         exclude_if=_absent,
         description="with group sync: keycloak_groups, downstream_groups, missing, stale, extra, members_missing, "
-        "members_extra (counts and the first ids) and the fixes queued",
+        "members_extra (counts and the first ids) and the fixes queued (group_fixes_queued, "
+        "membership_fixes_queued, member_removals_queued)",
     )
 
 

@@ -117,7 +117,12 @@ class KeycloakAccess(Protocol):
     def backfill(self, realm: str) -> BackfillProgress | None: ...
 
     async def reconcile(
-        self, downstream: Downstream, dry_run: bool, *, groups: GroupOptions | None = None
+        self,
+        downstream: Downstream,
+        dry_run: bool,
+        *,
+        groups: GroupOptions | None = None,
+        remove_extra_members: bool = False,
     ) -> dict[str, Any]: ...
 
     async def sync(self, tenant: Tenant, user_id: str) -> dict[str, Any]: ...
@@ -232,7 +237,9 @@ class TenantService:
         tenant = self._enabled(realm)
         groups = tenant.group_options if tenant.groups else None
         return ReconcileReport.model_validate(
-            await keycloak.reconcile(tenant.downstream, request.dry_run, groups=groups)
+            await keycloak.reconcile(
+                tenant.downstream, request.dry_run, groups=groups, remove_extra_members=request.remove_extra_members
+            )
         )
 
     async def sync(self, realm: str, user_id: str) -> SyncReport:

@@ -144,8 +144,8 @@ def compare_groups(
                 user_id = user_ids.get(value) if isinstance(value, str) else None
                 if user_id is not None and user_id in want:
                     held.add(user_id)
-                else:
-                    unwanted.append(str(value))
+                elif isinstance(value, str):  # a member without an id names nothing to remove
+                    unwanted.append(value)
         if lacking := sorted(want - held):
             drift.members_missing[group_id] = lacking
         if unwanted:

@@ -68,6 +68,7 @@ class GroupChange:
     seq: int = 0  # hops: the sender's sequence number (the sender is the single writer of its part)
     force: bool = False  # write everything even if it matches what was last written (reconciliation)
     reread: bool = False  # the event carried no representation: only a re-read from Keycloak says what
+    prune: tuple[str, ...] = ()  # reconciliation: downstream ids seen held and unwanted; removed unless wanted by then
 
     @property
     def key(self) -> str:
@@ -109,6 +110,8 @@ class GroupChange:
             doc["force"] = True
         if self.reread:
             doc["reread"] = True
+        if self.prune:
+            doc["prune"] = list(self.prune)
         return compact_json(doc)
 
     @classmethod
@@ -135,6 +138,7 @@ class GroupChange:
             seq=int(doc.get("seq", 0)),
             force=bool(doc.get("force", False)),
             reread=bool(doc.get("reread", False)),
+            prune=tuple(str(m) for m in doc.get("prune") or ()),
         )
 
 
@@ -413,7 +417,9 @@ def plan_group(state: GroupState, changes: Sequence[GroupChange], options: Group
     written = frozenset() if new_state.downstream_id is None or force else new_state.written_members
     add = tuple(sorted((want.members - written) | (unsure & want.members)))  # an add of a held member is harmless
     remove = tuple(sorted(written - want.members))
-    recheck = tuple(sorted(unsure - want.members - written))
+    # `prune`: seen held by a reconciliation's listing, perhaps long ago; whether it still is, only a read tells
+    prune = frozenset(member for c in changes for member in c.prune)
+    recheck = tuple(sorted((unsure | prune) - want.members - written))
     rename = new_state.downstream_id is not None and (force or new_state.written_name != want.display_name)
     if new_state.downstream_id is not None and not (add or remove or rename or recheck):
         return GroupPlan(GroupAction.NONE, new_state, want.display_name, hops=hops, reason="unchanged")

@@ -12,10 +12,12 @@ With groups (the tenant's group options), the realm's groups and their direct me
 compared with the downstream's groups and their members (service.domain.drift.compare_groups): groups
 missing, stale (a displayName other than the tenant's: the group's name or its path) or extra (reported,
 never deleted), and per group the members Keycloak has that the downstream lacks and the members the
-downstream has that Keycloak does not (reported only). The fixes: a forced group upsert per missing or
-stale group and per group lacking members (forced, its applier writes every member again, whatever it
-believes it wrote), and a membership change per missing membership (its user's state may never have
-heard of it: a lost event).
+downstream has that Keycloak does not. The fixes: a forced group upsert per missing or stale group and
+per group lacking members (forced, its applier writes every member again, whatever it believes it
+wrote), and a membership change per missing membership (its user's state may never have heard of it: a
+lost event). Extra members are reported only, unless the run is asked to remove them: then their
+group's forced upsert carries them (`prune`), and its applier removes those the group, when applied,
+neither wants nor (by one read) no longer holds; a live join that came after the listing wins.
 """
 
 from __future__ import annotations
@@ -73,10 +75,17 @@ class Reconciler:
         self._topic = topic
         self._metrics = metrics
 
-    async def run(self, ds: Downstream, dry_run: bool, *, groups: GroupOptions | None = None) -> dict[str, Any]:
+    async def run(
+        self,
+        ds: Downstream,
+        dry_run: bool,
+        *,
+        groups: GroupOptions | None = None,
+        remove_extra_members: bool = False,
+    ) -> dict[str, Any]:
         """Compare, fix unless `dry_run`, and report. `groups`: the tenant's group options (which groups
         it pushes, their displayName, flattening) to reconcile groups and memberships too; None: users
-        only."""
+        only. `remove_extra_members`: the fixes remove members of our groups that Keycloak does not have."""
         scim_groups = self._scim_groups
         if groups is not None and scim_groups is None:
             raise ValueError("reconciling groups needs a reconciler built with scim_groups")
@@ -107,7 +116,7 @@ class Reconciler:
             await self._producer.flush()
         group_report = None
         if groups is not None and scim_groups is not None:
-            group_report = await self._groups(ds, groups, scim_groups, downstream, dry_run)
+            group_report = await self._groups(ds, groups, scim_groups, downstream, dry_run, remove_extra_members)
         for kind, count in (("missing", len(drift.missing)), ("stale", len(drift.stale)), ("extra", len(drift.extra))):
             self._metrics.drift.labels(realm, kind).set(count)
         report = {
@@ -147,6 +156,7 @@ class Reconciler:
         scim_groups: DownstreamGroups,
         downstream_users: list[dict[str, Any]],
         dry_run: bool,
+        remove_extra_members: bool,
     ) -> dict[str, Any]:
         """Group and membership drift, the fixes queued unless `dry_run`, and the report's `groups` part."""
         realm = ds.tenant
@@ -165,7 +175,10 @@ class Reconciler:
             if isinstance(u.get("id"), str) and isinstance(u.get("externalId"), str)
         }
         drift = compare_groups(names, {gid: members[gid] for gid in names}, found, user_ids)
-        group_fixes, membership_fixes = (0, 0) if dry_run else await self._fix_groups(realm, read, drift, options)
+        prune = drift.members_extra if remove_extra_members else {}
+        group_fixes, membership_fixes = (
+            (0, 0) if dry_run else await self._fix_groups(realm, read, drift, options, prune)
+        )
         figures = {
             "groups_missing": len(drift.missing),
             "groups_stale": len(drift.stale),
@@ -200,6 +213,7 @@ class Reconciler:
             },
             "group_fixes_queued": group_fixes,
             "membership_fixes_queued": membership_fixes,
+            "member_removals_queued": 0 if dry_run else sum(len(ids) for ids in prune.values()),
         }
 
     async def _read_groups(self, realm: str, options: GroupOptions) -> RealmGroups:
@@ -221,12 +235,18 @@ class Reconciler:
         return read
 
     async def _fix_groups(
-        self, realm: str, read: RealmGroups, drift: GroupDrift, options: GroupOptions
+        self,
+        realm: str,
+        read: RealmGroups,
+        drift: GroupDrift,
+        options: GroupOptions,
+        prune: dict[str, list[str]],
     ) -> tuple[int, int]:
-        """A forced upsert per group missing, stale or lacking members, and a membership change per
-        missing membership: on the group the user is a direct member of (with flattening, a member of a
-        sub-group lacking from an ancestor is the sub-group's). Returns (groups, memberships) queued."""
-        forced = dict.fromkeys([*drift.missing, *drift.stale, *drift.members_missing])
+        """A forced upsert per group missing, stale, lacking members or holding members to `prune`, and
+        a membership change per missing membership: on the group the user is a direct member of (with
+        flattening, a member of a sub-group lacking from an ancestor is the sub-group's). Returns (groups,
+        memberships) queued."""
+        forced = dict.fromkeys([*drift.missing, *drift.stale, *drift.members_missing, *prune])
         for gid in forced:
             group = read.groups[gid]
             change = GroupChange(
@@ -240,6 +260,7 @@ class Reconciler:
                 parent_known=True,
                 force=True,
                 source=ChangeSource.RECONCILE,
+                prune=tuple(prune.get(gid, ())),
             )
             await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
         memberships: dict[tuple[str, str], int] = {}  # (user, group it is a direct member of) -> read time

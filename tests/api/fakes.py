@@ -102,7 +102,7 @@ class FakeKeycloak:
         default_factory=lambda: [RealmWarning(WarningCode.LISTENER_MISSING, "add the listener")]
     )
     backfills: dict[str, BackfillProgress] = field(default_factory=dict)
-    reconciled: list[tuple[Downstream, bool]] = field(default_factory=list)
+    reconciled: list[tuple[Downstream, bool, bool]] = field(default_factory=list)  # (ds, dry run, remove extras)
     report: dict[str, Any] = field(default_factory=dict)
 
     async def realm_warnings(self, realm: str) -> list[RealmWarning]:
@@ -116,9 +116,14 @@ class FakeKeycloak:
         return self.backfills.get(realm)
 
     async def reconcile(
-        self, downstream: Downstream, dry_run: bool, *, groups: GroupOptions | None = None
+        self,
+        downstream: Downstream,
+        dry_run: bool,
+        *,
+        groups: GroupOptions | None = None,
+        remove_extra_members: bool = False,
     ) -> dict[str, Any]:
-        self.reconciled.append((downstream, dry_run))
+        self.reconciled.append((downstream, dry_run, remove_extra_members))
         return self.report
 
     async def sync(self, tenant: Tenant, user_id: str) -> dict[str, Any]:

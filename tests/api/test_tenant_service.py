@@ -205,7 +205,8 @@ async def test_keycloak_operations_need_an_enabled_realm() -> None:
 
 
 async def test_reconcile_passes_dry_run_and_answers_the_report() -> None:
-    """The reconciler gets the tenant's downstream and dry_run; its report becomes the typed answer."""
+    """The reconciler gets the tenant's downstream, dry_run and remove_extra_members; its report becomes
+    the typed answer."""
     report = {
         "realm": "acme",
         "dry_run": True,
@@ -220,8 +221,12 @@ async def test_reconcile_passes_dry_run_and_answers_the_report() -> None:
     world = World(records=FakeRecords({"acme": stored()}), keycloak=FakeKeycloak(report=report))
     answer = await world.service().reconcile("acme", Reconcile(dry_run=True))
     assert answer.model_dump(mode="json") == report
+    await world.service().reconcile("acme", Reconcile(remove_extra_members=True))
     assert world.keycloak is not None
-    assert [(ds.tenant, dry) for ds, dry in world.keycloak.reconciled] == [("acme", True)]
+    assert [(ds.tenant, dry, extra) for ds, dry, extra in world.keycloak.reconciled] == [
+        ("acme", True, False),
+        ("acme", False, True),
+    ]
 
 
 async def test_link_queues_for_an_enabled_realm_only() -> None:

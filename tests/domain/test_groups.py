@@ -3,6 +3,7 @@ a user's memberships and the member hops they send. Order-independence is stated
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from functools import reduce
 
@@ -129,6 +130,24 @@ def test_a_sub_groups_members_passing_through_a_flattened_batch_are_rechecked() 
     taken_back = GroupChange("acme", "eng", "inherit", 4, child_id="be", seq=3)
     plan = plan_group(g, [passed, taken_back], GroupOptions(flatten=True), 9)
     assert (plan.add, plan.remove, plan.recheck) == ((), (), ("d7",))
+
+
+def test_a_reconciliations_extra_members_are_rechecked_unless_wanted_by_then() -> None:
+    """A forced upsert carrying the ids a reconciliation saw held and unwanted (`prune`): the ones the
+    group still does not want are rechecked (removed if the downstream holds them), one that joined
+    after the listing is added and kept; the prune list survives the changes topic's encoding."""
+    g = replace(
+        state(upsert("eng", 1, "eng"), member("eng", "u0", 1, "d0")),
+        downstream_id="g-1",
+        written_name="eng",
+        written_members=frozenset({"d0"}),
+    )
+    fix = GroupChange("acme", "eng", "upsert", 5, "RECONCILE", name="eng", force=True, prune=("d9", "dx", "d0"))
+    assert GroupChange.from_doc(json.loads(fix.to_json())) == fix
+    plan = plan_group(g, [fix], NAME, 9)
+    assert (plan.action, plan.add, plan.remove, plan.recheck) == (GroupAction.SYNC, ("d0",), (), ("d9", "dx"))
+    joined_since = plan_group(g, [member("eng", "u9", 1, "d9"), fix], NAME, 9)
+    assert (joined_since.add, joined_since.recheck) == (("d0", "d9"), ("dx",))
 
 
 def test_confirmed_removals_trust_only_a_member_list_that_holds_what_we_keep() -> None:

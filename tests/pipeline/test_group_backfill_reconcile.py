@@ -244,11 +244,15 @@ def downstream() -> FakeDownstream:
 
 
 async def reconcile(
-    keycloak: FakeRealm, scim: FakeDownstream, dry_run: bool, options: GroupOptions | None
+    keycloak: FakeRealm,
+    scim: FakeDownstream,
+    dry_run: bool,
+    options: GroupOptions | None,
+    remove_extra_members: bool = False,
 ) -> tuple[dict[str, Any], RecordingProducer, Metrics]:
     producer, metrics = RecordingProducer(), Metrics(CollectorRegistry())
     reconciler = Reconciler(keycloak, scim, producer, "changes", metrics, page_size=7, scim_groups=scim)
-    report = await reconciler.run(DS, dry_run=dry_run, groups=options)
+    report = await reconciler.run(DS, dry_run=dry_run, groups=options, remove_extra_members=remove_extra_members)
     return report, producer, metrics
 
 
@@ -316,6 +320,22 @@ async def test_reconcile_queues_a_forced_upsert_per_group_to_fix_and_a_membershi
         b"acme/group:g-backend",
         b"acme/group:g-ops",
     }
+
+
+async def test_extra_members_are_queued_for_removal_only_when_asked() -> None:
+    """The outsider in /eng (ds-x) rides on /eng's forced upsert as `prune` when the run is asked to remove
+    extra members, and on nothing otherwise; a dry run that is asked queues nothing either."""
+    _, plain, _ = await reconcile(realm(), downstream(), dry_run=False, options=GroupOptions())
+    assert all(g.prune == () for g in plain.groups())
+    report, asked, _ = await reconcile(
+        realm(), downstream(), dry_run=False, options=GroupOptions(), remove_extra_members=True
+    )
+    assert {g.group_id: g.prune for g in asked.groups()} == {"g-eng": ("ds-x",), "g-backend": (), "g-ops": ()}
+    assert report["groups"]["member_removals_queued"] == 1
+    dry, dry_sent, _ = await reconcile(
+        realm(), downstream(), dry_run=True, options=GroupOptions(), remove_extra_members=True
+    )
+    assert (dry["groups"]["member_removals_queued"], dry_sent.sent) == (0, [])
 
 
 async def test_a_group_in_step_queues_nothing() -> None:
