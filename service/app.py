@@ -113,6 +113,7 @@ class Service:
             max_response_bytes=s.http_max_response_bytes,
             tenant_concurrency=s.tenant_max_concurrency,
             breaker=CircuitBreaker(s.breaker_threshold, s.breaker_open_seconds, s.breaker_max_open_seconds),
+            capabilities_refresh_seconds=s.capabilities_refresh_minutes * 60,
         )
         self._producer = AIOKafkaProducer(**s.kafka_client_options(), acks="all", enable_idempotence=True, linger_ms=5)
         await self._producer.start()

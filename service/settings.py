@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     )
     breaker_open_seconds: float = Field(5.0, gt=0, description="first open period before the downstream is probed")
     breaker_max_open_seconds: float = Field(300.0, gt=0, description="open period cap (doubles per failed probe)")
+    capabilities_refresh_minutes: float = Field(
+        60.0,
+        gt=0,
+        description="how often a downstream's ServiceProviderConfig is read again (an app upgraded or reconfigured "
+        "behind an enabled tenant: PATCH, filter, bulk, ETag support and page size follow it)",
+    )
 
     # Egress policy for downstream URLs
     allow_http_hosts: str = Field(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -81,6 +82,7 @@ class _Knowledge:
     discovery: asyncio.Lock = field(default_factory=asyncio.Lock)
     config: dict[str, Any] | None = None  # its ServiceProviderConfig ({}: none readable), once read
     config_read: asyncio.Lock = field(default_factory=asyncio.Lock)
+    config_due: float = 0.0  # monotonic time of its next read
     patch_refused: bool = False  # it answered a PATCH with 405: users are PUT from now on
     writes: WritesMode = "unknown"  # how user updates were last sent, for the API
     versions: dict[str, str] = field(default_factory=dict)  # Users/{id} -> meta.version last answered
@@ -97,8 +99,13 @@ class ScimClient:
         metrics: Metrics,
         gates: GatedTransport | None = None,
         auth: Authenticator | None = None,
+        *,
+        capabilities_refresh_seconds: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.transport = transport
+        self._refresh_seconds = capabilities_refresh_seconds
+        self._clock = clock
         self._metrics = metrics
         self._gates = gates if gates is not None else (transport if isinstance(transport, GatedTransport) else None)
         self._auth = auth  # the OAuth2 token cache, when this client sends over HTTP
@@ -115,6 +122,7 @@ class ScimClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         tenant_concurrency: int = 16,
         breaker: CircuitBreaker | None = None,
+        capabilities_refresh_seconds: float = 3600.0,
     ) -> ScimClient:
         """The service's stack: JSON over HTTP (egress-checked, capped), gated per tenant."""
         http = JsonHttp(
@@ -125,7 +133,7 @@ class ScimClient:
         )
         auth = Authenticator(http, metrics)
         gates = GatedTransport(HttpTransport(http, metrics, auth), metrics, tenant_concurrency, breaker)
-        return cls(gates, metrics, auth=auth)
+        return cls(gates, metrics, auth=auth, capabilities_refresh_seconds=capabilities_refresh_seconds)
 
     # -- the gates ----------------------------------------------------------------------------------------
 
@@ -150,7 +158,9 @@ class ScimClient:
     def traced(self) -> tuple[ScimClient, TracingTransport]:
         """A client whose every request is also recorded (an on-demand sync's step trace)."""
         tracer = TracingTransport(self.transport)
-        traced = ScimClient(tracer, self._metrics, self._gates, self._auth)
+        traced = ScimClient(
+            tracer, self._metrics, self._gates, self._auth, capabilities_refresh_seconds=self._refresh_seconds
+        )
         traced._knowledge = self._knowledge  # what we learnt of the downstreams holds for both
         return traced, tracer
 
@@ -369,21 +379,33 @@ class ScimClient:
         return UserSnapshot(list(accounts.values()), True)
 
     async def capabilities(self, ds: Downstream) -> dict[str, Any]:
-        """The downstream's ServiceProviderConfig, read once per tenant config, with the tenant's
-        overrides laid over it; {} when it has none readable (a transient failure is raised: the caller
-        retries)."""
+        """The downstream's ServiceProviderConfig, read once per tenant config and again every
+        `capabilities_refresh_seconds`, with the tenant's overrides laid over it; {} when it has none
+        readable. A transient failure of the first read is raised (the caller retries); of a later one,
+        the config already read stays in use and the read is tried again a minute later."""
         known = self._known(ds)
-        if known.config is None:
+        if known.config is None or (self._clock() >= known.config_due and not known.config_read.locked()):
             async with known.config_read:
-                if known.config is None:
-                    try:
-                        doc = await self.send_once(ds, "GET", "ServiceProviderConfig")
-                    except ScimTransient:
-                        raise
-                    except ScimError:
-                        doc = None
-                    known.config = doc if isinstance(doc, dict) else {}
-        return caps.effective(known.config, ds.capabilities)
+                if known.config is None or self._clock() >= known.config_due:
+                    await self._read_config(ds, known)
+        return caps.effective(known.config or {}, ds.capabilities)
+
+    async def _read_config(self, ds: Downstream, known: _Knowledge) -> None:
+        try:
+            doc = await self.send_once(ds, "GET", "ServiceProviderConfig")
+        except ScimTransient:
+            if known.config is None:
+                raise
+            known.config_due = self._clock() + min(60.0, self._refresh_seconds)
+            return
+        except ScimError:
+            doc = None
+        config = doc if isinstance(doc, dict) else {}
+        if known.config is not None and config != known.config:
+            log.info("scim.capabilities.changed", tenant=ds.tenant, hint="the downstream announces other features now")
+            known.lookups = "unknown"  # filter support may have changed: decided again at the next lookup
+        known.config = config
+        known.config_due = self._clock() + self._refresh_seconds
 
     # -- groups -------------------------------------------------------------------------------------------
 

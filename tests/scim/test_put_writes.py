@@ -7,17 +7,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from service.domain import scim
 from service.domain.capabilities import Overrides
 from service.domain.changes import ChangeOp, UserChange
 from service.domain.plan import DeletePolicy, plan_change
 from service.domain.state import UserState
-from service.errors import ScimRejected
-from service.scim.client import Downstream
+from service.errors import ScimRejected, ScimTransient
+from service.metrics import Metrics
+from service.scim.client import Downstream, ScimClient
 from service.scim.executor import Result, execute
 from tests.scim.fake_downstream import FakeDownstream
-from tests.scim.scripted import client
+from tests.scim.scripted import Scripted, client
 
 UID = "3f6c1a2b-7d4e-4f80-a1b2-c3d4e5f60718"
 DS = Downstream("acme", "http://scim.invalid/v2", "token-1")
@@ -155,3 +157,34 @@ async def test_listings_never_ask_for_more_than_max_results() -> None:
         {"startIndex": "1", "count": "2"},
         {"startIndex": "3", "count": "2"},
     ]
+
+
+async def test_the_config_is_read_again_after_the_refresh_period() -> None:
+    """Within the period the config read once serves; after it, one read again, and a downstream that
+    dropped PATCH meanwhile gets PUTs. A transient failure of a later read keeps the config in use and
+    tries again a minute later."""
+    now = [0.0]
+    transport = Scripted(
+        {
+            ("GET", "ServiceProviderConfig"): [
+                spc(patch={"supported": True}),
+                spc(patch={"supported": False}),
+                ScimTransient(None, "GET", "ServiceProviderConfig"),
+                spc(patch={"supported": True}),
+            ]
+        }
+    )
+    c = ScimClient(transport, Metrics(CollectorRegistry()), capabilities_refresh_seconds=600, clock=lambda: now[0])
+    assert await c.user_writes(DS) == "patch"
+    now[0] = 599
+    assert await c.user_writes(DS) == "patch"
+    assert len(transport.sent("GET", "ServiceProviderConfig")) == 1
+    now[0] = 600
+    assert await c.user_writes(DS) == "put"
+    now[0] = 1200
+    assert await c.user_writes(DS) == "put"  # the read failed: the config already read stays
+    now[0] = 1259
+    assert await c.user_writes(DS) == "put"
+    now[0] = 1260
+    assert await c.user_writes(DS) == "patch"
+    assert len(transport.sent("GET", "ServiceProviderConfig")) == 4
