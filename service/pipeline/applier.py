@@ -212,7 +212,7 @@ class Applier:
                     effective = replace(effective, sighting=None)
                 if effective.group_paths and tenant.groups:
                     state = await self._memberships_of_new_user(state, effective)
-                plan = plan_change(state, effective, tenant.delete_policy)
+                plan = plan_change(state, effective, tenant.delete_policy, tenant.mapping.keys)
                 outcome = await execute(plan, effective, tenant.downstream, self.scim)
                 new_state = outcome.state if outcome.state.parked is None else replace(outcome.state, parked=None)
                 hops: tuple[GroupChange, ...] = ()
