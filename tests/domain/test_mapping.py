@@ -74,7 +74,7 @@ def test_default_mapping_is_the_four_built_in_attributes() -> None:
 )
 def test_a_bad_mapping_is_refused_naming_its_entry(doc: Any, named: str) -> None:
     """Each malformed mapping raises MappingError whose message names the entry at fault."""
-    with pytest.raises(MappingError, match=None) as caught:
+    with pytest.raises(MappingError) as caught:
         parse_mapping(doc)
     assert named in str(caught.value)
 
@@ -194,5 +194,5 @@ def test_a_missing_sub_attribute_is_named() -> None:
     mapping = parse_mapping(
         [{"source": "username", "target": "userName"}, {"source": "attributes.mid", "target": "name.middleName"}]
     )
-    with pytest.raises(MappingError, match="attributes.mid -> name.middleName: .* no sub-attribute middleName"):
+    with pytest.raises(MappingError, match=r"attributes\.mid -> name\.middleName: .* no sub-attribute middleName"):
         check_against_schemas(mapping, _schemas([]), RESOURCE_TYPES)
