@@ -41,7 +41,9 @@ def life(realm: str, user_id: str, i: int, t0: int) -> list[dict[str, Any]]:
     last = {"department": ["Ops"]} if i % 2 == 0 else {"department": ["Legal"], "employeeNumber": [f"200{i}"]}
     return [
         ev.admin_event(realm, user_id, "CREATE", created, time_ms=t0 + 1),
-        ev.update_user(realm, user_id, attributes={"department": ["Ops"], "employeeNumber": [f"200{i}"]}, time_ms=t0 + 2),
+        ev.update_user(
+            realm, user_id, attributes={"department": ["Ops"], "employeeNumber": [f"200{i}"]}, time_ms=t0 + 2
+        ),
         ev.update_user(realm, user_id, attributes=last, time_ms=t0 + 3),
     ]
 
