@@ -145,6 +145,21 @@ class AttributeMapping:
         return next((r.type or "work" for r in self.rules if r.target == target), "work")
 
 
+    def as_listed(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """What a listing of the downstream should show of the five built-in attributes (the shape a
+        reconciliation compares): each from the Keycloak field the mapping sends there, None where the
+        mapping sends none of them (or a user attribute, which a brief read does not carry)."""
+        by_target = {r.target: r.key for r in self.rules}
+        shown = {"active": values.get("active")}
+        for target, attribute in _LISTED.items():
+            key = by_target.get(target)
+            shown[attribute] = values.get(key) if key is not None and not is_custom(key) else None
+        return shown
+
+
+_LISTED = {"userName": "userName", "name.givenName": "givenName", "name.familyName": "familyName", "emails": "email"}
+
+
 def _sorted(rules: Iterable[Rule]) -> tuple[Rule, ...]:
     return tuple(sorted(rules, key=lambda r: TARGET_ORDER[r.target]))
 

@@ -196,3 +196,20 @@ def test_a_missing_sub_attribute_is_named() -> None:
     )
     with pytest.raises(MappingError, match=r"attributes\.mid -> name\.middleName: .* no sub-attribute middleName"):
         check_against_schemas(mapping, _schemas([]), RESOURCE_TYPES)
+
+
+def test_a_reconciliation_compares_what_the_mapping_sends() -> None:
+    """The listed view: the default is the values themselves; userName from email shows the email, a
+    name part from a user attribute (not in a brief read) or unmapped shows none."""
+    values = {"userName": "jdoe", "givenName": "Jane", "familyName": "Doe", "email": "j@x.example", "active": True}
+    assert DEFAULT_MAPPING.as_listed(values) == values
+    mapping = parse_mapping(
+        [{"source": "email", "target": "userName"}, {"source": "attributes.nick", "target": "name.givenName"}]
+    )
+    assert mapping.as_listed(values) == {
+        "userName": "j@x.example",
+        "givenName": None,
+        "familyName": None,
+        "email": None,
+        "active": True,
+    }
