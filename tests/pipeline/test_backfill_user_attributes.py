@@ -10,11 +10,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from service.domain.mapping import ENTERPRISE_USER, parse_mapping
+from service.domain.sighting import Seen, account_of
 from service.keycloak_admin.client import UserPage
 from service.metrics import Metrics
 from service.pipeline.backfill import Backfills
+from service.scim.client import UserSnapshot
 from service.tenants.models import Tenant
-from tests.pipeline.test_backfill_listing import Producer, Realm
+from tests.pipeline.test_backfill_listing import Producer, Realm, Snapshots
 from tests.support import wait_until
 
 MAPPED = parse_mapping(
@@ -30,6 +32,7 @@ class WholeUsers(Realm):
 
     def __init__(self) -> None:
         super().__init__(2, 10)
+        self.users = [{**user, "email": f"{user['username']}@example.com"} for user in self.users]
         self.brief: list[bool] = []
 
     async def iter_user_pages(self, realm: str, page_size: int, *, brief: bool = False) -> AsyncIterator[UserPage]:
@@ -46,11 +49,11 @@ class OneTenant:
         return self.tenant
 
 
-async def backfill(tenant: Tenant) -> tuple[WholeUsers, Producer]:
+async def backfill(tenant: Tenant, snapshots: Snapshots | None = None) -> tuple[WholeUsers, Producer]:
     realm, producer = WholeUsers(), Producer()
-    progress = Backfills(realm, producer, "changes", Metrics(CollectorRegistry()), 10, tenants=OneTenant(tenant)).start(
-        "acme"
-    )
+    metrics = Metrics(CollectorRegistry())
+    backfills = Backfills(realm, producer, "changes", metrics, 10, tenants=OneTenant(tenant), downstream=snapshots)
+    progress = backfills.start("acme")
 
     async def finished() -> bool:
         return progress.state != "running"
@@ -74,3 +77,12 @@ async def test_the_default_mapping_keeps_brief_users() -> None:
     realm, producer = await backfill(Tenant("acme", "https://scim.example", "t"))
     assert realm.brief == [True]
     assert [(dict(c.user_attributes), c.user_attributes_complete) for c in producer.sent] == [({}, False)] * 2
+
+
+async def test_the_listing_is_matched_on_the_user_name_the_mapping_sends() -> None:
+    """userName from email: an account holding u0's email (not ours) is seen as holding its userName."""
+    held = account_of({"id": "d-9", "userName": "u0@example.com", "externalId": "someone-else"}, "d-9")
+    by_email = parse_mapping([{"source": "email", "target": "userName"}])
+    tenant = replace(Tenant("acme", "https://scim.example", "t"), mapping=by_email)
+    _, producer = await backfill(tenant, Snapshots(UserSnapshot([held], True)))
+    assert [c.sighting.seen if c.sighting else None for c in producer.sent] == [Seen.HELD, Seen.ABSENT]
