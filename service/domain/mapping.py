@@ -144,7 +144,6 @@ class AttributeMapping:
     def type_of(self, target: str) -> str:
         return next((r.type or "work" for r in self.rules if r.target == target), "work")
 
-
     def as_listed(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """What a listing of the downstream should show of the five built-in attributes (the shape a
         reconciliation compares): each from the Keycloak field the mapping sends there, None where the
