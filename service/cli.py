@@ -148,6 +148,13 @@ def _parser() -> argparse.ArgumentParser:
         "(keys patch, filter, bulk, etag, max_results; `none`: unset)",
     )
     enable.add_argument(
+        "--mapping",
+        type=_optional(_mapping_file),
+        metavar="FILE",
+        help="a JSON file holding the attribute mapping, a list of {source, target[, type]} (see the "
+        "operations guide; `none`: the default mapping)",
+    )
+    enable.add_argument(
         "--token-env",
         default="OUTBOUND_SCIM_DOWNSTREAM_TOKEN",
         help="environment variable holding the downstream's secret: its token, Basic password or OAuth2 client "
@@ -298,6 +305,7 @@ TENANT_FIELDS = (
     "preset",
     "user_lookup",
     "capabilities",
+    "mapping",
 )
 AUTH_TYPES = {"bearer": "bearer", "basic": "basic", "oauth2": "oauth2_client_credentials"}  # --auth -> API type
 AUTH_FIELDS = {"basic": ("username",), "oauth2_client_credentials": ("token_url", "client_id", "scope", "audience")}
@@ -330,6 +338,20 @@ def _json_object(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def _mapping_file(path: str) -> list[Any]:
+    """The mapping in a JSON file; the API checks its entries (and the downstream's /Schemas)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            value = json.load(file)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"{path} must hold a JSON list of {{source, target}} entries")
     return value
 
 

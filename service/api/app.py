@@ -126,7 +126,8 @@ def problem(exc: Exception, request: web.Request, max_body_bytes: int) -> tuple[
             status = next(status for kind, status in STATUS_OF.items() if isinstance(exc, kind))
             return status, Problem(error=exc.code, detail=exc.detail)
         case EnableRefused():
-            return (400 if exc.reason in URL_REFUSALS else 422), Problem(error=exc.reason, detail=exc.detail)
+            refused_request = exc.reason in URL_REFUSALS or exc.reason == "invalid_mapping"
+            return (400 if refused_request else 422), Problem(error=exc.reason, detail=exc.detail)
         case TenantUnreadable():
             return 409, Problem(error=TenantUnreadable.label, detail=f"{exc}: {exc.fix}")
         case web.HTTPRequestEntityTooLarge():

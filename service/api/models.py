@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from service.domain.groups import GroupDisplay
+from service.domain.mapping import MappingError, parse_mapping
 from service.domain.plan import DeletePolicy
 from service.domain.scim import valid_resource_id
 
@@ -42,6 +43,7 @@ __all__ = [
     "HeldSource",
     "LinkQueued",
     "LinkUser",
+    "MappingEntry",
     "NoticeView",
     "OAuth2ClientCredentialsRequest",
     "ParkedList",
@@ -136,6 +138,17 @@ class CapabilityOverrides(Request):
     )
 
 
+class MappingEntry(Request):
+    """One SCIM attribute of the downstream and the Keycloak value it holds (see the operations guide)."""
+
+    source: str = Field(description="username, email, firstName, lastName, or attributes.<name> (its first value)")
+    target: str = Field(
+        description="a SCIM path: userName, name.givenName, emails, phoneNumbers, title, locale, preferredLanguage, "
+        "... or urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:<employeeNumber|department|...|manager>"
+    )
+    type: str | None = Field(default=None, description="emails and phoneNumbers: the value's type (default work)")
+
+
 class EnableTenant(Request):
     """The whole tenant: a field left out takes its default (an enable of an enabled realm is a rotation).
     Exactly one of `token` and `auth` says how requests to the downstream authenticate."""
@@ -188,11 +201,21 @@ class EnableTenant(Request):
         description='overrides for a downstream whose ServiceProviderConfig is wrong, e.g. {"patch": false}; '
         "see the operations guide",
     )
+    mapping: list[MappingEntry] | None = Field(
+        default=None,
+        description="which Keycloak value each SCIM attribute holds, checked against the downstream's /Schemas "
+        "(null: username, firstName, lastName, email to userName, name.givenName, name.familyName, emails)",
+    )
 
     @model_validator(mode="after")
     def _pattern_compiles(self) -> EnableTenant:
         if (self.token is None) == (self.auth is None):
             raise ValueError("give the downstream's credentials as either `token` or `auth`, not both")
+        if self.mapping is not None:
+            try:
+                parse_mapping([entry.model_dump(exclude_none=True) for entry in self.mapping])
+            except MappingError as exc:
+                raise ValueError(f"mapping: {exc}") from exc
         if self.group_pattern is not None:
             try:
                 re.compile(self.group_pattern)
@@ -304,6 +327,9 @@ class TenantView(Response):
     )
     writes: Literal["unknown", "patch", "put"] = Field(
         default="unknown", description="how user updates are sent downstream: PATCH, or PUT of the full user"
+    )
+    mapping: list[dict[str, str]] = Field(
+        default_factory=list, description="which Keycloak value each SCIM attribute holds ({source, target[, type]})"
     )
     warnings: list[RealmWarningView] | None = Field(
         default=None,

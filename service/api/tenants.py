@@ -30,6 +30,7 @@ from service.api.models import (
     HeldSource,
     LinkQueued,
     LinkUser,
+    MappingEntry,
     NoticeView,
     OAuth2ClientCredentialsRequest,
     ParkedList,
@@ -44,6 +45,7 @@ from service.api.models import (
 )
 from service.domain.capabilities import Overrides, effective
 from service.domain.groups import GroupOptions
+from service.domain.mapping import DEFAULT_MAPPING, AttributeMapping, parse_mapping
 from service.domain.scim import patch_supported
 from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.realm_check import RealmWarning
@@ -309,6 +311,7 @@ class TenantService:
             auth=AuthView.model_validate(auth_view(tenant.auth)),
             preset=tenant.preset,
             user_lookup=tenant.user_lookup,
+            mapping=tenant.mapping.public(),
             warnings=warnings,
         )
 
@@ -349,7 +352,15 @@ def _tenant(realm: str, request: EnableTenant, now: datetime) -> Tenant:
         preset=request.preset,
         user_lookup=presets.user_lookup(request.preset, request.user_lookup),
         capabilities=Overrides(**request.capabilities.model_dump()) if request.capabilities else Overrides(),
+        mapping=_mapping(request.mapping),
     )
+
+
+def _mapping(entries: Sequence[MappingEntry] | None) -> AttributeMapping:
+    """The request's mapping (validated with the request), or the default."""
+    if entries is None:
+        return DEFAULT_MAPPING
+    return parse_mapping([entry.model_dump(exclude_none=True) for entry in entries])
 
 
 def _credentials(token: str | None, auth: AuthRequest | None) -> tuple[str, SecretCredentials | None]:

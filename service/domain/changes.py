@@ -2,6 +2,8 @@
 
 A change carries only the attributes its event actually set (a partial admin UPDATE patches only what
 it contains). Attribute names are the SCIM-side ones: userName, givenName, familyName, email, active.
+Keycloak user attributes travel beside them in `user_attributes` (name -> first value), whatever a
+downstream maps them to (service.domain.mapping); the state holds them as `attributes.<name>`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class UserChange:
     member: bool = True
     group_paths: tuple[str, ...] = ()  # a create's `groups`: paths only (no membership event follows)
     sighting: Sighting | None = None  # a backfill's: what its listing of the downstream saw of the user
+    user_attributes: Mapping[str, str | None] = field(default_factory=dict)  # Keycloak's, name -> first value
+    user_attributes_complete: bool = False  # `user_attributes` is all the user has: one it omits was removed
 
     @property
     def key(self) -> str:
@@ -71,6 +75,9 @@ class UserChange:
             doc["group_paths"] = list(self.group_paths)
         if self.sighting is not None:
             doc["sighting"] = self.sighting.to_doc()
+        if self.user_attributes or self.user_attributes_complete:
+            doc["user_attributes"] = dict(self.user_attributes)
+            doc["user_attributes_complete"] = self.user_attributes_complete
         return compact_json(doc)
 
     @classmethod
@@ -93,6 +100,8 @@ class UserChange:
                 member=bool(doc.get("member", True)),
                 group_paths=tuple(str(p) for p in doc.get("group_paths") or ()),
                 sighting=Sighting.from_doc(doc["sighting"]) if doc.get("sighting") else None,
+                user_attributes={str(k): _text_or_none(v) for k, v in (doc.get("user_attributes") or {}).items()},
+                user_attributes_complete=bool(doc.get("user_attributes_complete", False)),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PoisonRecord("malformed_change", str(exc)[:200]) from exc
@@ -201,14 +210,17 @@ def _from_admin(event: KeycloakEvent) -> UserChange | Skip:
         # that the user changed, not how. A re-read from Keycloak (when configured) tells.
         return replace(_change(event, "upsert", {}), reread=True)
     attrs = _from_representation(event.representation)
+    custom = user_attributes_of(event.representation)  # Keycloak replaces them with the map sent
     if event.operation_type == "CREATE":
         # Keycloak creates a user disabled unless the request says enabled=true.
         attrs.setdefault("active", False)
         paths = event.representation.get("groups")
         if isinstance(paths, list) and paths:  # memberships made with the user: no membership event follows
-            created = _change(event, "upsert", attrs)
+            created = _change(event, "upsert", attrs, custom)
             return replace(created, group_paths=tuple(str(p) for p in paths if isinstance(p, str)))
-    return _change(event, "upsert", attrs) if attrs else Skip("no_scim_attributes")
+    if not attrs and custom is None:
+        return Skip("no_scim_attributes")
+    return _change(event, "upsert", attrs, custom)
 
 
 _REPRESENTATION_KEYS = {
@@ -227,6 +239,24 @@ def _from_representation(rep: Mapping[str, Any]) -> dict[str, Any]:
         if key in rep:
             attrs[attr] = _clean(attr, rep[key])
     return attrs
+
+
+def user_attributes_of(rep: Mapping[str, Any]) -> dict[str, str | None] | None:
+    """The first value of each user attribute of a representation, None when it has no `attributes` map.
+    Keycloak holds every attribute as a list of strings; a multi-valued one contributes its first value
+    only, an empty one (or a value that is not text) counts as cleared."""
+    raw = rep.get("attributes")
+    if not isinstance(raw, dict):
+        return None
+    return {str(name): _first(values) for name, values in raw.items()}
+
+
+def _first(values: object) -> str | None:
+    return _text_or_none(values[0] if isinstance(values, list) and values else values)
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value != "" else None
 
 
 _USER_EVENT_DETAILS = {
@@ -258,10 +288,27 @@ def _from_user_event(event: KeycloakEvent) -> UserChange | Skip:
             attrs[attr] = None
     if event.type == "REGISTER":
         attrs["active"] = True
-    return _change(event, "upsert", attrs) if attrs else Skip("no_scim_attributes")
+    custom = _custom_details(event.details) if event.type == "UPDATE_PROFILE" else {}
+    if not attrs and not custom:
+        return Skip("no_scim_attributes")
+    return replace(_change(event, "upsert", attrs), user_attributes=custom)
 
 
-def _change(event: KeycloakEvent, op: ChangeOp, attrs: dict[str, Any]) -> UserChange:
+_BUILT_IN_DETAILS = frozenset({"username", "first_name", "last_name", "email"})
+
+
+def _custom_details(details: Mapping[str, str]) -> dict[str, str | None]:
+    """UPDATE_PROFILE names each changed user attribute as previous_<name> / updated_<name> (a cleared
+    one without updated_<name>); only those, not the user's other attributes."""
+    names = {key.partition("_")[2] for key in details if key.startswith(("previous_", "updated_"))}
+    return {name: _text_or_none(details.get("updated_" + name)) for name in sorted(names - _BUILT_IN_DETAILS)}
+
+
+def _change(
+    event: KeycloakEvent, op: ChangeOp, attrs: dict[str, Any], custom: dict[str, str | None] | None = None
+) -> UserChange:
+    """`custom`: all the user attributes of a representation (None: it had no `attributes` map; an empty
+    one removes them all)."""
     assert event.user_id is not None
     return UserChange(
         realm=event.realm,
@@ -271,6 +318,8 @@ def _change(event: KeycloakEvent, op: ChangeOp, attrs: dict[str, Any]) -> UserCh
         event_type=event.type,
         event_id=event.event_id,
         attributes=attrs,
+        user_attributes=custom or {},
+        user_attributes_complete=custom is not None,
     )
 
 

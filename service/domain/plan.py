@@ -15,8 +15,9 @@ from typing import Any
 
 from service.domain.changes import UserChange
 from service.domain.groups import GroupChange
+from service.domain.mapping import DEFAULT_MAPPING
 from service.domain.sighting import Seen, Sighting, written_as_seen
-from service.domain.state import UserState, merge
+from service.domain.state import USER_ATTRIBUTE_PREFIX, UserState, merge
 
 
 class DeletePolicy(StrEnum):
@@ -66,13 +67,17 @@ def desired(state: UserState, policy: DeletePolicy) -> dict[str, Any] | None:
     return state.values
 
 
-def plan_change(state: UserState, change: UserChange, policy: DeletePolicy) -> Plan:
+def plan_change(
+    state: UserState, change: UserChange, policy: DeletePolicy, mapped: frozenset[str] = DEFAULT_MAPPING.keys
+) -> Plan:
+    """`mapped`: the keys the tenant's attribute mapping sends (service.domain.mapping); a user attribute
+    it does not map is neither compared nor written."""
     new_state = merge(state, change)
     if new_state is state and not change.force and change.op != "link":
         return Plan(Action.NONE, state, reason="superseded")  # nothing newer than what was acted on already
     if change.op == "membership":  # the user's groups hear of it from the applier (membership_hops)
         return Plan(Action.NONE, new_state, reason="membership")
-    after = desired(new_state, policy)
+    after = _mapped(desired(new_state, policy), mapped)
     if change.op == "link":
         return Plan(Action.LINK, new_state, after or {}, changed=after or {}, reason="operator_link")
     if after is None:
@@ -89,6 +94,12 @@ def plan_change(state: UserState, change: UserChange, policy: DeletePolicy) -> P
     if not changed:
         return Plan(Action.NONE, new_state, after, reason=_why_nothing(change, policy))
     return Plan(Action.SYNC, new_state, after, changed=changed)
+
+
+def _mapped(values: dict[str, Any] | None, mapped: frozenset[str]) -> dict[str, Any] | None:
+    if values is None or not any(key.startswith(USER_ATTRIBUTE_PREFIX) and key not in mapped for key in values):
+        return values
+    return {k: v for k, v in values.items() if k in mapped or not k.startswith(USER_ATTRIBUTE_PREFIX)}
 
 
 def _sighted(state: UserState, after: dict[str, Any], sighting: Sighting) -> Plan:

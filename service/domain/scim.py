@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from service.domain.mapping import DEFAULT_MAPPING, NAME_PARTS, TARGETS, AttributeMapping, Shape, Target
+
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -27,48 +29,75 @@ def display_name(values: Mapping[str, Any]) -> str | None:
     return text or None
 
 
-def user_resource(external_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The body of `POST /Users`: externalId is the Keycloak user id."""
+def user_resource(
+    external_id: str, values: Mapping[str, Any], mapping: AttributeMapping = DEFAULT_MAPPING
+) -> dict[str, Any]:
+    """The body of `POST /Users` (and of a PUT): externalId is the Keycloak user id, the other attributes
+    are `values` (keyed as in the user's state) sent where `mapping` says."""
+    mapped = mapping.scim_values(values)
     body: dict[str, Any] = {
         "schemas": [USER_SCHEMA],
         "externalId": external_id,
-        "userName": values["userName"],
+        "userName": mapped["userName"],
         "active": bool(values.get("active", True)),
     }
-    name = {k: values[k] for k in ("givenName", "familyName") if values.get(k)}
-    shown = display_name(values)
+    name = {part: mapped[f"name.{part}"] for part in NAME_PARTS if mapped.get(f"name.{part}")}
+    shown = _shown(mapped)
     if shown:
         name["formatted"] = shown
         body["displayName"] = shown
     if name:
         body["name"] = name
-    if values.get("email"):
-        body["emails"] = [_work_email(values["email"])]
+    for target, value in mapped.items():
+        spec = TARGETS[target]
+        if value and spec.attribute not in ("userName", "name"):
+            holder = body if spec.schema == USER_SCHEMA else body.setdefault(spec.schema, {})
+            holder[spec.attribute] = _shaped(spec, value, mapping.type_of(target))
+    body["schemas"] += [schema for schema in mapping.extensions if schema in body]
     return body
 
 
-def patch_operations(changed: Mapping[str, Any], values: Mapping[str, Any]) -> list[dict[str, Any]]:
+def patch_operations(
+    changed: Mapping[str, Any], values: Mapping[str, Any], mapping: AttributeMapping = DEFAULT_MAPPING
+) -> list[dict[str, Any]]:
     """PatchOp operations for the `changed` attributes; `values` is the full new state (for derived
-    attributes such as displayName)."""
+    attributes such as displayName). A cleared value is a `remove` of its path."""
+    sent = mapping.scim_values(changed)
     ops: list[dict[str, Any]] = []
-    if changed.get("userName"):
-        ops.append(_replace("userName", changed["userName"]))
-    for attr in ("givenName", "familyName"):
-        if attr in changed:
-            value = changed[attr]
-            ops.append(_replace(f"name.{attr}", value) if value else _remove(f"name.{attr}"))
-    if "givenName" in changed or "familyName" in changed:
-        shown = display_name(values)
+    if sent.get("userName"):
+        ops.append(_replace("userName", sent["userName"]))
+    for part in NAME_PARTS:
+        path = f"name.{part}"
+        if path in sent:
+            value = sent[path]
+            ops.append(_replace(path, value) if value else _remove(path))
+    if "name.givenName" in sent or "name.familyName" in sent:
+        shown = _shown(mapping.scim_values(values))
         if shown:
             ops += [_replace("displayName", shown), _replace("name.formatted", shown)]
         else:
             ops += [_remove("displayName"), _remove("name.formatted")]
-    if "email" in changed:
-        email = changed["email"]
-        ops.append(_replace("emails", [_work_email(email)]) if email else _remove("emails"))
+    for target, value in sent.items():
+        spec = TARGETS[target]
+        if spec.attribute not in ("userName", "name"):
+            shaped = _shaped(spec, value, mapping.type_of(target)) if value else None
+            ops.append(_replace(target, shaped) if shaped is not None else _remove(target))
     if "active" in changed:
         ops.append(_replace("active", bool(changed["active"])))
     return ops
+
+
+def _shown(mapped: Mapping[str, Any]) -> str | None:
+    """displayName and name.formatted: derived from the given and family names sent."""
+    return display_name({"givenName": mapped.get("name.givenName"), "familyName": mapped.get("name.familyName")})
+
+
+def _shaped(spec: Target, value: Any, kind: str) -> Any:
+    if spec.shape is Shape.TYPED:
+        return [{"value": value, "type": kind, "primary": True}]
+    if spec.shape is Shape.REFERENCE:
+        return {"value": value}
+    return value
 
 
 def patch_request(operations: list[dict[str, Any]]) -> dict[str, Any]:
@@ -187,10 +216,6 @@ def is_service_provider_config(doc: object) -> bool:
 
 def _once(ids: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(ids))
-
-
-def _work_email(address: str) -> dict[str, Any]:
-    return {"value": address, "type": "work", "primary": True}
 
 
 def _replace(path: str, value: Any) -> dict[str, Any]:

@@ -12,6 +12,12 @@ merge of everything seen, independent of the order it was seen in (a state-based
 - ties in event time are settled by a rule that ignores arrival order: for `active`, false wins; for
   the other attributes, the greater event id, then the greater value.
 
+Keycloak user attributes are attributes like the others, `attributes.<name>`. A change that lists all of
+the user's attributes (an admin request's `attributes` map: Keycloak replaces them with it) also says
+that each one it omits was removed: at its version, every such attribute held is cleared (None), and
+`attributes_cleared` keeps that version so an older value arriving later loses to the removal, as it
+would had it arrived first.
+
 Merging is commutative, associative and idempotent, so any permutation of a user's changes, with
 duplicates, ends in the same state as applying them in event-time order.
 """
@@ -26,6 +32,8 @@ from service.domain.changes import UserChange
 from service.domain.compact import compact_json
 from service.domain.stamps import Version
 
+USER_ATTRIBUTE_PREFIX = "attributes."  # a Keycloak user attribute's key in `values` (service.domain.mapping)
+
 
 @dataclass(frozen=True, slots=True)
 class UserState:
@@ -38,6 +46,7 @@ class UserState:
     groups: dict[str, tuple[bool, Version]] = field(default_factory=dict)  # group -> (member, version)
     emitted: dict[str, str | None] = field(default_factory=dict)  # group -> the member id it was last told
     emit_seq: int = 0  # the sequence of the user's hops to its groups (docs/decisions/0005)
+    attributes_cleared: Version | None = None  # the newest change that listed all the user attributes
 
     @property
     def newest_ms(self) -> int:
@@ -59,6 +68,8 @@ class UserState:
         if self.emitted:
             doc["emitted"] = self.emitted
             doc["emit_seq"] = self.emit_seq
+        if self.attributes_cleared is not None:
+            doc["attributes_cleared"] = self.attributes_cleared
         return compact_json(doc)
 
     @classmethod
@@ -79,6 +90,7 @@ class UserState:
             groups={g: (bool(m), (int(t), str(tag))) for g, (m, t, tag) in (doc.get("groups") or {}).items()},
             emitted=dict(doc.get("emitted") or {}),
             emit_seq=int(doc.get("emit_seq", 0)),
+            attributes_cleared=_version(doc.get("attributes_cleared")),
         )
 
 
@@ -116,10 +128,14 @@ def merge(state: UserState, change: UserChange) -> UserState:
         if attribute not in state.versions
         or wins(attribute, value, version, state.values.get(attribute), state.versions[attribute])
     }
-    if not newer:
+    versions = dict.fromkeys(newer, version)
+    cleared = state.attributes_cleared
+    if change.user_attributes or change.user_attributes_complete:
+        cleared = _merge_user_attributes(state, change, version, newer, versions)
+    if not newer and cleared == state.attributes_cleared:
         return state
     # `written` stays: the downstream holds what it held until the executor writes the new values.
-    versions = {**state.versions, **dict.fromkeys(newer, version)}
+    versions = {**state.versions, **versions}
     # Built directly rather than with dataclasses.replace: this runs for every change (bench profile).
     return UserState(
         state.downstream_id,
@@ -131,7 +147,37 @@ def merge(state: UserState, change: UserChange) -> UserState:
         state.groups,
         state.emitted,
         state.emit_seq,
+        cleared,
     )
+
+
+def _merge_user_attributes(
+    state: UserState, change: UserChange, version: Version, newer: dict[str, Any], versions: dict[str, Version]
+) -> Version | None:
+    """Adds to `newer` / `versions` what the change's user attributes say that nothing newer has said;
+    returns the version of the newest complete listing (service docstring)."""
+    cleared = state.attributes_cleared
+    for name, value in change.user_attributes.items():
+        key = USER_ATTRIBUTE_PREFIX + name
+        held = state.versions.get(key)
+        if held is not None:
+            if wins(key, value, version, state.values.get(key), held):
+                newer[key], versions[key] = value, version
+        elif cleared is None or wins(key, value, version, None, cleared):
+            newer[key], versions[key] = value, version
+        else:  # removed by a newer complete listing: held as that removal, whatever the arrival order
+            newer[key], versions[key] = None, cleared
+    if not change.user_attributes_complete or (cleared is not None and version <= cleared):
+        return cleared
+    for key, held in state.versions.items():
+        name = key.removeprefix(USER_ATTRIBUTE_PREFIX)
+        if name != key and name not in change.user_attributes and wins(key, None, version, state.values.get(key), held):
+            newer[key], versions[key] = None, version
+    return version
+
+
+def _version(raw: object) -> Version | None:
+    return (int(raw[0]), str(raw[1])) if isinstance(raw, list | tuple) and len(raw) == 2 else None
 
 
 def _joins_or_leaves(member: bool, version: Version, held: tuple[bool, Version]) -> bool:

@@ -24,7 +24,7 @@ from service.domain.changes import UserChange
 from service.domain.groups import GroupChange, GroupState, plan_group
 from service.domain.plan import membership_hops, plan_change
 from service.domain.stamps import ChangeSource
-from service.domain.state import UserState, merge
+from service.domain.state import USER_ATTRIBUTE_PREFIX, UserState, merge
 from service.errors import (
     CircuitOpen,
     Parked,
@@ -212,7 +212,7 @@ class Applier:
                     effective = replace(effective, sighting=None)
                 if effective.group_paths and tenant.groups:
                     state = await self._memberships_of_new_user(state, effective)
-                plan = plan_change(state, effective, tenant.delete_policy)
+                plan = plan_change(state, effective, tenant.delete_policy, tenant.mapping.keys)
                 outcome = await execute(plan, effective, tenant.downstream, self.scim)
                 new_state = outcome.state if outcome.state.parked is None else replace(outcome.state, parked=None)
                 hops: tuple[GroupChange, ...] = ()
@@ -324,6 +324,9 @@ def _unsure_of(state: UserState, folded: tuple[UserChange, ...]) -> UserState:
     saving the state left `written` behind the downstream: applied one by one, the re-read change would
     write it again; folded into a later one that restores the old value, nothing would."""
     touched = {attr for earlier in folded for attr in earlier.attributes}
+    touched |= {USER_ATTRIBUTE_PREFIX + name for earlier in folded for name in earlier.user_attributes}
+    if any(earlier.user_attributes_complete for earlier in folded):  # it may have removed any of them
+        touched |= {key for key in state.written if key.startswith(USER_ATTRIBUTE_PREFIX)}
     if not touched & state.written.keys():
         return state
     return replace(state, written={k: v for k, v in state.written.items() if k not in touched})

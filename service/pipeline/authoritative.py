@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
-from service.domain.changes import UserChange
+from service.domain.changes import UserChange, user_attributes_of
 from service.domain.stamps import ChangeSource
 from service.keycloak_admin.mapping import user_attributes
 from service.pipeline.ports import UserReader
@@ -42,7 +43,12 @@ async def read_truth(
         read_at = max(int(clock() * 1000), change.time_ms)
         rep = await keycloak.get_user(change.realm, change.user_id)
         if rep is not None:
-            return replace(change, op="upsert", time_ms=read_at, attributes=user_attributes(rep))
+            return replace(change, op="upsert", time_ms=read_at, attributes=user_attributes(rep), **_custom(rep))
         if attempt + 1 < attempts:
             await sleep(wait_seconds * (attempt + 1))  # the event may precede Keycloak's commit
     return replace(change, op="delete", time_ms=read_at, attributes={})
+
+
+def _custom(rep: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored user's attributes, all of them: one it lacks has none."""
+    return {"user_attributes": user_attributes_of(rep) or {}, "user_attributes_complete": True}

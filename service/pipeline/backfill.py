@@ -34,8 +34,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
-from service.domain.changes import UserChange
+from service.domain.changes import UserChange, user_attributes_of
 from service.domain.groups import GroupChange
+from service.domain.mapping import DEFAULT_MAPPING, AttributeMapping, is_custom
 from service.domain.sighting import DownstreamIndex
 from service.domain.stamps import ChangeSource
 from service.errors import ScimError, TenantUnreadable
@@ -137,12 +138,16 @@ class Backfills:
         log.info("backfill.started", tenant=realm, groups=groups)
         try:
             progress.total = await self._keycloak.count_users(realm)
-            pages = ReadAhead(self._keycloak.iter_user_pages(realm, self._page_size, brief=True), READ_AHEAD_PAGES)
+            mapping = self._mapping_of(realm)
+            brief = not any(is_custom(key) for key in mapping.keys)  # a brief user has no `attributes`
+            pages = ReadAhead(self._keycloak.iter_user_pages(realm, self._page_size, brief=brief), READ_AHEAD_PAGES)
             try:
                 index = await self._listing(progress)  # while the first Keycloak pages are read
                 async for page in pages:
                     for rep in page.users:
-                        await self._publish(progress, rep, page.read_started_ms, index)
+                        await self._publish(
+                            progress, rep, page.read_started_ms, index, whole=not brief, mapping=mapping
+                        )
                     log.info("backfill.progress", tenant=realm, done=progress.done, total=progress.total)
             finally:
                 await pages.aclose()
@@ -156,6 +161,15 @@ class Backfills:
         finally:
             progress.finished = time.time()
         log.info("backfill.finished", tenant=realm, **progress.public())
+
+    def _mapping_of(self, realm: str) -> AttributeMapping:
+        """The realm's tenant's attribute mapping: whether users are read whole (it maps a user attribute),
+        and which value the listing's userName is compared with."""
+        try:
+            tenant = self._tenants.get(realm) if self._tenants is not None else None
+        except TenantUnreadable:
+            tenant = None
+        return tenant.mapping if tenant is not None else DEFAULT_MAPPING
 
     async def _listing(self, progress: BackfillProgress) -> DownstreamIndex | None:
         """The tenant's downstream as a complete listing shows it, or None (not configured, not enabled,
@@ -185,7 +199,14 @@ class Backfills:
         return index
 
     async def _publish(
-        self, progress: BackfillProgress, rep: dict[str, Any], read_ms: int, index: DownstreamIndex | None = None
+        self,
+        progress: BackfillProgress,
+        rep: dict[str, Any],
+        read_ms: int,
+        index: DownstreamIndex | None = None,
+        *,
+        whole: bool = False,
+        mapping: AttributeMapping = DEFAULT_MAPPING,
     ) -> None:
         user_id = rep.get("id")
         if not isinstance(user_id, str) or not user_id:
@@ -200,7 +221,8 @@ class Backfills:
             "BACKFILL",
             attributes=attributes,
             source=ChangeSource.BACKFILL,
-            sighting=index.sight(user_id, attributes["userName"]) if index is not None else None,
+            sighting=index.sight(user_id, mapping.user_name(attributes)) if index is not None else None,
+            **_user_attributes(rep, whole),
         )
         await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
         progress.done += 1
@@ -293,3 +315,10 @@ class ReadAhead(Generic[T]):
 @dataclass(frozen=True, slots=True)
 class _Failed:
     error: Exception
+
+
+def _user_attributes(rep: dict[str, Any], whole: bool) -> dict[str, Any]:
+    """A whole user's attributes, all of them (one it lacks has none); nothing from a brief user."""
+    if not whole:
+        return {}
+    return {"user_attributes": user_attributes_of(rep) or {}, "user_attributes_complete": True}

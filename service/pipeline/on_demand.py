@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from service.domain.changes import UserChange
+from service.domain.changes import UserChange, user_attributes_of
 from service.domain.plan import plan_change
 from service.domain.stamps import ChangeSource
 from service.domain.state import UserState
@@ -43,8 +43,10 @@ async def provision_now(keycloak: UserReader, scim: ScimClient, tenant: Tenant, 
             attributes=attributes,
             force=True,
             source=ChangeSource.ON_DEMAND,
+            user_attributes=user_attributes_of(rep) or {},
+            user_attributes_complete=True,  # the stored user: an attribute it lacks is none
         )
-    plan = plan_change(UserState(), change, tenant.delete_policy)
+    plan = plan_change(UserState(), change, tenant.delete_policy, tenant.mapping.keys)
     steps.append({"step": "plan", "action": plan.action, "attributes": sorted(plan.changed), "reason": plan.reason})
     traced, tracer = scim.traced()  # every request and its answer join the steps
     try:

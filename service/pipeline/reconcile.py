@@ -99,7 +99,7 @@ class Reconciler:
                     wanted[rep["id"]] = user_attributes(rep)
                     read_ms[rep["id"]] = page.read_started_ms
         downstream = [resource async for resource in self._scim.list_users(ds, retry=self._retry)]
-        drift = compare(wanted, downstream)
+        drift = compare({k: ds.mapping.as_listed(v) for k, v in wanted.items()}, downstream)
         if not dry_run:
             for user_id in drift.to_fix:
                 change = UserChange(

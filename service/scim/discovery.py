@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.domain import scim
+from service.domain.mapping import DEFAULT_MAPPING, MappingError, check_against_schemas
 from service.errors import EnableRefused, ScimError, ScimNotFound, ScimRejected, ScimTransient
 from service.scim.auth import TOKEN_PATH
 from service.scim.client import Downstream, ScimClient
@@ -42,7 +43,26 @@ async def validate_downstream(client: ScimClient, ds: Downstream, egress: Egress
     if not isinstance(listing, dict) or scim.LIST_SCHEMA not in (listing.get("schemas") or []):
         raise EnableRefused("not_scim", "GET /Users did not answer a SCIM ListResponse")
     assert isinstance(config, dict)
+    if ds.mapping != DEFAULT_MAPPING:
+        await _check_mapping(client, ds)
     return config
+
+
+async def _check_mapping(client: ScimClient, ds: Downstream) -> None:
+    """A mapping other than the default names attributes the downstream must declare: read its /Schemas
+    (and /ResourceTypes, where the User resource type lists its schema extensions) with the same
+    credentials, and refuse the entry it lacks (`invalid_mapping`, a 400: the request's to fix)."""
+    documents = []
+    for path in ("Schemas", "ResourceTypes"):
+        try:
+            documents.append(await client.send_once(ds, "GET", path, detached=True))
+        except ScimError as exc:
+            refusal = _refusal(exc, path)
+            raise EnableRefused(refusal.reason, f"{refusal.detail} (a mapping is checked against it)") from exc
+    try:
+        check_against_schemas(ds.mapping, *documents)
+    except MappingError as exc:
+        raise EnableRefused("invalid_mapping", str(exc)) from exc
 
 
 def _refusal(exc: ScimError, what: str) -> EnableRefused:

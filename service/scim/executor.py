@@ -108,10 +108,10 @@ async def _sync(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) 
 async def _create(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
     """POST the user; a 409 (an account holds the userName) goes through the adoption rules."""
     values = plan.values
-    if not values.get("userName"):
+    if not ds.mapping.user_name(values):
         return Outcome(Result.SKIPPED, _unlinked(plan.state), "not_in_downstream_without_username")
     try:
-        created = await port.create_user(ds, scim.user_resource(change.user_id, values))
+        created = await port.create_user(ds, scim.user_resource(change.user_id, values, ds.mapping))
         return Outcome(Result.CREATED, _written(plan.state, created["id"], values))
     except ScimConflict:
         return await _adopt(plan, change, ds, port)
@@ -123,7 +123,7 @@ async def _adopt(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort)
     values = plan.values
     found = await port.find_user(ds, "externalId", change.user_id) if ds.user_lookup == "externalId" else None
     if found is None:
-        found = await port.find_user(ds, "userName", values["userName"])
+        found = await port.find_user(ds, "userName", ds.mapping.user_name(values))
     if found is None:
         raise ScimConflict(409, "POST", "Users", "uniqueness", "conflict, and no account matches the userName")
     owner = found.get("externalId")
@@ -173,7 +173,7 @@ async def _find_ours(
     externalId at all after the create, so there the userName alone identifies the account)."""
     if ds.user_lookup == "externalId":
         return await port.find_user(ds, "externalId", change.user_id)
-    user_name = values.get("userName")
+    user_name = ds.mapping.user_name(values)
     found = await port.find_user(ds, "userName", user_name) if isinstance(user_name, str) and user_name else None
     return found if found is not None and found.get("externalId") in (None, "", change.user_id) else None
 
@@ -193,7 +193,7 @@ async def _update(
     PATCH (the client then switches the tenant to PUT) is resent at once as the PUT."""
     if await port.user_writes(ds) == "patch":
         operations = [{"op": "replace", "path": "externalId", "value": external_id}] if claim else []
-        operations += scim.patch_operations(changed, values)
+        operations += scim.patch_operations(changed, values, ds.mapping)
         if not operations:
             return
         try:
@@ -202,11 +202,11 @@ async def _update(
         except ScimRejected as exc:
             if exc.status != 405:
                 raise
-    if not values.get("userName"):  # a PUT replaces the whole user, and userName is required
+    if not ds.mapping.user_name(values):  # a PUT replaces the whole user, and userName is required
         raise ScimRejected(
             None, "PUT", "Users/{id}", detail="the full user has no userName to send", reason="incomplete_user"
         )
-    await port.replace_user(ds, downstream_id, scim.user_resource(external_id, values))
+    await port.replace_user(ds, downstream_id, scim.user_resource(external_id, values, ds.mapping))
 
 
 def _updated(change: UserChange, changed: dict[str, Any]) -> Result:

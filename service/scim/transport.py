@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from service.domain import scim
 from service.domain.capabilities import NO_OVERRIDES, Overrides
+from service.domain.mapping import DEFAULT_MAPPING, AttributeMapping
 from service.errors import CircuitOpen, ScimConflict, ScimError, ScimNotFound, ScimRejected, ScimTransient
 from service.jsonhttp import NOT_JSON, Answer, JsonHttp, TransportFailure
 from service.metrics import Metrics
@@ -50,6 +51,8 @@ class Downstream:
     user_lookup: UserLookup = "externalId"
     # what the operator says it supports, over its ServiceProviderConfig (service.domain.capabilities)
     capabilities: Overrides = NO_OVERRIDES
+    # which Keycloak field or user attribute each SCIM attribute holds (service.domain.mapping)
+    mapping: AttributeMapping = DEFAULT_MAPPING
 
     @property
     def credentials(self) -> Credentials:

@@ -10,6 +10,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from service.domain.capabilities import NO_OVERRIDES, Overrides, overrides_of
 from service.domain.groups import GroupDisplay, GroupOptions
+from service.domain.mapping import DEFAULT_MAPPING, AttributeMapping, parse_mapping
 from service.domain.plan import DeletePolicy
 from service.errors import ConfigError, TenantUnreadable
 from service.scim.client import Downstream
@@ -59,6 +60,7 @@ class Tenant:
     preset: PresetName | None = None  # what kind of downstream it is (service.scim.presets), as declared
     user_lookup: UserLookup = "externalId"  # the preset's, unless the enable said otherwise
     capabilities: Overrides = NO_OVERRIDES  # what the downstream supports, over what it announces
+    mapping: AttributeMapping = DEFAULT_MAPPING  # which Keycloak value each SCIM attribute holds
 
     @property
     def group_options(self) -> GroupOptions:
@@ -84,6 +86,7 @@ class Tenant:
             auth=self.auth,
             user_lookup=self.user_lookup,
             capabilities=self.capabilities,
+            mapping=self.mapping,
         )
 
     def public(self) -> dict[str, Any]:
@@ -102,6 +105,7 @@ class Tenant:
             "preset": self.preset,
             "user_lookup": self.user_lookup,
             "capabilities": self.capabilities.public(),
+            "mapping": self.mapping.public(),
             "updated_at": self.updated_at,
             "notices": [
                 {"code": code, "since": since, "detail": NOTICES.get(code, "")}
@@ -217,6 +221,7 @@ def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
             "preset": tenant.preset,
             "user_lookup": tenant.user_lookup,
             "capabilities": tenant.capabilities.public(),
+            **({"mapping": tenant.mapping.public()} if tenant.mapping != DEFAULT_MAPPING else {}),
             "notices": tenant.notices,
             **tenant._group_fields(),
         }
@@ -277,6 +282,7 @@ def decode_tenant(raw: bytes, cipher: TokenCipher, realm: str) -> Tenant:
             group_members_per_request=int(doc.get("group_members_per_request", 100)),
             bulk="off" if doc.get("bulk") == "off" else "auto",
             capabilities=overrides_of(doc.get("capabilities")),
+            mapping=parse_mapping(doc["mapping"]) if "mapping" in doc else DEFAULT_MAPPING,
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise _malformed(realm, exc) from exc

@@ -136,9 +136,10 @@ TABLE: list[tuple[str, KeycloakEvent, tuple[str, dict[str, Any]] | Skip]] = [
     ("admin-update-clears-email", admin("UPDATE", {"email": ""}), ("upsert", {"email": None})),
     (
         "admin-update-nothing-scim",
-        admin("UPDATE", {"emailVerified": True, "attributes": {"x": ["y"]}}),
+        admin("UPDATE", {"emailVerified": True}),
         Skip("no_scim_attributes"),
     ),
+    ("admin-update-user-attributes-only", admin("UPDATE", {"attributes": {"x": ["y"]}}), ("upsert", {})),
     ("admin-update-no-representation", admin("UPDATE", None), ("upsert", {})),
     ("admin-create-no-representation", admin("CREATE", None), ("upsert", {})),
     # user events
@@ -175,7 +176,7 @@ TABLE: list[tuple[str, KeycloakEvent, tuple[str, dict[str, Any]] | Skip]] = [
     (
         "update-profile-custom-attribute-only",
         user("UPDATE_PROFILE", {"previous_phone": "1", "updated_phone": "2"}),
-        Skip("no_scim_attributes"),
+        ("upsert", {}),
     ),
     (
         "update-email",
@@ -301,6 +302,8 @@ def test_change_carries_realm_user_time_type_and_event_id() -> None:
         event_id="0b6a4c1e-6f8e-4f5e-9d2a-3c7e1b2a9f10",
         attributes=FULL_ATTRS,
         group_paths=("/staff",),
+        user_attributes={"department": "Engineering"},
+        user_attributes_complete=True,
     )
     assert change.key == f"acme/{UID}"
 
