@@ -17,12 +17,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "") -> None:
-    """Poll `check` until it is true; a readiness check, not a sleep."""
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str | Callable[[], str] = ""
+) -> None:
+    """Poll `check` until it is true; a readiness check, not a sleep. `what` names what is awaited (a
+    callable: evaluated at the timeout, to show what was seen last)."""
     deadline = time.monotonic() + timeout
     while True:
         if await check():
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout}s waiting for {described or check}")
         await asyncio.sleep(0.1)
