@@ -80,7 +80,13 @@ class Downstream:
 
     async def create(self, user_name: str, external_id: str, family_name: str) -> dict[str, Any]:
         """An account made directly on the server, as another client or an earlier run would have."""
-        body = scim.user_resource(external_id, {"userName": user_name, "givenName": "Pre", "familyName": family_name})
+        values = {
+            "userName": user_name,
+            "givenName": "Pre",
+            "familyName": family_name,
+            "email": f"{user_name}@pre.test",
+        }
+        body = scim.user_resource(external_id, values)  # with an email: Keycloak's SCIM API requires one
         status, doc = await self.request("POST", "Users", body)
         assert status == 201, doc
         return dict(doc)
@@ -97,7 +103,11 @@ class Suite:
     async def enable(self, downstream: Downstream, delete_policy: str = "ignore") -> str:
         """A tenant of its own towards `downstream`; returns its realm."""
         realm = f"conf-{uuid.uuid4().hex[:8]}"
-        body: dict[str, Any] = {"base_url": downstream.base_url, "auth": downstream.auth, "delete_policy": delete_policy}
+        body: dict[str, Any] = {
+            "base_url": downstream.base_url,
+            "auth": downstream.auth,
+            "delete_policy": delete_policy,
+        }
         if downstream.preset:
             body["preset"] = downstream.preset
         status, answer = await self.api.call("PUT", f"/tenants/{realm}", body)
@@ -131,7 +141,9 @@ async def reaches(downstream: Downstream, user_name: str, **expected: Any) -> di
     try:
         await wait_until(shown, timeout=BOUND, what=f"{user_name} on {downstream.name} with {expected}")
     except AssertionError:
-        raise AssertionError(f"{downstream.name}: {user_name} expected {expected}, last seen {seen.get('user')}") from None
+        raise AssertionError(
+            f"{downstream.name}: {user_name} expected {expected}, last seen {seen.get('user')}"
+        ) from None
     user = seen["user"]
     assert user is not None
     return user
@@ -169,7 +181,7 @@ async def _client_credentials(http: aiohttp.ClientSession, target: ScimDownstrea
 
 
 @pytest.fixture(params=SERVERS)
-async def downstream(request: pytest.FixtureRequest, http: aiohttp.ClientSession) -> Downstream:
+def downstream(request: pytest.FixtureRequest, http: aiohttp.ClientSession) -> Downstream:
     name: str = request.param
     if name == "scim2-server":
         server: ScimServer = request.getfixturevalue("scim_server")
