@@ -328,9 +328,9 @@ async def test_a_look_alike_owned_by_another_is_not_written_over(suite: Suite, d
     status, body = await suite.api.call("GET", f"/tenants/{realm}/dead-letters")
     assert status == 200, body
     assert [d["reason"] for d in body["dead_letters"]] == ["conflict"], body
-    user = await downstream.account(name)
-    assert user is not None and user["id"] == other["id"]
-    assert (_value(user, "familyName"), user["externalId"]) == ("Theirs", f"someone-else-{user_id}")
+    kept = await downstream.account(name)
+    assert kept is not None and kept["id"] == other["id"]
+    assert (_value(kept, "familyName"), kept["externalId"]) == ("Theirs", f"someone-else-{user_id}")
 
 
 @pytest.mark.parametrize("downstream", OAUTH2_SERVERS, indirect=True)
