@@ -1,4 +1,5 @@
-"""Session fixtures: one real Kafka broker and one real scim2-server for the whole test session.
+"""Session fixtures: one real Kafka broker, one real scim2-server and one django-scim2 server (started
+on first use, scripts/django_scim) for the whole test session.
 
 A test that needs a real server (any of SERVER_FIXTURES, however indirectly, or any test under
 tests/integration/) is marked `integration` at collection, so `pytest -m "not integration"` (`make
