@@ -307,7 +307,9 @@ async def test_an_account_with_our_external_id_is_adopted(suite: Suite, downstre
     assert user["id"] == existing["id"]
 
 
-async def test_a_look_alike_owned_by_another_is_not_written_over_unless_the_server_hides_its_owner(suite: Suite, downstream: Downstream) -> None:
+async def test_a_look_alike_owned_by_another_is_not_written_over_unless_the_server_hides_its_owner(
+    suite: Suite, downstream: Downstream
+) -> None:
     """An account holding the userName under another client's externalId is not ours: the create is
     dead-lettered as a conflict and the account keeps its attributes. Keycloak 26.7.3 answers no
     externalId to any read, so the service cannot tell that account from an unowned one: the preset's
