@@ -63,6 +63,7 @@ class Downstream:
     bearer: Callable[[], Awaitable[str]]  # a token of the test's own, to read the server back
     http: aiohttp.ClientSession
     answers_external_id: bool = True  # whether reads answer the externalId a create stored
+    admin_members: Callable[[str], Awaitable[list[str]]] | None = None  # members by the app's own API
 
     async def request(self, method: str, path: str, body: Any = None, **params: str) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {await self.bearer()}"}
@@ -102,17 +103,18 @@ class Suite:
 
     async def enable(self, downstream: Downstream, delete_policy: str = "ignore") -> str:
         """A tenant of its own towards `downstream`; returns its realm."""
+        realm, _ = await self.enabled(downstream, delete_policy=delete_policy)
+        return realm
+
+    async def enabled(self, downstream: Downstream, **options: Any) -> tuple[str, dict[str, Any]]:
+        """A tenant of its own towards `downstream` with `options`; returns its realm and the answer."""
         realm = f"conf-{uuid.uuid4().hex[:8]}"
-        body: dict[str, Any] = {
-            "base_url": downstream.base_url,
-            "auth": downstream.auth,
-            "delete_policy": delete_policy,
-        }
+        body: dict[str, Any] = {"base_url": downstream.base_url, "auth": downstream.auth, **options}
         if downstream.preset:
             body["preset"] = downstream.preset
         status, answer = await self.api.call("PUT", f"/tenants/{realm}", body)
         assert status == 201, answer
-        return realm
+        return realm, answer
 
     async def send(self, *events: dict[str, Any]) -> None:
         await self.publisher.send_all(self.settings.admin_events_topic, events)
@@ -166,10 +168,15 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture(scope="module")
-async def keycloak_target(keycloak: RealKeycloak, http: aiohttp.ClientSession) -> ScimDownstreamRealm:
+async def keycloak_admin(keycloak: RealKeycloak, http: aiohttp.ClientSession) -> MasterAdmin:
+    return MasterAdmin(http, keycloak.url, keycloak.admin_user, keycloak.admin_password)
+
+
+@pytest.fixture(scope="module")
+async def keycloak_target(keycloak_admin: MasterAdmin) -> ScimDownstreamRealm:
     """A realm of the session's Keycloak with its SCIM API on, reached with short-lived OAuth2 tokens."""
-    admin = MasterAdmin(http, keycloak.url, keycloak.admin_user, keycloak.admin_password)
-    return await admin.create_scim_downstream(f"conf-{uuid.uuid4().hex[:8]}", token_lifespan_seconds=TOKEN_LIFESPAN)
+    name = f"conf-{uuid.uuid4().hex[:8]}"
+    return await keycloak_admin.create_scim_downstream(name, token_lifespan_seconds=TOKEN_LIFESPAN)
 
 
 async def _client_credentials(http: aiohttp.ClientSession, target: ScimDownstreamRealm) -> str:
@@ -200,6 +207,7 @@ def downstream(request: pytest.FixtureRequest, http: aiohttp.ClientSession) -> D
         auth = {"type": "bearer", "token": django.token}
         return Downstream(name, django.scim_url, auth, "django-scim2", django_token, http)
     target: ScimDownstreamRealm = request.getfixturevalue("keycloak_target")
+    admin: MasterAdmin = request.getfixturevalue("keycloak_admin")
 
     async def fresh() -> str:
         return await _client_credentials(http, target)
@@ -210,8 +218,15 @@ def downstream(request: pytest.FixtureRequest, http: aiohttp.ClientSession) -> D
         "client_id": target.client_id,
         "client_secret": target.client_secret,
     }
+
     # Keycloak 26.7.3 stores externalId but answers it only to the create: reads never show it.
-    return Downstream(name, target.base_url, auth, "keycloak", fresh, http, answers_external_id=False)
+    async def members(group_id: str) -> list[str]:
+        """The group's members as the downstream realm's Admin API lists them (by SCIM id)."""
+        return [str(u["id"]) for u in await admin.ok("GET", f"/{target.realm}/groups/{group_id}/members")]
+
+    downstream = Downstream(name, target.base_url, auth, "keycloak", fresh, http, answers_external_id=False)
+    downstream.admin_members = members
+    return downstream
 
 
 def _names(prefix: str) -> tuple[str, str]:
@@ -333,6 +348,50 @@ async def test_a_look_alike_owned_by_another_is_not_written_over_unless_the_serv
     kept = await downstream.account(name)
     assert kept is not None and kept["id"] == other["id"]
     assert (_value(kept, "familyName"), kept["externalId"]) == ("Theirs", f"someone-else-{user_id}")
+
+
+async def test_group_sync(suite: Suite, downstream: Downstream) -> None:
+    """With group sync asked for, a Keycloak group and a member's join reach the server's /Groups (on
+    Keycloak, whose SCIM API answers no group members, the join is read from its Admin API); on
+    django-scim2 the enable turns group sync off and says why (its preset sends no PATCH, and it answers
+    501 to a member removal by value filter), and its users still flow."""
+    realm, answer = await suite.enabled(downstream, groups=True)
+    user_id, name = _names("ivy")
+    group_id, group = f"g-{user_id}", f"team-{user_id}"
+    await suite.send(
+        ev.create_group(realm, group_id, group),
+        ev.create_user(realm, user_id, name, "Ivy", "Four"),
+        ev.join_group(realm, user_id, group_id, f"/{group}"),
+    )
+    account = await reaches(downstream, name, familyName="Four")
+    if downstream.name == "django-scim2":
+        assert answer["groups"] is False, answer
+        assert "groups_refused" in [w["code"] for w in answer["warnings"] or []], answer
+        return
+    assert answer["groups"] is True, answer
+    seen: dict[str, Any] = {}
+
+    async def member() -> bool:
+        status, doc = await downstream.request("GET", "Groups", filter=scim.eq_filter("displayName", group))
+        seen["answer"] = (status, doc)
+        assert status == 200, doc
+        found = [g for g in doc.get("Resources") or [] if g.get("displayName") == group]
+        if len(found) != 1:
+            return False
+        status, seen["group"] = await downstream.request("GET", scim.group_path(found[0]["id"]))
+        assert status == 200, seen
+        listed = [m.get("value") for m in seen["group"].get("members") or []]
+        if downstream.admin_members is not None:
+            # Keycloak 26.7.3's SCIM API applies the member add but answers no `members` on a group:
+            # its Admin API shows them.
+            seen["admin"] = await downstream.admin_members(found[0]["id"])
+            return seen["admin"] == [account["id"]] and listed == []
+        return listed == [account["id"]]
+
+    try:
+        await wait_until(member, timeout=BOUND, what=f"{group} on {downstream.name} with {name}")
+    except AssertionError:
+        raise AssertionError(f"{downstream.name}: {group} with {account['id']}, last seen {seen}") from None
 
 
 @pytest.mark.parametrize("downstream", OAUTH2_SERVERS, indirect=True)
