@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -42,8 +42,9 @@ OAUTH2_SERVERS = ("keycloak",)  # the servers reached with OAuth2 client credent
 TOKEN_LIFESPAN = 15  # seconds: the Keycloak downstream client's access tokens
 BOUND = 30.0  # seconds for a change to show downstream
 
-# Mapping of an enterprise attribute: the cases this suite is to run once per-downstream attribute
-# mapping exists (another change builds it). Each: (Keycloak user attribute, SCIM attribute path).
+# Mapping of an enterprise attribute: the cases this suite is to run against each of SERVERS once
+# per-downstream attribute mapping exists (another change builds it). Each: (Keycloak user attribute,
+# SCIM attribute path); the test below is their placeholder.
 ENTERPRISE_MAPPING_CASES = [
     ("employeeNumber", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber"),
     ("department", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"),
@@ -99,7 +100,6 @@ class Suite:
     service: Service
     api: Api
     publisher: Publisher
-    run: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
     async def enable(self, downstream: Downstream, delete_policy: str = "ignore") -> str:
         """A tenant of its own towards `downstream`; returns its realm."""
