@@ -224,9 +224,9 @@ def downstream(request: pytest.FixtureRequest, http: aiohttp.ClientSession) -> D
         """The group's members as the downstream realm's Admin API lists them (by SCIM id)."""
         return [str(u["id"]) for u in await admin.ok("GET", f"/{target.realm}/groups/{group_id}/members")]
 
-    downstream = Downstream(name, target.base_url, auth, "keycloak", fresh, http, answers_external_id=False)
-    downstream.admin_members = members
-    return downstream
+    return Downstream(
+        name, target.base_url, auth, "keycloak", fresh, http, answers_external_id=False, admin_members=members
+    )
 
 
 def _names(prefix: str) -> tuple[str, str]:
@@ -251,13 +251,17 @@ async def test_create(suite: Suite, downstream: Downstream) -> None:
 
 
 async def test_rename(suite: Suite, downstream: Downstream) -> None:
-    """A new last name reaches the account (django-scim2 gets it as a PUT of the full user: preset)."""
+    """A new last name reaches the account, as a PATCH, or as a PUT of the full user on django-scim2 (its
+    preset: it answers 501 to the PATCH of a rename)."""
     realm = await suite.enable(downstream)
     user_id, name = _names("bob")
     await suite.send(ev.create_user(realm, user_id, name, "Bob", "Byron"))
     await reaches(downstream, name, familyName="Byron")
     await suite.send(ev.update_user(realm, user_id, lastName="King"))
     user = await reaches(downstream, name, givenName="Bob", familyName="King")
+    status, tenant = await suite.api.call("GET", f"/tenants/{realm}")
+    assert status == 200, tenant
+    assert tenant["writes"] == ("put" if downstream.name == "django-scim2" else "patch"), tenant
     if downstream.name != "keycloak":  # Keycloak's SCIM API answers no displayName
         assert user["displayName"] == "Bob King"
 
