@@ -135,7 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     enable.add_argument("--scope", type=_optional(str), help="oauth2: the scope to ask for (`none`: unset)")
     enable.add_argument("--audience", type=_optional(str), help="oauth2: the audience to ask for (`none`: unset)")
     enable.add_argument("--username", help="basic: the user name")
-    enable.add_argument("--preset", type=_optional(str), help="a known kind of downstream: keycloak (`none`: unset)")
+    enable.add_argument(
+        "--preset", type=_optional(str), help="a known kind of downstream: keycloak, django-scim2 (`none`: unset)"
+    )
     enable.add_argument(
         "--user-lookup",
         type=_optional(str),

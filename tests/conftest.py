@@ -1,4 +1,5 @@
-"""Session fixtures: one real Kafka broker and one real scim2-server for the whole test session.
+"""Session fixtures: one real Kafka broker, one real scim2-server and one django-scim2 server (started
+on first use, scripts/django_scim) for the whole test session.
 
 A test that needs a real server (any of SERVER_FIXTURES, however indirectly, or any test under
 tests/integration/) is marked `integration` at collection, so `pytest -m "not integration"` (`make
@@ -21,10 +22,13 @@ from pathlib import Path
 import pytest
 
 from tests import properties  # noqa: F401 - loads the Hypothesis profile (HYPOTHESIS_PROFILE)
+from tests.django_scim import DjangoScim, start_django_scim
 from tests.support import ScimServer, SecuredListener, start_scim_server, start_secured_broker, stop_broker
 
 SCIM_TOKEN = "downstream-token-1"
-SERVER_FIXTURES = frozenset({"kafka_bootstrap", "kafka_broker", "secured_kafka", "scim_server", "keycloak"})
+SERVER_FIXTURES = frozenset(
+    {"kafka_bootstrap", "kafka_broker", "secured_kafka", "scim_server", "keycloak", "django_scim"}
+)
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 
@@ -80,5 +84,13 @@ def secured_kafka(kafka_broker: tuple[str, SecuredListener | None]) -> SecuredLi
 @pytest.fixture(scope="session")
 def scim_server() -> Iterator[ScimServer]:
     server = start_scim_server(SCIM_TOKEN)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def django_scim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DjangoScim]:
+    """django-scim2 0.23's SCIM server (scripts/django_scim), a static bearer token, one per session."""
+    server = start_django_scim(tmp_path_factory.mktemp("django-scim"))
     yield server
     server.stop()

@@ -160,10 +160,10 @@ class EnableTenant(Request):
     auth: AuthRequest | None = Field(
         default=None, description="instead of `token`: bearer, basic or oauth2_client_credentials"
     )
-    preset: Literal["keycloak"] | None = Field(
+    preset: Literal["keycloak", "django-scim2"] | None = Field(
         default=None,
         description="a known kind of downstream, setting the defaults of the options it names "
-        "(keycloak: user_lookup userName); see the operations guide",
+        "(keycloak: user_lookup userName; django-scim2: capabilities patch false); see the operations guide",
     )
     user_lookup: Literal["externalId", "userName"] | None = Field(
         default=None,
@@ -320,10 +320,11 @@ class TenantView(Response):
     group_members_per_request: int
     bulk: Literal["auto", "off"]
     auth: AuthView
-    preset: Literal["keycloak"] | None
+    preset: Literal["keycloak", "django-scim2"] | None
     user_lookup: Literal["externalId", "userName"] = Field(description="how an account not linked yet is found")
     capabilities: dict[str, bool | int] = Field(
-        default_factory=dict, description="the capability overrides given with the enable (only those set)"
+        default_factory=dict,
+        description="the capability overrides given with the enable or by its preset (only those set)",
     )
     writes: Literal["unknown", "patch", "put"] = Field(
         default="unknown", description="how user updates are sent downstream: PATCH, or PUT of the full user"

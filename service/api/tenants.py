@@ -351,7 +351,9 @@ def _tenant(realm: str, request: EnableTenant, now: datetime) -> Tenant:
         auth=auth,
         preset=request.preset,
         user_lookup=presets.user_lookup(request.preset, request.user_lookup),
-        capabilities=Overrides(**request.capabilities.model_dump()) if request.capabilities else Overrides(),
+        capabilities=presets.capabilities(
+            request.preset, Overrides(**request.capabilities.model_dump()) if request.capabilities else Overrides()
+        ),
         mapping=_mapping(request.mapping),
     )
 

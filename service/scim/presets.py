@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from service.domain.capabilities import NO_OVERRIDES, Overrides
 from service.scim.transport import UserLookup
 
-PresetName = Literal["keycloak"]
+PresetName = Literal["keycloak", "django-scim2"]
+PRESET_NAMES: tuple[PresetName, ...] = ("keycloak", "django-scim2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +21,7 @@ class Preset:
     name: PresetName
     user_lookup: UserLookup
     changes: str  # what it changes, for the docs and the API description
+    capabilities: Overrides = NO_OVERRIDES  # what it says over the app's ServiceProviderConfig
 
 
 PRESETS: dict[PresetName, Preset] = {
@@ -31,6 +34,17 @@ PRESETS: dict[PresetName, Preset] = {
             "without one goes through the 409 adoption rules)"
         ),
     ),
+    "django-scim2": Preset(
+        "django-scim2",
+        user_lookup="externalId",
+        capabilities=Overrides(patch=False),
+        changes=(
+            "django-scim2 0.23 announces PATCH but answers 501 to the operations a rename or an emptied "
+            "attribute needs (replace of displayName or name.formatted, any remove): a user's changes are "
+            "sent as a PUT of the full user, and group sync is refused at enable (member removals by value "
+            "filter are 501 too). It announces filters unsupported, so lookups scan and match externalId here"
+        ),
+    ),
 }
 
 
@@ -39,3 +53,17 @@ def user_lookup(preset: PresetName | None, given: UserLookup | None) -> UserLook
     if given is not None:
         return given
     return PRESETS[preset].user_lookup if preset is not None else "externalId"
+
+
+def capabilities(preset: PresetName | None, given: Overrides) -> Overrides:
+    """The tenant's overrides: each one as given, else the preset's, else none (as announced)."""
+    if preset is None:
+        return given
+    ours = PRESETS[preset].capabilities.as_dict()
+    merged = {k: v if v is not None else ours[k] for k, v in given.as_dict().items()}
+    return Overrides(**merged)
+
+
+def preset_of(value: object) -> PresetName | None:
+    """A stored preset name, None when it names no preset this version knows."""
+    return next((name for name in PRESET_NAMES if name == value), None)

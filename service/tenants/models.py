@@ -15,7 +15,7 @@ from service.domain.plan import DeletePolicy
 from service.errors import ConfigError, TenantUnreadable
 from service.scim.client import Downstream
 from service.scim.credentials import BasicAuth, ClientCredentials, SecretCredentials
-from service.scim.presets import PresetName
+from service.scim.presets import PresetName, preset_of
 from service.scim.transport import UserLookup
 
 TenantStatus = Literal["enabled", "unauthorized"]
@@ -263,7 +263,7 @@ def decode_tenant(raw: bytes, cipher: TokenCipher, realm: str) -> Tenant:
             base_url=doc["base_url"],
             token="" if auth else secret,
             auth=auth,
-            preset="keycloak" if doc.get("preset") == "keycloak" else None,
+            preset=preset_of(doc.get("preset")),
             user_lookup="userName" if doc.get("user_lookup") == "userName" else "externalId",
             delete_policy=DeletePolicy(doc.get("delete_policy", "ignore")),
             updated_at=doc.get("updated_at", ""),

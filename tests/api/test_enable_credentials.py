@@ -76,3 +76,20 @@ async def test_a_bearer_auth_is_the_token() -> None:
     await world.service().enable("acme", request(auth={"type": "bearer", "token": "tok"}))
     [tenant] = world.records.writes
     assert (tenant.token, tenant.auth) == ("tok", None)
+
+
+async def test_the_django_scim2_preset_sends_puts_unless_the_enable_says_otherwise() -> None:
+    """Preset `django-scim2` stores the capability override patch=false (django-scim2 answers 501 to the
+    PATCH of a rename); a capability the enable gives wins over the preset's, the others are kept."""
+    world = World()
+    await world.service().enable("acme", request(token="t", preset="django-scim2"))
+    await world.service().enable("beta", request(token="t", preset="django-scim2", capabilities={"max_results": 20}))
+    await world.service().enable("gamma", request(token="t", preset="django-scim2", capabilities={"patch": True}))
+    acme, beta, gamma = world.records.writes
+    assert (acme.preset, acme.user_lookup, acme.capabilities.public()) == (
+        "django-scim2",
+        "externalId",
+        {"patch": False},
+    )
+    assert beta.capabilities.public() == {"patch": False, "max_results": 20}
+    assert gamma.capabilities.public() == {"patch": True}

@@ -51,3 +51,14 @@ def test_reencryption_moves_the_auth_secret_to_the_first_key() -> None:
 def test_the_downstream_carries_the_credentials_and_lookup() -> None:
     ds = OAUTH2.downstream
     assert ds.credentials == OAUTH2.auth and ds.user_lookup == "userName"
+
+
+def test_each_preset_reads_back_and_an_unknown_one_reads_as_none() -> None:
+    """A stored preset decodes to itself; one this version does not know (written by a newer one) to none."""
+    django = Tenant(
+        "acme", "https://app.example/scim/v2", "t", preset="django-scim2", capabilities=Overrides(patch=False)
+    )
+    assert decode_tenant(encode_tenant(django, TokenCipher(K1)), TokenCipher(K1), "acme") == django
+    doc = json.loads(encode_tenant(django, TokenCipher(K1)))
+    unknown = json.dumps({**doc, "preset": "entra"}).encode()
+    assert decode_tenant(unknown, TokenCipher(K1), "acme").preset is None
