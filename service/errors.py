@@ -143,8 +143,10 @@ class ScimOwnershipConflict(ScimConflict):
     """The downstream resource that blocks a create is owned by another externalId (`owner`): an account
     holding the userName (`resource` "Users") or a group holding the displayName ("Groups")."""
 
-    def __init__(self, downstream_id: str, owner: str, *, resource: str = "Users") -> None:
-        if resource == "Users":
+    def __init__(self, downstream_id: str, owner: str, *, resource: str = "Users", look_alike: bool = False) -> None:
+        if look_alike:
+            detail = "the account holding this userName shows no owner but other email addresses: a look-alike"
+        elif resource == "Users":
             detail = "the account holding this userName belongs to another user"
         else:
             detail = "the group holding this displayName belongs to another group"

@@ -135,6 +135,21 @@ def matches(resource: Mapping[str, Any], attribute: str, value: str) -> bool:
     return held == value
 
 
+def look_alike(resource: Mapping[str, Any], ours: Mapping[str, Any]) -> bool:
+    """Whether an account that shows no owner is someone else's all the same: it lists email addresses
+    and none of them is an address we send (`ours`: the resource we would POST), ignoring case. The
+    userName alone does not tell two people apart; an address is the person's."""
+    theirs = _addresses(resource)
+    return bool(theirs) and not theirs & _addresses(ours)
+
+
+def _addresses(resource: Mapping[str, Any]) -> set[str]:
+    emails = resource.get("emails")
+    if not isinstance(emails, list):
+        return set()
+    return {e["value"].casefold() for e in emails if isinstance(e, Mapping) and isinstance(e.get("value"), str)}
+
+
 def verify_lookup(doc: object, attribute: str, value: str) -> Lookup:
     """Never trust what comes back: keep only resources that satisfy the filter and carry a usable id."""
     resources = doc.get("Resources") if isinstance(doc, dict) else None

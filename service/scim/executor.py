@@ -4,9 +4,11 @@ Only ever write to an account that is provably ours:
 - known by its stored downstream id (we created it, adopted it, or an operator linked it), or
 - found by a lookup whose answer is verified (the port returns a resource only when exactly one
   matches the filter exactly: externalId equal to the Keycloak id, or userName equal ignoring case), or
-- after a 409 on POST, the account holding the userName when its externalId is empty or ours.
-An account owned by another externalId is never written: that is a conflict, for an operator to
-resolve (downstream, or by an explicit link). DELETE and deactivation resolve by externalId only
+- after a 409 on POST, the account holding the userName when its externalId is ours, or empty and it
+  lists no email address other than ours (an account showing no owner but another person's address
+  is a look-alike).
+An account owned by another externalId, or a look-alike, is never written: that is a conflict, for an
+operator to resolve (downstream, or by an explicit link). DELETE and deactivation resolve by externalId only
 (with the tenant's user_lookup `userName`: the account holding the userName, unless another user's
 externalId is on it).
 
@@ -96,7 +98,7 @@ async def _sync(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) 
             pass  # deleted downstream behind our back: resolve again, re-create if we can
     found = await _find_ours(port, ds, change, values)
     if found is not None and ds.user_lookup == "userName" and found.get("externalId") != change.user_id:
-        # found by its userName, and nobody's: claim it as the 409 adoption would
+        # found by its userName, nobody's and no look-alike: claim it as the 409 adoption would
         return await _claim(plan, change, ds, port, found["id"])
     if found is not None:
         # Ours (its externalId is our id) but not linked yet: make it hold everything we know.
@@ -129,6 +131,8 @@ async def _adopt(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort)
     owner = found.get("externalId")
     if owner not in (None, "", change.user_id):
         raise ScimOwnershipConflict(found["id"], str(owner))
+    if owner != change.user_id and scim.look_alike(found, _resource(change, ds, values)):
+        raise ScimOwnershipConflict(found["id"], "", look_alike=True)
     return await _claim(plan, change, ds, port, found["id"])
 
 
@@ -169,13 +173,23 @@ async def _find_ours(
 ) -> dict[str, Any] | None:
     """The account that is this user's, by the tenant's lookup: its externalId; or, where an externalId
     filter finds nothing (user_lookup userName: Keycloak 26.7), the one account holding the userName,
-    unless it carries another user's externalId (the adoption rules' test; Keycloak 26.7 answers no
-    externalId at all after the create, so there the userName alone identifies the account)."""
+    unless it carries another user's externalId or is a look-alike (the adoption rules' tests; Keycloak
+    26.7 answers no externalId at all after the create, so there the userName and the email address
+    identify the account)."""
     if ds.user_lookup == "externalId":
         return await port.find_user(ds, "externalId", change.user_id)
     user_name = ds.mapping.user_name(values)
     found = await port.find_user(ds, "userName", user_name) if isinstance(user_name, str) and user_name else None
-    return found if found is not None and found.get("externalId") in (None, "", change.user_id) else None
+    if found is None or found.get("externalId") == change.user_id:
+        return found
+    if found.get("externalId") not in (None, "") or scim.look_alike(found, _resource(change, ds, values)):
+        return None
+    return found
+
+
+def _resource(change: UserChange, ds: Downstream, values: dict[str, Any]) -> dict[str, Any]:
+    """What a POST of the user would send (the adoption rules compare an account with it)."""
+    return scim.user_resource(change.user_id, values, ds.mapping)
 
 
 async def _update(

@@ -95,3 +95,50 @@ async def test_a_deletion_without_link_resolves_by_user_name() -> None:
     outcome = await execute(plan, change("delete", time_ms=20), BY_NAME, client)
     assert client.calls == [("find", "userName", "jdoe"), ("delete", "d-4")]
     assert outcome.result == Result.DELETED
+
+
+# -- look-alikes: an account that shows no owner but another person's email address ----------------------
+
+OTHER = {"id": "d-5", "userName": "jdoe", "emails": [{"value": "john.doe@elsewhere.example", "primary": True}]}
+
+
+async def test_a_look_alike_is_neither_claimed_nor_adopted() -> None:
+    """No externalId on it (as Keycloak 26.7 answers every account) but an address that is not the
+    user's: not claimed by the lookup, and the POST's 409 ends in a look-alike conflict; nothing written."""
+    plan, c = plan_for(ALL)
+    client = ByUserName(find={("userName", "jdoe"): [OTHER, OTHER]}, create=[conflict()])
+    with pytest.raises(ScimOwnershipConflict) as refused:
+        await execute(plan, c, BY_NAME, client)
+    assert (refused.value.downstream_id, refused.value.owner) == ("d-5", "")
+    assert "look-alike" in str(refused.value)
+    assert [call[0] for call in client.calls] == ["find", "create", "find"]
+
+
+async def test_the_same_address_in_another_case_is_claimed() -> None:
+    """The account lists the user's address (case aside) among others: the user's, claimed."""
+    plan, c = plan_for(ALL)
+    mine = {**OTHER, "emails": [*OTHER["emails"], {"value": "Jane.Doe@Example.com"}]}
+    client = ByUserName(find={("userName", "jdoe"): [mine]})
+    outcome = await execute(plan, c, BY_NAME, client)
+    assert (outcome.result, outcome.state.downstream_id) == (Result.LINKED, "d-5")
+
+
+async def test_a_look_alike_after_a_409_is_not_adopted_with_external_id_lookups() -> None:
+    """The default lookup (externalId) finds nothing, the POST says 409, the account holding the userName
+    has no externalId and another address: a look-alike conflict, not an adoption."""
+    plan, c = plan_for(ALL)
+    client = FakeScim(find={("userName", "jdoe"): [OTHER]}, create=[conflict()])
+    with pytest.raises(ScimOwnershipConflict):
+        await execute(plan, c, DS, client)
+    assert [call for call in client.calls if call[0] == "patch"] == []
+
+
+async def test_a_deletion_never_reaches_a_look_alike() -> None:
+    """A never-linked user deleted under policy delete: the look-alike holding its userName is not ours to
+    delete; the deletion is skipped as not in the downstream."""
+    state = UserState(None, dict(ALL), dict.fromkeys(ALL, (1, "e-0")))
+    plan = plan_change(state, change("delete", time_ms=20), DeletePolicy.DELETE)
+    client = ByUserName(find={("userName", "jdoe"): [OTHER]})
+    outcome = await execute(plan, change("delete", time_ms=20), BY_NAME, client)
+    assert client.calls == [("find", "userName", "jdoe")]
+    assert (outcome.result, outcome.reason) == (Result.SKIPPED, "not_in_downstream")
