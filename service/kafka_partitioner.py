@@ -26,7 +26,8 @@ class CachedPartitioner:
 
     def __call__(self, key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
         if key is None:
-            return self._default(key, all_partitions, available)  # a random one
+            chosen: int = self._default(key, all_partitions, available)  # a random one
+            return chosen
         hashed = self._hashes.get(key)
         if hashed is None:
             if len(self._hashes) >= self._kept:
