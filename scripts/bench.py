@@ -22,7 +22,8 @@ Flags for comparing and scaling: --before <tree> runs another checkout's service
 broker and responder, alternating with this one for --rounds rounds, and prints both side by side;
 --breakdown splits the latency into legs (stage 1, the transaction's commit, stage 2, the downstream)
 with a read_committed probe on the changes topic; --seed / --size 100k|1m start from users that exist
-already (downstream and in the user-state changelog, written directly), so every event is an update.
+already (downstream and in the user-state changelog, written directly), so every event is an update;
+--bulk has the responder announce /Bulk to the service runs (the default downstream does not).
 
 The run prints a table and exits 0 even below a floor: it is a measurement. It exits non-zero on
 errors, e.g. when not every user reached its final state downstream within --timeout.
@@ -716,7 +717,8 @@ class Result:
 
     @property
     def requests_per_event(self) -> float:
-        return sum(self.requests.values()) / self.events
+        """HTTP requests (a /Bulk request is one; its operations, counted as BULK/<method>, are not)."""
+        return sum(n for method, n in self.requests.items() if "/" not in method) / self.events
 
 
 def measure(
@@ -1351,6 +1353,8 @@ async def bench(args: argparse.Namespace, bootstrap: str, broker_pid: int | None
             order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
             for name in order:
                 space = "service" if (name, args.rounds) == ("this", 1) else f"{name}{round_}"
+                if args.bulk:  # a space whose name starts so announces /Bulk
+                    space = f"{BULK_SPACE_PREFIX}-{space}"
                 result = await bench_service(
                     bootstrap, responder, args, workdir, neighbours, space, trees[name], overrides[name]
                 )
@@ -1462,6 +1466,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="NAME=VALUE",
         help="a setting of the --before runs only, e.g. --before . --before-set rekey_process=false",
+    )
+    parser.add_argument(
+        "--bulk",
+        action="store_true",
+        help="the responder announces /Bulk (maxOperations 1,000) to the service runs, so the service's "
+        "writes of many users go out as bulk requests; the baseline's downstream stays without",
     )
     parser.add_argument("--rounds", type=int, default=1, help="service runs per build (alternating with --before)")
     parser.add_argument(

@@ -241,6 +241,7 @@ def _segment(value: str) -> str:
 
 def _run(_: argparse.Namespace) -> int:
     """Exit 2, with what to fix and no traceback, when the settings cannot work."""
+    from service import eventloop
     from service.app import run
     from service.errors import ConfigError, StageExited
     from service.logs import configure_logging
@@ -253,7 +254,7 @@ def _run(_: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level)
     try:
-        asyncio.run(run(settings))
+        eventloop.run(run(settings), settings.event_loop)
     except ConfigError as exc:  # found at start, e.g. a topic that cannot be created
         print(f"outbound-scim run: {exc}", file=sys.stderr)
         return 2
@@ -265,13 +266,14 @@ def _run(_: argparse.Namespace) -> int:
 
 def _rekey_stage(args: argparse.Namespace) -> int:
     """Stage 1 alone, reporting to the `run` process that started it over `--report-fd`."""
+    from service import eventloop
     from service.logs import configure_logging
     from service.pipeline.rekey_process import read_settings, serve_rekey
 
     settings = read_settings(sys.stdin.buffer.readline())  # the parent's, exactly
     configure_logging(settings.log_level)
     try:
-        asyncio.run(serve_rekey(settings, args.report_fd))
+        eventloop.run(serve_rekey(settings, args.report_fd), settings.event_loop)
     except Exception:  # reported to the parent, which says what to do about it
         return 2
     return 0

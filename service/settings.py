@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         "and the API, so each stage can use a core; the child ending stops the service (exit 3); false: one "
         "process",
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop",
+        description="the event loop of `run` and its stage 1 child: uvloop (less CPU per request and "
+        "callback) or asyncio (the standard library's)",
+    )
     drain_timeout_seconds: float = Field(
         20.0, gt=0, description="how long a rebalance or SIGTERM waits for running changes"
     )

@@ -84,6 +84,14 @@ class UserChange:
     def from_json(cls, raw: bytes) -> UserChange:
         try:
             doc = json.loads(raw)
+        except ValueError as exc:
+            raise PoisonRecord("malformed_change", str(exc)[:200]) from exc
+        return cls.from_doc(doc)
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> UserChange:
+        """The change a decoded record holds (decode_change parses each record once)."""
+        try:
             return cls(
                 realm=doc["realm"],
                 user_id=doc["user_id"],
@@ -139,7 +147,7 @@ def decode_change(raw: bytes) -> UserChange | GroupChange:
             return GroupChange.from_doc(doc)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PoisonRecord("malformed_change", str(exc)[:200]) from exc
-    return UserChange.from_json(raw)
+    return UserChange.from_doc(doc)
 
 
 def group_change_from_event(event: KeycloakEvent) -> GroupChange | Skip:

@@ -134,7 +134,7 @@ class Applier:
             return _park(exc.label, exc, replace(change, realm=exc.realm))
         if tenant is None:
             return Skipped(None, "no_enabled_tenant", "skipped_no_tenant")
-        change = replace(change, realm=tenant.realm)  # a realm id (playa plugin) becomes the realm's name
+        change = _in_realm(change, tenant.realm)  # a realm id (playa plugin) becomes the realm's name
         if replay and change.sighting is not None:  # what a backfill's listing saw is old news by now
             change = replace(change, sighting=None)
         if self.states.get(change.key).parked and not replay:
@@ -160,7 +160,7 @@ class Applier:
             return [_park(exc.label, exc, replace(c, realm=exc.realm)) for c in changes]
         if tenant is None:
             return [Skipped(None, "no_enabled_tenant", "skipped_no_tenant") for _ in changes]
-        changes = [replace(c, realm=tenant.realm) for c in changes]
+        changes = [_in_realm(c, tenant.realm) for c in changes]
         state = self.states.get(first.key)
         if state.parked:
             return [_park("behind_parked", Parked(f"an earlier change is parked ({state.parked})"), c) for c in changes]
@@ -347,6 +347,11 @@ def foldable(change: UserChange, *, authoritative: bool) -> bool:
         and change.link_to is None
         and change.source is ChangeSource.EVENT
     )
+
+
+def _in_realm(change: UserChange, realm: str) -> UserChange:
+    """`change` named for `realm`: itself when it already is (dataclasses.replace per change costs)."""
+    return change if change.realm == realm else replace(change, realm=realm)
 
 
 def _park(reason: str, error: BaseException, change: UserChange | GroupChange) -> SetAside:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -21,6 +22,7 @@ from service.domain.changes import Skip, change_from_event, clamp_future
 from service.domain.keycloak import parse_record
 from service.errors import PoisonRecord
 from service.kafka_assignor import partition_assignors
+from service.kafka_partitioner import CachedPartitioner
 from service.kafka_protocol import leave_static_group
 from service.metrics import Metrics
 from service.pipeline.rewind import rewind_to_committed
@@ -63,6 +65,7 @@ class RekeyStage(ConsumerRebalanceListener):
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self._settings = settings
         self._metrics = metrics
+        self._counted: dict[tuple[str, str], Any] = {}  # events_total's series, looked up once each
         self._group_id = f"{settings.group_id}.rekey"
         self._max_ahead_ms = int(settings.max_clock_skew_seconds * 1000)
         self._lock = asyncio.Lock()
@@ -84,6 +87,7 @@ class RekeyStage(ConsumerRebalanceListener):
         self._producer = AIOKafkaProducer(
             **options,
             transactional_id=transactional_id,
+            partitioner=CachedPartitioner(),  # the default's partitions, each key hashed once
             linger_ms=5,
             transaction_timeout_ms=20_000,
             retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
@@ -164,6 +168,13 @@ class RekeyStage(ConsumerRebalanceListener):
             offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
             await self._producer.send_offsets_to_transaction(offsets, self._group_id)
 
+    def _count(self, label: str, outcome: str) -> None:
+        """One event in events_total (a labels() lookup per event cost more than the count)."""
+        series = self._counted.get((label, outcome))
+        if series is None:
+            series = self._counted[(label, outcome)] = self._metrics.events.labels(label, outcome)
+        series.inc()
+
     async def _route(self, record: ConsumerRecord[bytes, bytes]) -> None:
         assert self._producer is not None
         ctx = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
@@ -184,7 +195,7 @@ class RekeyStage(ConsumerRebalanceListener):
             return
         label = event.type if event.type in KNOWN_TYPES else "other"
         if isinstance(result, Skip):
-            self._metrics.events.labels(label, result.reason).inc()
+            self._count(label, result.reason)
             log.debug(
                 "event.skipped",
                 reason=result.reason,
@@ -207,7 +218,7 @@ class RekeyStage(ConsumerRebalanceListener):
                 **ctx,
             )
         await self._producer.send(self._settings.changes_topic, key=result.key.encode(), value=result.to_json())
-        self._metrics.events.labels(label, "forwarded").inc()
+        self._count(label, "forwarded")
         log.debug(
             "event.forwarded",
             realm=result.realm,

@@ -130,6 +130,10 @@ class HttpTransport:
         self._http = http
         self._metrics = metrics
         self._auth = auth
+        # the metric series each request updates, looked up once per label set (their series are never
+        # removed): a labels() lookup per request costs more than the count itself
+        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._timed: dict[str, Any] = {}
 
     async def send(self, request: Request) -> Any:
         ds, method, path = request.ds, request.method, request.path
@@ -175,8 +179,21 @@ class HttpTransport:
             status_class = f"{answer.status // 100}xx"
             return answer
         finally:
-            self._metrics.scim_requests.labels(ds.tenant, method, status_class).inc()
-            self._metrics.scim_latency.labels(method).observe(time.perf_counter() - started)
+            self._timed_series(method).observe(time.perf_counter() - started)
+            self._counted_series(ds.tenant, method, status_class).inc()
+
+    def _counted_series(self, tenant: str, method: str, status_class: str) -> Any:
+        key = (tenant, method, status_class)
+        series = self._counted.get(key)
+        if series is None:
+            series = self._counted[key] = self._metrics.scim_requests.labels(tenant, method, status_class)
+        return series
+
+    def _timed_series(self, method: str) -> Any:
+        series = self._timed.get(method)
+        if series is None:
+            series = self._timed[method] = self._metrics.scim_latency.labels(method)
+        return series
 
 
 @dataclass
@@ -189,6 +206,7 @@ class TenantGate:
     bucket: TokenBucket | None = None
     generation: int = 0
     base_url: str = ""
+    reported: BreakerState | None = None  # the state the breaker gauge shows for this gate
 
 
 class GatedTransport:
@@ -272,8 +290,9 @@ class GatedTransport:
     def _set_breaker(self, tenant: str, gate: TenantGate, state: BreakerState) -> None:
         """Report the state of the tenant's current gate only: a request that ends after a reset or a
         drop must not bring back the old breaker's state (or the series of a disabled tenant)."""
-        if self._gates.get(tenant) is gate:
+        if gate.reported is not state and self._gates.get(tenant) is gate:  # set on a change only
             self._metrics.breaker_state.labels(tenant).set(int(state))
+            gate.reported = state
 
 
 class TracingTransport:
