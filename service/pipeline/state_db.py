@@ -41,10 +41,13 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS checkpoint (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL)",
 )
 _UPSERT = (
-    "INSERT INTO state (key, partition, is_group, value) VALUES (?, ?, ?, ?) "
+    "INSERT INTO state (key, partition, is_group, value) VALUES {values} "
     "ON CONFLICT (key) DO UPDATE SET partition = excluded.partition, is_group = excluded.is_group, "
     "value = excluded.value"
 )
+_UPSERT_ONE = _UPSERT.format(values="(?, ?, ?, ?)")
+# rows per restore statement: 4 parameters each, within SQLite's default limit of 32,766 parameters
+ROWS_PER_STATEMENT = 4_096
 
 
 class StateDb:
@@ -141,11 +144,15 @@ class StateDb:
         """One key's new state, in the open transaction (visible to `get` at once, durable at `commit`)."""
         with self._lock:
             self._begin()
-            self._db.execute(_UPSERT, (key, partition, _GROUP_MARK in key, value))
+            self._db.execute(_UPSERT_ONE, (key, partition, _GROUP_MARK in key, value))
 
-    def put_records(self, batches: Mapping[int, tuple[list[tuple[bytes, bytes | None]], int]]) -> None:
-        """Changelog records per partition (a None value deletes the key), each partition's committed with
-        its checkpoint (the offset after its last record), all in one transaction."""
+    def put_records(
+        self, batches: Mapping[int, tuple[list[tuple[bytes, bytes | None]], int]], *, commit: bool = True
+    ) -> None:
+        """Changelog records per partition (a None value deletes the key), each partition's written with
+        its checkpoint (the offset after its last record) in the same transaction; committed unless
+        `commit` is False (then a later call or `commit` does: fewer, larger transactions write each
+        touched index page once for more records)."""
         latest: dict[bytes, tuple[int, bytes | None]] = {}
         for partition, (records, _) in batches.items():
             for key, value in records:  # in offset order: a later record of a key replaces an earlier one
@@ -155,10 +162,12 @@ class StateDb:
         deletes = [(k,) for k, (_, v) in latest.items() if v is None]
         with self._lock:
             self._begin()
-            self._db.executemany(_UPSERT, upserts)
+            for start in range(0, len(upserts), ROWS_PER_STATEMENT):
+                self._upsert_rows(upserts[start : start + ROWS_PER_STATEMENT])
             self._db.executemany("DELETE FROM state WHERE key = ?", deletes)
             self._set_checkpoints({partition: next_offset for partition, (_, next_offset) in batches.items()})
-            self._commit()
+            if commit:
+                self._commit()
 
     def commit(self, checkpoints: Mapping[int, int] | None = None) -> None:
         """Make the open transaction's writes durable, with the new `checkpoints` (partition -> next offset)."""
@@ -185,6 +194,12 @@ class StateDb:
         if self._open:
             self._db.execute("COMMIT")
             self._open = False
+
+    def _upsert_rows(self, rows: list[tuple[bytes, int, bool, bytes]]) -> None:
+        """Many rows in one statement: sqlite3 holds the GIL between statements, so a restore's writer
+        thread that ran one statement per row waited for the busy event loop's thread before each one."""
+        values = ",".join(("(?,?,?,?)",) * len(rows))
+        self._db.execute(_UPSERT.format(values=values), [field for row in rows for field in row])
 
     def _set_checkpoints(self, checkpoints: Mapping[int, int]) -> None:
         self._db.executemany(

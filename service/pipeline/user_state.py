@@ -42,8 +42,10 @@ State = UserState | GroupState
 COUNT_INTERVAL_SECONDS = 30.0
 # per partition and fetch: larger fetches read no faster, and their buffered records cost memory
 RESTORE_FETCH_BYTES = 256 * 1024
-# records per restore transaction: larger ones write each touched index page once for more records
+# records per restore write (sorted by key, buffered while the previous write runs)
 RESTORE_BATCH_RECORDS = 20_000
+# records per restore transaction: larger ones write each touched index page once for more records
+RESTORE_COMMIT_RECORDS = 100_000
 
 
 class ChangelogProducer(Protocol):
@@ -234,7 +236,7 @@ class UserStateStore:
                     consumer.seek(tp, begin[tp])
             remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
             pending: dict[int, tuple[list[tuple[bytes, bytes | None]], int]] = {}
-            buffered = 0
+            buffered = uncommitted = 0
             while remaining:
                 batches = await consumer.getmany(*remaining, timeout_ms=500)
                 for tp, batch in batches.items():
@@ -251,9 +253,12 @@ class UserStateStore:
                 if buffered >= RESTORE_BATCH_RECORDS or (pending and not remaining):
                     if writing is not None:
                         await writing
+                    uncommitted += buffered
+                    commit = uncommitted >= RESTORE_COMMIT_RECORDS
                     # written while the next records are fetched and decoded (sqlite releases the GIL)
-                    writing = asyncio.create_task(asyncio.to_thread(db.put_records, pending))
+                    writing = asyncio.create_task(asyncio.to_thread(db.put_records, pending, commit=commit))
                     pending, buffered = {}, 0
+                    uncommitted = 0 if commit else uncommitted
             if writing is not None:
                 await writing
             db.commit({tp.partition: await consumer.position(tp) for tp in tps})
