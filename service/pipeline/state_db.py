@@ -8,6 +8,11 @@ so a process killed mid-write leaves a checkpoint that is never ahead of the dat
 Two processes (replicas on one host, or two services in one test) never share a file: each takes the
 first free slot (`<topic>.<n>.sqlite`) under an exclusive lock it holds until it closes the file. A file
 that does not open as this schema is deleted and made again: the changelog has everything it held.
+
+A restore into an empty file (a new pod) loads without the key index and builds it at the end: rows are
+appended, and one sort of the keys replaces a random insert into the index per record. The file is
+marked as loading meanwhile, so a process killed during the load leaves a file that the next one does
+not open (it restores from scratch again).
 """
 
 from __future__ import annotations
@@ -28,15 +33,19 @@ from service.domain.groups import GROUP_KEY_MARK
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: the key was the table's primary key (such a file is rebuilt)
+LOADING_VERSION = 1_000 + SCHEMA_VERSION  # a bulk load is under way: not usable
 MAX_SLOTS = 64
 PAGE_SIZE = 16_384  # for a new file: a fifth less CPU per restored record than SQLite's 4 KB
 WAL_BYTES = 64 * 1024 * 1024  # between checkpoints (each one waits for the disk)
 CACHE_KB = 16_384  # SQLite's page cache: the key index of a million users stays mostly in memory
 _GROUP_MARK = GROUP_KEY_MARK.encode()
+_KEY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS state_key ON state (key)"
 _SCHEMA = (
+    # value NULL: a deleted key, only while a bulk load runs
     "CREATE TABLE IF NOT EXISTS state ("
-    " key BLOB PRIMARY KEY, partition INTEGER NOT NULL, is_group INTEGER NOT NULL, value BLOB NOT NULL)",
+    " key BLOB NOT NULL, partition INTEGER NOT NULL, is_group INTEGER NOT NULL, value BLOB)",
+    _KEY_INDEX,
     "CREATE INDEX IF NOT EXISTS state_partition ON state (partition, is_group)",
     "CREATE TABLE IF NOT EXISTS checkpoint (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL)",
 )
@@ -46,6 +55,7 @@ _UPSERT = (
     "value = excluded.value"
 )
 _UPSERT_ONE = _UPSERT.format(values="(?, ?, ?, ?)")
+_APPEND = "INSERT INTO state (key, partition, is_group, value) VALUES {values}"
 # rows per restore statement: 4 parameters each, within SQLite's default limit of 32,766 parameters
 ROWS_PER_STATEMENT = 4_096
 
@@ -62,6 +72,8 @@ class StateDb:
         self._lock = threading.Lock()
         self._db = _connect(path)
         self._open = False
+        self._loading = False
+        self._loaded_deletes = False
 
     @classmethod
     def open(cls, directory: Path, topic: str) -> StateDb:
@@ -100,6 +112,7 @@ class StateDb:
             remove_files(self.path)
             self._db = _connect(self.path)
             self._open = False
+            self._loading = False
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -157,17 +170,52 @@ class StateDb:
         for partition, (records, _) in batches.items():
             for key, value in records:  # in offset order: a later record of a key replaces an earlier one
                 latest[key] = (partition, value)
-        # in key order, so neighbouring keys share index pages; one row per key, so the order is free
-        upserts = sorted((k, p, _GROUP_MARK in k, v) for k, (p, v) in latest.items() if v is not None)
-        deletes = [(k,) for k, (_, v) in latest.items() if v is None]
         with self._lock:
             self._begin()
-            for start in range(0, len(upserts), ROWS_PER_STATEMENT):
-                self._upsert_rows(upserts[start : start + ROWS_PER_STATEMENT])
-            self._db.executemany("DELETE FROM state WHERE key = ?", deletes)
+            if self._loading:  # appended, deletes as NULL rows: `finish_load` keeps each key's last row
+                rows = [(k, p, _GROUP_MARK in k, v) for k, (p, v) in latest.items()]
+                self._loaded_deletes = self._loaded_deletes or any(v is None for _, _, _, v in rows)
+                self._write_rows(_APPEND, rows)
+            else:
+                # in key order, so neighbouring keys share index pages; one row per key, so the order is free
+                upserts = sorted((k, p, _GROUP_MARK in k, v) for k, (p, v) in latest.items() if v is not None)
+                self._write_rows(_UPSERT, upserts)
+                deletes = [(k,) for k, (_, v) in latest.items() if v is None]
+                self._db.executemany("DELETE FROM state WHERE key = ?", deletes)
             self._set_checkpoints({partition: next_offset for partition, (_, next_offset) in batches.items()})
             if commit:
                 self._commit()
+
+    def start_load(self) -> bool:
+        """Load without the key index if no row is held (a new file, or every partition wiped); False
+        otherwise. Until `finish_load` only `put_records` and `commit` may write, and the file is marked
+        as loading (a process killed meanwhile leaves it to be rebuilt)."""
+        with self._lock:
+            if self._loading:  # an earlier restore failed during its load: this one continues it
+                return True
+            if self._db.execute("SELECT 1 FROM state LIMIT 1").fetchone() is not None:
+                return False
+            self._begin()
+            self._db.execute("DROP INDEX state_key")
+            self._db.execute(f"PRAGMA user_version = {LOADING_VERSION}")
+            self._commit()
+            self._loading, self._loaded_deletes = True, False
+            return True
+
+    def finish_load(self) -> None:
+        """Keep each key's last loaded row, drop deleted keys, build the key index (a sort of the keys)."""
+        with self._lock:
+            self._begin()
+            try:
+                self._db.execute(_KEY_INDEX)
+            except sqlite3.IntegrityError:  # a key loaded more than once (a changelog not yet compacted)
+                self._db.execute("DELETE FROM state WHERE rowid NOT IN (SELECT max(rowid) FROM state GROUP BY key)")
+                self._db.execute(_KEY_INDEX)
+            if self._loaded_deletes:
+                self._db.execute("DELETE FROM state WHERE value IS NULL")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._commit()
+            self._loading = False
 
     def commit(self, checkpoints: Mapping[int, int] | None = None) -> None:
         """Make the open transaction's writes durable, with the new `checkpoints` (partition -> next offset)."""
@@ -195,11 +243,13 @@ class StateDb:
             self._db.execute("COMMIT")
             self._open = False
 
-    def _upsert_rows(self, rows: list[tuple[bytes, int, bool, bytes]]) -> None:
-        """Many rows in one statement: sqlite3 holds the GIL between statements, so a restore's writer
+    def _write_rows(self, statement: str, rows: list[tuple[bytes, int, bool, bytes | None]]) -> None:
+        """Many rows per statement: sqlite3 holds the GIL between statements, so a restore's writer
         thread that ran one statement per row waited for the busy event loop's thread before each one."""
-        values = ",".join(("(?,?,?,?)",) * len(rows))
-        self._db.execute(_UPSERT.format(values=values), [field for row in rows for field in row])
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            chunk = rows[start : start + ROWS_PER_STATEMENT]
+            values = ",".join(("(?,?,?,?)",) * len(chunk))
+            self._db.execute(statement.format(values=values), [field for row in chunk for field in row])
 
     def _set_checkpoints(self, checkpoints: Mapping[int, int]) -> None:
         self._db.executemany(
@@ -222,6 +272,8 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute(f"PRAGMA journal_size_limit = {WAL_BYTES}")
         db.execute(f"PRAGMA cache_size = -{CACHE_KB}")
         version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == LOADING_VERSION:
+            raise sqlite3.DatabaseError("a restore into this file was interrupted")
         if version not in (0, SCHEMA_VERSION):
             raise sqlite3.DatabaseError(f"schema version {version}, expected {SCHEMA_VERSION}")
         for statement in _SCHEMA:

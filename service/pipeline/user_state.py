@@ -235,6 +235,8 @@ class UserStateStore:
                     db.wipe(tp.partition)
                     consumer.seek(tp, begin[tp])
             remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
+            # nothing held and no other partition in use (a new pod): append now, index the keys at the end
+            loading = not self._owned and db.start_load()
             pending: dict[int, tuple[list[tuple[bytes, bytes | None]], int]] = {}
             buffered = uncommitted = 0
             while remaining:
@@ -262,6 +264,8 @@ class UserStateStore:
             if writing is not None:
                 await writing
             db.commit({tp.partition: await consumer.position(tp) for tp in tps})
+            if loading:
+                await asyncio.to_thread(db.finish_load)
         finally:
             if writing is not None and not writing.done():
                 await asyncio.wait([writing])
