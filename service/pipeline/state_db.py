@@ -9,16 +9,18 @@ Two processes (replicas on one host, or two services in one test) never share a 
 first free slot (`<topic>.<n>.sqlite`) under an exclusive lock it holds until it closes the file. A file
 that does not open as this schema is deleted and made again: the changelog has everything it held.
 
-A restore into an empty file (a new pod) loads without the key index and builds it at the end: rows are
-appended, and one sort of the keys replaces a random insert into the index per record. The file is
-marked as loading meanwhile, so a process killed during the load leaves a file that the next one does
-not open (it restores from scratch again).
+A restore into an empty file (a new pod) is a bulk load: rows are appended without indexes, which are
+built at the end (one sort of the keys instead of a random insert into the key index per record), and
+without a journal or waits for the disk (a row is written once, not to the WAL and then the file). The
+file is marked as loading first, durably: a process or host that dies during the load leaves a file
+that the next open rebuilds, so nothing written without a journal is ever read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import re
 import sqlite3
@@ -41,12 +43,13 @@ WAL_BYTES = 64 * 1024 * 1024  # between checkpoints (each one waits for the disk
 CACHE_KB = 16_384  # SQLite's page cache: the key index of a million users stays mostly in memory
 _GROUP_MARK = GROUP_KEY_MARK.encode()
 _KEY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS state_key ON state (key)"
+_PARTITION_INDEX = "CREATE INDEX IF NOT EXISTS state_partition ON state (partition, is_group)"
 _SCHEMA = (
     # value NULL: a deleted key, only while a bulk load runs
     "CREATE TABLE IF NOT EXISTS state ("
     " key BLOB NOT NULL, partition INTEGER NOT NULL, is_group INTEGER NOT NULL, value BLOB)",
     _KEY_INDEX,
-    "CREATE INDEX IF NOT EXISTS state_partition ON state (partition, is_group)",
+    _PARTITION_INDEX,
     "CREATE TABLE IF NOT EXISTS checkpoint (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL)",
 )
 _UPSERT = (
@@ -56,8 +59,9 @@ _UPSERT = (
 )
 _UPSERT_ONE = _UPSERT.format(values="(?, ?, ?, ?)")
 _APPEND = "INSERT INTO state (key, partition, is_group, value) VALUES {values}"
-# rows per restore statement: 4 parameters each, within SQLite's default limit of 32,766 parameters
-ROWS_PER_STATEMENT = 4_096
+# most rows per restore statement; fewer go in power-of-two pieces, so sqlite3's cache of prepared
+# statements holds a few sizes (one prepared statement per size seen: a 1,024-row one takes about 1 MB)
+ROWS_PER_STATEMENT = 1_024
 
 
 class StateDb:
@@ -166,17 +170,17 @@ class StateDb:
         its checkpoint (the offset after its last record) in the same transaction; committed unless
         `commit` is False (then a later call or `commit` does: fewer, larger transactions write each
         touched index page once for more records)."""
-        latest: dict[bytes, tuple[int, bytes | None]] = {}
-        for partition, (records, _) in batches.items():
-            for key, value in records:  # in offset order: a later record of a key replaces an earlier one
-                latest[key] = (partition, value)
         with self._lock:
             self._begin()
             if self._loading:  # appended, deletes as NULL rows: `finish_load` keeps each key's last row
-                rows = [(k, p, _GROUP_MARK in k, v) for k, (p, v) in latest.items()]
+                rows = [(k, p, _GROUP_MARK in k, v) for p, (records, _) in batches.items() for k, v in records]
                 self._loaded_deletes = self._loaded_deletes or any(v is None for _, _, _, v in rows)
                 self._write_rows(_APPEND, rows)
             else:
+                latest: dict[bytes, tuple[int, bytes | None]] = {}
+                for partition, (records, _) in batches.items():
+                    for key, value in records:  # in offset order: a later record of a key replaces an earlier one
+                        latest[key] = (partition, value)
                 # in key order, so neighbouring keys share index pages; one row per key, so the order is free
                 upserts = sorted((k, p, _GROUP_MARK in k, v) for k, (p, v) in latest.items() if v is not None)
                 self._write_rows(_UPSERT, upserts)
@@ -187,24 +191,37 @@ class StateDb:
                 self._commit()
 
     def start_load(self) -> bool:
-        """Load without the key index if no row is held (a new file, or every partition wiped); False
-        otherwise. Until `finish_load` only `put_records` and `commit` may write, and the file is marked
-        as loading (a process killed meanwhile leaves it to be rebuilt)."""
+        """Start a bulk load if no row is held (a new file, or every partition wiped); False otherwise.
+        Until `finish_load` only `put_records` and `commit` may write; if the load fails, `reset` the file
+        (without a journal, a failed transaction cannot be rolled back)."""
         with self._lock:
-            if self._loading:  # an earlier restore failed during its load: this one continues it
-                return True
             if self._db.execute("SELECT 1 FROM state LIMIT 1").fetchone() is not None:
                 return False
+            self._db.execute("PRAGMA synchronous = FULL")  # the mark is on disk before any unjournaled write
             self._begin()
             self._db.execute("DROP INDEX state_key")
+            self._db.execute("DROP INDEX state_partition")
             self._db.execute(f"PRAGMA user_version = {LOADING_VERSION}")
             self._commit()
+            # leaving WAL needs the only connection; when another reader holds the file the load keeps the
+            # WAL (slower, as safe)
+            self._db.execute("PRAGMA journal_mode = OFF")
+            self._db.execute("PRAGMA synchronous = OFF")
             self._loading, self._loaded_deletes = True, False
             return True
 
     def finish_load(self) -> None:
-        """Keep each key's last loaded row, drop deleted keys, build the key index (a sort of the keys)."""
+        """Put the loaded rows on disk, back to WAL; then in one transaction: keep each key's last loaded
+        row, drop deleted keys, build the indexes, and clear the loading mark."""
         with self._lock:
+            self._commit()
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # every unjournaled write, before the transaction that clears the mark
+            finally:
+                os.close(fd)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
             self._begin()
             try:
                 self._db.execute(_KEY_INDEX)
@@ -213,6 +230,7 @@ class StateDb:
                 self._db.execute(_KEY_INDEX)
             if self._loaded_deletes:
                 self._db.execute("DELETE FROM state WHERE value IS NULL")
+            self._db.execute(_PARTITION_INDEX)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._commit()
             self._loading = False
@@ -246,10 +264,13 @@ class StateDb:
     def _write_rows(self, statement: str, rows: list[tuple[bytes, int, bool, bytes | None]]) -> None:
         """Many rows per statement: sqlite3 holds the GIL between statements, so a restore's writer
         thread that ran one statement per row waited for the busy event loop's thread before each one."""
-        for start in range(0, len(rows), ROWS_PER_STATEMENT):
-            chunk = rows[start : start + ROWS_PER_STATEMENT]
-            values = ",".join(("(?,?,?,?)",) * len(chunk))
-            self._db.execute(statement.format(values=values), [field for row in chunk for field in row])
+        start = 0
+        while start < len(rows):
+            size = min(ROWS_PER_STATEMENT, 1 << ((len(rows) - start).bit_length() - 1))
+            chunk = rows[start : start + size]
+            values = ",".join(("(?,?,?,?)",) * size)
+            self._db.execute(statement.format(values=values), list(itertools.chain.from_iterable(chunk)))
+            start += size
 
     def _set_checkpoints(self, checkpoints: Mapping[int, int]) -> None:
         self._db.executemany(

@@ -221,6 +221,7 @@ class UserStateStore:
         records = {"checkpoint": 0, "scratch": 0}
         start_of: dict[int, str] = {}
         writing: asyncio.Task[None] | None = None
+        loading = False
         try:
             consumer.assign(tps)
             begin = await consumer.beginning_offsets(tps)
@@ -266,9 +267,12 @@ class UserStateStore:
             db.commit({tp.partition: await consumer.position(tp) for tp in tps})
             if loading:
                 await asyncio.to_thread(db.finish_load)
+                loading = False
         finally:
             if writing is not None and not writing.done():
                 await asyncio.wait([writing])
+            if loading:  # a load that did not finish: its file cannot be continued
+                db.reset()
             await consumer.stop()
         return Restored(
             {k: v for k, v in records.items() if v},
