@@ -262,8 +262,9 @@ class StateDb:
             self._open = False
 
     def _write_rows(self, statement: str, rows: list[tuple[bytes, int, bool, bytes | None]]) -> None:
-        """Many rows per statement: sqlite3 holds the GIL between statements, so a restore's writer
-        thread that ran one statement per row waited for the busy event loop's thread before each one."""
+        """Many rows per statement: sqlite3 releases the GIL while a statement runs and takes it back after
+        it (`executemany`: after each row), so a restore's writer thread that wrote row by row waited for
+        the busy event loop's thread before each row."""
         start = 0
         while start < len(rows):
             size = min(ROWS_PER_STATEMENT, 1 << ((len(rows) - start).bit_length() - 1))

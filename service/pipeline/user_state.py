@@ -42,7 +42,7 @@ State = UserState | GroupState
 COUNT_INTERVAL_SECONDS = 30.0
 # per partition and fetch: larger fetches read no faster, and their buffered records cost memory
 RESTORE_FETCH_BYTES = 256 * 1024
-# records per restore write (sorted by key, buffered while the previous write runs)
+# records per restore write (buffered while the previous write runs)
 RESTORE_BATCH_RECORDS = 20_000
 # records per restore transaction: larger ones write each touched index page once for more records
 RESTORE_COMMIT_RECORDS = 100_000
