@@ -42,8 +42,10 @@ State = UserState | GroupState
 COUNT_INTERVAL_SECONDS = 30.0
 # per partition and fetch: larger fetches read no faster, and their buffered records cost memory
 RESTORE_FETCH_BYTES = 256 * 1024
-# records per restore transaction: larger ones write each touched index page once for more records
+# records per restore write (buffered while the previous write runs)
 RESTORE_BATCH_RECORDS = 20_000
+# records per restore transaction: larger ones write each touched index page once for more records
+RESTORE_COMMIT_RECORDS = 100_000
 
 
 class ChangelogProducer(Protocol):
@@ -219,6 +221,7 @@ class UserStateStore:
         records = {"checkpoint": 0, "scratch": 0}
         start_of: dict[int, str] = {}
         writing: asyncio.Task[None] | None = None
+        loading = False
         try:
             consumer.assign(tps)
             begin = await consumer.beginning_offsets(tps)
@@ -233,8 +236,10 @@ class UserStateStore:
                     db.wipe(tp.partition)
                     consumer.seek(tp, begin[tp])
             remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
+            # nothing held and no other partition in use (a new pod): append now, index the keys at the end
+            loading = not self._owned and db.start_load()
             pending: dict[int, tuple[list[tuple[bytes, bytes | None]], int]] = {}
-            buffered = 0
+            buffered = uncommitted = 0
             while remaining:
                 batches = await consumer.getmany(*remaining, timeout_ms=500)
                 for tp, batch in batches.items():
@@ -251,15 +256,23 @@ class UserStateStore:
                 if buffered >= RESTORE_BATCH_RECORDS or (pending and not remaining):
                     if writing is not None:
                         await writing
+                    uncommitted += buffered
+                    commit = uncommitted >= RESTORE_COMMIT_RECORDS
                     # written while the next records are fetched and decoded (sqlite releases the GIL)
-                    writing = asyncio.create_task(asyncio.to_thread(db.put_records, pending))
+                    writing = asyncio.create_task(asyncio.to_thread(db.put_records, pending, commit=commit))
                     pending, buffered = {}, 0
+                    uncommitted = 0 if commit else uncommitted
             if writing is not None:
                 await writing
             db.commit({tp.partition: await consumer.position(tp) for tp in tps})
+            if loading:
+                await asyncio.to_thread(db.finish_load)
+                loading = False
         finally:
             if writing is not None and not writing.done():
                 await asyncio.wait([writing])
+            if loading:  # a load that did not finish: its file cannot be continued
+                db.reset()
             await consumer.stop()
         return Restored(
             {k: v for k, v in records.items() if v},

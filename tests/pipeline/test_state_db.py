@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -130,4 +131,76 @@ def test_an_unreadable_file_is_replaced_by_an_empty_one(tmp_path: Path) -> None:
     db.put(b"acme/u1", 0, b"v")
     db.commit({0: 1})
     assert db.get(b"acme/u1") == (0, b"v")
+    db.close()
+
+
+def test_a_load_into_an_empty_file_keeps_the_last_record_of_each_key(tmp_path: Path) -> None:
+    """Loaded without the key index, a key written in several batches (a changelog not yet compacted) or
+    deleted ends as after upserts: its last record, or gone; the indexed file then takes upserts again."""
+    db = StateDb.open(tmp_path, TOPIC)
+    assert db.start_load() is True
+    db.put_records({0: ([(b"acme/u1", b"old"), (b"acme/u2", b"v2")], 2)}, commit=False)
+    db.put_records({0: ([(b"acme/u1", b"new"), (b"acme/u3", b"v3")], 4), 1: ([(b"acme/u4", b"v4")], 1)})
+    db.put_records({0: ([(b"acme/u3", None)], 5)})
+    db.finish_load()
+    assert db.items(0) == [(b"acme/u1", b"new"), (b"acme/u2", b"v2")]
+    assert db.get(b"acme/u4") == (1, b"v4")
+    assert (db.checkpoint(0), db.checkpoint(1)) == (5, 1)
+    db.put(b"acme/u1", 0, b"newest")
+    db.commit()
+    assert db.items(0) == [(b"acme/u1", b"newest"), (b"acme/u2", b"v2")]
+    db.close()
+
+
+def test_a_load_starts_only_in_an_empty_file(tmp_path: Path) -> None:
+    """Rows of any partition (not wiped) keep the key index: their restore upserts."""
+    db = StateDb.open(tmp_path, TOPIC)
+    db.put_records({1: ([(b"acme/u1", b"v")], 1)})
+    assert db.start_load() is False
+    db.put_records({0: ([(b"acme/u1", b"again")], 1)})
+    assert db.get(b"acme/u1") == (0, b"again")
+    db.close()
+
+
+def test_a_file_left_by_an_interrupted_load_is_rebuilt(tmp_path: Path) -> None:
+    """A process killed during a load leaves a file without its key index: the next open logs it and
+    starts empty, so every partition restores from scratch again."""
+    child = textwrap.dedent(
+        f"""
+        import os
+        from pathlib import Path
+        from service.pipeline.state_db import StateDb
+        db = StateDb.open(Path({str(tmp_path)!r}), {TOPIC!r})
+        db.start_load()
+        db.put_records({{0: ([(b"acme/u1", b"v")], 1)}})
+        os._exit(9)
+        """
+    )
+    subprocess.run([sys.executable, "-c", child], check=False)
+    with capture_logs() as logs:
+        db = StateDb.open(tmp_path, TOPIC)
+    assert [e["event"] for e in logs] == ["state.store.unreadable"]
+    assert db.checkpoint(0) is None
+    assert db.get(b"acme/u1") is None
+    db.close()
+
+
+def test_a_file_of_the_previous_layout_is_rebuilt(tmp_path: Path) -> None:
+    """Schema 1 (the key as the table's primary key) is not read: the file is replaced by an empty one."""
+    old = sqlite3.connect(tmp_path / f"{TOPIC}.0.sqlite")
+    old.execute(
+        "CREATE TABLE state (key BLOB PRIMARY KEY, partition INTEGER NOT NULL, is_group INTEGER NOT NULL,"
+        " value BLOB NOT NULL)"
+    )
+    old.execute("CREATE TABLE checkpoint (partition INTEGER PRIMARY KEY, next_offset INTEGER NOT NULL)")
+    old.execute("INSERT INTO state VALUES (?, 0, 0, ?)", (b"acme/u1", b"v"))
+    old.execute("INSERT INTO checkpoint VALUES (0, 1)")
+    old.execute("PRAGMA user_version = 1")
+    old.commit()
+    old.close()
+    with capture_logs() as logs:
+        db = StateDb.open(tmp_path, TOPIC)
+    assert [e["event"] for e in logs] == ["state.store.unreadable"]
+    assert db.checkpoint(0) is None
+    assert db.get(b"acme/u1") is None
     db.close()

@@ -161,3 +161,62 @@ class HeldProducer:
     def release(self) -> None:
         for offset, ack in enumerate(self.acks):
             ack.set_result(RecordMetadata(TOPIC, 0, TopicPartition(TOPIC, 0), offset, -1, -1, -1))
+
+
+@dataclass
+class Record:
+    key: bytes
+    value: bytes
+    offset: int
+
+
+class FailingChangelog:
+    """A consumer of a 10-record changelog partition 0: its first fetch returns 3 records, the next fails."""
+
+    def __init__(self, **_: Any) -> None:
+        self.fetches = 0
+        self.at = 0
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def assign(self, tps: list[TopicPartition]) -> None: ...
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, 0)
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, 10)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.at = offset
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.at
+
+    async def getmany(self, *tps: TopicPartition, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
+        self.fetches += 1
+        if self.fetches > 1:
+            raise KafkaError("broker gone")
+        self.at = 3
+        return {tps[0]: [Record(f"acme/u{n}".encode(), user(f"u{n}").to_json(), n) for n in range(3)]}
+
+
+async def test_a_restore_that_fails_during_its_bulk_load_leaves_a_usable_empty_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load into an empty file writes without indexes or journal; when its fetch fails after a write,
+    the file is reset, so the store reads and upserts again and the next restore starts from scratch."""
+    monkeypatch.setattr("service.pipeline.user_state.AIOKafkaConsumer", FailingChangelog)
+    monkeypatch.setattr("service.pipeline.user_state.RESTORE_BATCH_RECORDS", 2)
+    states = store(tmp_path, Producer())
+    with pytest.raises(KafkaError):
+        await states.restore({0})
+    assert states.db.checkpoint(0) is None
+    assert states.get("acme/u0") == UserState()
+    await states.save("acme/u0", 0, user("again"))
+    await states.save("acme/u0", 0, user("newest"))
+    await states.flush()
+    assert states.db.items(0) == [(b"acme/u0", user("newest").to_json())]
+    states.close()
