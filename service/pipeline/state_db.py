@@ -25,7 +25,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -261,7 +261,7 @@ class StateDb:
             self._db.execute("COMMIT")
             self._open = False
 
-    def _write_rows(self, statement: str, rows: list[tuple[bytes, int, bool, bytes | None]]) -> None:
+    def _write_rows(self, statement: str, rows: Sequence[tuple[bytes, int, bool, bytes | None]]) -> None:
         """Many rows per statement: sqlite3 releases the GIL while a statement runs and takes it back after
         it (`executemany`: after each row), so a restore's writer thread that wrote row by row waited for
         the busy event loop's thread before each row."""
