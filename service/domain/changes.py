@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from service.domain.compact import compact_json
+from service.domain.downstreams import DEFAULT, change_key
 from service.domain.groups import GroupChange, GroupOp
 from service.domain.keycloak import KeycloakEvent
 from service.domain.sighting import Sighting
@@ -40,11 +41,12 @@ class UserChange:
     member: bool = True
     group_paths: tuple[str, ...] = ()  # a create's `groups`: paths only (no membership event follows)
     sighting: Sighting | None = None  # a backfill's: what its listing of the downstream saw of the user
+    downstream: str = DEFAULT  # which of the realm's downstreams the change is for (service.domain.downstreams)
 
     @property
     def key(self) -> str:
-        """The Kafka key of the keyed topic: all changes of one user land on one partition."""
-        return f"{self.realm}/{self.user_id}"
+        """The Kafka key of the keyed topic: all changes of one user for one downstream land on one partition."""
+        return change_key(self.realm, self.downstream, self.user_id)
 
     def to_json(self) -> bytes:
         # Built by hand: dataclasses.asdict deep-copies, and this runs for every event (bench profile).
@@ -71,6 +73,8 @@ class UserChange:
             doc["group_paths"] = list(self.group_paths)
         if self.sighting is not None:
             doc["sighting"] = self.sighting.to_doc()
+        if self.downstream != DEFAULT:
+            doc["downstream"] = self.downstream
         return compact_json(doc)
 
     @classmethod
@@ -93,6 +97,7 @@ class UserChange:
                 member=bool(doc.get("member", True)),
                 group_paths=tuple(str(p) for p in doc.get("group_paths") or ()),
                 sighting=Sighting.from_doc(doc["sighting"]) if doc.get("sighting") else None,
+                downstream=str(doc.get("downstream") or DEFAULT),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PoisonRecord("malformed_change", str(exc)[:200]) from exc

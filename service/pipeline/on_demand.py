@@ -29,7 +29,14 @@ async def provision_now(keycloak: UserReader, scim: ScimClient, tenant: Tenant, 
     if rep is None:
         steps.append({"step": "read_keycloak", "found": False})
         change = UserChange(
-            tenant.realm, user_id, "delete", now, "ON_DEMAND", force=True, source=ChangeSource.ON_DEMAND
+            tenant.realm,
+            user_id,
+            "delete",
+            now,
+            "ON_DEMAND",
+            force=True,
+            source=ChangeSource.ON_DEMAND,
+            downstream=tenant.name,
         )
     else:
         attributes = user_attributes(rep)
@@ -43,6 +50,7 @@ async def provision_now(keycloak: UserReader, scim: ScimClient, tenant: Tenant, 
             attributes=attributes,
             force=True,
             source=ChangeSource.ON_DEMAND,
+            downstream=tenant.name,
         )
     plan = plan_change(UserState(), change, tenant.delete_policy)
     steps.append({"step": "plan", "action": plan.action, "attributes": sorted(plan.changed), "reason": plan.reason})

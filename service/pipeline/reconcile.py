@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from service.domain.changes import UserChange
+from service.domain.downstreams import split_tenant_key
 from service.domain.drift import GroupDrift, compare, compare_groups, wanted_members
 from service.domain.groups import GroupChange, GroupDisplay, GroupOptions, selected
 from service.domain.stamps import ChangeSource
@@ -80,7 +81,7 @@ class Reconciler:
         scim_groups = self._scim_groups
         if groups is not None and scim_groups is None:
             raise ValueError("reconciling groups needs a reconciler built with scim_groups")
-        realm = ds.tenant
+        realm, name = split_tenant_key(ds.tenant)
         started = time.monotonic()
         wanted: dict[str, dict[str, Any]] = {}
         read_ms: dict[str, int] = {}  # user id -> when the page that returned it was requested
@@ -102,6 +103,7 @@ class Reconciler:
                     attributes=wanted[user_id],
                     force=True,
                     source=ChangeSource.RECONCILE,
+                    downstream=name,
                 )
                 await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
             await self._producer.flush()
@@ -109,7 +111,7 @@ class Reconciler:
         if groups is not None and scim_groups is not None:
             group_report = await self._groups(ds, groups, scim_groups, downstream, dry_run)
         for kind, count in (("missing", len(drift.missing)), ("stale", len(drift.stale)), ("extra", len(drift.extra))):
-            self._metrics.drift.labels(realm, kind).set(count)
+            self._metrics.drift.labels(realm, name, kind).set(count)
         report = {
             "realm": realm,
             "dry_run": dry_run,
@@ -128,10 +130,11 @@ class Reconciler:
             report["groups"] = group_report
         else:
             for kind in GROUP_KINDS:  # groups are off (perhaps since the last run): no figure, not a stale one
-                self._metrics.drift.remove(realm, kind)
+                self._metrics.drift.remove(realm, name, kind)
         log.info(
             "reconcile.finished",
             tenant=realm,
+            downstream=name,
             dry_run=dry_run,
             missing=len(drift.missing),
             stale=len(drift.stale),
@@ -149,7 +152,7 @@ class Reconciler:
         dry_run: bool,
     ) -> dict[str, Any]:
         """Group and membership drift, the fixes queued unless `dry_run`, and the report's `groups` part."""
-        realm = ds.tenant
+        realm, name = split_tenant_key(ds.tenant)
         read = await self._read_groups(realm, options)
         names = {
             gid: (g["path"] if options.display == GroupDisplay.PATH else g["name"]) or ""
@@ -165,7 +168,7 @@ class Reconciler:
             if isinstance(u.get("id"), str) and isinstance(u.get("externalId"), str)
         }
         drift = compare_groups(names, {gid: members[gid] for gid in names}, found, user_ids)
-        group_fixes, membership_fixes = (0, 0) if dry_run else await self._fix_groups(realm, read, drift, options)
+        group_fixes, membership_fixes = (0, 0) if dry_run else await self._fix_groups(realm, name, read, drift, options)
         figures = {
             "groups_missing": len(drift.missing),
             "groups_stale": len(drift.stale),
@@ -174,8 +177,8 @@ class Reconciler:
             "members_extra": drift.members_extra_count,
         }
         for kind, count in figures.items():
-            self._metrics.drift.labels(realm, kind).set(count)
-        log.info("reconcile.groups", tenant=realm, dry_run=dry_run, **figures)
+            self._metrics.drift.labels(realm, name, kind).set(count)
+        log.info("reconcile.groups", tenant=realm, downstream=name, dry_run=dry_run, **figures)
         return {
             "keycloak_groups": len(names),
             "downstream_groups": len(found),
@@ -221,7 +224,7 @@ class Reconciler:
         return read
 
     async def _fix_groups(
-        self, realm: str, read: RealmGroups, drift: GroupDrift, options: GroupOptions
+        self, realm: str, name: str, read: RealmGroups, drift: GroupDrift, options: GroupOptions
     ) -> tuple[int, int]:
         """A forced upsert per group missing, stale or lacking members, and a membership change per
         missing membership: on the group the user is a direct member of (with flattening, a member of a
@@ -240,6 +243,7 @@ class Reconciler:
                 parent_known=True,
                 force=True,
                 source=ChangeSource.RECONCILE,
+                downstream=name,
             )
             await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
         memberships: dict[tuple[str, str], int] = {}  # (user, group it is a direct member of) -> read time
@@ -262,6 +266,7 @@ class Reconciler:
                 group_id=holder,
                 member=True,
                 source=ChangeSource.RECONCILE,
+                downstream=name,
             )
             await self._producer.send(self._topic, key=membership.key.encode(), value=membership.to_json())
         await self._producer.flush()

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from service.domain import scim
 from service.domain.capabilities import NO_OVERRIDES, Overrides
+from service.domain.downstreams import labels
 from service.errors import CircuitOpen, ScimConflict, ScimError, ScimNotFound, ScimRejected, ScimTransient
 from service.jsonhttp import NOT_JSON, Answer, JsonHttp, TransportFailure
 from service.metrics import Metrics
@@ -172,7 +173,7 @@ class HttpTransport:
             status_class = f"{answer.status // 100}xx"
             return answer
         finally:
-            self._metrics.scim_requests.labels(ds.tenant, method, status_class).inc()
+            self._metrics.scim_requests.labels(*labels(ds.tenant), method, status_class).inc()
             self._metrics.scim_latency.labels(method).observe(time.perf_counter() - started)
 
 
@@ -261,7 +262,7 @@ class GatedTransport:
         """Forget a disabled tenant's gate and its breaker-state series."""
         self._gates.pop(tenant, None)
         with contextlib.suppress(KeyError):
-            self._metrics.breaker_state.remove(tenant)
+            self._metrics.breaker_state.remove(*labels(tenant))
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         return {tenant: gate.breaker for tenant, gate in self._gates.items()}
@@ -270,7 +271,7 @@ class GatedTransport:
         """Report the state of the tenant's current gate only: a request that ends after a reset or a
         drop must not bring back the old breaker's state (or the series of a disabled tenant)."""
         if self._gates.get(tenant) is gate:
-            self._metrics.breaker_state.labels(tenant).set(int(state))
+            self._metrics.breaker_state.labels(*labels(tenant)).set(int(state))
 
 
 class TracingTransport:

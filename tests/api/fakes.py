@@ -34,7 +34,7 @@ class FakeRecords:
         return self.tenants.get(realm)
 
     def all(self) -> list[Tenant]:
-        return sorted(self.tenants.values(), key=lambda t: t.realm)
+        return sorted(self.tenants.values(), key=lambda t: (t.realm, t.name))
 
     def unreadable(self) -> list[TenantUnreadable]:
         return [self.broken[realm] for realm in sorted(self.broken)]
@@ -47,9 +47,9 @@ class FakeRecords:
 
     async def put(self, tenant: Tenant) -> None:
         self.writes.append(tenant)
-        self.tenants[tenant.realm] = tenant
-        self.broken.pop(tenant.realm, None)
-        self.generations[tenant.realm] = tenant.generation
+        self.tenants[tenant.key] = tenant
+        self.broken.pop(tenant.key, None)
+        self.generations[tenant.key] = tenant.generation
 
     async def remove(self, realm: str) -> None:
         self.tenants.pop(realm, None)
