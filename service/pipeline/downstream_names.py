@@ -79,7 +79,7 @@ class DownstreamFollower:
         self._consumer.assign(partitions)
         await self._consumer.seek_to_beginning(*partitions)
         end = await self._consumer.end_offsets(partitions)
-        while any(await self._consumer.position(tp) < offset for tp, offset in end.items()):
+        while not await self._caught_up(end):
             await self._read_once()
         self._task = asyncio.create_task(self._follow(), name="downstream-names")
         log.info("rekey.downstreams.loaded", downstreams=len(self.index))
@@ -91,6 +91,13 @@ class DownstreamFollower:
                 await self._task
         if self._consumer:
             await self._consumer.stop()
+
+    async def _caught_up(self, end: dict[TopicPartition, int]) -> bool:
+        assert self._consumer is not None
+        for tp, offset in end.items():
+            if await self._consumer.position(tp) < offset:
+                return False
+        return True
 
     async def _read_once(self) -> None:
         assert self._consumer is not None

@@ -96,7 +96,12 @@ async def test_disable_stops_propagation(pipeline: Pipeline) -> None:
     await pipeline.admin(ev.create_user(realm, "after", "after"), ev.update_user(realm, "before", enabled=False))
 
     async def skipped() -> bool:
-        return pipeline.counter("outbound_scim_changes_total", tenant="unknown", downstream="unknown", outcome="skipped_no_tenant") >= 2
+        return (
+            pipeline.counter(
+                "outbound_scim_changes_total", tenant="unknown", downstream="unknown", outcome="skipped_no_tenant"
+            )
+            >= 2
+        )
 
     await wait_until(skipped, what="two events skipped for the disabled realm")
     users = await pipeline.users(realm)

@@ -129,7 +129,10 @@ async def counting(scim_server: ScimServer) -> AsyncIterator[CountingProxy]:
 def changes(service: Service, realm: str, *outcomes: str) -> float:
     registry = service.metrics.registry
     return sum(
-        registry.get_sample_value("outbound_scim_changes_total", {"tenant": realm, "downstream": "default", "outcome": o}) or 0.0
+        registry.get_sample_value(
+            "outbound_scim_changes_total", {"tenant": realm, "downstream": "default", "outcome": o}
+        )
+        or 0.0
         for o in outcomes
     )
 

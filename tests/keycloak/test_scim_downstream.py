@@ -104,7 +104,12 @@ class KeycloakDownstream:
         return user
 
     def metric(self, name: str, **labels: str) -> float:
-        return self.service.metrics.registry.get_sample_value(name, {"tenant": self.source, "downstream": "default", **labels}) or 0.0
+        return (
+            self.service.metrics.registry.get_sample_value(
+                name, {"tenant": self.source, "downstream": "default", **labels}
+            )
+            or 0.0
+        )
 
     async def tenant_status(self) -> str:
         status, body = await self.api.call("GET", f"/tenants/{self.source}")
