@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.api.tenants import Circuit, Downstreams, HeldRecords, KeycloakAccess, TenantRecords
+from service.domain.downstreams import split_tenant_key
 from service.domain.groups import GroupOptions
 from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.realm_check import RealmWarning, WarningCode
@@ -109,7 +110,7 @@ class FakeKeycloak:
         return list(self.warnings)
 
     def start_backfill(self, realm: str, *, groups: bool = False) -> BackfillProgress:
-        progress = self.backfills[realm] = BackfillProgress(realm)
+        progress = self.backfills[realm] = BackfillProgress(*split_tenant_key(realm))
         return progress
 
     def backfill(self, realm: str) -> BackfillProgress | None:
