@@ -6,6 +6,7 @@ order; one down leaves the other current; each has its metrics."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -147,9 +148,7 @@ async def test_each_downstream_of_a_realm_receives_the_same_interleaved_changes(
     await wait_until(crm_current, timeout=60, what="every user current at the crm app")
     for downstream in ("default", "crm"):
         # every change of the realm (and the probe) counted once under each downstream, whatever its outcome
-        await wait_until(
-            lambda d=downstream: _counted(pipeline, realm, d, 5 * USERS + 1), what=f"{downstream}'s changes counted"
-        )
+        await wait_until(partial(_counted, pipeline, realm, downstream, 5 * USERS + 1), what=f"{downstream} counted")
         requests = sum(
             pipeline.counter(
                 "outbound_scim_scim_requests_total", tenant=realm, downstream=downstream, method=m, status_class="2xx"
