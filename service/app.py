@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 
 from service.api.app import ApiDeps, build_api
 from service.domain.changes import UserChange
+from service.domain.downstreams import labels, split_tenant_key
 from service.domain.stamps import ChangeSource
 from service.errors import StageExited, TenantUnreadable
 from service.kafka_access import KafkaAccessDenied, denied
@@ -221,30 +222,39 @@ class Service:
             now = time.monotonic()
             for tenant in self.tenants.all():
                 interval = tenant.reconcile_interval_minutes
-                if interval and now - last.setdefault(tenant.realm, now) >= interval * 60:
-                    last[tenant.realm] = now
+                if interval and now - last.setdefault(tenant.key, now) >= interval * 60:
+                    last[tenant.key] = now
                     try:
                         groups = tenant.group_options if tenant.groups else None
                         await reconciler.run(tenant.downstream, dry_run=False, groups=groups)
                     except Exception as exc:  # reported; the next interval tries again
-                        log.error("reconcile.failed", tenant=tenant.realm, error=str(exc)[:300])
+                        log.error("reconcile.failed", tenant=tenant.realm, downstream=tenant.name, error=str(exc)[:300])
 
-    def _downstream_of(self, realm: str) -> Downstream | None:
+    def _downstream_of(self, key: str) -> Downstream | None:
         try:
-            tenant = self.tenants.get(realm)
+            tenant = self.tenants.get(key)
         except TenantUnreadable:
             return None  # nothing to probe with: its gate was dropped when the record turned unreadable
         return tenant.downstream if tenant else None
 
-    async def _recovered(self, realm: str) -> None:
+    async def _recovered(self, key: str) -> None:
         assert self.parked is not None
-        await self.replay(self.parked, realm)
+        await self.replay(self.parked, key)
 
-    async def link_user(self, realm: str, user_id: str, downstream_id: str) -> None:
-        """Queue an operator's link on the user's keyed partition, behind the user's earlier changes."""
+    async def link_user(self, key: str, user_id: str, downstream_id: str) -> None:
+        """Queue an operator's link on the user's keyed partition (of the downstream with tenant key
+        `key`), behind the user's earlier changes."""
         assert self._producer is not None
+        realm, name = split_tenant_key(key)
         change = UserChange(
-            realm, user_id, "link", int(time.time() * 1000), "LINK", link_to=downstream_id, source=ChangeSource.OPERATOR
+            realm,
+            user_id,
+            "link",
+            int(time.time() * 1000),
+            "LINK",
+            link_to=downstream_id,
+            source=ChangeSource.OPERATOR,
+            downstream=name,
         )
         await self._producer.send_and_wait(self.settings.changes_topic, key=change.key.encode(), value=change.to_json())
 
@@ -253,12 +263,12 @@ class Service:
         here too, a disable drops it, and a record readable again releases what its realm parked."""
         if self.scim is not None:
             if update.tenant is None:
-                self.scim.drop(update.realm)
+                self.scim.drop(update.key)
             else:
                 self.scim.refresh(update.tenant.downstream)
         # one replica replays (the owner of changes partition 0); a replay done twice would be harmless
         if update.readable_again and self.parked is not None and self.apply is not None and self.apply.owns(0):
-            self._in_background(self._recovered(update.realm))
+            self._in_background(self._recovered(update.key))
 
     async def _replay_once_readable(self) -> None:
         """At start: changes parked because their tenant record was unreadable go through if it reads now
@@ -282,7 +292,7 @@ class Service:
         async with self._replay_locks[f"{held.topic}/{tenant}"]:
             sent = await held.replay(tenant)
         if sent:
-            self.metrics.replayed.labels(tenant or "*").inc(sent)
+            self.metrics.replayed.labels(*labels(tenant) if tenant else ("*", "*")).inc(sent)
             log.info("replay.sent", topic=held.topic, tenant=tenant, records=sent)
         return sent
 

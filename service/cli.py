@@ -57,8 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     tenants.add_argument("--api-url", default=os.environ.get("OUTBOUND_SCIM_API_URL", "http://127.0.0.1:8080"))
     tsub = tenants.add_subparsers(required=True, metavar="action")
     tsub.add_parser("list", help="list enabled tenants").set_defaults(func=_list)
+    downstreams = tsub.add_parser("downstreams", help="list the downstream apps of one realm")
+    downstreams.add_argument("realm")
+    downstreams.set_defaults(func=lambda a: _call(a, "GET", f"/tenants/{_segment(a.realm)}/downstreams"))
     show = tsub.add_parser("show", help="show one tenant")
     show.add_argument("realm")
+    show.add_argument(
+        "--downstream", default="default", help="which of the realm's downstream apps (default: `default`)"
+    )
     show.set_defaults(func=_show)
     enable = tsub.add_parser(
         "enable",
@@ -67,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         "passed replace them. `none` clears an optional setting back to its default.",
     )
     enable.add_argument("realm")
+    enable.add_argument(
+        "--downstream", default="default", help="which of the realm's downstream apps (default: `default`)"
+    )
     enable.add_argument("--base-url", help="SCIM base URL (required to enable; kept on a rotation)")
     enable.add_argument(
         "--delete-policy",
@@ -167,10 +176,16 @@ def _parser() -> argparse.ArgumentParser:
     enable.add_argument("--backfill", action="store_true", help="then push every existing Keycloak user")
     backfill = tsub.add_parser("backfill", help="push every user of the realm as Keycloak stores it now")
     backfill.add_argument("realm")
+    backfill.add_argument(
+        "--downstream", default="default", help="which of the realm's downstream apps (default: `default`)"
+    )
     backfill.add_argument("--no-wait", action="store_true", help="start it and return")
     backfill.set_defaults(func=_backfill)
     reconcile = tsub.add_parser("reconcile", help="compare Keycloak with the downstream, fix and report drift")
     reconcile.add_argument("realm")
+    reconcile.add_argument(
+        "--downstream", default="default", help="which of the realm's downstream apps (default: `default`)"
+    )
     reconcile.add_argument("--dry-run", action="store_true", help="report only, change nothing")
     reconcile.add_argument(
         "--remove-extra-members",
@@ -181,32 +196,41 @@ def _parser() -> argparse.ArgumentParser:
         func=lambda a: _call(
             a,
             "POST",
-            f"/tenants/{_segment(a.realm)}/reconcile",
+            f"{_tenant_path(a)}/reconcile",
             {"dry_run": a.dry_run, "remove_extra_members": a.remove_extra_members},
         )
     )
     sync = tsub.add_parser("sync", help="provision one user now from Keycloak; prints the step trace")
     sync.add_argument("realm")
+    sync.add_argument(
+        "--downstream", default="default", help="which of the realm's downstream apps (default: `default`)"
+    )
     sync.add_argument("user_id")
-    sync.set_defaults(func=lambda a: _call(a, "POST", f"/tenants/{_segment(a.realm)}/users/{_segment(a.user_id)}/sync"))
+    sync.set_defaults(func=lambda a: _call(a, "POST", f"{_tenant_path(a)}/users/{_segment(a.user_id)}/sync"))
     link = tsub.add_parser(
         "link",
         help="declare which downstream account is a Keycloak user's (resolves a "
         "conflict; replay the user's dead letters afterwards)",
     )
     link.add_argument("realm")
+    link.add_argument(
+        "--downstream", default="default", help="which of the realm's downstream apps (default: `default`)"
+    )
     link.add_argument("user_id", help="the Keycloak user id")
     link.add_argument("downstream_id", help="the downstream account's SCIM id (see the conflict's dead letter)")
     link.set_defaults(
         func=lambda a: _call(
             a,
             "POST",
-            f"/tenants/{_segment(a.realm)}/users/{_segment(a.user_id)}/link",
+            f"{_tenant_path(a)}/users/{_segment(a.user_id)}/link",
             {"downstream_id": a.downstream_id},
         )
     )
     disable = tsub.add_parser("disable", help="disable: events for the realm stop propagating")
     disable.add_argument("realm")
+    disable.add_argument(
+        "--downstream", default="default", help="which of the realm's downstream apps (default: `default`)"
+    )
     disable.set_defaults(func=_disable)
 
     parked = sub.add_parser("parked", help="changes parked per tenant (refused token, breaker, retries)")
@@ -215,23 +239,35 @@ def _parser() -> argparse.ArgumentParser:
     for action, method, suffix in (("list", "GET", ""), ("replay", "POST", "/replay")):
         cmd = psub.add_parser(action, help=f"{action} the parked changes of a tenant, oldest first")
         cmd.add_argument("realm")
-        cmd.set_defaults(func=lambda a, m=method, x=suffix: _call(a, m, f"/tenants/{_segment(a.realm)}/parked{x}"))
+        cmd.add_argument("--downstream", default="default", help="which of the realm's downstream apps")
+        cmd.set_defaults(func=lambda a, m=method, x=suffix: _call(a, m, f"{_tenant_path(a)}/parked{x}"))
 
     letters = sub.add_parser("dead-letters", help="records and changes that were dead-lettered")
     letters.add_argument("--api-url", default=os.environ.get("OUTBOUND_SCIM_API_URL", "http://127.0.0.1:8080"))
     lsub = letters.add_subparsers(required=True, metavar="action")
     listing = lsub.add_parser("list", help="list dead letters not replayed yet (all, or a tenant's)")
     listing.add_argument("--tenant", help="only this realm's (default: all, those without a realm included)")
-    listing.set_defaults(func=lambda a: _call(a, "GET", _dead_letters(a.tenant)))
+    listing.add_argument("--downstream", default="default", help="with --tenant: which of its downstream apps")
+    listing.set_defaults(func=lambda a: _call(a, "GET", _dead_letters(a.tenant, a.downstream)))
     replay = lsub.add_parser("replay", help="send dead letters back to the topic they came from")
     replay.add_argument("--tenant", help="only this realm's (default: all, those without a realm included)")
-    replay.set_defaults(func=lambda a: _call(a, "POST", _dead_letters(a.tenant) + "/replay"))
+    replay.add_argument("--downstream", default="default", help="with --tenant: which of its downstream apps")
+    replay.set_defaults(func=lambda a: _call(a, "POST", _dead_letters(a.tenant, a.downstream) + "/replay"))
     return parser
 
 
-def _dead_letters(tenant: str | None) -> str:
-    """A realm's dead letters live under its tenant; the global list also holds records without a realm."""
-    return f"/tenants/{_segment(tenant)}/dead-letters" if tenant else "/dead-letters"
+def _dead_letters(tenant: str | None, downstream: str = "default") -> str:
+    """A realm's dead letters live under its tenant (one of its downstream apps); the global list also holds
+    records without a realm."""
+    if not tenant:
+        return "/dead-letters"
+    return f"{_tenant_path(argparse.Namespace(realm=tenant, downstream=downstream))}/dead-letters"
+
+
+def _tenant_path(args: argparse.Namespace) -> str:
+    """The API path of one downstream app of a realm: `/tenants/{realm}` is the one named `default`."""
+    realm = f"/tenants/{_segment(args.realm)}"
+    return realm if args.downstream == "default" else f"{realm}/downstreams/{_segment(args.downstream)}"
 
 
 def _segment(value: str) -> str:
@@ -284,11 +320,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    return _call(args, "GET", f"/tenants/{_segment(args.realm)}")
+    return _call(args, "GET", _tenant_path(args))
 
 
 def _disable(args: argparse.Namespace) -> int:
-    return _call(args, "DELETE", f"/tenants/{_segment(args.realm)}")
+    return _call(args, "DELETE", _tenant_path(args))
 
 
 # the tenant fields an enable / rotation sends; tokens are not among them (they come from env / stdin)
@@ -409,7 +445,7 @@ def _enable(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    path = f"/tenants/{_segment(args.realm)}"
+    path = _tenant_path(args)
     try:
         status, current = _request(args, "GET", path)
     except urllib.error.URLError as exc:
@@ -459,11 +495,11 @@ def _reencrypt(_: argparse.Namespace) -> int:
 
 def _backfill(args: argparse.Namespace) -> int:
     """Start a backfill, then draw its progress until it ends (done / total, rate) on stderr."""
-    status, doc = _request(args, "POST", f"/tenants/{_segment(args.realm)}/backfill")
+    status, doc = _request(args, "POST", f"{_tenant_path(args)}/backfill")
     while status < 300 and not args.no_wait and doc.get("state") == "running":
         _draw_progress(doc)
         time.sleep(0.5)
-        status, doc = _request(args, "GET", f"/tenants/{_segment(args.realm)}/backfill")
+        status, doc = _request(args, "GET", f"{_tenant_path(args)}/backfill")
     if status < 300 and not args.no_wait:
         _draw_progress(doc)
         print(file=sys.stderr)

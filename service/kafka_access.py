@@ -76,7 +76,7 @@ def required_acls(settings: Settings) -> list[Acl]:
     internal = {
         s.changes_topic: "stage 1, backfill and links write changes; stage 2 reads them",
         s.user_state_topic: "stage 2 writes each user's state and restores it on assignment",
-        s.tenants_topic: "the tenant store writes tenant records and every replica reads them",
+        s.tenants_topic: "the tenant store writes tenant records; every replica and stage 1 (names only) read them",
         s.dead_letter_topic: "records that cannot be applied are written there and listed by the API",
         s.parking_topic: "changes set aside are written there and read back by replays",
         s.replay_cursors_topic: "replays write and read how far each tenant was replayed",

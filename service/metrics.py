@@ -1,6 +1,8 @@
 """Prometheus metrics, built on an explicit registry (no import-time globals, so tests get their own).
 
-Labels are bounded: never a user id. `tenant` is a realm name: operators run a short list of them.
+Labels are bounded: never a user id. `tenant` is a realm name: operators run a short list of them; with it
+goes `downstream`, the name of one of the realm's downstream apps (`default` for the realm's first one).
+Call sites label with `*service.domain.downstreams.labels(tenant_key)`.
 """
 
 from __future__ import annotations
@@ -26,20 +28,20 @@ class Metrics:
             "outbound_scim_changes_total",
             "User changes applied from the keyed topic, by tenant and outcome"
             " (coalesced: its values went out in a later change's write)",
-            ["tenant", "outcome"],
+            ["tenant", "downstream", "outcome"],
             registry=r,
         )
         self.scim_requests = Counter(
             "outbound_scim_scim_requests_total",
             "HTTP requests sent to SCIM downstreams",
-            ["tenant", "method", "status_class"],
+            ["tenant", "downstream", "method", "status_class"],
             registry=r,
         )
         self.downstream_tokens = Counter(
             "outbound_scim_downstream_tokens_total",
             "OAuth2 access tokens requested for downstreams, by tenant and result (fetched; refused: the "
             "token endpoint refused the client credentials; failed: it could not be reached or failed)",
-            ["tenant", "result"],
+            ["tenant", "downstream", "result"],
             registry=r,
         )
         self.scim_latency = Histogram(
@@ -54,13 +56,13 @@ class Metrics:
             "User writes sent inside SCIM /Bulk requests, by tenant and outcome (ok, failed: an error status for "
             "that operation, transient: the whole request failed, refused, no_outcome, one_by_one: the downstream "
             "refused bulk and each went out alone)",
-            ["tenant", "outcome"],
+            ["tenant", "downstream", "outcome"],
             registry=r,
         )
         self.retries = Counter(
             "outbound_scim_scim_retries_total",
             "Changes retried after a transient failure (the downstream or Keycloak unavailable, 429, 5xx)",
-            ["tenant"],
+            ["tenant", "downstream"],
             registry=r,
         )
         self.dead_letters = Counter(
@@ -87,22 +89,25 @@ class Metrics:
         self.parked = Counter(
             "outbound_scim_parked_total",
             "Changes parked (retry budget exhausted, token refused, or behind a parked change of the same user)",
-            ["tenant", "reason"],
+            ["tenant", "downstream", "reason"],
             registry=r,
         )
         self.replayed = Counter(
-            "outbound_scim_replayed_total", "Parked or dead-lettered changes replayed", ["tenant"], registry=r
+            "outbound_scim_replayed_total",
+            "Parked or dead-lettered changes replayed",
+            ["tenant", "downstream"],
+            registry=r,
         )
         self.breaker_state = Gauge(
             "outbound_scim_circuit_state",
             "Circuit breaker per tenant: 0 closed (sending), 1 half-open (probing), 2 open (holding changes)",
-            ["tenant"],
+            ["tenant", "downstream"],
             registry=r,
         )
         self.tenant_unauthorized = Gauge(
             "outbound_scim_tenant_unauthorized",
             "1 while the tenant's downstream refuses its token (changes are parked until a rotation)",
-            ["tenant"],
+            ["tenant", "downstream"],
             registry=r,
         )
         self.consumer_lag = Gauge(
@@ -119,7 +124,7 @@ class Metrics:
         self.backfilled = Counter(
             "outbound_scim_backfill_users_total",
             "Keycloak users fed into the pipeline by a backfill",
-            ["tenant"],
+            ["tenant", "downstream"],
             registry=r,
         )
         self.drift = Gauge(
@@ -127,21 +132,21 @@ class Metrics:
             "Found out of step by the last reconciliation, by kind: users missing, stale or extra downstream "
             "(missing, stale, extra); with groups, groups (groups_missing, groups_stale, groups_extra) and "
             "memberships (members_missing, members_extra)",
-            ["tenant", "kind"],
+            ["tenant", "downstream", "kind"],
             registry=r,
         )
         self.conflicts = Counter(
             "outbound_scim_conflicts_total",
             "Creates blocked by an account that is not provably this user's (owned by another externalId, "
             "or none matches): dead-lettered with reason conflict, never written",
-            ["tenant"],
+            ["tenant", "downstream"],
             registry=r,
         )
         self.lookup_scans = Gauge(
             "outbound_scim_lookup_scan",
             "1 while lookups to the tenant's downstream list its accounts instead of filtering "
             "(filters unsupported, or answers that did not satisfy the filter)",
-            ["tenant"],
+            ["tenant", "downstream"],
             registry=r,
         )
         self.clamped_times = Counter(
@@ -152,13 +157,13 @@ class Metrics:
         self.group_changes = Counter(
             "outbound_scim_group_changes_total",
             "Group changes applied (group events, memberships and nesting hops), by tenant and outcome",
-            ["tenant", "outcome"],
+            ["tenant", "downstream", "outcome"],
             registry=r,
         )
         self.group_patches = Counter(
             "outbound_scim_group_patches_total",
             "PATCH requests sent to downstream groups (renames and member changes, coalesced per batch)",
-            ["tenant"],
+            ["tenant", "downstream"],
             registry=r,
         )
         self.state_restored = Counter(

@@ -111,6 +111,12 @@ def test_dead_letters_of_a_tenant_are_under_it(tenant: str | None, path: str) ->
     assert _dead_letters(tenant) == path
 
 
+def test_a_named_downstream_has_its_own_routes() -> None:
+    """`--downstream NAME` selects /tenants/{realm}/downstreams/{name}; `default` is the realm's own route."""
+    assert _dead_letters("acme", "crm") == "/tenants/acme/downstreams/crm/dead-letters"
+    assert _dead_letters("acme", "default") == "/tenants/acme/dead-letters"
+
+
 def test_oauth2_options_build_the_auth_body_and_a_rotation_keeps_them() -> None:
     """--auth oauth2 with its fields sends `auth` with the secret from the environment; a later rotation
     with only a new secret keeps the current token URL and client id."""

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.domain.downstreams import DEFAULT
 from service.domain.groups import GroupDisplay
 from service.domain.mapping import MappingError, parse_mapping
 from service.domain.plan import DeletePolicy
@@ -298,9 +299,12 @@ class AuthView(Response):
 
 
 class TenantView(Response):
-    """A tenant as operators see it: never a secret."""
+    """A tenant (one downstream app of a realm) as operators see it: never a secret."""
 
     realm: str
+    downstream: str = Field(
+        default=DEFAULT, description="which of the realm's downstream apps (`default`: the one of /tenants/{realm})"
+    )
     status: Literal["enabled", "unauthorized"]
     base_url: str
     delete_policy: DeletePolicy
@@ -343,16 +347,26 @@ class UnreadableTenant(Response):
     """A stored tenant record this replica cannot read (a token key is missing, or it is malformed)."""
 
     realm: str
+    downstream: str = Field(
+        default=DEFAULT, description="which of the realm's downstream apps (`default`: the one of /tenants/{realm})"
+    )
     status: Literal["unreadable"] = "unreadable"
     detail: str = Field(description="why, and what fixes it")
 
 
 class TenantList(Response):
-    tenants: list[TenantView | UnreadableTenant] = Field(description="sorted by realm")
+    tenants: list[TenantView | UnreadableTenant] = Field(description="sorted by realm, then downstream")
+
+
+class DownstreamList(Response):
+    downstreams: list[TenantView | UnreadableTenant] = Field(description="one realm's downstream apps, by name")
 
 
 class BackfillProgressView(Response):
     realm: str
+    downstream: str = Field(
+        default=DEFAULT, description="which of the realm's downstream apps (`default`: the one of /tenants/{realm})"
+    )
     state: Literal["running", "done", "failed"]
     done: int
     total: int | None
@@ -377,6 +391,9 @@ class EnabledTenant(TenantView):
 
 class DisabledTenant(Response):
     realm: str
+    downstream: str = Field(
+        default=DEFAULT, description="which of the realm's downstream apps (`default`: the one of /tenants/{realm})"
+    )
     status: Literal["disabled"] = "disabled"
 
 

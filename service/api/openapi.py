@@ -20,12 +20,14 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from service import __version__
 from service.api.models import Problem
 from service.api.routes import ROUTES, Answer, Route
+from service.domain.downstreams import NAME_PATTERN
 
 TITLE = "outbound-scim admin API"
 SECURITY_SCHEME = "adminToken"
 PATH_PARAMETERS = {
     "realm": "the Keycloak realm's name (a tenant is one realm)",
     "user_id": "the Keycloak user's id",
+    "name": "the downstream app's name within the realm (`default`: the one /tenants/{realm} manages)",
 }
 COMMON_ERRORS = {
     400: "invalid_request: the body is not a JSON object, or does not validate (the detail names the fields)",
@@ -120,7 +122,7 @@ def _path_parameter(name: str) -> dict[str, Any]:
         "in": "path",
         "required": True,
         "description": PATH_PARAMETERS[name],
-        "schema": {"type": "string", "minLength": 1},
+        "schema": {"type": "string", "pattern": NAME_PATTERN} if name == "name" else {"type": "string", "minLength": 1},
     }
 
 

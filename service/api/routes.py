@@ -9,7 +9,7 @@ the one error shape by the application's middleware (service.api.app).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, TypeVar
 
 from aiohttp import web
@@ -21,6 +21,7 @@ from service.api.models import (
     BackfillProgressView,
     DeadLetterList,
     DisabledTenant,
+    DownstreamList,
     EnabledTenant,
     EnableTenant,
     Health,
@@ -37,6 +38,7 @@ from service.api.models import (
     TenantView,
 )
 from service.api.tenants import TenantService
+from service.domain.downstreams import DEFAULT, NAME_PATTERN, is_name, tenant_key
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Method = Literal["GET", "PUT", "POST", "DELETE"]
@@ -87,6 +89,15 @@ def _tenants(request: web.Request) -> TenantService:
 
 def _realm(request: web.Request) -> str:
     return request.match_info["realm"]
+
+
+def _key(request: web.Request) -> str:
+    """The tenant key the path names: `/tenants/{realm}/downstreams/{name}/...`, or the realm's default
+    downstream for `/tenants/{realm}/...` (service.domain.downstreams)."""
+    name = request.match_info.get("name", DEFAULT)
+    if not is_name(name):
+        raise InvalidRequest(f"a downstream name matches {NAME_PATTERN}")
+    return tenant_key(_realm(request), name)
 
 
 def _answer(model: BaseModel, status: int = 200) -> web.Response:
@@ -144,33 +155,37 @@ async def list_tenants(request: web.Request) -> web.Response:
     return _answer(_tenants(request).tenants())
 
 
+async def list_downstreams(request: web.Request) -> web.Response:
+    return _answer(_tenants(request).downstreams(_realm(request)))
+
+
 async def show_tenant(request: web.Request) -> web.Response:
-    return _answer(await _tenants(request).show(_realm(request)))
+    return _answer(await _tenants(request).show(_key(request)))
 
 
 async def enable_tenant(request: web.Request) -> web.Response:
-    enabled = await _tenants(request).enable(_realm(request), await parse(request, EnableTenant))
+    enabled = await _tenants(request).enable(_key(request), await parse(request, EnableTenant))
     return _answer(enabled.tenant, 201 if enabled.created else 200)
 
 
 async def disable_tenant(request: web.Request) -> web.Response:
-    return _answer(await _tenants(request).disable(_realm(request)))
+    return _answer(await _tenants(request).disable(_key(request)))
 
 
 async def list_parked(request: web.Request) -> web.Response:
-    return _answer(await _tenants(request).parked(_realm(request)))
+    return _answer(await _tenants(request).parked(_key(request)))
 
 
 async def replay_parked(request: web.Request) -> web.Response:
-    return _answer(await _tenants(request).replay_parked(_realm(request)))
+    return _answer(await _tenants(request).replay_parked(_key(request)))
 
 
 async def list_tenant_dead_letters(request: web.Request) -> web.Response:
-    return _answer(await _tenants(request).dead_letters(_realm(request)))
+    return _answer(await _tenants(request).dead_letters(_key(request)))
 
 
 async def replay_tenant_dead_letters(request: web.Request) -> web.Response:
-    return _answer(await _tenants(request).replay_dead_letters(_realm(request)))
+    return _answer(await _tenants(request).replay_dead_letters(_key(request)))
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:
@@ -185,25 +200,25 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
 
 
 async def start_backfill(request: web.Request) -> web.Response:
-    return _answer(_tenants(request).start_backfill(_realm(request)), 202)
+    return _answer(_tenants(request).start_backfill(_key(request)), 202)
 
 
 async def show_backfill(request: web.Request) -> web.Response:
-    return _answer(_tenants(request).backfill(_realm(request)))
+    return _answer(_tenants(request).backfill(_key(request)))
 
 
 async def reconcile(request: web.Request) -> web.Response:
     body = await parse(request, Reconcile, required=False)
-    return _answer(await _tenants(request).reconcile(_realm(request), body))
+    return _answer(await _tenants(request).reconcile(_key(request), body))
 
 
 async def sync_user(request: web.Request) -> web.Response:
-    return _answer(await _tenants(request).sync(_realm(request), request.match_info["user_id"]))
+    return _answer(await _tenants(request).sync(_key(request), request.match_info["user_id"]))
 
 
 async def link_user(request: web.Request) -> web.Response:
     body = await parse(request, LinkUser)
-    return _answer(await _tenants(request).link(_realm(request), request.match_info["user_id"], body), 202)
+    return _answer(await _tenants(request).link(_key(request), request.match_info["user_id"], body), 202)
 
 
 # --- the table ----------------------------------------------------------------------------------------
@@ -213,7 +228,7 @@ UNREADABLE = "tenant_unreadable: the realm's tenant record cannot be read here (
 NO_KEYCLOAK = "keycloak_not_configured: needs the OUTBOUND_SCIM_KEYCLOAK_* settings"
 HELD = "Records of a realm that was disabled are listed too (and still replayable)."
 
-ROUTES: tuple[Route, ...] = (
+REALM_ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
         "/healthz",
@@ -409,4 +424,34 @@ ROUTES: tuple[Route, ...] = (
         {404: NOT_ENABLED, 409: UNREADABLE},
         body=LinkUser,
     ),
+)
+
+DOWNSTREAM_PATH = "/tenants/{realm}/downstreams/{name}"
+BAD_NAME = f"invalid_request: the downstream name does not match {NAME_PATTERN}"
+
+
+def _of_downstream(route: Route) -> Route:
+    """A realm route's twin for one named downstream app of the realm: same handler, models and answers
+    (the handler reads the name from the path; `/tenants/{realm}` is the downstream named `default`)."""
+    operation = route.operation_id
+    return replace(
+        route,
+        path=route.path.replace("/tenants/{realm}", DOWNSTREAM_PATH, 1),
+        operation_id=operation.replace("Tenant", "Downstream") if "Tenant" in operation else f"{operation}OfDownstream",
+        summary=f"As {route.method} {route.path}, for the realm's downstream app {{name}}",
+        errors={**route.errors, 400: "; ".join(filter(None, (route.errors.get(400), BAD_NAME)))},
+    )
+
+
+ROUTES: tuple[Route, ...] = (
+    *REALM_ROUTES,
+    Route(
+        "GET",
+        "/tenants/{realm}/downstreams",
+        "listDownstreams",
+        "List the realm's downstream apps (readable ones, and records this replica cannot read as unreadable)",
+        list_downstreams,
+        (Answer(200, DownstreamList, "the realm's downstreams, by name; empty when none is enabled"),),
+    ),
+    *(_of_downstream(r) for r in REALM_ROUTES if r.path.startswith("/tenants/{realm}")),
 )

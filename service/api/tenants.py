@@ -24,6 +24,7 @@ from service.api.models import (
     BasicAuthRequest,
     DeadLetterList,
     DisabledTenant,
+    DownstreamList,
     EnabledTenant,
     EnableTenant,
     HeldRecordView,
@@ -44,6 +45,7 @@ from service.api.models import (
     UnreadableTenant,
 )
 from service.domain.capabilities import Overrides, effective
+from service.domain.downstreams import DEFAULT, split_tenant_key
 from service.domain.groups import GroupOptions
 from service.domain.mapping import DEFAULT_MAPPING, AttributeMapping, parse_mapping
 from service.domain.scim import patch_supported
@@ -59,13 +61,13 @@ from service.tenants.models import NOTICES, Tenant, auth_view
 log = structlog.get_logger(__name__)
 
 Circuit = Literal["closed", "half_open", "open"]
-LinkFn = Callable[[str, str, str], Awaitable[None]]  # realm, Keycloak user id, downstream id
+LinkFn = Callable[[str, str, str], Awaitable[None]]  # tenant key, Keycloak user id, downstream id
 
 
 class TenantRecords(Protocol):
-    """The tenant store (service.tenants.store.TenantStore)."""
+    """The tenant store (service.tenants.store.TenantStore), by tenant key (service.domain.downstreams)."""
 
-    def get(self, realm: str) -> Tenant | None:
+    def get(self, key: str) -> Tenant | None:
         """None: not enabled. Raises TenantUnreadable for a record this replica cannot read."""
         ...
 
@@ -73,13 +75,13 @@ class TenantRecords(Protocol):
 
     def unreadable(self) -> list[TenantUnreadable]: ...
 
-    def last_generation(self, realm: str) -> int | None: ...
+    def last_generation(self, key: str) -> int | None: ...
 
-    def next_generation(self, realm: str) -> int: ...
+    def next_generation(self, key: str) -> int: ...
 
     async def put(self, tenant: Tenant) -> None: ...
 
-    async def remove(self, realm: str) -> None: ...
+    async def remove(self, key: str) -> None: ...
 
 
 class Downstreams(Protocol):
@@ -90,11 +92,11 @@ class Downstreams(Protocol):
         is a working SCIM API."""
         ...
 
-    def circuit(self, realm: str) -> Circuit: ...
+    def circuit(self, key: str) -> Circuit: ...
 
-    def lookups(self, realm: str) -> LookupMode: ...
+    def lookups(self, key: str) -> LookupMode: ...
 
-    def writes(self, realm: str) -> WritesMode: ...
+    def writes(self, key: str) -> WritesMode: ...
 
 
 class HeldRecords(Protocol):
@@ -114,9 +116,9 @@ class KeycloakAccess(Protocol):
 
     async def realm_warnings(self, realm: str) -> list[RealmWarning]: ...
 
-    def start_backfill(self, realm: str, *, groups: bool = False) -> BackfillProgress: ...
+    def start_backfill(self, key: str, *, groups: bool = False) -> BackfillProgress: ...
 
-    def backfill(self, realm: str) -> BackfillProgress | None: ...
+    def backfill(self, key: str) -> BackfillProgress | None: ...
 
     async def reconcile(
         self,
@@ -141,6 +143,9 @@ def _now() -> datetime:
 
 
 class TenantService:
+    """Every method taking a `key` takes a tenant key (service.domain.downstreams): the realm alone for its
+    default downstream (the /tenants/{realm} routes), `<realm>/<name>` for the others."""
+
     def __init__(
         self,
         records: TenantRecords,
@@ -164,79 +169,88 @@ class TenantService:
         """Readable tenants (without their realm's warnings: that would be a Keycloak call each) and the
         records this replica cannot read, by realm."""
         listed: list[TenantView | UnreadableTenant] = [self._view(t) for t in self._records.all()]
-        listed += [UnreadableTenant(realm=e.realm, detail=f"{e}: {e.fix}") for e in self._records.unreadable()]
-        return TenantList(tenants=sorted(listed, key=lambda t: t.realm))
+        listed += [_unreadable(e) for e in self._records.unreadable()]
+        return TenantList(tenants=sorted(listed, key=lambda t: (t.realm, t.downstream)))
 
-    async def show(self, realm: str) -> TenantView:
-        tenant = self._enabled(realm)
+    def downstreams(self, realm: str) -> DownstreamList:
+        """One realm's downstreams, readable or not, by name."""
+        listed = [t for t in self.tenants().tenants if t.realm == realm]
+        return DownstreamList(downstreams=listed)
+
+    async def show(self, key: str) -> TenantView:
+        tenant = self._enabled(key)
         return self._view(tenant, await self._warnings(tenant.realm))
 
-    async def enable(self, realm: str, request: EnableTenant) -> Enabled:
+    async def enable(self, key: str, request: EnableTenant) -> Enabled:
         """Enable or rotate. Nothing is stored unless the downstream validates; a rotation then replays
         what was parked (a refused token, say, is what it fixes)."""
         if request.backfill and self._keycloak is None:
             raise KeycloakNotConfigured("backfill")
-        tenant = _tenant(realm, request, self._clock())
+        realm, name = split_tenant_key(key)
+        tenant = _tenant(realm, request, self._clock(), name)
         try:
             config = await self._downstreams.validate(tenant.downstream)
         except EnableRefused as exc:
-            log.info("tenant.enable.refused", tenant=realm, reason=exc.reason, detail=exc.detail)
+            log.info("tenant.enable.refused", tenant=realm, downstream=name, reason=exc.reason, detail=exc.detail)
             raise
         refused_groups = tenant.groups and patch_supported(effective(config, tenant.capabilities)) is False
         if refused_groups:  # a full member-list PUT is what AWS refuses: no group sync, users still flow
             tenant = replace(tenant, groups=False)
-        previous = self._records.last_generation(realm)  # also of a record this replica cannot read
-        tenant = replace(tenant, generation=self._records.next_generation(realm))
+        previous = self._records.last_generation(key)  # also of a record this replica cannot read
+        tenant = replace(tenant, generation=self._records.next_generation(key))
         await self._records.put(tenant)
-        log.info("tenant.enabled", tenant=realm, base_url=tenant.base_url, rotated=previous is not None)
+        log.info(
+            "tenant.enabled", tenant=realm, downstream=name, base_url=tenant.base_url, rotated=previous is not None
+        )
         if previous is not None:
-            self._in_background(self._parked.replay(realm))
+            self._in_background(self._parked.replay(key))
         warnings = await self._warnings(realm)  # never blocks: the realm may be set up after the enable
         if refused_groups:
             warnings = [*(warnings or []), RealmWarningView(code="groups_refused", detail=GROUPS_REFUSED)]
         for warning in warnings or ():
-            log.warning("tenant.enable.warning", tenant=realm, code=warning.code)
+            log.warning("tenant.enable.warning", tenant=realm, downstream=name, code=warning.code)
         backfill = None
         if request.backfill and self._keycloak is not None:
-            backfill = _progress(self._keycloak.start_backfill(realm, groups=tenant.groups))
+            backfill = _progress(self._keycloak.start_backfill(key, groups=tenant.groups))
         view = self._view(tenant, warnings)
         return Enabled(EnabledTenant(**dict(view), backfill=backfill), created=previous is None)
 
-    async def disable(self, realm: str) -> DisabledTenant:
-        if self._records.last_generation(realm) is None:  # an unreadable record may be disabled too
-            raise NotEnabled(realm)
-        await self._records.remove(realm)
-        log.info("tenant.disabled", tenant=realm)
-        return DisabledTenant(realm=realm)
+    async def disable(self, key: str) -> DisabledTenant:
+        if self._records.last_generation(key) is None:  # an unreadable record may be disabled too
+            raise NotEnabled(key)
+        await self._records.remove(key)
+        realm, name = split_tenant_key(key)
+        log.info("tenant.disabled", tenant=realm, downstream=name)
+        return DisabledTenant(realm=realm, downstream=name)
 
-    async def parked(self, realm: str) -> ParkedList:
-        return ParkedList(parked=[_held(r) for r in await self._parked.list(realm)])
+    async def parked(self, key: str) -> ParkedList:
+        return ParkedList(parked=[_held(r) for r in await self._parked.list(key)])
 
-    async def replay_parked(self, realm: str) -> Replayed:
-        return Replayed(replayed=await self._parked.replay(realm))
+    async def replay_parked(self, key: str) -> Replayed:
+        return Replayed(replayed=await self._parked.replay(key))
 
-    async def dead_letters(self, realm: str | None) -> DeadLetterList:
-        """A realm's dead letters, or (None) all of them, those without a realm (poison records) included."""
-        return DeadLetterList(dead_letters=[_held(r) for r in await self._dead_letters.list(realm)])
+    async def dead_letters(self, key: str | None) -> DeadLetterList:
+        """A downstream's dead letters, or (None) all of them, those without a realm (poison records) included."""
+        return DeadLetterList(dead_letters=[_held(r) for r in await self._dead_letters.list(key)])
 
-    async def replay_dead_letters(self, realm: str | None) -> Replayed:
-        return Replayed(replayed=await self._dead_letters.replay(realm))
+    async def replay_dead_letters(self, key: str | None) -> Replayed:
+        return Replayed(replayed=await self._dead_letters.replay(key))
 
-    def start_backfill(self, realm: str) -> BackfillProgressView:
+    def start_backfill(self, key: str) -> BackfillProgressView:
         keycloak = self._needs_keycloak("backfill")
-        tenant = self._enabled(realm)
-        return _progress(keycloak.start_backfill(realm, groups=tenant.groups))
+        tenant = self._enabled(key)
+        return _progress(keycloak.start_backfill(key, groups=tenant.groups))
 
-    def backfill(self, realm: str) -> BackfillProgressView:
-        progress = self._keycloak.backfill(realm) if self._keycloak is not None else None
+    def backfill(self, key: str) -> BackfillProgressView:
+        progress = self._keycloak.backfill(key) if self._keycloak is not None else None
         if progress is None:
-            raise NoBackfill(realm)
+            raise NoBackfill(key)
         return _progress(progress)
 
-    async def reconcile(self, realm: str, request: Reconcile) -> ReconcileReport:
+    async def reconcile(self, key: str, request: Reconcile) -> ReconcileReport:
         """Compare Keycloak with the downstream; queue a fix of what differs unless dry_run; report either way."""
         keycloak = self._needs_keycloak("reconciliation")
-        tenant = self._enabled(realm)
+        tenant = self._enabled(key)
         groups = tenant.group_options if tenant.groups else None
         return ReconcileReport.model_validate(
             await keycloak.reconcile(
@@ -244,29 +258,35 @@ class TenantService:
             )
         )
 
-    async def sync(self, realm: str, user_id: str) -> SyncReport:
+    async def sync(self, key: str, user_id: str) -> SyncReport:
         """Provision one user now, from Keycloak; the report holds every step."""
         keycloak = self._needs_keycloak("on-demand sync")
-        tenant = self._enabled(realm)
+        tenant = self._enabled(key)
         return SyncReport.model_validate(await keycloak.sync(tenant, user_id))
 
-    async def link(self, realm: str, user_id: str, request: LinkUser) -> LinkQueued:
+    async def link(self, key: str, user_id: str, request: LinkUser) -> LinkQueued:
         """Declare which downstream account is this Keycloak user's (resolving a conflict). Queued on the
         user's keyed partition, so a replay sent afterwards finds the user linked."""
-        self._enabled(realm)
-        await self._link(realm, user_id, request.downstream_id)
-        log.info("user.link.queued", tenant=realm, user_id=user_id, downstream_id=request.downstream_id)
-        return LinkQueued(realm=realm, user_id=user_id, downstream_id=request.downstream_id)
+        tenant = self._enabled(key)
+        await self._link(key, user_id, request.downstream_id)
+        log.info(
+            "user.link.queued",
+            tenant=tenant.realm,
+            downstream=tenant.name,
+            user_id=user_id,
+            downstream_id=request.downstream_id,
+        )
+        return LinkQueued(realm=tenant.realm, user_id=user_id, downstream_id=request.downstream_id)
 
     async def idle(self) -> None:
         """Wait for the replays started in the background (tests, shutdown)."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    def _enabled(self, realm: str) -> Tenant:
-        tenant = self._records.get(realm)  # raises TenantUnreadable
+    def _enabled(self, key: str) -> Tenant:
+        tenant = self._records.get(key)  # raises TenantUnreadable
         if tenant is None:
-            raise NotEnabled(realm)
+            raise NotEnabled(key)
         return tenant
 
     def _needs_keycloak(self, what: str) -> KeycloakAccess:
@@ -285,6 +305,7 @@ class TenantService:
     def _view(self, tenant: Tenant, warnings: list[RealmWarningView] | None = None) -> TenantView:
         return TenantView(
             realm=tenant.realm,
+            downstream=tenant.name,
             status=tenant.status,
             base_url=tenant.base_url,
             delete_policy=tenant.delete_policy,
@@ -297,9 +318,9 @@ class TenantService:
                 NoticeView(code=code, since=since, detail=NOTICES.get(code, ""))
                 for code, since in sorted(tenant.notices.items())
             ],
-            circuit=self._downstreams.circuit(tenant.realm),
-            lookups=self._downstreams.lookups(tenant.realm),
-            writes=self._downstreams.writes(tenant.realm),
+            circuit=self._downstreams.circuit(tenant.key),
+            lookups=self._downstreams.lookups(tenant.key),
+            writes=self._downstreams.writes(tenant.key),
             capabilities=tenant.capabilities.public(),
             groups=tenant.groups,
             group_display=tenant.group_display,
@@ -329,7 +350,12 @@ GROUPS_REFUSED = (
 )
 
 
-def _tenant(realm: str, request: EnableTenant, now: datetime) -> Tenant:
+def _unreadable(exc: TenantUnreadable) -> UnreadableTenant:
+    realm, name = split_tenant_key(exc.realm)  # the record's key
+    return UnreadableTenant(realm=realm, downstream=name, detail=f"{exc}: {exc.fix}")
+
+
+def _tenant(realm: str, request: EnableTenant, now: datetime, name: str = DEFAULT) -> Tenant:
     token, auth = _credentials(request.token.get_secret_value() if request.token else None, request.auth)
     return Tenant(
         realm,
@@ -355,6 +381,7 @@ def _tenant(realm: str, request: EnableTenant, now: datetime) -> Tenant:
             request.preset, Overrides(**request.capabilities.model_dump()) if request.capabilities else Overrides()
         ),
         mapping=_mapping(request.mapping),
+        name=name,
     )
 
 

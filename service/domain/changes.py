@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from service.domain.compact import compact_json
+from service.domain.downstreams import DEFAULT, change_key
 from service.domain.groups import GroupChange, GroupOp
 from service.domain.keycloak import KeycloakEvent
 from service.domain.sighting import Sighting
@@ -44,11 +45,12 @@ class UserChange:
     sighting: Sighting | None = None  # a backfill's: what its listing of the downstream saw of the user
     user_attributes: Mapping[str, str | None] = field(default_factory=dict)  # Keycloak's, name -> first value
     user_attributes_complete: bool = False  # `user_attributes` is all the user has: one it omits was removed
+    downstream: str = DEFAULT  # which of the realm's downstreams the change is for (service.domain.downstreams)
 
     @property
     def key(self) -> str:
-        """The Kafka key of the keyed topic: all changes of one user land on one partition."""
-        return f"{self.realm}/{self.user_id}"
+        """The Kafka key of the keyed topic: all changes of one user for one downstream land on one partition."""
+        return change_key(self.realm, self.downstream, self.user_id)
 
     def to_json(self) -> bytes:
         # Built by hand: dataclasses.asdict deep-copies, and this runs for every event (bench profile).
@@ -78,6 +80,8 @@ class UserChange:
         if self.user_attributes or self.user_attributes_complete:
             doc["user_attributes"] = dict(self.user_attributes)
             doc["user_attributes_complete"] = self.user_attributes_complete
+        if self.downstream != DEFAULT:
+            doc["downstream"] = self.downstream
         return compact_json(doc)
 
     @classmethod
@@ -110,6 +114,7 @@ class UserChange:
                 sighting=Sighting.from_doc(doc["sighting"]) if doc.get("sighting") else None,
                 user_attributes={str(k): _text_or_none(v) for k, v in (doc.get("user_attributes") or {}).items()},
                 user_attributes_complete=bool(doc.get("user_attributes_complete", False)),
+                downstream=str(doc.get("downstream") or DEFAULT),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PoisonRecord("malformed_change", str(exc)[:200]) from exc

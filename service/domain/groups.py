@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from service.domain.compact import compact_json
+from service.domain.downstreams import DEFAULT, change_key
 from service.domain.stamps import NO_VERSION, ChangeSource, Version
 
 GroupOp = Literal["upsert", "delete", "member", "child", "ancestry", "inherit"]
@@ -35,9 +36,9 @@ GroupOp = Literal["upsert", "delete", "member", "child", "ancestry", "inherit"]
 GROUP_KEY_MARK = "/group:"
 
 
-def group_key(realm: str, group_id: str) -> str:
-    """The keyed topic's key of a group (a user's is `<realm>/<user id>`)."""
-    return f"{realm}{GROUP_KEY_MARK}{group_id}"
+def group_key(realm: str, group_id: str, downstream: str = DEFAULT) -> str:
+    """The keyed topic's key of a group for one downstream (a user's is `<realm>/<user id>`)."""
+    return change_key(realm, downstream, f"{GROUP_KEY_MARK[1:]}{group_id}")
 
 
 def is_group_key(key: str) -> bool:
@@ -69,10 +70,11 @@ class GroupChange:
     force: bool = False  # write everything even if it matches what was last written (reconciliation)
     reread: bool = False  # the event carried no representation: only a re-read from Keycloak says what
     prune: tuple[str, ...] = ()  # reconciliation: downstream ids seen held and unwanted; removed unless wanted by then
+    downstream: str = DEFAULT  # which of the realm's downstreams the change is for
 
     @property
     def key(self) -> str:
-        return group_key(self.realm, self.group_id)
+        return group_key(self.realm, self.group_id, self.downstream)
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {
@@ -112,6 +114,8 @@ class GroupChange:
             doc["reread"] = True
         if self.prune:
             doc["prune"] = list(self.prune)
+        if self.downstream != DEFAULT:
+            doc["downstream"] = self.downstream
         return compact_json(doc)
 
     @classmethod
@@ -139,6 +143,7 @@ class GroupChange:
             force=bool(doc.get("force", False)),
             reread=bool(doc.get("reread", False)),
             prune=tuple(str(m) for m in doc.get("prune") or ()),
+            downstream=str(doc.get("downstream") or DEFAULT),
         )
 
 

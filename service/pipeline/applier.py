@@ -21,6 +21,7 @@ from typing import Protocol
 import structlog
 
 from service.domain.changes import UserChange
+from service.domain.downstreams import split_tenant_key, tenant_key
 from service.domain.groups import GroupChange, GroupState, plan_group
 from service.domain.plan import membership_hops, plan_change
 from service.domain.stamps import ChangeSource
@@ -59,7 +60,7 @@ class Applied:
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
-    realm: str | None  # None: no enabled tenant knows this realm
+    realm: str | None  # the tenant key (service.domain.downstreams); None: no enabled tenant knows this realm
     reason: str  # no_enabled_tenant | no_representation
     outcome: str  # the changes_total outcome: skipped_no_tenant | no_representation
 
@@ -69,7 +70,7 @@ class SetAside:
     park: bool  # True: the parking topic (replayed in order; the user's later changes queue behind it)
     reason: str  # a stable label: retries_exhausted, circuit_open, unauthorized, conflict, redirect ...
     error: BaseException
-    realm: str
+    realm: str  # the tenant key (service.domain.downstreams): the realm, for its default downstream
     key: str  # the user's state key: parking marks the user parked
     outcome: str  # the changes_total outcome: parked, rejected, conflict, failed
     headers: dict[str, str] = field(default_factory=dict)
@@ -91,11 +92,11 @@ Verdict = Applied | GroupApplied | Skipped | SetAside
 class TenantDirectory(Protocol):
     """The tenants this replica knows (service.tenants.store.TenantStore)."""
 
-    def get(self, realm: str) -> Tenant | None: ...  # raises TenantUnreadable for a record it cannot read
+    def get(self, key: str) -> Tenant | None: ...  # by tenant key; raises TenantUnreadable for a record it cannot read
 
     async def mark_unauthorized(self, seen: Tenant) -> None: ...
 
-    async def note(self, realm: str, code: str) -> None: ...
+    async def note(self, key: str, code: str) -> None: ...
 
 
 class StateView(Protocol):
@@ -131,7 +132,7 @@ class Applier:
         try:
             tenant = await self._tenant(change, deadline)
         except TenantUnreadable as exc:
-            return _park(exc.label, exc, replace(change, realm=exc.realm))
+            return _park(exc.label, exc, _named(change, exc))
         if tenant is None:
             return Skipped(None, "no_enabled_tenant", "skipped_no_tenant")
         change = _in_realm(change, tenant.realm)  # a realm id (playa plugin) becomes the realm's name
@@ -157,7 +158,7 @@ class Applier:
         try:
             tenant = await self._tenant(first, deadline)
         except TenantUnreadable as exc:
-            return [_park(exc.label, exc, replace(c, realm=exc.realm)) for c in changes]
+            return [_park(exc.label, exc, _named(c, exc)) for c in changes]
         if tenant is None:
             return [Skipped(None, "no_enabled_tenant", "skipped_no_tenant") for _ in changes]
         changes = [_in_realm(c, tenant.realm) for c in changes]
@@ -194,7 +195,9 @@ class Applier:
     ) -> Verdict:
         """Plan and execute until it goes through, fails for good, or the retry budget is spent.
         `folded`: earlier queued changes of the user, merged into its state first (apply_queued)."""
-        bound = log.bind(tenant=change.realm, user_id=change.user_id, event_id=change.event_id)
+        bound = log.bind(
+            tenant=change.realm, downstream=change.downstream, user_id=change.user_id, event_id=change.event_id
+        )
         attempt = 0
         while True:
             attempt += 1
@@ -202,7 +205,7 @@ class Applier:
                 effective = await self._effective(change)
                 if effective is None:
                     await self._no_representation(change)
-                    return Skipped(change.realm, "no_representation", "no_representation")
+                    return Skipped(tenant.key, "no_representation", "no_representation")
                 state = self.states.get(change.key)
                 for earlier in folded:
                     state = merge(state, earlier)
@@ -220,6 +223,7 @@ class Applier:
                     new_state, hops = membership_hops(
                         new_state, change.realm, change.user_id, int(self.wall_clock() * 1000)
                     )
+                    hops = tuple(replace(hop, downstream=change.downstream) for hop in hops)
                 return Applied(effective, outcome.result, outcome.reason, new_state, hops)
             except (ScimTransient, KeycloakUnavailable) as exc:
                 if isinstance(exc, CircuitOpen):
@@ -229,7 +233,7 @@ class Applier:
                     return _park("retries_exhausted", exc, change)
                 bound.warning("change.retry", error=str(exc), attempt=attempt, delay=round(delay, 2))
                 if self.metrics is not None:
-                    self.metrics.retries.labels(tenant.realm).inc()
+                    self.metrics.retries.labels(tenant.realm, tenant.name).inc()
                 await self.sleep(delay)
                 try:
                     refreshed = await self._tenant(change, deadline)
@@ -244,14 +248,14 @@ class Applier:
                 if exc.unauthorized:
                     await self.tenants.mark_unauthorized(tenant)
                     return _park("unauthorized", exc, change)
-                return SetAside(False, exc.reason, exc, change.realm, change.key, "rejected")
+                return SetAside(False, exc.reason, exc, tenant.key, change.key, "rejected")
             except ScimOwnershipConflict as exc:  # never written: an operator resolves or links
                 headers = {DOWNSTREAM_ID: exc.downstream_id, OWNER: exc.owner}
-                return SetAside(False, "conflict", exc, change.realm, change.key, "conflict", headers)
+                return SetAside(False, "conflict", exc, tenant.key, change.key, "conflict", headers)
             except ScimNotFound as exc:  # only an operator's link reaches here: the account is not there
-                return SetAside(False, "link_target_missing", exc, change.realm, change.key, "failed")
+                return SetAside(False, "link_target_missing", exc, tenant.key, change.key, "failed")
             except ScimError as exc:  # a 409 with no account to adopt
-                return SetAside(False, "conflict", exc, change.realm, change.key, "conflict")
+                return SetAside(False, "conflict", exc, tenant.key, change.key, "conflict")
 
     async def _tenant(self, change: UserChange, deadline: float) -> Tenant | None:
         """The change's tenant (None: not enabled). A record this replica cannot read is a transient
@@ -259,7 +263,7 @@ class Applier:
         attempt = 0
         while True:
             try:
-                return self.tenants.get(change.realm)
+                return self.tenants.get(tenant_key(change.realm, change.downstream))
             except TenantUnreadable as exc:
                 attempt += 1
                 delay = self.backoff.delay(min(attempt, 10))
@@ -290,7 +294,7 @@ class Applier:
         """A user created with `groups` fires no membership event: Keycloak's answer says which groups
         (merged as memberships at the create's time); without Keycloak access the tenant is told."""
         if self.keycloak is None:
-            await self.tenants.note(change.realm, "groups_by_path")
+            await self.tenants.note(tenant_key(change.realm, change.downstream), "groups_by_path")
             return state
         try:
             groups = await self.keycloak.user_groups(change.realm, change.user_id)
@@ -315,7 +319,7 @@ class Applier:
                 hint="turn on the realm's Admin events > Include representation, "
                 "or configure Keycloak access (OUTBOUND_SCIM_KEYCLOAK_*) so users are re-read",
             )
-        await self.tenants.note(change.realm, "no_representation")
+        await self.tenants.note(tenant_key(change.realm, change.downstream), "no_representation")
 
 
 def _unsure_of(state: UserState, folded: tuple[UserChange, ...]) -> UserState:
@@ -355,7 +359,12 @@ def _in_realm(change: UserChange, realm: str) -> UserChange:
 
 
 def _park(reason: str, error: BaseException, change: UserChange | GroupChange) -> SetAside:
-    return SetAside(True, reason, error, change.realm, change.key, "parked")
+    return SetAside(True, reason, error, tenant_key(change.realm, change.downstream), change.key, "parked")
+
+
+def _named(change: UserChange | GroupChange, unreadable: TenantUnreadable) -> UserChange | GroupChange:
+    """The change with its realm as the unreadable record names it (a realm id becomes the name)."""
+    return replace(change, realm=split_tenant_key(unreadable.realm)[0])
 
 
 @dataclass
@@ -380,20 +389,22 @@ class GroupApplier:
         first = changes[0]
         deadline = self.clock() + self.budget_seconds
         try:
-            tenant = self.tenants.get(first.realm)
+            tenant = self.tenants.get(tenant_key(first.realm, first.downstream))
         except TenantUnreadable as exc:  # the user applier waits for the record first; a group parks
-            return _park(exc.label, exc, replace(first, realm=exc.realm))
+            return _park(exc.label, exc, _named(first, exc))
         if tenant is None:
             return Skipped(None, "no_enabled_tenant", "skipped_no_tenant")
         if not tenant.groups:
-            return Skipped(tenant.realm, "groups_off", "skipped_groups")
+            return Skipped(tenant.key, "groups_off", "skipped_groups")
         changes = [replace(c, realm=tenant.realm) for c in changes]
         key = changes[0].key
         if self.states.get_group(key).parked and not replay:
             return _park("behind_parked", Parked("an earlier change of the group is parked"), changes[0])
         if tenant.status == "unauthorized":
             return _park("unauthorized", Parked("the downstream refuses the tenant's token"), changes[0])
-        bound = log.bind(tenant=tenant.realm, group_id=changes[0].group_id, changes=len(changes))
+        bound = log.bind(
+            tenant=tenant.realm, downstream=tenant.name, group_id=changes[0].group_id, changes=len(changes)
+        )
         attempt = 0
         while True:
             attempt += 1
@@ -411,7 +422,8 @@ class GroupApplier:
                     tenant.group_members_per_request,
                 )
                 state = outcome.state if outcome.state.parked is None else replace(outcome.state, parked=None)
-                return GroupApplied(changes[0], outcome.result, outcome.reason, state, plan.hops, outcome.patches)
+                hops = tuple(replace(hop, downstream=tenant.name) for hop in plan.hops)
+                return GroupApplied(changes[0], outcome.result, outcome.reason, state, hops, outcome.patches)
             except (ScimTransient, KeycloakUnavailable) as exc:
                 if isinstance(exc, CircuitOpen):
                     return _park("circuit_open", exc, changes[0])
@@ -420,7 +432,7 @@ class GroupApplier:
                     return _park("retries_exhausted", exc, changes[0])
                 bound.warning("change.retry", error=str(exc), attempt=attempt, delay=round(delay, 2))
                 if self.metrics is not None:
-                    self.metrics.retries.labels(tenant.realm).inc()
+                    self.metrics.retries.labels(tenant.realm, tenant.name).inc()
                 await self.sleep(delay)
             except KeycloakError as exc:
                 return _park("keycloak_refused", exc, changes[0])
@@ -428,14 +440,14 @@ class GroupApplier:
                 if exc.unauthorized:
                     await self.tenants.mark_unauthorized(tenant)
                     return _park("unauthorized", exc, changes[0])
-                return SetAside(False, exc.reason, exc, tenant.realm, key, "rejected")
+                return SetAside(False, exc.reason, exc, tenant.key, key, "rejected")
             except ScimOwnershipConflict as exc:
                 headers = {DOWNSTREAM_ID: exc.downstream_id, OWNER: exc.owner}
-                return SetAside(False, "conflict", exc, tenant.realm, key, "conflict", headers)
+                return SetAside(False, "conflict", exc, tenant.key, key, "conflict", headers)
             except ScimNotFound as exc:  # POST /Groups answered 404: the downstream serves no groups
-                return SetAside(False, "groups_unsupported", exc, tenant.realm, key, "failed")
+                return SetAside(False, "groups_unsupported", exc, tenant.key, key, "failed")
             except ScimError as exc:
-                return SetAside(False, "conflict", exc, tenant.realm, key, "conflict")
+                return SetAside(False, "conflict", exc, tenant.key, key, "conflict")
 
     async def _effective(self, change: GroupChange) -> GroupChange:
         """A group event as Keycloak stores the group now (authoritative mode, or no representation):

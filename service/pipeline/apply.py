@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from service.domain.changes import UserChange, decode_change
+from service.domain.downstreams import labels
 from service.domain.groups import GroupChange, is_group_key
 from service.errors import PoisonRecord
 from service.kafka_assignor import partition_assignors
@@ -352,11 +353,12 @@ class ApplyStage(ConsumerRebalanceListener):
             await self._send_hops(verdict.hops)
             if verdict.state != self._states.get_group(change.key):
                 await self._states.save(change.key, works[-1].record.partition, verdict.state)
-            self._metrics.group_changes.labels(change.realm, verdict.result).inc(len(works))
-            self._metrics.group_patches.labels(change.realm).inc(verdict.patches)
+            self._metrics.group_changes.labels(change.realm, change.downstream, verdict.result).inc(len(works))
+            self._metrics.group_patches.labels(change.realm, change.downstream).inc(verdict.patches)
             log.info(
                 "group.applied",
                 tenant=change.realm,
+                downstream=change.downstream,
                 group_id=change.group_id,
                 result=verdict.result,
                 reason=verdict.reason or None,
@@ -386,7 +388,9 @@ class ApplyStage(ConsumerRebalanceListener):
             self._metrics.dead_letters.labels(verdict.reason).inc()
             log.warning("change.dead_lettered", reason=verdict.reason, **where)
         elif isinstance(verdict, Skipped):
-            self._metrics.changes.labels(verdict.realm or "unknown", verdict.outcome).inc()
+            self._metrics.changes.labels(
+                *(labels(verdict.realm) if verdict.realm else ("unknown", "unknown")), verdict.outcome
+            ).inc()
             log.info("change.skipped", reason=verdict.reason, realm=verdict.realm, **where)
         elif isinstance(verdict, SetAside):
             await self._set_aside(work, verdict)
@@ -398,10 +402,11 @@ class ApplyStage(ConsumerRebalanceListener):
             # a change whose values went out in a later one's write counts once, as coalesced, so
             # created / updated count writes, not the events folded into them
             outcome = "coalesced" if verdict.reason == "coalesced" else verdict.result
-            self._metrics.changes.labels(change.realm, outcome).inc()
+            self._metrics.changes.labels(change.realm, change.downstream, outcome).inc()
             log.info(
                 "change.applied",
                 tenant=change.realm,
+                downstream=change.downstream,
                 user_id=change.user_id,
                 event_id=change.event_id,
                 result=verdict.result,
@@ -417,8 +422,14 @@ class ApplyStage(ConsumerRebalanceListener):
     async def _set_aside(self, work: Work, verdict: SetAside) -> None:
         """Park (the user is held: its later changes queue behind, until a replay) or dead-letter."""
         letter = set_aside(work.record, verdict.reason, verdict.error, tenant=verdict.realm, headers=verdict.headers)
-        where = {"tenant": verdict.realm, "partition": work.record.partition, "offset": work.record.offset}
-        self._metrics.changes.labels(verdict.realm, verdict.outcome).inc()
+        realm, downstream = labels(verdict.realm)
+        where = {
+            "tenant": realm,
+            "downstream": downstream,
+            "partition": work.record.partition,
+            "offset": work.record.offset,
+        }
+        self._metrics.changes.labels(realm, downstream, verdict.outcome).inc()
         if verdict.park:
             await self._write_aside(self._settings.parking_topic, letter)
             if is_group_key(verdict.key):
@@ -429,7 +440,7 @@ class ApplyStage(ConsumerRebalanceListener):
                 state = self._states.get(verdict.key)
                 if state.parked is None:
                     await self._states.save(verdict.key, work.record.partition, replace(state, parked=verdict.reason))
-            self._metrics.parked.labels(verdict.realm, verdict.reason).inc()
+            self._metrics.parked.labels(realm, downstream, verdict.reason).inc()
             log.warning(
                 "change.parked", reason=verdict.reason, error=str(verdict.error)[:300], key=verdict.key, **where
             )
@@ -437,7 +448,7 @@ class ApplyStage(ConsumerRebalanceListener):
         await self._write_aside(self._settings.dead_letter_topic, letter)
         self._metrics.dead_letters.labels(verdict.reason).inc()
         if verdict.reason == "conflict":
-            self._metrics.conflicts.labels(verdict.realm).inc()
+            self._metrics.conflicts.labels(realm, downstream).inc()
         log.error(
             "change.dead_lettered",
             reason=verdict.reason,

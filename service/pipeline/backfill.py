@@ -35,6 +35,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import structlog
 
 from service.domain.changes import UserChange, user_attributes_of
+from service.domain.downstreams import DEFAULT, split_tenant_key, tenant_key
 from service.domain.groups import GroupChange
 from service.domain.mapping import DEFAULT_MAPPING, AttributeMapping, is_custom
 from service.domain.sighting import DownstreamIndex
@@ -46,19 +47,20 @@ from service.pipeline.ports import DownstreamSnapshots, Producer, RealmListing
 from service.retry import RetryPolicy
 from service.tenants.models import Tenant
 
-log = structlog.get_logger(__name__)
+_log = structlog.get_logger(__name__)
 PAGE_SIZE = 500
 READ_AHEAD_PAGES = 2  # Keycloak pages fetched ahead of the one being published (bounded memory)
 T = TypeVar("T")
 
 
 class TenantLookup(Protocol):
-    def get(self, realm: str) -> Tenant | None: ...  # raises TenantUnreadable for a record it cannot read
+    def get(self, key: str) -> Tenant | None: ...  # by tenant key; raises TenantUnreadable for a record it cannot read
 
 
 @dataclass
 class BackfillProgress:
     realm: str
+    downstream: str = DEFAULT  # which of the realm's downstreams it feeds
     total: int | None = None
     done: int = 0
     skipped: int = 0
@@ -70,10 +72,15 @@ class BackfillProgress:
     started: float = field(default_factory=time.time)
     finished: float | None = None
 
+    @property
+    def key(self) -> str:
+        return tenant_key(self.realm, self.downstream)
+
     def public(self) -> dict[str, Any]:
         elapsed = (self.finished or time.time()) - self.started
         return {
             "realm": self.realm,
+            "downstream": self.downstream,
             "state": self.state,
             "done": self.done,
             "total": self.total,
@@ -88,7 +95,7 @@ class BackfillProgress:
 
 
 class Backfills:
-    """One backfill per realm at a time, run in the background; progress kept for the API."""
+    """One backfill per downstream (tenant key) at a time, run in the background; progress kept for the API."""
 
     def __init__(
         self,
@@ -113,17 +120,17 @@ class Backfills:
         self._progress: dict[str, BackfillProgress] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def get(self, realm: str) -> BackfillProgress | None:
-        return self._progress.get(realm)
+    def get(self, key: str) -> BackfillProgress | None:
+        return self._progress.get(key)
 
-    def start(self, realm: str, *, groups: bool = False) -> BackfillProgress:
-        """Starts a backfill of the realm's users (and with `groups`, its groups and memberships), or
-        returns the progress of the one running."""
-        running = self._tasks.get(realm)
+    def start(self, key: str, *, groups: bool = False) -> BackfillProgress:
+        """Starts a backfill of the realm's users (and with `groups`, its groups and memberships) to the
+        downstream with tenant key `key`, or returns the progress of the one running."""
+        running = self._tasks.get(key)
         if running is not None and not running.done():
-            return self._progress[realm]
-        progress = self._progress[realm] = BackfillProgress(realm)
-        self._tasks[realm] = asyncio.create_task(self._run(progress, groups), name=f"backfill-{realm}")
+            return self._progress[key]
+        progress = self._progress[key] = BackfillProgress(*split_tenant_key(key))
+        self._tasks[key] = asyncio.create_task(self._run(progress, groups), name=f"backfill-{key}")
         return progress
 
     async def stop(self) -> None:
@@ -135,10 +142,11 @@ class Backfills:
 
     async def _run(self, progress: BackfillProgress, groups: bool) -> None:
         realm = progress.realm
-        log.info("backfill.started", tenant=realm, groups=groups)
+        log = _log.bind(tenant=realm, downstream=progress.downstream)
+        log.info("backfill.started", groups=groups)
         try:
             progress.total = await self._keycloak.count_users(realm)
-            mapping = self._mapping_of(realm)
+            mapping = self._mapping_of(progress.key)
             brief = not any(is_custom(key) for key in mapping.keys)  # a brief user has no `attributes`
             pages = ReadAhead(self._keycloak.iter_user_pages(realm, self._page_size, brief=brief), READ_AHEAD_PAGES)
             try:
@@ -148,7 +156,7 @@ class Backfills:
                         await self._publish(
                             progress, rep, page.read_started_ms, index, whole=not brief, mapping=mapping
                         )
-                    log.info("backfill.progress", tenant=realm, done=progress.done, total=progress.total)
+                    log.info("backfill.progress", done=progress.done, total=progress.total)
             finally:
                 await pages.aclose()
             if groups:
@@ -157,16 +165,16 @@ class Backfills:
             progress.state = "done"
         except Exception as exc:  # reported through the API and the log; a new backfill can be started
             progress.state, progress.error = "failed", str(exc)[:300]
-            log.error("backfill.failed", tenant=realm, error=progress.error, done=progress.done)
+            log.error("backfill.failed", error=progress.error, done=progress.done)
         finally:
             progress.finished = time.time()
-        log.info("backfill.finished", tenant=realm, **progress.public())
+        log.info("backfill.finished", **{k: v for k, v in progress.public().items() if k != "downstream"})
 
-    def _mapping_of(self, realm: str) -> AttributeMapping:
-        """The realm's tenant's attribute mapping: whether users are read whole (it maps a user attribute),
-        and which value the listing's userName is compared with."""
+    def _mapping_of(self, key: str) -> AttributeMapping:
+        """The downstream's attribute mapping (`key`: its tenant key): whether users are read whole (it maps
+        a user attribute), and which value the listing's userName is compared with."""
         try:
-            tenant = self._tenants.get(realm) if self._tenants is not None else None
+            tenant = self._tenants.get(key) if self._tenants is not None else None
         except TenantUnreadable:
             tenant = None
         return tenant.mapping if tenant is not None else DEFAULT_MAPPING
@@ -176,9 +184,9 @@ class Backfills:
         the listing failed or did not add up): the changes then carry no sighting."""
         if self._tenants is None or self._downstream is None:
             return None
-        realm = progress.realm
+        log = _log.bind(tenant=progress.realm, downstream=progress.downstream)
         try:
-            tenant = self._tenants.get(realm)
+            tenant = self._tenants.get(progress.key)
         except TenantUnreadable:
             tenant = None
         if tenant is None:
@@ -186,16 +194,14 @@ class Backfills:
         try:
             snapshot = await self._downstream.snapshot_users(tenant.downstream, retry=self._retry)
         except ScimError as exc:
-            log.warning("backfill.listing.failed", tenant=realm, error=str(exc), hint="each user is looked up")
+            log.warning("backfill.listing.failed", error=str(exc), hint="each user is looked up")
             return None
         if not snapshot.complete:
-            log.warning(
-                "backfill.listing.incomplete", tenant=realm, why=snapshot.why_incomplete, hint="each user is looked up"
-            )
+            log.warning("backfill.listing.incomplete", why=snapshot.why_incomplete, hint="each user is looked up")
             return None
         index = DownstreamIndex(snapshot.accounts)
         progress.downstream_listed = index.size
-        log.info("backfill.listing", tenant=realm, accounts=index.size)
+        log.info("backfill.listing", accounts=index.size)
         return index
 
     async def _publish(
@@ -223,10 +229,11 @@ class Backfills:
             source=ChangeSource.BACKFILL,
             sighting=index.sight(user_id, mapping.user_name(attributes)) if index is not None else None,
             **_user_attributes(rep, whole),
+            downstream=progress.downstream,
         )
         await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
         progress.done += 1
-        self._metrics.backfilled.labels(progress.realm).inc()
+        self._metrics.backfilled.labels(progress.realm, progress.downstream).inc()
 
     async def _publish_groups(self, progress: BackfillProgress) -> None:
         """Every group (an upsert with its name and parent), each followed by its direct memberships."""
@@ -243,11 +250,18 @@ class Backfills:
                     parent=group["parent"],
                     parent_known=True,
                     source=ChangeSource.BACKFILL,
+                    downstream=progress.downstream,
                 )
                 await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
                 progress.groups += 1
                 await self._publish_members(progress, group["id"])
-            log.info("backfill.progress", tenant=realm, groups=progress.groups, memberships=progress.memberships)
+            _log.info(
+                "backfill.progress",
+                tenant=realm,
+                downstream=progress.downstream,
+                groups=progress.groups,
+                memberships=progress.memberships,
+            )
 
     async def _publish_members(self, progress: BackfillProgress, group_id: str) -> None:
         async for page in self._keycloak.iter_group_member_pages(progress.realm, group_id, self._page_size):
@@ -265,6 +279,7 @@ class Backfills:
                     group_id=group_id,
                     member=True,
                     source=ChangeSource.BACKFILL,
+                    downstream=progress.downstream,
                 )
                 await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
                 progress.memberships += 1

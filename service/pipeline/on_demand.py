@@ -29,7 +29,14 @@ async def provision_now(keycloak: UserReader, scim: ScimClient, tenant: Tenant, 
     if rep is None:
         steps.append({"step": "read_keycloak", "found": False})
         change = UserChange(
-            tenant.realm, user_id, "delete", now, "ON_DEMAND", force=True, source=ChangeSource.ON_DEMAND
+            tenant.realm,
+            user_id,
+            "delete",
+            now,
+            "ON_DEMAND",
+            force=True,
+            source=ChangeSource.ON_DEMAND,
+            downstream=tenant.name,
         )
     else:
         attributes = user_attributes(rep)
@@ -45,6 +52,7 @@ async def provision_now(keycloak: UserReader, scim: ScimClient, tenant: Tenant, 
             source=ChangeSource.ON_DEMAND,
             user_attributes=user_attributes_of(rep) or {},
             user_attributes_complete=True,  # the stored user: an attribute it lacks is none
+            downstream=tenant.name,
         )
     plan = plan_change(UserState(), change, tenant.delete_policy, tenant.mapping.keys)
     steps.append({"step": "plan", "action": plan.action, "attributes": sorted(plan.changed), "reason": plan.reason})

@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from service.domain.changes import UserChange
+from service.domain.downstreams import split_tenant_key
 from service.domain.drift import GroupDrift, compare, compare_groups, wanted_members
 from service.domain.groups import GroupChange, GroupDisplay, GroupOptions, selected
 from service.domain.stamps import ChangeSource
@@ -89,7 +90,7 @@ class Reconciler:
         scim_groups = self._scim_groups
         if groups is not None and scim_groups is None:
             raise ValueError("reconciling groups needs a reconciler built with scim_groups")
-        realm = ds.tenant
+        realm, name = split_tenant_key(ds.tenant)
         started = time.monotonic()
         wanted: dict[str, dict[str, Any]] = {}
         read_ms: dict[str, int] = {}  # user id -> when the page that returned it was requested
@@ -111,6 +112,7 @@ class Reconciler:
                     attributes=wanted[user_id],
                     force=True,
                     source=ChangeSource.RECONCILE,
+                    downstream=name,
                 )
                 await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
             await self._producer.flush()
@@ -118,7 +120,7 @@ class Reconciler:
         if groups is not None and scim_groups is not None:
             group_report = await self._groups(ds, groups, scim_groups, downstream, dry_run, remove_extra_members)
         for kind, count in (("missing", len(drift.missing)), ("stale", len(drift.stale)), ("extra", len(drift.extra))):
-            self._metrics.drift.labels(realm, kind).set(count)
+            self._metrics.drift.labels(realm, name, kind).set(count)
         report = {
             "realm": realm,
             "dry_run": dry_run,
@@ -137,10 +139,11 @@ class Reconciler:
             report["groups"] = group_report
         else:
             for kind in GROUP_KINDS:  # groups are off (perhaps since the last run): no figure, not a stale one
-                self._metrics.drift.remove(realm, kind)
+                self._metrics.drift.remove(realm, name, kind)
         log.info(
             "reconcile.finished",
             tenant=realm,
+            downstream=name,
             dry_run=dry_run,
             missing=len(drift.missing),
             stale=len(drift.stale),
@@ -159,7 +162,7 @@ class Reconciler:
         remove_extra_members: bool,
     ) -> dict[str, Any]:
         """Group and membership drift, the fixes queued unless `dry_run`, and the report's `groups` part."""
-        realm = ds.tenant
+        realm, name = split_tenant_key(ds.tenant)
         read = await self._read_groups(realm, options)
         names = {
             gid: (g["path"] if options.display == GroupDisplay.PATH else g["name"]) or ""
@@ -177,7 +180,7 @@ class Reconciler:
         drift = compare_groups(names, {gid: members[gid] for gid in names}, found, user_ids)
         prune = drift.members_extra if remove_extra_members else {}
         group_fixes, membership_fixes = (
-            (0, 0) if dry_run else await self._fix_groups(realm, read, drift, options, prune)
+            (0, 0) if dry_run else await self._fix_groups(realm, name, read, drift, options, prune)
         )
         figures = {
             "groups_missing": len(drift.missing),
@@ -187,8 +190,8 @@ class Reconciler:
             "members_extra": drift.members_extra_count,
         }
         for kind, count in figures.items():
-            self._metrics.drift.labels(realm, kind).set(count)
-        log.info("reconcile.groups", tenant=realm, dry_run=dry_run, **figures)
+            self._metrics.drift.labels(realm, name, kind).set(count)
+        log.info("reconcile.groups", tenant=realm, downstream=name, dry_run=dry_run, **figures)
         return {
             "keycloak_groups": len(names),
             "downstream_groups": len(found),
@@ -237,6 +240,7 @@ class Reconciler:
     async def _fix_groups(
         self,
         realm: str,
+        name: str,
         read: RealmGroups,
         drift: GroupDrift,
         options: GroupOptions,
@@ -261,6 +265,7 @@ class Reconciler:
                 force=True,
                 source=ChangeSource.RECONCILE,
                 prune=tuple(prune.get(gid, ())),
+                downstream=name,
             )
             await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
         memberships: dict[tuple[str, str], int] = {}  # (user, group it is a direct member of) -> read time
@@ -283,6 +288,7 @@ class Reconciler:
                 group_id=holder,
                 member=True,
                 source=ChangeSource.RECONCILE,
+                downstream=name,
             )
             await self._producer.send(self._topic, key=membership.key.encode(), value=membership.to_json())
         await self._producer.flush()

@@ -3,8 +3,11 @@
 The plugin writes null keys, so one user's events are spread over all source partitions. This stage
 parses each record and re-publishes the normalized change keyed `<realm>/<user id>` (Kafka Streams'
 repartition idea), in a transaction together with the input offsets: a crash either publishes a
-batch and commits its offsets, or neither. Poison records go to the dead-letter topic in the same
-transaction; events that need nothing downstream are counted and skipped.
+batch and commits its offsets, or neither. A realm with several downstreams gets one change per
+downstream, each keyed for its downstream (service.domain.downstreams), so a downstream that is slow or
+down holds only its own lanes; the names come from following the tenants topic (downstream_names).
+Poison records go to the dead-letter topic in the same transaction; events that need nothing
+downstream are counted and skipped.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord
 
 from service.domain.changes import Skip, change_from_event, clamp_future
+from service.domain.downstreams import fan_out
 from service.domain.keycloak import parse_record
 from service.errors import PoisonRecord
 from service.kafka_assignor import partition_assignors
 from service.kafka_partitioner import CachedPartitioner
 from service.kafka_protocol import leave_static_group
 from service.metrics import Metrics
+from service.pipeline.downstream_names import DownstreamFollower
 from service.pipeline.rewind import rewind_to_committed
 from service.pipeline.set_aside import set_aside
 from service.settings import Settings
@@ -73,10 +78,12 @@ class RekeyStage(ConsumerRebalanceListener):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._downstreams = DownstreamFollower(settings)
         self._publishing: asyncio.Future[None] | None = None  # the batch whose transaction is open
         self.assigned = asyncio.Event()
 
     async def start(self) -> None:
+        await self._downstreams.start()  # before the first event: each must find its realm's downstreams
         options = self._settings.kafka_client_options()
         # Stable per instance: a restarted process fences its predecessor's open transaction at once; the
         # short timeout bounds the wait when an instance does not come back (a batch commits in well under a second).
@@ -125,6 +132,7 @@ class RekeyStage(ConsumerRebalanceListener):
                 await self._consumer.stop()
             if self._producer:
                 await self._producer.stop()
+        await self._downstreams.stop()
         log.info("rekey.stopped")
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -217,7 +225,8 @@ class RekeyStage(ConsumerRebalanceListener):
                 hint="a Keycloak node's clock is ahead; check its NTP",
                 **ctx,
             )
-        await self._producer.send(self._settings.changes_topic, key=result.key.encode(), value=result.to_json())
+        for change in fan_out(result, self._downstreams.index.names(result.realm)):
+            await self._producer.send(self._settings.changes_topic, key=change.key.encode(), value=change.to_json())
         self._count(label, "forwarded")
         log.debug(
             "event.forwarded",

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from service.domain.downstreams import labels
 from service.errors import ScimError, ScimRejected, ScimTransient
 from service.jsonhttp import NOT_JSON, JsonHttp, TransportFailure
 from service.metrics import Metrics
@@ -104,19 +105,19 @@ class Authenticator:
         try:
             answer = await self._http.request("POST", credentials.token_url, headers=headers, form=form)
         except TransportFailure as exc:
-            self._metrics.downstream_tokens.labels(tenant, "failed").inc()
+            self._metrics.downstream_tokens.labels(*labels(tenant), "failed").inc()
             if exc.kind == "unreachable":
                 raise ScimTransient(None, "POST", TOKEN_PATH, detail=exc.detail) from exc
             raise ScimRejected(None, "POST", TOKEN_PATH, detail=exc.detail, reason=exc.kind) from exc
         try:
             token, lifetime = _token_of(answer.status, answer.doc, answer.header("Retry-After"))
         except ScimTransient:
-            self._metrics.downstream_tokens.labels(tenant, "failed").inc()
+            self._metrics.downstream_tokens.labels(*labels(tenant), "failed").inc()
             raise
         except ScimError:
-            self._metrics.downstream_tokens.labels(tenant, "refused").inc()
+            self._metrics.downstream_tokens.labels(*labels(tenant), "refused").inc()
             raise
-        self._metrics.downstream_tokens.labels(tenant, "fetched").inc()
+        self._metrics.downstream_tokens.labels(*labels(tenant), "fetched").inc()
         return token, lifetime
 
 

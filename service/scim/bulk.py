@@ -33,6 +33,7 @@ import structlog
 
 from service.domain import bulk, scim
 from service.domain.capabilities import UserWrites
+from service.domain.downstreams import labels
 from service.errors import ScimError, ScimRejected, ScimTransient
 from service.metrics import Metrics
 from service.scim.client import ScimClient, checked_id
@@ -260,7 +261,7 @@ class BulkPort:
         await asyncio.gather(*(self._alone(batch.ds, item) for item in batch.pending))
 
     def _count(self, ds: Downstream, outcome: str, n: int) -> None:
-        self._metrics.bulk_operations.labels(ds.tenant, outcome).inc(n)
+        self._metrics.bulk_operations.labels(*labels(ds.tenant), outcome).inc(n)
 
 
 def _key(ds: Downstream) -> _Key:

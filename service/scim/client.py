@@ -20,6 +20,7 @@ import structlog
 
 from service.domain import capabilities as caps
 from service.domain import scim
+from service.domain.downstreams import labels
 from service.domain.sighting import Account, account_of
 from service.errors import ScimError, ScimRejected, ScimTransient
 from service.jsonhttp import JsonHttp
@@ -226,7 +227,7 @@ class ScimClient:
             if answer.honoured:
                 return self._found(ds, answer.match)
             known.lookups = "scan"
-            self._metrics.lookup_scans.labels(ds.tenant).set(1)
+            self._metrics.lookup_scans.labels(*labels(ds.tenant)).set(1)
             log.warning(
                 "scim.filter.not_honoured", tenant=ds.tenant, attribute=attribute, hint="lookups list every account"
             )
@@ -470,7 +471,7 @@ class ScimClient:
             if answer.honoured:
                 return answer.match
             known.lookups = "scan"
-            self._metrics.lookup_scans.labels(ds.tenant).set(1)
+            self._metrics.lookup_scans.labels(*labels(ds.tenant)).set(1)
             log.warning(
                 "scim.filter.not_honoured",
                 tenant=ds.tenant,
@@ -519,7 +520,7 @@ class ScimClient:
         with `capabilities`; a config that cannot be read: filter, and verify every answer)."""
         config = await self.capabilities(ds)
         mode: LookupMode = "scan" if scim.filter_supported(config) is False else "filter"
-        self._metrics.lookup_scans.labels(ds.tenant).set(1 if mode == "scan" else 0)
+        self._metrics.lookup_scans.labels(*labels(ds.tenant)).set(1 if mode == "scan" else 0)
         if mode == "scan":
             log.warning("scim.filter.unsupported", tenant=ds.tenant, hint="lookups list every account")
         return mode

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from service.domain import scim
 from service.domain.capabilities import NO_OVERRIDES, Overrides
+from service.domain.downstreams import labels
 from service.domain.mapping import DEFAULT_MAPPING, AttributeMapping
 from service.errors import CircuitOpen, ScimConflict, ScimError, ScimNotFound, ScimRejected, ScimTransient
 from service.jsonhttp import NOT_JSON, Answer, JsonHttp, TransportFailure
@@ -186,7 +187,7 @@ class HttpTransport:
         key = (tenant, method, status_class)
         series = self._counted.get(key)
         if series is None:
-            series = self._counted[key] = self._metrics.scim_requests.labels(tenant, method, status_class)
+            series = self._counted[key] = self._metrics.scim_requests.labels(*labels(tenant), method, status_class)
         return series
 
     def _timed_series(self, method: str) -> Any:
@@ -282,7 +283,7 @@ class GatedTransport:
         """Forget a disabled tenant's gate and its breaker-state series."""
         self._gates.pop(tenant, None)
         with contextlib.suppress(KeyError):
-            self._metrics.breaker_state.remove(tenant)
+            self._metrics.breaker_state.remove(*labels(tenant))
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         return {tenant: gate.breaker for tenant, gate in self._gates.items()}
@@ -291,7 +292,7 @@ class GatedTransport:
         """Report the state of the tenant's current gate only: a request that ends after a reset or a
         drop must not bring back the old breaker's state (or the series of a disabled tenant)."""
         if gate.reported is not state and self._gates.get(tenant) is gate:  # set on a change only
-            self._metrics.breaker_state.labels(tenant).set(int(state))
+            self._metrics.breaker_state.labels(*labels(tenant)).set(int(state))
             gate.reported = state
 
 

@@ -1,4 +1,5 @@
-"""A tenant = a Keycloak realm whose users are provisioned to one SCIM downstream."""
+"""A tenant = one SCIM downstream a Keycloak realm's users are provisioned to: (realm, name), the name
+`default` for the one a realm always had (service.domain.downstreams)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, Literal
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from service.domain.capabilities import NO_OVERRIDES, Overrides, overrides_of
+from service.domain.downstreams import DEFAULT, split_tenant_key, tenant_key
 from service.domain.groups import GroupDisplay, GroupOptions
 from service.domain.mapping import DEFAULT_MAPPING, AttributeMapping, parse_mapping
 from service.domain.plan import DeletePolicy
@@ -61,6 +63,12 @@ class Tenant:
     user_lookup: UserLookup = "externalId"  # the preset's, unless the enable said otherwise
     capabilities: Overrides = NO_OVERRIDES  # what the downstream supports, over what it announces
     mapping: AttributeMapping = DEFAULT_MAPPING  # which Keycloak value each SCIM attribute holds
+    name: str = DEFAULT  # which of the realm's downstreams
+
+    @property
+    def key(self) -> str:
+        """The downstream's identity as one string: what breakers, gates, parking and state are keyed by."""
+        return tenant_key(self.realm, self.name)
 
     @property
     def group_options(self) -> GroupOptions:
@@ -76,7 +84,7 @@ class Tenant:
     @property
     def downstream(self) -> Downstream:
         return Downstream(
-            self.realm,
+            self.key,
             self.base_url,
             self.token,
             self.max_concurrency,
@@ -93,6 +101,7 @@ class Tenant:
         """What the API and CLI may show: never the token."""
         return {
             "realm": self.realm,
+            "name": self.name,
             "status": self.status,
             "base_url": self.base_url,
             "delete_policy": str(self.delete_policy),
@@ -207,6 +216,7 @@ def encode_tenant(tenant: Tenant, cipher: TokenCipher) -> bytes:
     return json.dumps(
         {
             "realm": tenant.realm,
+            "name": tenant.name,
             "base_url": tenant.base_url,
             **secret,
             "delete_policy": str(tenant.delete_policy),
@@ -246,8 +256,8 @@ def _decode_auth(doc: dict[str, Any], secret: str) -> SecretCredentials:
 
 
 def decode_tenant(raw: bytes, cipher: TokenCipher, realm: str) -> Tenant:
-    """The tenant stored under `realm`; TenantUnreadable (naming the fix, never the token) when the record
-    is malformed or none of the keys decrypts its token."""
+    """The tenant stored under the key `realm` (its tenant key: service.domain.downstreams); TenantUnreadable
+    (naming the fix, never the token) when the record is malformed or none of the keys decrypts its token."""
     doc = _document(raw, realm)
     try:
         blob = doc["auth"]["secret_encrypted"] if "auth" in doc else doc["token_encrypted"]
@@ -283,6 +293,7 @@ def decode_tenant(raw: bytes, cipher: TokenCipher, realm: str) -> Tenant:
             bulk="off" if doc.get("bulk") == "off" else "auto",
             capabilities=overrides_of(doc.get("capabilities")),
             mapping=parse_mapping(doc["mapping"]) if "mapping" in doc else DEFAULT_MAPPING,
+            name=split_tenant_key(realm)[1],  # the record key says which: a record cannot move itself
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise _malformed(realm, exc) from exc

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.api.tenants import Circuit, Downstreams, HeldRecords, KeycloakAccess, TenantRecords
+from service.domain.downstreams import split_tenant_key
 from service.domain.groups import GroupOptions
 from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.realm_check import RealmWarning, WarningCode
@@ -34,7 +35,7 @@ class FakeRecords:
         return self.tenants.get(realm)
 
     def all(self) -> list[Tenant]:
-        return sorted(self.tenants.values(), key=lambda t: t.realm)
+        return sorted(self.tenants.values(), key=lambda t: (t.realm, t.name))
 
     def unreadable(self) -> list[TenantUnreadable]:
         return [self.broken[realm] for realm in sorted(self.broken)]
@@ -47,9 +48,9 @@ class FakeRecords:
 
     async def put(self, tenant: Tenant) -> None:
         self.writes.append(tenant)
-        self.tenants[tenant.realm] = tenant
-        self.broken.pop(tenant.realm, None)
-        self.generations[tenant.realm] = tenant.generation
+        self.tenants[tenant.key] = tenant
+        self.broken.pop(tenant.key, None)
+        self.generations[tenant.key] = tenant.generation
 
     async def remove(self, realm: str) -> None:
         self.tenants.pop(realm, None)
@@ -109,7 +110,7 @@ class FakeKeycloak:
         return list(self.warnings)
 
     def start_backfill(self, realm: str, *, groups: bool = False) -> BackfillProgress:
-        progress = self.backfills[realm] = BackfillProgress(realm)
+        progress = self.backfills[realm] = BackfillProgress(*split_tenant_key(realm))
         return progress
 
     def backfill(self, realm: str) -> BackfillProgress | None:

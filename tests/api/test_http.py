@@ -180,3 +180,35 @@ def test_every_api_error_has_a_status() -> None:
     """Each error the service objects raise has its status in the one table (else it would answer 500)."""
     kinds = set(ApiError.__subclasses__())
     assert kinds == set(STATUS_OF)
+
+
+async def test_a_realm_holds_several_downstreams_each_managed_on_its_own(api: Api) -> None:
+    """PUT /tenants/acme/downstreams/crm enables a second app of the realm next to the one of
+    PUT /tenants/acme (named default): each is validated and stored under its own key, shown and listed
+    with its name, never with its token; disabling one leaves the other."""
+    request = {"base_url": "https://x.example/scim", "token": TOKEN}
+    assert (await api.call("PUT", "/tenants/acme", request))[0] == 201
+    status, crm = await api.call("PUT", "/tenants/acme/downstreams/crm", {**request, "base_url": "https://crm.example"})
+    assert (status, crm["realm"], crm["downstream"], crm["base_url"]) == (201, "acme", "crm", "https://crm.example")
+    assert [d.tenant for d in api.downstreams.validated] == ["acme", "acme/crm"]
+    status, listed = await api.call("GET", "/tenants/acme/downstreams")
+    assert (status, [d["downstream"] for d in listed["downstreams"]]) == (200, ["crm", "default"])
+    assert (await api.call("GET", "/tenants/acme/downstreams/default"))[1]["base_url"] == "https://x.example/scim"
+    assert TOKEN not in json.dumps([crm, listed])
+    assert await api.call("DELETE", "/tenants/acme/downstreams/crm") == (
+        200,
+        {"realm": "acme", "downstream": "crm", "status": "disabled"},
+    )
+    assert (await api.call("GET", "/tenants/acme/downstreams/crm"))[0] == 404
+    assert (await api.call("GET", "/tenants/acme"))[1]["downstream"] == "default"
+
+
+async def test_a_downstream_name_that_does_not_match_the_pattern_answers_400(api: Api) -> None:
+    """Upper case, a leading dash, over 40 characters: 400 naming the pattern, before any validation."""
+    for name in ("CRM", "-crm", "x" * 41):
+        status, body = await api.call(
+            "PUT", f"/tenants/acme/downstreams/{name}", {"base_url": "https://x", "token": "t"}
+        )
+        assert (status, is_problem(body, "invalid_request")) == (400, True), name
+        assert "[a-z0-9]" in body["detail"]
+    assert api.downstreams.validated == []

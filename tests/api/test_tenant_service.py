@@ -296,3 +296,28 @@ async def test_group_settings_are_stored_as_asked() -> None:
 def test_a_group_pattern_that_does_not_compile_is_refused() -> None:
     with pytest.raises(ValueError, match="regular expression"):
         enable_request(groups=True, group_pattern="([")
+
+
+async def test_a_named_downstream_is_a_tenant_of_its_own() -> None:
+    """Enabling `acme/crm` validates and stores a tenant named crm under its own key (the realm's default
+    untouched), starts its own backfill, lists it under the realm; parked records, links and a disable
+    address that downstream only."""
+    world = World(keycloak=FakeKeycloak())
+    world.records.tenants["acme"] = stored()
+    service = world.service()
+    enabled = await service.enable("acme/crm", enable_request(base_url="https://crm.example", backfill=True))
+    assert (enabled.created, enabled.tenant.realm, enabled.tenant.downstream) == (True, "acme", "crm")
+    assert enabled.tenant.backfill is not None
+    assert (enabled.tenant.backfill.realm, enabled.tenant.backfill.downstream) == ("acme", "crm")
+    [crm] = world.records.writes
+    assert (crm.realm, crm.name, crm.key, crm.downstream.tenant) == ("acme", "crm", "acme/crm", "acme/crm")
+    assert world.records.tenants["acme"] == stored()
+    assert [d.downstream for d in service.downstreams("acme").downstreams] == ["crm", "default"]
+    assert service.downstreams("other").downstreams == []
+    await service.parked("acme/crm")
+    assert world.parked.listed == ["acme/crm"]
+    await service.link("acme/crm", "u-1", LinkUser(downstream_id="ds-1"))
+    assert world.links.queued == [("acme/crm", "u-1", "ds-1")]
+    disabled = await service.disable("acme/crm")
+    assert (disabled.realm, disabled.downstream) == ("acme", "crm")
+    assert list(world.records.tenants) == ["acme"]

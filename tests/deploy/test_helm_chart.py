@@ -870,7 +870,7 @@ def test_prometheus_rules(chart: helm_python.Chart) -> None:
     assert set(alerts) == CORE_ALERTS | KAFKA_EXPORTER_ALERTS | {"Custom"}
     failing = alerts["OutboundScimTenantFailing"]
     assert 'outcome=~"rejected|unauthorized|failed|conflict"' in failing["expr"]
-    assert failing["expr"].startswith("sum by (tenant) (rate(outbound_scim_changes_total{")
+    assert failing["expr"].startswith("sum by (tenant, downstream) (rate(outbound_scim_changes_total{")
     assert failing["expr"].endswith("> 0")
     assert failing["for"] == "10m"
     assert alerts["OutboundScimTenantUnauthorized"]["expr"].endswith(

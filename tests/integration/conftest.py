@@ -72,6 +72,9 @@ class Pipeline:
         return user
 
     def counter(self, name: str, **labels: str) -> float:
+        """A sample's value (0 when absent); a `tenant` label alone means the realm's default downstream."""
+        if "tenant" in labels:
+            labels.setdefault("downstream", "default")
         value = self.service.metrics.registry.get_sample_value(name, labels)
         return value or 0.0
 

@@ -105,7 +105,12 @@ async def test_non_user_events_and_unknown_realms_are_skipped_and_counted(pipeli
     await pipeline.admin(ev.create_user(realm, "real", "real"), partitions=1)
     await pipeline.wait_user(realm, "real", userName="real")
     assert await pipeline.counted("outbound_scim_events_total", type="other", outcome="not_a_user_resource") == 1
-    assert pipeline.counter("outbound_scim_changes_total", tenant="unknown", outcome="skipped_no_tenant") == 1
+    assert (
+        pipeline.counter(
+            "outbound_scim_changes_total", tenant="unknown", downstream="unknown", outcome="skipped_no_tenant"
+        )
+        == 1
+    )
 
 
 async def test_odd_user_ids_are_provisioned(pipeline: Pipeline) -> None:

@@ -229,7 +229,7 @@ async def test_refused_token_parks_then_rotation_replays_in_order(kafka_bootstra
         assert "unauthorized" in reasons
         assert reasons <= {"unauthorized", "behind_parked"}  # later changes of a parked user queue behind it
         metrics_text = (await api.call("GET", "/metrics"))[1]
-        assert f'outbound_scim_tenant_unauthorized{{tenant="{realm}"}} 1.0' in metrics_text
+        assert f'outbound_scim_tenant_unauthorized{{downstream="default",tenant="{realm}"}} 1.0' in metrics_text
 
         status, body = await api.enable(realm, base, new_token)
         answers.append(body)

@@ -96,7 +96,12 @@ async def test_disable_stops_propagation(pipeline: Pipeline) -> None:
     await pipeline.admin(ev.create_user(realm, "after", "after"), ev.update_user(realm, "before", enabled=False))
 
     async def skipped() -> bool:
-        return pipeline.counter("outbound_scim_changes_total", tenant="unknown", outcome="skipped_no_tenant") >= 2
+        return (
+            pipeline.counter(
+                "outbound_scim_changes_total", tenant="unknown", downstream="unknown", outcome="skipped_no_tenant"
+            )
+            >= 2
+        )
 
     await wait_until(skipped, what="two events skipped for the disabled realm")
     users = await pipeline.users(realm)
@@ -117,7 +122,7 @@ async def test_rotation_gives_a_fresh_gate_and_disable_drops_it(pipeline: Pipeli
     status, body = await pipeline.api.enable(realm, base, SCIM_TOKEN)
     assert status == 200, body
     assert scim.breakers()[realm] is not before
-    series = {"tenant": realm}
+    series = {"tenant": realm, "downstream": "default"}
     assert pipeline.service.metrics.registry.get_sample_value("outbound_scim_circuit_state", series) == 0
     assert (await pipeline.api.call("DELETE", f"/tenants/{realm}"))[0] == 200
     assert realm not in scim.breakers()

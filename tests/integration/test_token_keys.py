@@ -115,7 +115,16 @@ async def test_a_record_under_a_missing_key_parks_its_changes_until_the_key_is_b
         await wait_until(parked, what="the change parked")
         [held] = (await api.call("GET", f"/tenants/{realm}/parked"))[1]["parked"]
         assert (held["reason"], held["user_id"]) == ("tenant_unreadable", "u1")
-        assert sample(service, "outbound_scim_changes_total", tenant="unknown", outcome="skipped_no_tenant") is None
+        assert (
+            sample(
+                service,
+                "outbound_scim_changes_total",
+                tenant="unknown",
+                downstream="unknown",
+                outcome="skipped_no_tenant",
+            )
+            is None
+        )
         assert await downstream_users(bases[realm], SCIM_TOKEN) == []
         assert not service.is_ready()
 

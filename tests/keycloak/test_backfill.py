@@ -129,7 +129,10 @@ async def counting(scim_server: ScimServer) -> AsyncIterator[CountingProxy]:
 def changes(service: Service, realm: str, *outcomes: str) -> float:
     registry = service.metrics.registry
     return sum(
-        registry.get_sample_value("outbound_scim_changes_total", {"tenant": realm, "outcome": o}) or 0.0
+        registry.get_sample_value(
+            "outbound_scim_changes_total", {"tenant": realm, "downstream": "default", "outcome": o}
+        )
+        or 0.0
         for o in outcomes
     )
 
@@ -146,8 +149,8 @@ async def backfill_through(service: Service, realm: str, base: str, bulk: str) -
         _, progress = await api.call("GET", f"/tenants/{realm}/backfill")
         return (
             bool(progress["state"] != "running")
-            and service.metrics.changes.labels(realm, "created")._value.get()
-            + (service.metrics.changes.labels(realm, "conflict")._value.get())
+            and service.metrics.changes.labels(realm, "default", "created")._value.get()
+            + (service.metrics.changes.labels(realm, "default", "conflict")._value.get())
             >= USERS
         )
 

@@ -115,6 +115,9 @@ class Suite:
         await self.publisher.send_all(self.settings.admin_events_topic, events)
 
     def counter(self, name: str, **labels: str) -> float:
+        """A metric's value; a `tenant` label alone means the realm's `default` downstream app."""
+        if "tenant" in labels:
+            labels.setdefault("downstream", "default")
         return self.service.metrics.registry.get_sample_value(name, labels) or 0.0
 
 

@@ -196,6 +196,8 @@ async def test_periodic_reconciliation_repairs_drift_by_itself(
 
     await wait_until(recreated, timeout=60, what="the periodic reconciliation re-created alice")
     assert (
-        service.metrics.registry.get_sample_value("outbound_scim_drift_users", {"tenant": realm, "kind": "missing"})
+        service.metrics.registry.get_sample_value(
+            "outbound_scim_drift_users", {"tenant": realm, "downstream": "default", "kind": "missing"}
+        )
         is not None
     )

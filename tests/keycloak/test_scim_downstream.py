@@ -26,9 +26,19 @@ import pytest
 
 from devkit.keycloak import ScimDownstreamRealm
 from service.app import Service
+from tests.conftest import SCIM_TOKEN
+from tests.faults import FaultProxy
 from tests.keycloak.conftest import RealKeycloak
 from tests.keycloak.setup_realm import MasterAdmin
-from tests.support import Api, make_settings, running_service, wait_until
+from tests.support import (
+    Api,
+    ScimServer,
+    by_external_id,
+    downstream_users,
+    make_settings,
+    running_service,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +114,12 @@ class KeycloakDownstream:
         return user
 
     def metric(self, name: str, **labels: str) -> float:
-        return self.service.metrics.registry.get_sample_value(name, {"tenant": self.source, **labels}) or 0.0
+        return (
+            self.service.metrics.registry.get_sample_value(
+                name, {"tenant": self.source, "downstream": "default", **labels}
+            )
+            or 0.0
+        )
 
     async def tenant_status(self) -> str:
         status, body = await self.api.call("GET", f"/tenants/{self.source}")
@@ -249,3 +264,79 @@ async def test_an_expired_token_loses_no_change(kc: KeycloakDownstream) -> None:
     assert kc.metric("outbound_scim_scim_requests_total", method="PATCH", status_class="4xx") > refused_before
     assert await kc.tenant_status() == "enabled"
     assert (await kc.api.call("GET", f"/tenants/{realm}/parked"))[1] == {"parked": []}
+
+
+async def test_a_realm_reaches_scim2_server_and_keycloak_as_two_downstreams(
+    kc: KeycloakDownstream, scim_server: ScimServer
+) -> None:
+    """The source realm has two downstream apps: `default`, a scim2-server space reached with a bearer token
+    (through a proxy that can take it down), and `keycloak`, the other realm's SCIM API reached over OAuth2
+    with the keycloak preset. Interleaved changes of two users reach both; with scim2-server down, a
+    further change still reaches Keycloak, and scim2-server gets it once it is back; each app's changes
+    are counted under its own `downstream` label."""
+    proxy = await FaultProxy(f"http://127.0.0.1:{scim_server.port}").start()
+    try:
+        space = f"{kc.source}-{uuid.uuid4().hex[:6]}"
+        status, body = await kc.api.enable(kc.source, proxy.base_url(space), SCIM_TOKEN)
+        assert status == 201, body
+        app = {"base_url": kc.target.base_url, "auth": kc.oauth2(), "preset": "keycloak"}
+        status, body = await kc.api.call("PUT", f"/tenants/{kc.source}/downstreams/keycloak", app)
+        assert (status, body["downstream"], body["auth"]["type"]) == (201, "keycloak", "oauth2_client_credentials")
+        admin, realm, scim2 = kc.admin, kc.source, scim_server.base_url(space)
+
+        async def at_scim2(user_id: str, **expected: Any) -> None:
+            async def shown() -> bool:
+                found = by_external_id(await downstream_users(scim2, SCIM_TOKEN)).get(user_id, [])
+                assert len(found) <= 1, found
+                return bool(found) and all(_value(found[0], k) == v for k, v in expected.items())
+
+            await wait_until(shown, timeout=60, what=f"{user_id} at scim2-server with {expected}")
+
+        # stage 1 (a child process) learns of the second app from the tenants topic: a first user that
+        # reaches Keycloak says it has
+        probe = await admin.create_user(
+            realm,
+            {"username": "probe", "firstName": "P", "lastName": "Robe", "email": "probe@example.com", "enabled": True},
+        )
+        await kc.reaches("probe", active=True)
+        await at_scim2(probe, userName="probe")
+
+        ada = await admin.create_user(
+            realm,
+            {
+                "username": "ada",
+                "firstName": "Ada",
+                "lastName": "Lovelace",
+                "email": "ada@example.com",
+                "enabled": True,
+            },
+        )
+        bob = await admin.create_user(
+            realm,
+            {"username": "bob", "firstName": "Bob", "lastName": "Byron", "email": "bob@example.com", "enabled": True},
+        )
+        await admin.ok("PUT", f"/{realm}/users/{ada}", {"lastName": "King"})
+        await admin.ok("PUT", f"/{realm}/users/{bob}", {"enabled": False})
+        await admin.ok("PUT", f"/{realm}/users/{bob}", {"firstName": "Robert"})
+        await kc.reaches("ada", familyName="King", active=True)
+        await kc.reaches("bob", givenName="Robert", active=False)
+        await at_scim2(ada, familyName="King", active=True)
+        await at_scim2(bob, givenName="Robert", active=False)
+
+        proxy.down = True
+        await admin.ok("PUT", f"/{realm}/users/{ada}", {"lastName": "Queen"})
+        await kc.reaches("ada", familyName="Queen", active=True)  # scim2-server is down meanwhile
+        proxy.down = False
+        await at_scim2(ada, familyName="Queen", active=True)
+        for downstream in ("default", "keycloak"):  # every change, once under each app, whatever its outcome
+            counted = sum(
+                sample.value
+                for family in kc.service.metrics.changes.collect()
+                for sample in family.samples
+                if sample.name.endswith("_total")
+                and (sample.labels["tenant"], sample.labels["downstream"]) == (realm, downstream)
+            )
+            assert counted >= 7, downstream  # 3 creates, 4 updates
+        assert kc.metric("outbound_scim_downstream_tokens_total", result="refused") == 0
+    finally:
+        await proxy.stop()

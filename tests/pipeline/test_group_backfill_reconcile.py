@@ -257,7 +257,9 @@ async def reconcile(
 
 
 def drift_gauge(metrics: Metrics, kind: str) -> float | None:
-    return metrics.registry.get_sample_value("outbound_scim_drift_users", {"tenant": "acme", "kind": kind})
+    return metrics.registry.get_sample_value(
+        "outbound_scim_drift_users", {"tenant": "acme", "downstream": "default", "kind": kind}
+    )
 
 
 async def test_dry_run_reports_group_and_membership_drift_and_queues_nothing() -> None:

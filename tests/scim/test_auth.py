@@ -103,7 +103,9 @@ async def scim_client(clock: Clock) -> AsyncIterator[tuple[ScimClient, Metrics]]
 
 def tokens(metrics: Metrics, result: str) -> float:
     return (
-        metrics.registry.get_sample_value("outbound_scim_downstream_tokens_total", {"tenant": "acme", "result": result})
+        metrics.registry.get_sample_value(
+            "outbound_scim_downstream_tokens_total", {"tenant": "acme", "downstream": "default", "result": result}
+        )
         or 0.0
     )
 

@@ -111,7 +111,7 @@ def open_breaker(client: ScimClient, downstream: Downstream) -> CircuitBreaker:
 
 def circuit_series(client: ScimClient) -> float | None:
     registry = client._metrics.registry  # the metrics the client was built with
-    return registry.get_sample_value("outbound_scim_circuit_state", {"tenant": "acme"})
+    return registry.get_sample_value("outbound_scim_circuit_state", {"tenant": "acme", "downstream": "default"})
 
 
 def test_a_newer_generation_starts_a_fresh_gate() -> None:

@@ -104,3 +104,25 @@ def test_generations_keep_growing_across_a_disable() -> None:
     assert (store.last_generation("acme"), store.next_generation("acme")) == (3, 4)
     store.apply_record(b"acme", None)
     assert (store.last_generation("acme"), store.next_generation("acme")) == (None, 4)
+
+
+def test_a_realm_holds_several_downstreams_each_under_its_own_key() -> None:
+    """The store indexes by (realm, name): `get` by tenant key (the realm, or `<realm>/<name>`, the realm
+    also by the internal id any of its records declared), `downstreams` lists one realm's, and disabling
+    one leaves the other."""
+    crm = Tenant("acme", "https://crm.example/v2", "token-2", name="crm")
+    store, updates = store_with(NEW)
+    store.apply_record(b"acme", encode_tenant(ACME, TokenCipher(NEW)))
+    store.apply_record(b"acme/crm", encode_tenant(crm, TokenCipher(NEW)))
+    assert store.get("acme") == ACME
+    assert store.get("acme/crm") == crm
+    assert store.get("id-acme/crm") == crm
+    assert store.get("acme/hr") is None
+    assert [t.name for t in store.downstreams("acme")] == ["crm", "default"]
+    assert [t.key for t in store.all()] == ["acme/crm", "acme"]
+    assert updates[-1].key == "acme/crm"
+    store.apply_record(b"acme", None)
+    assert store.get("acme") is None
+    assert store.get("acme/crm") == crm
+    assert store.last_generation("acme") is None
+    assert store.next_generation("acme") == 4
