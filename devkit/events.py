@@ -57,15 +57,17 @@ def create_user(
     last: str = "Doe",
     email: str | None = None,
     enabled: bool = True,
+    attributes: dict[str, list[str]] | None = None,
     **kw: Any,
 ) -> dict[str, Any]:
+    """A CREATE as the admin console sends it; `attributes` are the user attributes (a map of lists)."""
     rep = {
         "username": username,
         "firstName": first,
         "lastName": last,
         "email": email or f"{username}@example.com",
         "emailVerified": False,
-        "attributes": {"department": ["Engineering"]},
+        "attributes": {"department": ["Engineering"]} if attributes is None else attributes,
         "enabled": enabled,
         "requiredActions": [],
         "groups": ["/staff"],

@@ -27,6 +27,7 @@ import pytest
 from devkit.keycloak import ScimDownstreamRealm
 from service.app import Service
 from service.domain import scim
+from service.domain.mapping import ENTERPRISE_USER
 from service.settings import Settings
 from tests import events as ev
 from tests.conftest import SCIM_TOKEN
@@ -41,15 +42,17 @@ SERVERS = ("scim2-server", "keycloak", "django-scim2")
 OAUTH2_SERVERS = ("keycloak",)  # the servers reached with OAuth2 client credentials: the only tokens that expire
 TOKEN_LIFESPAN = 15  # seconds: the Keycloak downstream client's access tokens
 BOUND = 30.0  # seconds for a change to show downstream
+ENTERPRISE_ATTRIBUTES = ("employeeNumber", "department", "organization", "manager")
 
-# Mapping of an enterprise attribute: the cases this suite is to run against each of SERVERS once
-# per-downstream attribute mapping exists (another change builds it). Each: (Keycloak user attribute,
-# SCIM attribute path); the test below is their placeholder.
-ENTERPRISE_MAPPING_CASES = [
-    ("employeeNumber", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber"),
-    ("department", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"),
-    ("organization", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:organization"),
-    ("manager", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value"),
+E = ENTERPRISE_USER
+# Keycloak user attributes mapped to the enterprise extension, with the built-in four (the list is the
+# tenant's whole mapping). `manager` is sent as {"value": ...}.
+ENTERPRISE_MAPPING = [
+    {"source": "username", "target": "userName"},
+    {"source": "email", "target": "emails"},
+    {"source": "firstName", "target": "name.givenName"},
+    {"source": "lastName", "target": "name.familyName"},
+    *({"source": f"attributes.{name}", "target": f"{E}:{name}"} for name in ENTERPRISE_ATTRIBUTES),
 ]
 
 
@@ -65,6 +68,7 @@ class Downstream:
     http: aiohttp.ClientSession
     answers_external_id: bool = True  # whether reads answer the externalId a create stored
     admin_members: Callable[[str], Awaitable[list[str]]] | None = None  # members by the app's own API
+    lacks_enterprise: str | None = None  # why an enable mapping to the enterprise extension is refused
 
     async def request(self, method: str, path: str, body: Any = None, **params: str) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {await self.bearer()}"}
@@ -203,7 +207,9 @@ def downstream(request: pytest.FixtureRequest, http: aiohttp.ClientSession) -> D
             return django.token
 
         auth = {"type": "bearer", "token": django.token}
-        return Downstream(name, django.scim_url, auth, "django-scim2", django_token, http)
+        # django-scim2 0.23's /Schemas lists the enterprise schema, its User resource type no extension.
+        lacks = f"the downstream's User resource type has no extension {E}"
+        return Downstream(name, django.scim_url, auth, "django-scim2", django_token, http, lacks_enterprise=lacks)
     target: ScimDownstreamRealm = request.getfixturevalue("keycloak_target")
     admin: MasterAdmin = request.getfixturevalue("keycloak_admin")
 
@@ -222,8 +228,17 @@ def downstream(request: pytest.FixtureRequest, http: aiohttp.ClientSession) -> D
         """The group's members as the downstream realm's Admin API lists them (by SCIM id)."""
         return [str(u["id"]) for u in await admin.ok("GET", f"/{target.realm}/groups/{group_id}/members")]
 
+    # Keycloak 26.7.3's User resource type lists the enterprise extension, its /Schemas not the schema.
     return Downstream(
-        name, target.base_url, auth, "keycloak", fresh, http, answers_external_id=False, admin_members=members
+        name,
+        target.base_url,
+        auth,
+        "keycloak",
+        fresh,
+        http,
+        answers_external_id=False,
+        admin_members=members,
+        lacks_enterprise=f"the downstream's /Schemas has no schema {E}",
     )
 
 
@@ -422,7 +437,60 @@ async def _status(downstream: Downstream, token: str) -> tuple[int, Any]:
         return r.status, await r.text()
 
 
-@pytest.mark.parametrize(("keycloak_attribute", "scim_path"), ENTERPRISE_MAPPING_CASES)
-def test_mapping_of_an_enterprise_attribute(keycloak_attribute: str, scim_path: str) -> None:
-    """Placeholder: a Keycloak user attribute mapped to the enterprise extension reaches each server."""
-    pytest.skip(f"attribute mapping ({keycloak_attribute} -> {scim_path}) is not built yet: cases to fill in")
+def _enterprise(user: dict[str, Any]) -> dict[str, Any]:
+    """The account's enterprise attributes that hold a value; `manager` as the value it refers to."""
+    shown = {k: v for k, v in (user.get(E) or {}).items() if v not in (None, {}, "")}
+    if isinstance(shown.get("manager"), dict):
+        shown["manager"] = shown["manager"].get("value")
+    return shown
+
+
+async def test_mapping_of_enterprise_attributes(suite: Suite, downstream: Downstream) -> None:
+    """Keycloak user attributes mapped to employeeNumber, department, organization and manager arrive
+    with the create, follow an update, and one the update's attribute map leaves out is removed; read
+    back from the server's own SCIM API. A server whose description lacks the enterprise extension
+    (django-scim2 0.23: not in its User resource type; Keycloak 26.7.3: not in its /Schemas) has the
+    enable answer 400 invalid_mapping naming the first enterprise entry, and nothing is stored: it has
+    nowhere to keep the values. Its users still flow under the same mapping without those entries."""
+    user_id, name = _names("mia")
+    first = {"employeeNumber": ["1001"], "department": ["Sales"], "organization": ["Acme"], "manager": ["m-1"]}
+    if downstream.lacks_enterprise is not None:
+        realm = f"conf-{uuid.uuid4().hex[:8]}"
+        body = {"base_url": downstream.base_url, "auth": downstream.auth, "mapping": ENTERPRISE_MAPPING}
+        status, problem = await suite.api.call("PUT", f"/tenants/{realm}", {**body, "preset": downstream.preset})
+        assert (status, problem["error"]) == (400, "invalid_mapping"), problem
+        assert f"the entry attributes.employeeNumber -> {E}:employeeNumber" in problem["detail"], problem
+        assert downstream.lacks_enterprise in problem["detail"], problem
+        assert (await suite.api.call("GET", f"/tenants/{realm}"))[0] == 404
+        realm, _ = await suite.enabled(downstream, mapping=ENTERPRISE_MAPPING[:4])
+        await suite.send(ev.create_user(realm, user_id, name, "Mia", "Five", attributes=first))
+        user = await reaches(downstream, name, givenName="Mia", familyName="Five", email=f"{name}@example.com")
+        assert _enterprise(user) == {}, user
+        return
+    realm, answer = await suite.enabled(downstream, mapping=ENTERPRISE_MAPPING)
+    assert sorted(answer["mapping"], key=str) == sorted(ENTERPRISE_MAPPING, key=str), answer
+    await suite.send(ev.create_user(realm, user_id, name, "Mia", "Five", attributes=first))
+    created = {"employeeNumber": "1001", "department": "Sales", "organization": "Acme", "manager": "m-1"}
+    await reaches_enterprise(downstream, name, created)
+    later = {"department": ["Ops"], "organization": ["Acme"], "manager": ["m-2"]}  # employeeNumber left out
+    await suite.send(ev.update_user(realm, user_id, attributes=later))
+    user = await reaches_enterprise(downstream, name, {"department": "Ops", "organization": "Acme", "manager": "m-2"})
+    assert E in user["schemas"], user
+    assert _value(user, "familyName") == "Five" and _value(user, "email") == f"{name}@example.com", user
+
+
+async def reaches_enterprise(downstream: Downstream, user_name: str, expected: dict[str, Any]) -> dict[str, Any]:
+    """Waits until the account of `user_name` holds exactly the `expected` enterprise attributes."""
+    seen: dict[str, Any] = {}
+
+    async def shown() -> bool:
+        seen["user"] = user = await downstream.account(user_name)
+        return user is not None and _enterprise(user) == expected
+
+    try:
+        await wait_until(shown, timeout=BOUND, what=f"{user_name} on {downstream.name} with {expected}")
+    except AssertionError:
+        raise AssertionError(
+            f"{downstream.name}: {user_name} expected {expected}, last seen {seen.get('user')}"
+        ) from None
+    return dict(seen["user"])
