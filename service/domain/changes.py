@@ -44,6 +44,9 @@ class UserChange:
     sighting: Sighting | None = None  # a backfill's: what its listing of the downstream saw of the user
     user_attributes: Mapping[str, str | None] = field(default_factory=dict)  # Keycloak's, name -> first value
     user_attributes_complete: bool = False  # `user_attributes` is all the user has: one it omits was removed
+    # reconciliation saw an account downstream carrying this user's id as externalId, and Keycloak has no
+    # such user: the delete policy applies to it only if the state knows the user deleted (plan.orphan_plan)
+    orphan: bool = False
 
     @property
     def key(self) -> str:
@@ -78,6 +81,8 @@ class UserChange:
         if self.user_attributes or self.user_attributes_complete:
             doc["user_attributes"] = dict(self.user_attributes)
             doc["user_attributes_complete"] = self.user_attributes_complete
+        if self.orphan:
+            doc["orphan"] = True
         return compact_json(doc)
 
     @classmethod
@@ -110,6 +115,7 @@ class UserChange:
                 sighting=Sighting.from_doc(doc["sighting"]) if doc.get("sighting") else None,
                 user_attributes={str(k): _text_or_none(v) for k, v in (doc.get("user_attributes") or {}).items()},
                 user_attributes_complete=bool(doc.get("user_attributes_complete", False)),
+                orphan=bool(doc.get("orphan", False)),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PoisonRecord("malformed_change", str(exc)[:200]) from exc
