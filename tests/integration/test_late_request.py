@@ -107,3 +107,25 @@ async def test_a_create_that_lands_after_the_deletion_is_removed_by_the_orphan_c
 
     await wait_until(deleted, timeout=60, what="the orphan check removed the late account")
     assert stranger in by_external_id(await downstream_users(direct, SCIM_TOKEN))
+
+
+async def test_a_create_that_lands_while_the_retry_s_account_exists_is_refused_by_the_user_name(
+    quick: Pipeline, proxy: FaultProxy, scim_server: ScimServer
+) -> None:
+    """The other order: POST #1 lands while the retry's account still holds the userName. scim2-server
+    keeps userNames unique, so it answers 409 and the user keeps one account: no orphan is made."""
+    realm, space, uid = quick.realm(), uuid.uuid4().hex[:10], str(uuid.uuid4())
+    direct = scim_server.base_url(space)
+    enable = {"base_url": proxy.base_url(space), "token": SCIM_TOKEN, "delete_policy": "delete", "bulk": "off"}
+    status, body = await quick.api.call("PUT", f"/tenants/{realm}", enable)
+    assert status == 201, body
+    proxy.late_posts = 1
+
+    await quick.admin(events.create_user(realm, uid, "early.lander", email="early.lander@example.com"))
+
+    async def created_by_the_retry() -> bool:
+        return len(by_external_id(await downstream_users(direct, SCIM_TOKEN)).get(uid, [])) == 1
+
+    await wait_until(created_by_the_retry, timeout=60, what="the retry's POST created the account")
+    assert await proxy.deliver_late() == [409]
+    assert len(by_external_id(await downstream_users(direct, SCIM_TOKEN))[uid]) == 1
