@@ -4,7 +4,9 @@ Each request draws one fault from a configurable mix (seeded, so a run can be re
 500s, 429s with Retry-After (seconds or HTTP-date), timeouts, connection resets (before the request
 reaches the downstream, or after it was processed and only the answer is lost) and slow answers.
 `down` refuses everything (the downstream vanished); `accept_token` answers 401 to any other token
-(a token rotated on the downstream's side).
+(a token rotated on the downstream's side). `late_posts` holds that many POST /Users without an answer
+(the client times out) and delivers them to the downstream only at `deliver_late()`: a request that
+lands after the client gave up on it, as any network can deliver one.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class FaultProxy:
     port: int = field(default_factory=free_port)
     injected: Counter[str] = field(default_factory=Counter)
     requests: Counter[str] = field(default_factory=Counter)  # "POST /Users", "PATCH /Users", "POST /Bulk", ...
+    late_posts: int = 0  # POST /Users still to hold (see the module docstring)
+    held: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)  # (path and query, body, headers)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -87,6 +91,9 @@ class FaultProxy:
             return web.json_response(
                 {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "401"}, status=401
             )
+        if self.late_posts and request.method == "POST" and _resource(request.path) == "Users":
+            self.late_posts -= 1
+            return await self._hold(request)
         fault = self._draw() if "ServiceProviderConfig" not in request.path else None
         if fault:
             self.injected[fault] += 1
@@ -108,6 +115,24 @@ class FaultProxy:
         if fault == "timeout":
             await asyncio.sleep(self.hang_seconds)
         return response
+
+    async def _hold(self, request: web.Request) -> web.StreamResponse:
+        """Keep the request for `deliver_late` and never answer: the client times out and hangs up."""
+        headers = {k: v for k, v in request.headers.items() if k in PASS_HEADERS}
+        self.held.append((str(request.rel_url), await request.read(), headers))
+        self.injected["late"] += 1
+        await asyncio.Event().wait()  # cancelled when the client hangs up (handler_cancellation)
+        raise AssertionError("unreachable")
+
+    async def deliver_late(self) -> list[int]:
+        """Send the held requests to the downstream now; their statuses, in order."""
+        assert self._http is not None
+        statuses = []
+        while self.held:
+            path, body, headers = self.held.pop(0)
+            async with self._http.post(f"{self.upstream}{path}", data=body, headers=headers) as upstream:
+                statuses.append(upstream.status)
+        return statuses
 
     def _draw(self) -> str | None:
         roll = self._rng.random()

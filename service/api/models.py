@@ -467,7 +467,10 @@ class DownstreamAccount(Response):
 
 
 class ExtraUsers(Count):
-    users: list[DownstreamAccount] = Field(description="downstream users no Keycloak user matches (never deleted)")
+    users: list[DownstreamAccount] = Field(
+        description="downstream users no Keycloak user matches (deleted only when one carries the id of a user "
+        "the service knows deleted, under delete policy delete)"
+    )
 
 
 class ReconcileReport(Response):

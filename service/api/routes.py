@@ -395,7 +395,8 @@ REALM_ROUTES: tuple[Route, ...] = (
         "/tenants/{realm}/reconcile",
         "reconcile",
         "Compare every Keycloak user with the downstream; queue a fix of each missing or stale one unless "
-        "dry_run; extra downstream users are reported, never deleted",
+        "dry_run; extra downstream users are reported, and deleted only when one carries the id of a user the "
+        "service knows deleted and the delete policy is delete (decision 0017)",
         reconcile,
         (Answer(200, ReconcileReport, "the drift found, and the fixes queued"),),
         {404: NOT_ENABLED, 409: NO_KEYCLOAK + "; " + UNREADABLE},

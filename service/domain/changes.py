@@ -46,6 +46,9 @@ class UserChange:
     user_attributes: Mapping[str, str | None] = field(default_factory=dict)  # Keycloak's, name -> first value
     user_attributes_complete: bool = False  # `user_attributes` is all the user has: one it omits was removed
     downstream: str = DEFAULT  # which of the realm's downstreams the change is for (service.domain.downstreams)
+    # reconciliation saw an account downstream carrying this user's id as externalId, and Keycloak has no
+    # such user: the delete policy applies to it only if the state knows the user deleted (plan.orphan_plan)
+    orphan: bool = False
 
     @property
     def key(self) -> str:
@@ -82,6 +85,8 @@ class UserChange:
             doc["user_attributes_complete"] = self.user_attributes_complete
         if self.downstream != DEFAULT:
             doc["downstream"] = self.downstream
+        if self.orphan:
+            doc["orphan"] = True
         return compact_json(doc)
 
     @classmethod
@@ -115,6 +120,7 @@ class UserChange:
                 user_attributes={str(k): _text_or_none(v) for k, v in (doc.get("user_attributes") or {}).items()},
                 user_attributes_complete=bool(doc.get("user_attributes_complete", False)),
                 downstream=str(doc.get("downstream") or DEFAULT),
+                orphan=bool(doc.get("orphan", False)),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PoisonRecord("malformed_change", str(exc)[:200]) from exc

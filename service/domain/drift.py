@@ -63,6 +63,12 @@ def compare(keycloak: Mapping[str, Mapping[str, Any]], downstream: Iterable[Mapp
     return drift
 
 
+def orphan_ids(extra: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The externalIds of extra accounts, each once: the users whose state may know them deleted."""
+    ids = (e.get("externalId") for e in extra)
+    return list(dict.fromkeys(i for i in ids if isinstance(i, str) and i))
+
+
 def _norm(attribute: str, value: Any) -> Any:
     """userName and email compare case-insensitively (RFC 7643: userName is not caseExact)."""
     return value.lower() if attribute in ("userName", "email") and isinstance(value, str) else value

@@ -72,6 +72,8 @@ def plan_change(
 ) -> Plan:
     """`mapped`: the keys the tenant's attribute mapping sends (service.domain.mapping); a user attribute
     it does not map is neither compared nor written."""
+    if change.orphan:
+        return orphan_plan(state, policy)
     new_state = merge(state, change)
     if new_state is state and not change.force and change.op != "link":
         return Plan(Action.NONE, state, reason="superseded")  # nothing newer than what was acted on already
@@ -94,6 +96,18 @@ def plan_change(
     if not changed:
         return Plan(Action.NONE, new_state, after, reason=_why_nothing(change, policy))
     return Plan(Action.SYNC, new_state, after, changed=changed)
+
+
+def orphan_plan(state: UserState, policy: DeletePolicy) -> Plan:
+    """An account downstream carries the user's id as externalId, and Keycloak has no such user (a
+    request that landed after its client gave up: a POST that timed out, retried, and created a second
+    account after the deletion removed the first). The id alone proves nothing (another realm sharing
+    the downstream, an account made by hand): the account is ours only when the state knows this user
+    and its deletion, the newest change. Then, under the policy `delete`, it goes (the executor finds
+    it by a verified externalId lookup); anything else leaves it as it is."""
+    if policy is DeletePolicy.DELETE and state.deleted_ms is not None and desired(state, policy) is None:
+        return Plan(Action.DELETE, state, reason="orphan")
+    return Plan(Action.NONE, state, reason="orphan_not_known_deleted")
 
 
 def _mapped(values: dict[str, Any] | None, mapped: frozenset[str]) -> dict[str, Any] | None:

@@ -6,7 +6,11 @@ them (service.domain.drift), and, unless it is a dry run, feeds a forced change 
 user into the keyed pipeline, like a backfill: per-user order with live events holds. Each fix carries
 the time taken just before the request of the Keycloak page that returned the user: both listings can
 take minutes, and a live change Keycloak applied after that read must win over it (service.domain.state).
-Downstream users without a Keycloak counterpart are reported, never deleted.
+Downstream users without a Keycloak counterpart are reported; those carrying an externalId (tenants
+that look users up by externalId) are also handed to the pipeline as an orphan check: its applier deletes
+the account only if the user's state knows that user deleted and the delete policy is `delete`
+(service.domain.plan.orphan_plan), which catches an account created by a request that landed after its
+client gave up. Any other extra account is never touched.
 
 With groups (the tenant's group options), the realm's groups and their direct members are read too and
 compared with the downstream's groups and their members (service.domain.drift.compare_groups): groups
@@ -30,7 +34,7 @@ import structlog
 
 from service.domain.changes import UserChange
 from service.domain.downstreams import split_tenant_key
-from service.domain.drift import GroupDrift, compare, compare_groups, wanted_members
+from service.domain.drift import GroupDrift, compare, compare_groups, orphan_ids, wanted_members
 from service.domain.groups import GroupChange, GroupDisplay, GroupOptions, selected
 from service.domain.stamps import ChangeSource
 from service.keycloak_admin.mapping import user_attributes
@@ -92,6 +96,7 @@ class Reconciler:
             raise ValueError("reconciling groups needs a reconciler built with scim_groups")
         realm, name = split_tenant_key(ds.tenant)
         started = time.monotonic()
+        started_ms = int(time.time() * 1000)
         wanted: dict[str, dict[str, Any]] = {}
         read_ms: dict[str, int] = {}  # user id -> when the page that returned it was requested
         async for page in self._keycloak.iter_user_pages(realm, self._page_size, brief=True):
@@ -101,6 +106,7 @@ class Reconciler:
                     read_ms[rep["id"]] = page.read_started_ms
         downstream = [resource async for resource in self._scim.list_users(ds, retry=self._retry)]
         drift = compare({k: ds.mapping.as_listed(v) for k, v in wanted.items()}, downstream)
+        orphans = orphan_ids(drift.extra) if ds.user_lookup == "externalId" else []
         if not dry_run:
             for user_id in drift.to_fix:
                 change = UserChange(
@@ -112,6 +118,18 @@ class Reconciler:
                     attributes=wanted[user_id],
                     force=True,
                     source=ChangeSource.RECONCILE,
+                    downstream=name,
+                )
+                await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
+            for user_id in orphans:
+                change = UserChange(
+                    realm,
+                    user_id,
+                    "upsert",
+                    started_ms,
+                    "RECONCILE",
+                    source=ChangeSource.RECONCILE,
+                    orphan=True,
                     downstream=name,
                 )
                 await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
@@ -148,6 +166,7 @@ class Reconciler:
             missing=len(drift.missing),
             stale=len(drift.stale),
             extra=len(drift.extra),
+            orphan_checks=0 if dry_run else len(orphans),
             seconds=report["seconds"],
         )
         return report

@@ -151,6 +151,8 @@ async def _link(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) 
 
 async def _delete(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
     gone = _unlinked(plan.state)
+    if change.orphan and ds.user_lookup != "externalId":  # only an account with our externalId is an orphan
+        return Outcome(Result.SKIPPED, plan.state, "orphan_without_external_id_lookup")
     downstream_id = await _resolve(plan.state, change, ds, port)
     if downstream_id is None:
         return Outcome(Result.SKIPPED, gone, "not_in_downstream")

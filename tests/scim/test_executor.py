@@ -353,3 +353,15 @@ async def test_delete_without_link_resolves_by_external_id() -> None:
     outcome = await execute(plan, change("delete"), DS, client)
     assert client.calls == [("find", "externalId", UID), ("delete", "d-6")]
     assert (outcome.result, outcome.state.downstream_id) == ("deleted", None)
+
+
+async def test_an_orphan_of_a_deleted_user_is_found_by_external_id_and_deleted() -> None:
+    """Reconciliation's orphan check for a user the state knows deleted (policy `delete`): the account
+    carrying its externalId (a create that landed late) is deleted, after the verified lookup."""
+    state = UserState(None, dict(ALL), dict.fromkeys(ALL, (1, "e-0")), deleted_ms=20)
+    orphan = UserChange("acme", UID, "upsert", 30, "RECONCILE", orphan=True)
+    plan = plan_change(state, orphan, DeletePolicy.DELETE)
+    client = FakeScim(find={("externalId", UID): [{"id": "d-late", "externalId": UID, "userName": "jdoe"}]})
+    outcome = await execute(plan, orphan, DS, client)
+    assert client.calls == [("find", "externalId", UID), ("delete", "d-late")]
+    assert outcome.result == Result.DELETED and outcome.state.downstream_id is None

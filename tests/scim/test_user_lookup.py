@@ -142,3 +142,15 @@ async def test_a_deletion_never_reaches_a_look_alike() -> None:
     outcome = await execute(plan, change("delete", time_ms=20), BY_NAME, client)
     assert client.calls == [("find", "userName", "jdoe")]
     assert (outcome.result, outcome.reason) == (Result.SKIPPED, "not_in_downstream")
+
+
+async def test_an_orphan_check_never_resolves_by_user_name() -> None:
+    """An orphan check is about an account carrying our externalId: where accounts are found by userName
+    (the tenant switched since the reconciliation), nothing is looked up nor deleted."""
+    state = UserState(None, dict(ALL), dict.fromkeys(ALL, (1, "e-0")), deleted_ms=20)
+    orphan = replace(change(time_ms=30), attributes={}, orphan=True)
+    plan = plan_change(state, orphan, DeletePolicy.DELETE)
+    client = ByUserName(find={("userName", "jdoe"): [{"id": "d-4", "userName": "jdoe"}]})
+    outcome = await execute(plan, orphan, BY_NAME, client)
+    assert client.calls == []
+    assert outcome.result == Result.SKIPPED and outcome.state is state
