@@ -179,6 +179,18 @@ def is_custom(key: str) -> bool:
     return key.startswith(CUSTOM_PREFIX)
 
 
+def kept_user_attributes(
+    attributes: Mapping[str, str | None], complete: bool, mapping: AttributeMapping
+) -> tuple[dict[str, str | None], bool]:
+    """What of a change's Keycloak user attributes a downstream keeps: only those its mapping sends (the
+    rest is personal data it has no use for, and would grow every user's state). A complete listing stays
+    complete for the mapped ones (one it omits was removed); a mapping that sends none keeps nothing."""
+    mapped = {key.removeprefix(CUSTOM_PREFIX) for key in mapping.keys if is_custom(key)}
+    if not mapped:
+        return {}, False
+    return {name: value for name, value in attributes.items() if name in mapped}, complete
+
+
 def parse_mapping(doc: object) -> AttributeMapping:
     """A mapping from its JSON form (a list of rules); MappingError naming the first bad entry."""
     if not isinstance(doc, list) or not doc:

@@ -23,6 +23,7 @@ import structlog
 from service.domain.changes import UserChange
 from service.domain.downstreams import split_tenant_key, tenant_key
 from service.domain.groups import GroupChange, GroupState, plan_group
+from service.domain.mapping import kept_user_attributes
 from service.domain.plan import membership_hops, plan_change
 from service.domain.stamps import ChangeSource
 from service.domain.state import USER_ATTRIBUTE_PREFIX, UserState, merge
@@ -135,7 +136,7 @@ class Applier:
             return _park(exc.label, exc, _named(change, exc))
         if tenant is None:
             return Skipped(None, "no_enabled_tenant", "skipped_no_tenant")
-        change = _in_realm(change, tenant.realm)  # a realm id (playa plugin) becomes the realm's name
+        change = _for_tenant(change, tenant)  # a realm id (playa plugin) becomes the realm's name
         if replay and change.sighting is not None:  # what a backfill's listing saw is old news by now
             change = replace(change, sighting=None)
         if self.states.get(change.key).parked and not replay:
@@ -161,7 +162,7 @@ class Applier:
             return [_park(exc.label, exc, _named(c, exc)) for c in changes]
         if tenant is None:
             return [Skipped(None, "no_enabled_tenant", "skipped_no_tenant") for _ in changes]
-        changes = [_in_realm(c, tenant.realm) for c in changes]
+        changes = [_for_tenant(c, tenant) for c in changes]
         state = self.states.get(first.key)
         if state.parked:
             return [_park("behind_parked", Parked(f"an earlier change is parked ({state.parked})"), c) for c in changes]
@@ -206,6 +207,7 @@ class Applier:
                 if effective is None:
                     await self._no_representation(change)
                     return Skipped(tenant.key, "no_representation", "no_representation")
+                effective = _for_tenant(effective, tenant)  # a re-read from Keycloak holds every attribute
                 state = self.states.get(change.key)
                 for earlier in folded:
                     state = merge(state, earlier)
@@ -356,6 +358,15 @@ def foldable(change: UserChange, *, authoritative: bool) -> bool:
 def _in_realm(change: UserChange, realm: str) -> UserChange:
     """`change` named for `realm`: itself when it already is (dataclasses.replace per change costs)."""
     return change if change.realm == realm else replace(change, realm=realm)
+
+
+def _for_tenant(change: UserChange, tenant: Tenant) -> UserChange:
+    """`change` named for the tenant's realm, holding only the user attributes its mapping sends."""
+    change = _in_realm(change, tenant.realm)
+    if not (change.user_attributes or change.user_attributes_complete):
+        return change
+    kept, complete = kept_user_attributes(change.user_attributes, change.user_attributes_complete, tenant.mapping)
+    return replace(change, user_attributes=kept, user_attributes_complete=complete)
 
 
 def _park(reason: str, error: BaseException, change: UserChange | GroupChange) -> SetAside:
