@@ -266,6 +266,34 @@ async def test_an_expired_token_loses_no_change(kc: KeycloakDownstream) -> None:
     assert (await kc.api.call("GET", f"/tenants/{realm}/parked"))[1] == {"parked": []}
 
 
+async def test_a_run_of_several_token_lifetimes_meets_no_401(kc: KeycloakDownstream) -> None:
+    """Changes keep coming for four token lifetimes (TOKEN_LIFESPAN each): every one arrives, a token is
+    fetched again before each expires (at least one per lifetime), and no request of the service is
+    answered 401 or any other 4xx, so nothing reaches the breaker (closed throughout) or parking."""
+    status, body = await kc.enable()
+    assert status == 201, body
+    admin, realm = kc.admin, kc.source
+    dee = await admin.create_user(
+        realm, {"username": "dee", "firstName": "Dee", "lastName": "v0", "email": "dee@example.com", "enabled": True}
+    )
+    await kc.reaches("dee", familyName="v0")
+    fetched = kc.metric("outbound_scim_downstream_tokens_total", result="fetched")
+    started = time.monotonic()
+    version = 0
+    while time.monotonic() - started < TOKEN_LIFESPAN * 4:
+        version += 1
+        await admin.ok("PUT", f"/{realm}/users/{dee}", {"lastName": f"v{version}"})
+        await kc.reaches("dee", familyName=f"v{version}")
+        assert kc.metric("outbound_scim_circuit_state") == 0
+    assert version >= 4
+    assert kc.metric("outbound_scim_downstream_tokens_total", result="fetched") >= fetched + 4
+    assert kc.metric("outbound_scim_downstream_tokens_total", result="refused") == 0
+    for method in ("GET", "POST", "PATCH", "PUT"):
+        assert kc.metric("outbound_scim_scim_requests_total", method=method, status_class="4xx") == 0, method
+    assert await kc.tenant_status() == "enabled"
+    assert (await kc.api.call("GET", f"/tenants/{realm}/parked"))[1] == {"parked": []}
+
+
 async def test_a_realm_reaches_scim2_server_and_keycloak_as_two_downstreams(
     kc: KeycloakDownstream, scim_server: ScimServer
 ) -> None:
