@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -265,6 +266,16 @@ async def _configs(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, d
             if error_code == 0:
                 found[name] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
     return found
+
+
+async def read_whole_topic(consumer: AIOKafkaConsumer, settings: Settings, topic: str) -> dict[TopicPartition, int]:
+    """Assigns every partition of `topic` to `consumer` from its first record (a compacted topic read as a
+    table); returns each partition's end offset now, the point from which the table is loaded."""
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    end: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+    return end
 
 
 async def partitions_of(settings: Settings, topic: str, wait_seconds: float = 30.0) -> list[int]:

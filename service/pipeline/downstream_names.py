@@ -16,7 +16,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from service.domain.downstreams import split_tenant_key
-from service.kafka_topics import partitions_of
+from service.kafka_topics import read_whole_topic
 from service.settings import Settings
 from service.tenants.models import record_fields
 
@@ -74,11 +74,7 @@ class DownstreamFollower:
             **self._settings.kafka_client_options(), enable_auto_commit=False, auto_offset_reset="earliest"
         )
         await self._consumer.start()
-        topic = self._settings.tenants_topic
-        partitions = [TopicPartition(topic, p) for p in await partitions_of(self._settings, topic)]
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_beginning(*partitions)
-        end = await self._consumer.end_offsets(partitions)
+        end = await read_whole_topic(self._consumer, self._settings, self._settings.tenants_topic)
         while not await self._caught_up(end):
             await self._read_once()
         self._task = asyncio.create_task(self._follow(), name="downstream-names")

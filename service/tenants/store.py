@@ -19,11 +19,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from service.domain.downstreams import split_tenant_key, tenant_key
 from service.errors import TenantUnreadable
-from service.kafka_topics import partitions_of
+from service.kafka_topics import read_whole_topic
 from service.metrics import Metrics
 from service.settings import Settings
 from service.tenants.models import Tenant, TokenCipher, decode_tenant, encode_tenant, record_fields
@@ -118,11 +118,7 @@ class TenantStore:
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, auto_offset_reset="earliest")
         await self._consumer.start()
-        topic = self._settings.tenants_topic
-        partitions = [TopicPartition(topic, p) for p in await partitions_of(self._settings, topic)]
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_beginning(*partitions)
-        end = await self._consumer.end_offsets(partitions)
+        end = await read_whole_topic(self._consumer, self._settings, self._settings.tenants_topic)
         self._task = asyncio.create_task(self._follow(), name="tenant-store")
         for tp, offset in end.items():
             await self._wait_for(tp.partition, offset)
