@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     replay_cursors_topic: str = Field(
         "outbound-scim.replay-cursors", description="internal, compacted: how far each tenant was replayed"
     )
+    activity_topic: str = Field(
+        "outbound-scim.activity",
+        description="time-retained: what was done for each downstream (the console's activity log; no secrets)",
+    )
     internal_partitions: int = Field(
         6, ge=1, description="partitions of the changes / user-state topics (= the most replicas that can work)"
     )
@@ -220,6 +224,42 @@ class Settings(BaseSettings):
     api_host: str = Field("0.0.0.0", description="API listen address")
     api_port: int = Field(8080, description="API port (health, readiness, metrics, tenants)")
     api_max_body_bytes: int = Field(64 * 1024, description="largest accepted API request body")
+
+    # provisioning activity (published by every replica, read back by every replica)
+    activity_enabled: bool = Field(
+        True, description="publish what is done for each downstream to the activity topic and read it back"
+    )
+    activity_retention_hours: float = Field(72.0, gt=0, description="how long the activity topic keeps an entry")
+    activity_retention_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024 * 1024, description="the most the activity topic keeps per partition"
+    )
+    activity_recent_per_downstream: int = Field(
+        500, ge=10, description="activity entries each replica keeps in memory per downstream (newest)"
+    )
+
+    # operator console (/ui/)
+    console_enabled: bool = Field(True, description="serve the operator console under /ui/ on the API port")
+    console_secret: SecretStr | None = Field(
+        None,
+        description="key signing the console's session cookies (the same on every replica); "
+        "default: derived from the admin token",
+    )
+    console_session_minutes: float = Field(480.0, gt=0, description="how long a console sign-in lasts")
+    console_oidc_client_id: str | None = Field(
+        None,
+        description="a Keycloak client (standard flow, PKCE S256) for signing in to the console with Keycloak; "
+        "needs keycloak_url",
+    )
+    console_oidc_client_secret: SecretStr | None = Field(
+        None, description="the console client's secret, if confidential"
+    )
+    console_oidc_realm: str | None = Field(
+        None, description="realm of the console client (default: keycloak_auth_realm)"
+    )
+    console_role: str = Field(
+        "outbound-scim-operator",
+        description="the role a Keycloak sign-in needs: a realm role, or <client id>:<role> for a client role",
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="DEBUG also logs every forwarded / skipped event"
