@@ -4,6 +4,7 @@ the way Keycloak does, and signs the tokens with keys the test picks (rotated, f
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -403,6 +404,17 @@ async def test_an_unknown_kid_rereads_the_jwks_once(realm: FakeRealm, session: a
     refused = await refusal(login, realm)
     assert (refused.reason, "does not publish" in refused.detail) == ("invalid_token", True)
     assert realm.hits["jwks"] == 3
+
+
+async def test_concurrent_sign_ins_share_one_jwks_reread(realm: FakeRealm, session: aiohttp.ClientSession) -> None:
+    """Several sign-ins meeting the same new key at once: the JWKS is read again once, not once each."""
+    login = login_for(realm, session)
+    await sign_in(login, realm)
+    realm.keys["k2"] = KEY_2
+    realm.sign_with = ("k2", KEY_2)
+    identities = await asyncio.gather(*(sign_in(login, realm) for _ in range(5)))
+    assert {i.subject for i in identities} == {USER_ID}
+    assert realm.hits["jwks"] == 2
 
 
 async def test_a_refused_code_is_token_refused(realm: FakeRealm, session: aiohttp.ClientSession) -> None:
