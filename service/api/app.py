@@ -25,7 +25,7 @@ from service.api.routes import OPENAPI, READINESS, REGISTRY, ROUTES, TENANTS, Ha
 from service.api.tenants import TenantService
 from service.console.app import PREFIX as CONSOLE_PREFIX
 from service.console.app import ConsoleConfig, console_app
-from service.console.context import KeycloakSignIn
+from service.console.oidc import OidcLogin
 from service.domain.activity import ActivityView
 from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.client import KeycloakAdminClient
@@ -71,7 +71,7 @@ class ApiDeps:
     event_listeners: tuple[str, ...] = ()  # listener ids that send to the service's topics
     activity: ActivityView | None = None
     console: ConsoleConfig | None = None  # None: no console under /ui/ (console_enabled off)
-    oidc: KeycloakSignIn | None = None  # the console's Keycloak sign-in; None: admin token only
+    oidc: OidcLogin | None = None  # the console's Keycloak sign-in; None: admin token only
 
 
 def build_api(deps: ApiDeps) -> web.Application:

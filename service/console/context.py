@@ -15,6 +15,7 @@ import jinja2
 from aiohttp import web
 
 from service.api.tenants import TenantService
+from service.console.oidc import Identity, PendingLogin
 from service.console.sessions import SessionSigner
 from service.console.words import refusal, warning
 from service.domain.activity import ActivityView
@@ -26,11 +27,11 @@ HERE = Path(__file__).parent
 
 class KeycloakSignIn(Protocol):
     """service.console.oidc.OidcLogin, as the console calls it (a fake in unit tests): `start` answers the
-    authorize URL and the pending login (with to_dict), `finish` the Identity or raises OidcRefused."""
+    authorize URL and the pending login, `finish` who signed in, or raises OidcRefused."""
 
-    async def start(self, redirect_uri: str) -> tuple[str, Any]: ...
+    async def start(self, redirect_uri: str) -> tuple[str, PendingLogin]: ...
 
-    async def finish(self, *, code: str, state: str, redirect_uri: str, pending: Any) -> Any: ...
+    async def finish(self, *, code: str, state: str, redirect_uri: str, pending: PendingLogin) -> Identity: ...
 
 
 @dataclass
@@ -44,8 +45,8 @@ class Console:
     keycloak: bool = False  # the service has Keycloak admin access (backfill, reconciliation, sync)
     clock: Callable[[], float] = field(default=time.time)
 
-    def render(self, name: str, status: int = 200, **values: Any) -> web.Response:
-        html = self.templates.get_template(name).render(**values)
+    def render(self, template: str, status: int = 200, **values: Any) -> web.Response:
+        html = self.templates.get_template(template).render(**values)
         return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
 
 

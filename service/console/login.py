@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from typing import Any
 
 import structlog
 from aiohttp import web
 
 from service.console.context import CONSOLE, Console
+from service.console.oidc import Identity, OidcRefused, PendingLogin
 from service.console.security import CSRF_FIELD, is_tls, see_other
 from service.console.sessions import LOGIN_COOKIE, LOGIN_MINUTES, SESSION_COOKIE, Via
 
@@ -69,8 +69,13 @@ async def page(request: web.Request) -> web.Response:
 
 
 def _signed_in(request: web.Request, console: Console, subject: str, via: Via, next_page: str) -> web.Response:
+    """The session cookie, then on to `next_page`. Back from Keycloak the redirect chain began on another
+    site, and the browser would not send a SameSite=Strict cookie along it: a page of ours moves on instead."""
     session, cookie = console.signer.issue(subject, via, console.clock())
-    response = see_other(next_page)
+    if via == "keycloak":
+        response = console.render("signed_in.html", session=None, next_page=next_page)
+    else:
+        response = see_other(next_page)
     _cookie(request, response, SESSION_COOKIE, cookie, (session.expires - console.clock()) / 60)
     response.del_cookie(LOGIN_COOKIE, path="/ui/")
     log.info("console.signed_in", subject=subject, via=via)
@@ -118,8 +123,6 @@ async def keycloak_start(request: web.Request) -> web.Response:
 
 async def keycloak_callback(request: web.Request) -> web.Response:
     """Keycloak sent the browser back: its refusal (`error=`) is shown; a code is exchanged and checked."""
-    from service.console.oidc import OidcRefused, PendingLogin
-
     console = request.app[CONSOLE]
     if console.oidc is None:
         raise web.HTTPNotFound()
@@ -143,7 +146,7 @@ async def keycloak_callback(request: web.Request) -> web.Response:
     return _signed_in(request, console, _username(identity), "keycloak", _next(kept.get("next")))
 
 
-def _username(identity: Any) -> str:
+def _username(identity: Identity) -> str:
     return str(identity.username or identity.subject)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from service.console.sessions import SESSION_COOKIE, Session, SessionSigner
 
@@ -64,9 +65,6 @@ def cross_site(request: web.Request) -> bool:
 def secure_headers(response: web.StreamResponse) -> None:
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
-
-
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def guard(signer: SessionSigner, clock: Callable[[], float]) -> Middleware:
