@@ -49,15 +49,20 @@ def is_tls(request: web.Request) -> bool:
 
 
 def cross_site(request: web.Request) -> bool:
-    """The browser says the request comes from another site (Sec-Fetch-Site), or its Origin is not ours.
-    Browsers send at least one of them on a form POST; a request with neither is a script's (no cookie
-    to ride on) and still needs the CSRF token."""
+    """The browser says the request comes from another site (Sec-Fetch-Site), or its Origin is another.
+
+    Under Referrer-Policy no-referrer Chrome sends `Origin: null` with our own forms, so a `null` Origin
+    is taken as cross-site only from a browser that sends no Sec-Fetch-Site. Browsers send at least one
+    of the two on a form POST; a request with neither is a script's (no cookie to ride on) and still
+    needs the CSRF token."""
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site not in ("same-origin", "none"):
         return True
     origin = request.headers.get("Origin")
     if origin is None:
         return False
+    if origin == "null":
+        return site is None
     ours = f"{'https' if is_tls(request) else 'http'}://{request.host}"
     return origin.lower() != ours.lower()
 
