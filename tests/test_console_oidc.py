@@ -4,11 +4,12 @@ the way Keycloak does, and signs the tokens with keys the test picks (rotated, f
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -68,6 +69,7 @@ class FakeRealm:
     base: str = ""
     keys: dict[str, rsa.RSAPrivateKey] = field(default_factory=lambda: {"k1": KEY_1})
     sign_with: tuple[str, rsa.RSAPrivateKey] = ("k1", KEY_1)
+    algorithm: str = "RS256"
     realm_roles: list[str] = field(default_factory=lambda: ["outbound-scim-operator", "offline_access"])
     client_roles: dict[str, list[str]] = field(default_factory=lambda: {"account": ["view-profile"]})
     id_claims: dict[str, Any] = field(default_factory=dict)
@@ -104,7 +106,7 @@ class FakeRealm:
 
         def signed(claims: dict[str, Any], extra: dict[str, Any]) -> str:
             merged = {k: v for k, v in {**claims, **extra}.items() if v is not None}
-            return jwt.encode(merged, key, algorithm="RS256", headers={"kid": kid})
+            return jwt.encode(merged, key, algorithm=self.algorithm, headers={"kid": kid})
 
         return {
             "access_token": signed(access_claims, self.access_claims),
@@ -373,6 +375,53 @@ async def test_a_symmetric_or_unsigned_token_is_refused(realm: FakeRealm, sessio
         assert (refused.reason, "algorithm" in refused.detail) == ("invalid_token", True)
 
 
+def other_failures() -> list[Any]:
+    """(what the realm does wrong, the words the refusal's detail must contain)."""
+    now = int(time.time())
+
+    def id_claims(**claims: Any) -> Callable[[FakeRealm], None]:
+        return lambda realm: setattr(realm, "id_claims", claims)
+
+    def access_claims(**claims: Any) -> Callable[[FakeRealm], None]:
+        return lambda realm: setattr(realm, "access_claims", claims)
+
+    def answer(doc: dict[str, Any]) -> Callable[[FakeRealm], None]:
+        return lambda realm: setattr(realm, "token_answer", (200, doc))
+
+    cases = {
+        "access token of another user": (access_claims(sub="someone-else"), "access token's subject"),
+        "ID token without sub": (id_claims(sub=None), "ID token lacks the sub claim"),
+        "ID token issued in the future": (id_claims(iat=now + 3600), "ID token is not valid yet"),
+        "ID token to two clients, azp another": (id_claims(aud=[CLIENT, "other"], azp="other"), "(azp)"),
+        "no ID token (scope openid dropped)": (answer({"access_token": "a.b.c"}), "lacks an ID token"),
+        "not a JWT": (answer({"id_token": "garbage", "access_token": "garbage"}), "ID token is not a JWT"),
+        "no key id": (lambda realm: setattr(realm, "sign_with", ("", KEY_1)), "names no signing key"),
+        "algorithm not the key's": (lambda realm: setattr(realm, "algorithm", "PS256"), "not its key's"),
+    }
+    return [pytest.param(change, words, id=name) for name, (change, words) in cases.items()]
+
+
+@pytest.mark.parametrize(("change", "words"), other_failures())
+async def test_other_token_failures_are_invalid_token(
+    realm: FakeRealm, session: aiohttp.ClientSession, change: Callable[[FakeRealm], None], words: str
+) -> None:
+    """Each way a token answer can be wrong is refused invalid_token, its detail naming what is wrong."""
+    change(realm)
+    refused = await refusal(login_for(realm, session), realm)
+    assert refused.reason == "invalid_token"
+    assert words in refused.detail
+
+
+async def test_a_callback_without_a_code_is_token_refused(realm: FakeRealm, session: aiohttp.ClientSession) -> None:
+    """A callback with the right state and no code: token_refused, nothing sent to the token endpoint."""
+    login = login_for(realm, session)
+    _, pending = await login.start(REDIRECT)
+    with pytest.raises(OidcRefused) as caught:
+        await login.finish(code="", state=pending.state, redirect_uri=REDIRECT, pending=pending)
+    assert caught.value.reason == "token_refused"
+    assert realm.hits["token"] == 0
+
+
 async def test_a_user_without_the_role_is_refused_and_logged(realm: FakeRealm, session: aiohttp.ClientSession) -> None:
     """Valid tokens, no required role: missing_role, logged with the subject and the reason."""
     realm.realm_roles = ["offline_access"]
@@ -403,6 +452,17 @@ async def test_an_unknown_kid_rereads_the_jwks_once(realm: FakeRealm, session: a
     refused = await refusal(login, realm)
     assert (refused.reason, "does not publish" in refused.detail) == ("invalid_token", True)
     assert realm.hits["jwks"] == 3
+
+
+async def test_concurrent_sign_ins_share_one_jwks_reread(realm: FakeRealm, session: aiohttp.ClientSession) -> None:
+    """Several sign-ins meeting the same new key at once: the JWKS is read again once, not once each."""
+    login = login_for(realm, session)
+    await sign_in(login, realm)
+    realm.keys["k2"] = KEY_2
+    realm.sign_with = ("k2", KEY_2)
+    identities = await asyncio.gather(*(sign_in(login, realm) for _ in range(5)))
+    assert {i.subject for i in identities} == {USER_ID}
+    assert realm.hits["jwks"] == 2
 
 
 async def test_a_refused_code_is_token_refused(realm: FakeRealm, session: aiohttp.ClientSession) -> None:
