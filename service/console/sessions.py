@@ -49,8 +49,9 @@ class SessionSigner:
     """Issues and reads the console's cookies; `now` is passed in (epoch seconds) so expiry is testable."""
 
     def __init__(self, key: bytes, session_minutes: float) -> None:
-        self._sessions = URLSafeSerializer(key, salt="outbound-scim console session")
-        self._logins = URLSafeSerializer(key, salt="outbound-scim console login")
+        sha256 = {"digest_method": hashlib.sha256}
+        self._sessions = URLSafeSerializer(key, salt="outbound-scim console session", signer_kwargs=sha256)
+        self._logins = URLSafeSerializer(key, salt="outbound-scim console login", signer_kwargs=sha256)
         self._minutes = session_minutes
 
     def issue(self, subject: str, via: Via, now: float) -> tuple[Session, str]:
