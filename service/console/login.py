@@ -28,7 +28,7 @@ HOME = "/ui/tenants"
 
 def _next(value: object) -> str:
     """Where to go after signing in: a console page only (never another site, never //host)."""
-    if isinstance(value, str) and value.startswith("/ui/") and not value.startswith("//") and "\\" not in value:
+    if isinstance(value, str) and value.startswith("/ui/") and ".." not in value and "\\" not in value:
         return value
     return HOME
 

@@ -167,3 +167,19 @@ async def test_the_admin_api_still_wants_its_bearer_token(ui: Ui) -> None:
     await ui.sign_in()
     async with ui.client.get("/tenants") as answer:
         assert answer.status == 401
+
+
+async def test_after_signing_in_the_browser_goes_to_a_console_page_only(ui: Ui) -> None:
+    """The `next` page is honoured for console pages; another site, a //host or a climb out of /ui/ lands on
+    the tenants page instead."""
+    for asked, landed in (
+        ("/ui/tenants/acme/default", "/ui/tenants/acme/default"),
+        ("https://evil.example/ui/", "/ui/tenants"),
+        ("//evil.example/ui/", "/ui/tenants"),
+        ("/ui/../tenants", "/ui/tenants"),
+        ("/ui/\\evil", "/ui/tenants"),
+    ):
+        _, page, _ = await ui.get("/ui/login")
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        _, _, answer = await ui.post("/ui/login", {"token": ADMIN_TOKEN, "csrf": csrf, "next": asked})
+        assert answer.headers["Location"] == landed, asked

@@ -14,7 +14,7 @@ async function refreshActivity(tbody) {
 
 async function refreshBackfill(box) {
   const answer = await fetch(box.dataset.refresh, { credentials: "same-origin", headers: { Accept: "application/json" } });
-  if (!answer.ok) return;
+  if (!answer.ok) return true;
   const progress = await answer.json();
   const bar = box.querySelector("progress");
   bar.max = progress.total || Math.max(progress.done, 1);
@@ -23,15 +23,20 @@ async function refreshBackfill(box) {
   box.querySelector("#backfill-text").textContent =
     `${progress.state}: ${progress.done}${of} users` + (progress.error ? ` (${progress.error})` : "");
   box.hidden = false;
+  return progress.state === "running";
 }
 
+// Calls refresh(element) every few seconds until it answers false (a backfill that ended).
 function every(element, refresh) {
   if (!element) return;
-  const tick = () => refresh(element).catch(() => {}).finally(() => setTimeout(tick, EVERY_MS));
+  const tick = () =>
+    refresh(element)
+      .catch(() => true)
+      .then((again) => again !== false && setTimeout(tick, EVERY_MS));
   setTimeout(tick, EVERY_MS);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  every(document.getElementById("activity-rows"), refreshActivity);
-  every(document.getElementById("backfill"), refreshBackfill);
+  every(document.querySelector("#activity-rows[data-refresh]"), refreshActivity);
+  every(document.querySelector("#backfill[data-running]"), refreshBackfill);
 });
