@@ -9,10 +9,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from service.api.models import Problem
 from service.api.tenants import TenantService
 from service.console import login, views
-from service.console.context import CONSOLE, HERE, Console, KeycloakSignIn, templates
+from service.console.context import CONSOLE, HERE, Console, KeycloakSignIn, Problems, templates
 from service.console.security import Handler, guard, secure_headers
 from service.console.sessions import SessionSigner, derive_key
 from service.domain.activity import ActivityView
@@ -20,7 +19,6 @@ from service.domain.activity import ActivityView
 __all__ = ["PREFIX", "ConsoleConfig", "console_app"]
 
 PREFIX = "/ui"
-Problems = Callable[[Exception, web.Request, int], tuple[int, Problem]]  # service.api.app.problem
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ def console_app(
 ) -> web.Application:
     """The sub-application; errors are answered with the API's status and code for them (`problem`)."""
     signer = SessionSigner(derive_key(config.secret, admin_token), config.session_minutes)
-    console = Console(service, signer, templates(), admin_token, activity, oidc, keycloak, clock)
+    console = Console(service, signer, templates(), admin_token, problem, activity, oidc, keycloak, clock)
 
     @web.middleware
     async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
+from service.api.models import Problem
 from service.api.tenants import TenantService
 from service.console.oidc import Identity, PendingLogin
 from service.console.sessions import SessionSigner
@@ -23,6 +24,9 @@ from service.domain.activity import ActivityView
 __all__ = ["CONSOLE", "Console", "KeycloakSignIn", "templates"]
 
 HERE = Path(__file__).parent
+
+
+Problems = Callable[[Exception, web.Request, int], tuple[int, Problem]]
 
 
 class KeycloakSignIn(Protocol):
@@ -40,6 +44,7 @@ class Console:
     signer: SessionSigner
     templates: jinja2.Environment
     admin_token: str
+    problem: Problems  # service.api.app.problem: the status and error code of what a handler raised
     activity: ActivityView | None = None
     oidc: KeycloakSignIn | None = None
     keycloak: bool = False  # the service has Keycloak admin access (backfill, reconciliation, sync)

@@ -136,9 +136,8 @@ async def enable(request: web.Request) -> web.Response:
             raise InvalidRequest(f"downstream: a name matching {NAME_PATTERN} (default for the realm's first)")
         enabled = await console.service.enable(tenant_key(realm, name), enable_request(form, backfill=console.keycloak))
     except (EnableRefused, ApiError) as exc:
-        code = exc.reason if isinstance(exc, EnableRefused) else exc.code
-        status = 400 if isinstance(exc, InvalidRequest) else 422
-        return await _tenants(request, status, Refusal(code, exc.detail), kept)
+        status, refused = _refused(request, exc)
+        return await _tenants(request, status, refused, kept)
     return see_other(_tenant_url(realm, name, done="enabled" if enabled.created else "rotated"))
 
 
@@ -248,10 +247,9 @@ async def rotate(request: web.Request) -> web.Response:
     try:
         view = await console.service.show(key)
         await console.service.enable(key, rotate_request(view, form))
-    except (EnableRefused, ApiError) as exc:
-        code = exc.reason if isinstance(exc, EnableRefused) else exc.code
-        status = 400 if isinstance(exc, InvalidRequest) else 422
-        return await _tenant(request, status, refused=Refusal(code, exc.detail))
+    except (EnableRefused, ApiError, TenantUnreadable) as exc:
+        status, refused = _refused(request, exc)
+        return await _tenant(request, status, refused=refused)
     return see_other(_tenant_url(realm, name, done="rotated"))
 
 
@@ -289,8 +287,9 @@ async def start_backfill(request: web.Request) -> web.Response:
     realm, name, key = _key(request)
     try:
         console.service.start_backfill(key)
-    except ApiError as exc:
-        return await _tenant(request, 409 if exc.code != "not_enabled" else 404, refused=Refusal(exc.code, exc.detail))
+    except (ApiError, TenantUnreadable) as exc:
+        status, refused = _refused(request, exc)
+        return await _tenant(request, status, refused=refused)
     return see_other(_tenant_url(realm, name, done="backfill"))
 
 
@@ -302,7 +301,8 @@ async def reconcile(request: web.Request) -> web.Response:
     try:
         report = await console.service.reconcile(key, Reconcile(dry_run=form.get("mode") != "fix"))
     except (ApiError, TenantUnreadable) as exc:
-        return await _tenant(request, 409, refused=_refusal_of(exc))
+        status, refused = _refused(request, exc)
+        return await _tenant(request, status, refused=refused)
     return await _tenant(request, report=report)
 
 
@@ -317,11 +317,12 @@ async def sync(request: web.Request) -> web.Response:
             raise InvalidRequest("user_id: the Keycloak user's id is required")
         report = await console.service.sync(key, user_id)
     except (ApiError, TenantUnreadable) as exc:
-        return await _tenant(request, 400 if isinstance(exc, InvalidRequest) else 409, refused=_refusal_of(exc))
+        status, refused = _refused(request, exc)
+        return await _tenant(request, status, refused=refused)
     return await _tenant(request, sync_report=report)
 
 
-def _refusal_of(exc: ApiError | TenantUnreadable) -> Refusal:
-    if isinstance(exc, TenantUnreadable):
-        return Refusal(TenantUnreadable.label, f"{exc}: {exc.fix}")
-    return Refusal(exc.code, exc.detail)
+def _refused(request: web.Request, exc: Exception) -> tuple[int, Refusal]:
+    """The status the API answers `exc` with, and what the page says: the same mapping (one place)."""
+    status, problem = request.app[CONSOLE].problem(exc, request, 0)
+    return status, Refusal(problem.error, problem.detail)
