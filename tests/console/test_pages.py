@@ -8,9 +8,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from service.console.oidc import OidcRefused
 from service.console.sessions import LOGIN_COOKIE, SESSION_COOKIE
-from service.console.words import REFUSALS
+from service.console.words import REFUSALS, WARNINGS
 from service.domain.activity import ActivityEntry, ActivitySummary, SentRequest
 from service.errors import EnableRefused
+from service.keycloak_admin.realm_check import RealmWarning, WarningCode
 from service.pipeline.set_aside import REPLAY_TO, TENANT, HeldRecord
 from tests.console.conftest import NOW, Ui, build, csrf_of
 
@@ -274,3 +275,30 @@ async def test_sign_out_ends_the_session(ui: Ui) -> None:
     status, _, answer = await ui.post("/ui/logout", {"csrf": csrf})
     assert status == 303 and answer.headers["Location"] == "/ui/login"
     assert (await ui.get("/ui/tenants"))[0] == 303
+
+
+async def test_the_realms_event_settings_warnings_are_shown_in_words(ui: Ui) -> None:
+    """With Keycloak access the tenant page re-reads the realm's event settings: each warning in words,
+    with its code and the service's detail."""
+    await ui.sign_in()
+    await enable(ui)
+    ui.keycloak.warnings = [RealmWarning(WarningCode.LISTENER_MISSING, "add outbound-scim to the listeners")]
+    _, page, _ = await ui.get("/ui/tenants/acme/default")
+    assert WARNINGS["listener_missing"].replace("'", "&#39;").replace(">", "&gt;") in page
+    assert "add outbound-scim to the listeners" in page
+
+
+async def test_without_keycloak_access_its_operations_say_what_they_need() -> None:
+    """Reconcile, sync and backfill without the KEYCLOAK_* settings: 409 and the page says what is missing."""
+    app, records, *_ = build(None, None, None)
+    async with TestClient(TestServer(app)) as client:
+        page = await (await client.get("/ui/login")).text()
+        await client.post("/ui/login", data={"token": "admin-token", "csrf": csrf_of(page)})
+        page = await (await client.get("/ui/tenants")).text()
+        form = {**ENABLE, "csrf": csrf_of(page)}
+        await client.post("/ui/tenants", data=form, allow_redirects=False)
+        for path, body in (("reconcile", {"mode": "dry_run"}), ("sync", {"user_id": "u-1"}), ("backfill", {})):
+            answer = await client.post(f"/ui/tenants/acme/default/{path}", data={**body, "csrf": form["csrf"]})
+            text = await answer.text()
+            assert answer.status == 409, path
+            assert "keycloak_not_configured" in text and "needs Keycloak admin access" in text, path
