@@ -69,7 +69,7 @@ class ApiDeps:
     reconciler: Reconciler | None = None
     keycloak: KeycloakAdminClient | None = None
     event_listeners: tuple[str, ...] = ()  # listener ids that send to the service's topics
-    activity: ActivityView | None = None
+    activity: ActivityView | None = None  # the activity log as every replica reads it; None: it is off
     console: ConsoleConfig | None = None  # None: no console under /ui/ (console_enabled off)
     oidc: OidcLogin | None = None  # the console's Keycloak sign-in; None: admin token only
 

@@ -290,7 +290,7 @@ async def test_the_realms_event_settings_warnings_are_shown_in_words(ui: Ui) -> 
 
 async def test_without_keycloak_access_its_operations_say_what_they_need() -> None:
     """Reconcile, sync and backfill without the KEYCLOAK_* settings: 409 and the page says what is missing."""
-    app, records, *_ = build(None, None, None)
+    app, *_ = build(None, None, None)
     async with TestClient(TestServer(app)) as client:
         page = await (await client.get("/ui/login")).text()
         await client.post("/ui/login", data={"token": "admin-token", "csrf": csrf_of(page)})
