@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from service.console.oidc import OidcRefused
-from service.console.sessions import LOGIN_COOKIE, SESSION_COOKIE
+from service.console.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionSigner, derive_key
 from service.console.words import REFUSALS, WARNINGS
 from service.domain.activity import ActivityEntry, ActivitySummary, SentRequest
 from service.errors import EnableRefused
@@ -302,3 +302,38 @@ async def test_without_keycloak_access_its_operations_say_what_they_need() -> No
             text = await answer.text()
             assert answer.status == 409, path
             assert "keycloak_not_configured" in text and "needs Keycloak admin access" in text, path
+
+
+async def test_a_session_from_one_replica_is_good_on_another() -> None:
+    """Two replicas with the same admin token (no console secret) derive the same signing key: a cookie one
+    issued is a session on the other; with another admin token it is not."""
+    first, *_ = build(None, None, None)
+    second, *_ = build(None, None, None)
+    async with TestClient(TestServer(first)) as one, TestClient(TestServer(second)) as two:
+        page = await (await one.get("/ui/login")).text()
+        await one.post("/ui/login", data={"token": "admin-token", "csrf": csrf_of(page)}, allow_redirects=False)
+        cookie = next(c.value for c in one.session.cookie_jar if c.key == SESSION_COOKIE)
+        two.session.cookie_jar.update_cookies({SESSION_COOKIE: cookie})
+        assert (await two.get("/ui/tenants", allow_redirects=False)).status == 200
+    other = SessionSigner(derive_key(None, "another-admin-token"), 60)
+    assert other.read(cookie, NOW) is None
+    assert SessionSigner(derive_key(None, "admin-token"), 60).read(cookie, NOW) is not None
+
+
+async def test_backfill_progress_comes_from_the_activity_log_first(ui: Ui) -> None:
+    """A backfill another replica runs shows here: its progress from the activity log, this replica having
+    started none."""
+    await ui.sign_in()
+    await enable(ui)
+    status, _, _ = await ui.get("/ui/tenants/acme/default/backfill")
+    assert status == 404  # none anywhere yet
+    progress = {
+        "realm": "acme", "downstream": "default", "state": "running", "done": 40, "total": 100, "skipped": 0,
+        "groups": 0, "memberships": 0, "downstream_listed": None, "rate_per_second": 20.0,
+        "elapsed_seconds": 2.0, "error": None,
+    }  # fmt: skip
+    ui.activity.summaries[("acme", "default")] = ActivitySummary(backfill=progress)
+    status, body, _ = await ui.get("/ui/tenants/acme/default/backfill")
+    assert status == 200 and '"done":40' in body and '"total":100' in body
+    _, page, _ = await ui.get("/ui/tenants/acme/default")
+    assert 'max="100" value="40"' in page and "data-running" in page
