@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: deps demo run test unit lint bench docs api-docs clean
+.PHONY: deps demo run test unit lint bench docs api-docs screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,14 @@ bench: deps
 ## docs: regenerate docs/reference (settings, metrics, CLI) from the code; a test fails while they differ
 docs: $(STAMP)
 	$(BIN)/python -m scripts.docs
+
+## screenshots: copy the console screenshots the browser tests wrote (tests/browser: build/screenshots, or
+## $OUTBOUND_SCIM_SCREENSHOTS) into docs/images/; run on purpose when the docs' copies should change
+SCREENSHOTS ?= $(or $(OUTBOUND_SCIM_SCREENSHOTS),build/screenshots)
+screenshots:
+	@ls $(SCREENSHOTS)/console-*.png >/dev/null 2>&1 || { echo "no screenshots in $(SCREENSHOTS): run $(BIN)/python -m pytest tests/browser first"; exit 1; }
+	mkdir -p docs/images
+	cp $(SCREENSHOTS)/console-*.png docs/images/
 
 clean:
 	rm -rf $(VENV) scripts/kafka/.cache .pytest_cache .mypy_cache

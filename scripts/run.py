@@ -59,6 +59,7 @@ def banner(stack: LocalStack) -> str:
 outbound-scim is running; Ctrl-C stops everything.
 
   admin API      {api}   (bearer token: {ADMIN_TOKEN})
+  console        {api}/ui/   (sign in with the admin token)
   health         {api}/healthz   {api}/readyz
   metrics        {api}/metrics
   Kafka          {stack.bootstrap}   (the plugin writes to {s.events_topic} and {s.admin_events_topic})

@@ -18,6 +18,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from service.api.app import ApiDeps, build_api
+from service.console.app import ConsoleConfig
+from service.console.oidc import OidcLogin, oidc_login
 from service.domain.changes import UserChange
 from service.domain.downstreams import labels, split_tenant_key
 from service.domain.stamps import ChangeSource
@@ -161,6 +163,8 @@ class Service:
                 reconciler=reconciler,
                 keycloak=keycloak,
                 event_listeners=s.event_listener_ids,
+                console=self._console(),
+                oidc=self._console_oidc(),
             )
         )
         self._runner = web.AppRunner(api, access_log=None)
@@ -209,6 +213,24 @@ class Service:
             retry=RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds),
             timeout_seconds=s.http_timeout_seconds,
         )
+
+    def _console(self) -> ConsoleConfig | None:
+        s = self.settings
+        if not s.console_enabled:
+            return None
+        secret = s.console_secret.get_secret_value() if s.console_secret else None
+        return ConsoleConfig(secret, s.console_session_minutes)
+
+    def _console_oidc(self) -> OidcLogin | None:
+        """The console's Keycloak sign-in, over the Admin API client's session (or one like it)."""
+        s = self.settings
+        if not (s.console_enabled and s.console_oidc_client_id):
+            return None
+        if self._keycloak_http is None:
+            self._keycloak_http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=s.ca_bundle))
+            )
+        return oidc_login(s, self._keycloak_http)
 
     async def _reconcile_periodically(self, reconciler: Reconciler) -> None:
         """Tenants with a reconcile interval are reconciled by the replica owning changes partition 0

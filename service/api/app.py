@@ -1,6 +1,7 @@
 """aiohttp application: the routes of service.api.routes behind the admin token, and one error shape.
 
-`/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open; everything else needs
+`/healthz`, `/readyz`, `/metrics` and `/openapi.json` are open, and `/ui/` needs no token (the operator
+console checks its own session: service.console); everything else needs
 `Authorization: Bearer <OUTBOUND_SCIM_ADMIN_TOKEN>`. Every error, whoever raises it (a handler, the tenant
 service, aiohttp's router or body limit, a bug), answers `{"error": <code>, "detail": <text>}`; the status
 for each error type is decided in `problem`, and only there. Tokens never leave.
@@ -22,6 +23,10 @@ from service.api.models import Problem
 from service.api.openapi import rendered
 from service.api.routes import OPENAPI, READINESS, REGISTRY, ROUTES, TENANTS, Handler, ReadinessSource
 from service.api.tenants import TenantService
+from service.console.app import PREFIX as CONSOLE_PREFIX
+from service.console.app import ConsoleConfig, console_app
+from service.console.oidc import OidcLogin
+from service.domain.activity import ActivityView
 from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
@@ -64,6 +69,9 @@ class ApiDeps:
     reconciler: Reconciler | None = None
     keycloak: KeycloakAdminClient | None = None
     event_listeners: tuple[str, ...] = ()  # listener ids that send to the service's topics
+    activity: ActivityView | None = None  # the activity log as every replica reads it; None: it is off
+    console: ConsoleConfig | None = None  # None: no console under /ui/ (console_enabled off)
+    oidc: OidcLogin | None = None  # the console's Keycloak sign-in; None: admin token only
 
 
 def build_api(deps: ApiDeps) -> web.Application:
@@ -80,7 +88,19 @@ def build_api(deps: ApiDeps) -> web.Application:
         deps.link,
         keycloak,
     )
-    return api_app(service, deps.admin_token, deps.readiness, deps.metrics.registry, deps.max_body_bytes)
+    console = None
+    if deps.console is not None:
+        console = console_app(
+            service,
+            deps.admin_token,
+            deps.console,
+            problem,
+            activity=deps.activity,
+            oidc=deps.oidc,
+            keycloak=keycloak is not None,
+            max_body_bytes=deps.max_body_bytes,
+        )
+    return api_app(service, deps.admin_token, deps.readiness, deps.metrics.registry, deps.max_body_bytes, console)
 
 
 def api_app(
@@ -89,15 +109,19 @@ def api_app(
     readiness: ReadinessSource,
     registry: CollectorRegistry,
     max_body_bytes: int,
+    console: web.Application | None = None,
 ) -> web.Application:
-    """The application around a tenant service (unit tests build one with fakes behind it)."""
+    """The application around a tenant service (unit tests build one with fakes behind it), with the
+    console's sub-application mounted under /ui/ when given."""
     expected = f"Bearer {admin_token}".encode()
 
     @web.middleware
     async def one_error_shape(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if request.path not in OPEN_PATHS and not hmac.compare_digest(
-                request.headers.get("Authorization", "").encode(), expected
+            if (
+                request.path not in OPEN_PATHS
+                and not under_console(request.path)
+                and not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected)
             ):
                 return _error(401, Problem(error="unauthorized", detail="a valid admin bearer token is required"))
             return await handler(request)
@@ -105,6 +129,9 @@ def api_app(
             status, body = problem(exc, request, max_body_bytes)
             allow = exc.headers.get("Allow") if isinstance(exc, web.HTTPException) else None
             return _error(status, body, {"Allow": allow} if allow else {})
+
+    def under_console(path: str) -> bool:
+        return console is not None and (path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/"))
 
     app = web.Application(middlewares=[one_error_shape], client_max_size=max_body_bytes)
     app[TENANTS] = tenants
@@ -116,6 +143,8 @@ def api_app(
             app.router.add_get(route.path, route.handler)  # HEAD too, as HTTP has it
         else:
             app.router.add_route(route.method, route.path, route.handler)
+    if console is not None:
+        app.add_subapp(CONSOLE_PREFIX, console)
     return app
 
 
