@@ -219,7 +219,10 @@ class Service:
         if not s.console_enabled:
             return None
         secret = s.console_secret.get_secret_value() if s.console_secret else None
-        return ConsoleConfig(secret, s.console_session_minutes)
+        token_sign_in = s.console_token_sign_in
+        if token_sign_in is None:  # with a Keycloak sign-in, console access follows Keycloak's roles only
+            token_sign_in = not s.console_oidc_client_id
+        return ConsoleConfig(secret, s.console_session_minutes, token_sign_in)
 
     def _console_oidc(self) -> OidcLogin | None:
         """The console's Keycloak sign-in, over the Admin API client's session (or one like it)."""

@@ -256,6 +256,11 @@ class Settings(BaseSettings):
     console_oidc_realm: str | None = Field(
         None, description="realm of the console client (default: keycloak_auth_realm)"
     )
+    console_token_sign_in: bool | None = Field(
+        None,
+        description="whether the console also takes the admin token for a sign-in (a way in while Keycloak is "
+        "down); default: only without a Keycloak sign-in (console_oidc_client_id)",
+    )
     console_role: str = Field(
         "outbound-scim-operator",
         description="the role a Keycloak sign-in needs: a realm role, or <client id>:<role> for a client role",

@@ -27,6 +27,7 @@ class ConsoleConfig:
 
     secret: str | None = None  # console_secret; None: derived from the admin token
     session_minutes: float = 480.0
+    token_sign_in: bool = True  # the admin token is taken for a sign-in (console_token_sign_in)
 
 
 def console_app(
@@ -44,6 +45,7 @@ def console_app(
     """The sub-application; errors are answered with the API's status and code for them (`problem`)."""
     signer = SessionSigner(derive_key(config.secret, admin_token), config.session_minutes)
     console = Console(service, signer, templates(), admin_token, problem, activity, oidc, keycloak, clock)
+    console.token_sign_in = config.token_sign_in or oidc is None  # never a console nobody can sign in to
 
     @web.middleware
     async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -49,6 +49,7 @@ class Console:
     oidc: KeycloakSignIn | None = None
     keycloak: bool = False  # the service has Keycloak admin access (backfill, reconciliation, sync)
     clock: Callable[[], float] = field(default=time.time)
+    token_sign_in: bool = True  # the sign-in page takes the admin token
 
     def render(self, template: str, status: int = 200, **values: Any) -> web.Response:
         html = self.templates.get_template(template).render(**values)

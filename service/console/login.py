@@ -59,6 +59,7 @@ def _login_page(
         refused=refused,
         next_page=next_page,
         keycloak=console.oidc is not None,
+        token_sign_in=console.token_sign_in,
     )
     _cookie(request, response, LOGIN_COOKIE, console.signer.login_state({"csrf": csrf}, console.clock()), LOGIN_MINUTES)
     return response
@@ -85,6 +86,9 @@ def _signed_in(request: web.Request, console: Console, subject: str, via: Via, n
 async def with_token(request: web.Request) -> web.Response:
     """The admin token, compared in constant time; the form's CSRF value must match the login cookie's."""
     console = request.app[CONSOLE]
+    if not console.token_sign_in:
+        log.info("console.sign_in.refused", via="token", reason="token_sign_in_off")
+        return _login_page(request, 403, refused="Sign-in with the admin token is off here: sign in with Keycloak.")
     form = await request.post()
     state = console.signer.read_login_state(request.cookies.get(LOGIN_COOKIE), console.clock())
     sent = form.get(CSRF_FIELD)

@@ -59,14 +59,17 @@ def csrf_of(page: str) -> str:
 
 
 def build(
-    activity: FakeActivity | None, oidc: FakeOidc | None, keycloak: FakeKeycloak | None
+    activity: FakeActivity | None,
+    oidc: FakeOidc | None,
+    keycloak: FakeKeycloak | None,
+    config: ConsoleConfig | None = None,
 ) -> tuple[Any, FakeRecords, FakeDownstreams, FakeHeld, FakeHeld]:
     records, downstreams, parked, dead = FakeRecords(), FakeDownstreams(), FakeHeld(), FakeHeld()
     service = TenantService(records, downstreams, parked, dead, FakeLinks(), keycloak)
     console = console_app(
         service,
         ADMIN_TOKEN,
-        ConsoleConfig(),
+        config or ConsoleConfig(),
         problem,
         activity=activity,
         oidc=oidc,

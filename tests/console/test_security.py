@@ -6,11 +6,14 @@ from __future__ import annotations
 import re
 from http.cookies import SimpleCookie
 
+from aiohttp.test_utils import TestClient, TestServer
 from itsdangerous import URLSafeSerializer
 
+from service.console.app import ConsoleConfig
 from service.console.security import CSP, is_public
 from service.console.sessions import SESSION_COOKIE, SessionSigner, derive_key
-from tests.console.conftest import ADMIN_TOKEN, NOW, Ui
+from tests.console.conftest import ADMIN_TOKEN, NOW, Ui, build
+from tests.console.fakes import FakeActivity, FakeOidc
 
 FORM = {"realm": "acme", "downstream": "default", "base_url": "https://scim.example/v2", "token": "t-1"}
 
@@ -69,6 +72,28 @@ async def test_a_wrong_admin_token_signs_nobody_in(ui: Ui) -> None:
     assert status == 401 and "not the service&#39;s admin token" in page
     assert SESSION_COOKIE not in {c.key for c in ui.client.session.cookie_jar}
     assert (await ui.get("/ui/tenants"))[0] == 303
+
+
+async def test_with_the_token_sign_in_off_only_keycloak_signs_in() -> None:
+    """With a Keycloak sign-in and console_token_sign_in off, the page offers Keycloak only and the right
+    admin token is refused (console access follows Keycloak's roles)."""
+    app, *_ = build(FakeActivity(), FakeOidc(), None, ConsoleConfig(token_sign_in=False))
+    async with TestClient(TestServer(app)) as client:
+        ui = Ui(client, *([None] * 7))  # type: ignore[arg-type]
+        status, page, _ = await ui.get("/ui/login")
+        assert status == 200 and "Sign in with Keycloak" in page and 'name="token"' not in page
+        status, page, _ = await ui.post("/ui/login", {"token": ADMIN_TOKEN, "csrf": "any", "next": "/ui/tenants"})
+        assert status == 403 and "sign in with Keycloak" in page
+        assert SESSION_COOKIE not in {c.key for c in client.session.cookie_jar}
+
+
+async def test_without_a_keycloak_sign_in_the_token_always_signs_in() -> None:
+    """Turning the token off without a Keycloak sign-in would lock everyone out: the token stays."""
+    app, *_ = build(FakeActivity(), None, None, ConsoleConfig(token_sign_in=False))
+    async with TestClient(TestServer(app)) as client:
+        ui = Ui(client, *([None] * 7))  # type: ignore[arg-type]
+        status, _, _ = await ui.sign_in(ADMIN_TOKEN)
+        assert status == 303 and SESSION_COOKIE in {c.key for c in client.session.cookie_jar}
 
 
 async def test_the_session_cookie_is_httponly_strict_and_secure_over_tls(ui: Ui) -> None:
