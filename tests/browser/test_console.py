@@ -59,7 +59,9 @@ class Stack:
 async def stack(kafka_bootstrap: str) -> AsyncIterator[Stack]:
     scim = start_scim_server(TOKEN, ROTATED)
     faults = await FaultProxy(f"http://127.0.0.1:{scim.port}").start()
-    settings = make_settings(kafka_bootstrap)
+    # a downstream that is away parks a change after 2 s of retries, without opening the breaker (whose
+    # recovery would replay it before the test's button does)
+    settings = make_settings(kafka_bootstrap, change_retry_budget_seconds=2.0, breaker_threshold=1000)
     await create_source_topics(settings)
     try:
         async with running_service(settings) as service, Publisher(kafka_bootstrap) as publisher:
@@ -155,14 +157,13 @@ async def test_disable_asks_for_confirmation(page: Page, stack: Stack) -> None:
 
 
 async def test_a_parked_change_is_replayed_from_the_tenant_page(page: Page, stack: Stack) -> None:
-    """The downstream starts refusing the token: a new user is parked and the tenant shows unauthorized with
-    one parked change. A rotation to the token it accepts (from the page) and the replay button bring the
-    user downstream and leave nothing parked. (The rotation replays by itself too; a second replay of an
-    applied change is harmless, which is why the button is safe to press.)"""
+    """The downstream is away for longer than a change's retry budget: a new user is parked and the tenant
+    page shows one parked change. The downstream comes back (nothing replays by itself then): the replay
+    button brings the user downstream and leaves nothing parked."""
     realm = stack.realm()
     base = stack.faults.base_url(realm)
     assert (await stack.api.enable(realm, base, TOKEN))[0] == 201
-    stack.faults.accept_token = ROTATED  # the downstream rotated its token: ours is refused from now on
+    stack.faults.down = True  # every connection reset
     try:
         await stack.publisher.send_all(
             stack.settings.admin_events_topic, [ev.create_user(realm, "u-pat", "pat.parked")]
@@ -173,19 +174,13 @@ async def test_a_parked_change_is_replayed_from_the_tenant_page(page: Page, stac
             return status == 200 and len(body["parked"]) == 1
 
         await wait_until(parked, timeout=30, what="the new user's change parked")
-        await sign_in(page, stack, f"/ui/tenants/{realm}/default")
-        await expect(page.locator('[data-badge="unauthorized"]')).to_be_visible()
-        await expect(page.locator('[data-badge="parked"]')).to_have_text("1 parked")
-        await expect(page.get_by_role("button", name="Replay 1 parked")).to_be_visible()
-        await page.get_by_label("New bearer token").fill(ROTATED)
-        await page.get_by_role("button", name="Rotate").click()
-        await expect(page).to_have_url(f"{stack.url}/ui/tenants/{realm}/default?done=rotated")
-        replay = page.get_by_role("button", name="Replay 1 parked")
-        if await replay.count():  # the rotation's own replay may have emptied the list already
-            await replay.click()
-            await expect(page.get_by_role("status")).to_contain_text("Replayed")
     finally:
-        stack.faults.accept_token = None
+        stack.faults.down = False  # the downstream is back; the change stays parked
+    await sign_in(page, stack, f"/ui/tenants/{realm}/default")
+    await expect(page.locator('[data-badge="parked"]')).to_have_text("1 parked")
+    assert "pat.parked" not in await stack.users(realm)
+    await page.get_by_role("button", name="Replay 1 parked").click()
+    await expect(page.get_by_role("status")).to_contain_text("Replayed")
 
     async def arrived() -> bool:
         return "pat.parked" in await stack.users(realm)
@@ -198,7 +193,6 @@ async def test_a_parked_change_is_replayed_from_the_tenant_page(page: Page, stac
 
     await wait_until(nothing_parked, timeout=30, what="nothing left parked")
     await page.goto(f"{stack.url}/ui/tenants/{realm}/default")
-    await expect(page.locator('[data-badge="enabled"]')).to_be_visible()
     await expect(page.locator('[data-badge="parked"]')).to_have_count(0)
 
 
