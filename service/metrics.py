@@ -130,8 +130,8 @@ class Metrics:
         self.drift = Gauge(
             "outbound_scim_drift_users",
             "Found out of step by the last reconciliation, by kind: users missing, stale or extra downstream "
-            "(missing, stale, extra); with groups, groups (groups_missing, groups_stale, groups_extra) and "
-            "memberships (members_missing, members_extra)",
+            "(missing, stale, extra), users with more than one account (duplicates); with groups, groups "
+            "(groups_missing, groups_stale, groups_extra) and memberships (members_missing, members_extra)",
             ["tenant", "downstream", "kind"],
             registry=r,
         )

@@ -473,6 +473,18 @@ class ExtraUsers(Count):
     )
 
 
+class DuplicateUser(Response):
+    id: str = Field(description="the Keycloak user id")
+    accounts: list[DownstreamAccount] = Field(description="every downstream account carrying it as externalId")
+
+
+class DuplicateUsers(Count):
+    users: list[DuplicateUser] = Field(
+        description="Keycloak users with more than one downstream account carrying their id (reported, never "
+        "touched: remove the one that is not linked by hand)"
+    )
+
+
 class ReconcileReport(Response):
     realm: str
     dry_run: bool
@@ -481,6 +493,7 @@ class ReconcileReport(Response):
     missing: MissingUsers
     stale: StaleUsers
     extra: ExtraUsers
+    duplicates: DuplicateUsers = Field(default_factory=lambda: DuplicateUsers(count=0, users=[]))
     fixes_queued: int
     seconds: float
     groups: dict[str, Any] | None = Field(

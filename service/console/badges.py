@@ -61,11 +61,12 @@ def _circuit(view: TenantView | None, summary: ActivitySummary | None) -> Badge 
 
 
 def drift_count(drift: dict[str, Any]) -> int:
-    """Users that differ in a reconciliation's summary: missing + stale + extra (each a count or {count})."""
+    """Users that differ in a reconciliation's summary: missing + stale + extra + duplicates (each a count or
+    {count})."""
     if drift.get("outcome") == "clean":
         return 0
     total = 0
-    for part in ("missing", "stale", "extra"):
+    for part in ("missing", "stale", "extra", "duplicates"):
         value = drift.get(part)
         if isinstance(value, dict):
             value = value.get("count")

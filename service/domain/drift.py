@@ -2,7 +2,9 @@
 
 Keycloak is the source of truth; downstream users and groups are matched by externalId (the Keycloak
 user or group id), a group's members by their user's externalId. A downstream user, group or member
-with no Keycloak counterpart is reported as extra and never touched.
+with no Keycloak counterpart is reported as extra and never touched. A Keycloak user with more than one
+downstream account carrying its id (a create that landed after its client gave up, then a retry) is
+reported with every one of them as a duplicate: which one is linked only the user's state knows.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class Drift:
     missing: list[str] = field(default_factory=list)  # Keycloak user ids absent downstream
     stale: dict[str, list[str]] = field(default_factory=dict)  # Keycloak user id -> attributes that differ
     extra: list[dict[str, Any]] = field(default_factory=list)  # downstream users with no Keycloak user
+    duplicates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # user id -> its 2+ accounts
 
     @property
     def to_fix(self) -> list[str]:
@@ -41,26 +44,34 @@ def downstream_attributes(resource: Mapping[str, Any]) -> dict[str, Any]:
 
 def compare(keycloak: Mapping[str, Mapping[str, Any]], downstream: Iterable[Mapping[str, Any]]) -> Drift:
     """`keycloak`: user id -> attributes (service.keycloak_admin.mapping.user_attributes)."""
-    seen: dict[str, Mapping[str, Any]] = {}
+    seen: dict[str, list[Mapping[str, Any]]] = {}
     drift = Drift()
     for resource in downstream:
         external_id = resource.get("externalId")
         if not external_id or external_id not in keycloak:
-            drift.extra.append(
-                {"id": resource.get("id"), "externalId": external_id, "userName": resource.get("userName")}
-            )
+            drift.extra.append(_account(resource))
             continue
-        seen[external_id] = resource
+        seen.setdefault(external_id, []).append(resource)
     for user_id, wanted in keycloak.items():
         found = seen.get(user_id)
-        if found is None:
+        if not found:
             drift.missing.append(user_id)
             continue
-        have = downstream_attributes(found)
-        differs = [a for a in ATTRIBUTES if _norm(a, wanted.get(a)) != _norm(a, have.get(a))]
+        if len(found) > 1:
+            drift.duplicates[user_id] = [_account(resource) for resource in found]
+        # of several, the closest: the linked one, once fixed (the others are reported, and keep differing)
+        differs = min((_differs(wanted, downstream_attributes(r)) for r in found), key=len)
         if differs:
             drift.stale[user_id] = differs
     return drift
+
+
+def _differs(wanted: Mapping[str, Any], have: Mapping[str, Any]) -> list[str]:
+    return [a for a in ATTRIBUTES if _norm(a, wanted.get(a)) != _norm(a, have.get(a))]
+
+
+def _account(resource: Mapping[str, Any]) -> dict[str, Any]:
+    return {"id": resource.get("id"), "externalId": resource.get("externalId"), "userName": resource.get("userName")}
 
 
 def orphan_ids(extra: Iterable[Mapping[str, Any]]) -> list[str]:

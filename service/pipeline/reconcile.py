@@ -137,7 +137,13 @@ class Reconciler:
         group_report = None
         if groups is not None and scim_groups is not None:
             group_report = await self._groups(ds, groups, scim_groups, downstream, dry_run, remove_extra_members)
-        for kind, count in (("missing", len(drift.missing)), ("stale", len(drift.stale)), ("extra", len(drift.extra))):
+        counts = {
+            "missing": len(drift.missing),
+            "stale": len(drift.stale),
+            "extra": len(drift.extra),
+            "duplicates": len(drift.duplicates),
+        }
+        for kind, count in counts.items():
             self._metrics.drift.labels(realm, name, kind).set(count)
         report = {
             "realm": realm,
@@ -150,6 +156,10 @@ class Reconciler:
                 "users": [{"id": k, "attributes": v} for k, v in list(drift.stale.items())[:LISTED]],
             },
             "extra": {"count": len(drift.extra), "users": drift.extra[:LISTED]},
+            "duplicates": {
+                "count": len(drift.duplicates),
+                "users": [{"id": k, "accounts": v} for k, v in list(drift.duplicates.items())[:LISTED]],
+            },
             "fixes_queued": 0 if dry_run else len(drift.to_fix),
             "seconds": round(time.monotonic() - started, 2),
         }
@@ -166,6 +176,7 @@ class Reconciler:
             missing=len(drift.missing),
             stale=len(drift.stale),
             extra=len(drift.extra),
+            duplicates=len(drift.duplicates),
             orphan_checks=0 if dry_run else len(orphans),
             seconds=report["seconds"],
         )

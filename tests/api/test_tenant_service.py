@@ -215,6 +215,7 @@ async def test_reconcile_passes_dry_run_and_answers_the_report() -> None:
         "missing": {"count": 1, "ids": ["u2"]},
         "stale": {"count": 1, "users": [{"id": "u1", "attributes": ["email"]}]},
         "extra": {"count": 1, "users": [{"id": "d9", "externalId": None, "userName": "x"}]},
+        "duplicates": {"count": 0, "users": []},
         "fixes_queued": 0,
         "seconds": 0.1,
     }

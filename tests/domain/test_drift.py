@@ -76,3 +76,26 @@ def test_a_forced_change_writes_even_what_was_last_written() -> None:
     assert (plan.action, plan.changed) == ("sync", ALICE)
     unforced = plan_change(state, UserChange("r", "k1", "upsert", 2, "X", attributes=dict(ALICE)), DeletePolicy.IGNORE)
     assert (unforced.action, unforced.reason) == ("none", "unchanged")
+
+
+def test_a_user_with_two_accounts_carrying_its_id_is_reported_with_both() -> None:
+    """A create that landed after its client gave up left a second account: both are listed under the
+    user (only its state knows which one is linked), neither is called extra, and the user is stale only
+    when even its closest account differs (a fix writes the linked one; the other keeps differing)."""
+    current = {**resource("k1"), "id": "d-1"}
+    late = {**resource("k1"), "id": "d-2", "name": {"givenName": "Old", "familyName": "Name"}}
+    drift = compare({"k1": ALICE}, [current, late])
+    assert drift.duplicates == {
+        "k1": [
+            {"id": "d-1", "externalId": "k1", "userName": current["userName"]},
+            {"id": "d-2", "externalId": "k1", "userName": late["userName"]},
+        ]
+    }
+    assert drift.extra == [] and drift.missing == []
+    assert drift.stale == {}
+    stale = compare({"k1": {**ALICE, "email": "new@example.com"}}, [current, late])
+    assert stale.stale == {"k1": ["email"]}
+
+
+def test_one_account_per_user_is_no_duplicate() -> None:
+    assert compare({"k1": ALICE}, [resource("k1")]).duplicates == {}

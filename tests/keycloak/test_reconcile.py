@@ -201,3 +201,43 @@ async def test_periodic_reconciliation_repairs_drift_by_itself(
         )
         is not None
     )
+
+
+async def test_a_user_with_a_second_account_carrying_its_id_is_reported_with_both(
+    setup: tuple[Service, MasterAdmin, str, dict[str, str], str],
+) -> None:
+    """A create that landed after its client gave up, and a rename since, left dave a second account
+    carrying his id: a dry run reports both accounts under dave (not as extra); a real run touches
+    neither (only dave's state knows which one is linked) and the next dry run still reports them."""
+    service, _, realm, ids, base = setup
+    api = Api(service.api_port or 0)
+    linked = by_external_id(await downstream_users(base, SCIM_TOKEN))[ids["dave"]][0]
+    late = await scim(
+        "POST",
+        f"{base}/Users",
+        {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "dave-before-the-rename",
+            "externalId": ids["dave"],
+        },
+    )
+    status, report = await api.call("POST", f"/tenants/{realm}/reconcile", {"dry_run": True})
+    assert status == 200, report
+    assert report["duplicates"]["count"] == 1
+    [dave] = report["duplicates"]["users"]
+    assert dave["id"] == ids["dave"]
+    assert sorted(a["id"] for a in dave["accounts"]) == sorted([linked["id"], late["id"]])
+    assert ids["dave"] not in [u["externalId"] for u in report["extra"]["users"]]
+
+    status, report = await api.call("POST", f"/tenants/{realm}/reconcile", {"dry_run": False})
+    assert status == 200 and report["duplicates"]["count"] == 1
+
+    async def settled() -> bool:
+        status, again = await api.call("POST", f"/tenants/{realm}/reconcile", {"dry_run": True})
+        return status == 200 and again["stale"]["count"] == 0
+
+    await wait_until(settled, what="the real run's fixes applied")
+    accounts = by_external_id(await downstream_users(base, SCIM_TOKEN))[ids["dave"]]
+    assert sorted(a["id"] for a in accounts) == sorted([linked["id"], late["id"]]), "neither account touched"
+    status, report = await api.call("POST", f"/tenants/{realm}/reconcile", {"dry_run": True})
+    assert report["duplicates"]["count"] == 1
