@@ -17,11 +17,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from service.api.adapters import HeldTopicRecords, KeycloakSide, ScimDownstreams
-from service.api.errors import ApiError, InvalidRequest, KeycloakNotConfigured, NoBackfill, NotEnabled
+from service.api.errors import ActivityOff, ApiError, InvalidRequest, KeycloakNotConfigured, NoBackfill, NotEnabled
 from service.api.models import Problem
 from service.api.openapi import rendered
 from service.api.routes import OPENAPI, READINESS, REGISTRY, ROUTES, TENANTS, Handler, ReadinessSource
 from service.api.tenants import TenantService
+from service.domain.activity import ActivitySink, ActivityView
 from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
@@ -42,6 +43,7 @@ STATUS_OF: dict[type[ApiError], int] = {
     NotEnabled: 404,
     NoBackfill: 404,
     KeycloakNotConfigured: 409,
+    ActivityOff: 409,
 }
 URL_REFUSALS = frozenset({"invalid_url", "insecure_url", "forbidden_address"})  # the request's fault: 400
 HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
@@ -64,11 +66,15 @@ class ApiDeps:
     reconciler: Reconciler | None = None
     keycloak: KeycloakAdminClient | None = None
     event_listeners: tuple[str, ...] = ()  # listener ids that send to the service's topics
+    activity: ActivityView | None = None  # the activity log as every replica reads it; None: it is off
+    activity_sink: ActivitySink | None = None  # where an on-demand sync is reported
 
 
 def build_api(deps: ApiDeps) -> web.Application:
     keycloak = (
-        KeycloakSide(deps.keycloak, deps.scim, deps.backfills, deps.reconciler, deps.event_listeners)
+        KeycloakSide(
+            deps.keycloak, deps.scim, deps.backfills, deps.reconciler, deps.event_listeners, deps.activity_sink
+        )
         if deps.keycloak is not None and deps.backfills is not None and deps.reconciler is not None
         else None
     )
@@ -79,6 +85,7 @@ def build_api(deps: ApiDeps) -> web.Application:
         HeldTopicRecords(deps.dead_letters, deps.replay),
         deps.link,
         keycloak,
+        activity=deps.activity,
     )
     return api_app(service, deps.admin_token, deps.readiness, deps.metrics.registry, deps.max_body_bytes)
 
