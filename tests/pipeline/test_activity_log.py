@@ -13,10 +13,14 @@ from service.errors import ScimRejected
 from service.metrics import Metrics
 from service.pipeline.activity import ActivityPublisher, user_entries
 from service.pipeline.applier import Applied, SetAside, Skipped
+from service.pipeline.backfill import Backfills
 from service.scim.breaker import BreakerState, CircuitBreaker
 from service.scim.executor import Result
 from service.scim.transport import note_sent, recording
+from tests.pipeline.test_backfill_listing import Producer as ChangesProducer
+from tests.pipeline.test_backfill_listing import Realm
 from tests.scim.test_bulk import DS, Scripted, port, user
+from tests.support import wait_until
 
 ENTRY = ActivityEntry(1.0, "acme", "hr", "user", "created", "u-1", "alice")
 
@@ -175,3 +179,31 @@ def test_the_breaker_observer_hears_each_transition_once() -> None:
         BreakerState.HALF_OPEN,
         BreakerState.CLOSED,
     ]
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.entries: list[ActivityEntry] = []
+
+    def record(self, entry: ActivityEntry) -> None:
+        self.entries.append(entry)
+
+
+async def test_backfill_progress_is_reported_about_once_a_second_and_at_its_end() -> None:
+    """A fast backfill of 300 users reports its first progress and its end, not an entry per user; the
+    last entry is the final progress (done, every user counted)."""
+    sink = Sink()
+    backfills = Backfills(Realm(300, 100), ChangesProducer(), "changes", Metrics(), activity=sink)
+    backfills.start("acme")
+    await wait_until(_finished(backfills), timeout=5, what="the backfill done")
+    assert [e.kind for e in sink.entries] == ["backfill"] * len(sink.entries)
+    assert 2 <= len(sink.entries) <= 3
+    assert (sink.entries[-1].outcome, sink.entries[-1].detail["done"]) == ("done", 300)
+
+
+def _finished(backfills: Backfills) -> Any:
+    async def check() -> bool:
+        progress = backfills.get("acme")
+        return progress is not None and progress.finished is not None
+
+    return check
