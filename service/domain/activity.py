@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -24,7 +25,9 @@ __all__ = [
     "ActivityView",
     "Kind",
     "SentRequest",
+    "decode_entries",
     "decode_entry",
+    "encode_entries",
     "encode_entry",
     "matches_user",
 ]
@@ -66,7 +69,8 @@ class ActivitySummary:
     """One downstream's row on the tenants page, folded from its entries (every replica's)."""
 
     last_success: float | None = None  # the last user or group change the downstream accepted
-    changes_last_hour: int = 0  # user and group changes applied (any outcome) in the last hour
+    changes_last_hour: int = 0  # user and group changes (any outcome) in the last hour; an entry may stand for
+    # several (detail `changes`: a write that carried a user's queued changes, a group's batch)
     circuit: str | None = None  # the last breaker transition any replica reported: open, half_open, closed
     last_failure: ActivityEntry | None = None  # the last change that was parked or dead-lettered
     backfill: dict[str, Any] | None = None  # the latest backfill progress (BackfillProgress.public())
@@ -104,6 +108,12 @@ MINUTES_COUNTED = 60
 def changes_minute(time: float) -> int:
     """The minute a change is counted in (changes_last_hour is counted to the minute)."""
     return int(time // 60)
+
+
+def changes_of(entry: ActivityEntry) -> int:
+    """How many changes a user or group entry stands for: a write may carry several (detail `changes`)."""
+    n = entry.detail.get("changes", 1)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
 
 
 def matches_user(entry: ActivityEntry, user: str) -> bool:
@@ -169,7 +179,7 @@ class ActivityBook:
         minute = changes_minute(entry.time)
         newest = max(book.minutes, default=minute)
         if minute > newest - MINUTES_COUNTED:
-            book.minutes[minute] = book.minutes.get(minute, 0) + 1
+            book.minutes[minute] = book.minutes.get(minute, 0) + changes_of(entry)
             if minute > newest:  # a new minute: those an hour behind it are never counted again
                 for old in [m for m in book.minutes if m <= minute - MINUTES_COUNTED]:
                     del book.minutes[old]
@@ -217,8 +227,18 @@ def _time(entry: ActivityEntry) -> float:
 
 
 def encode_entry(entry: ActivityEntry) -> bytes:
-    """The entry as the activity topic holds it: compact JSON, at most SENT_KEPT requests, answers cut to
-    ANSWER_CHARS (whatever a caller built)."""
+    """The entry as compact JSON, at most SENT_KEPT requests, answers cut to ANSWER_CHARS (whatever a
+    caller built)."""
+    return json.dumps(_doc(entry), separators=(",", ":"), default=str).encode()
+
+
+def encode_entries(entries: Sequence[ActivityEntry]) -> bytes:
+    """Entries as one record of the activity topic (a JSON array): under load one Kafka record carries
+    many entries of a downstream, which is what keeps the log's cost per change small."""
+    return json.dumps([_doc(e) for e in entries], separators=(",", ":"), default=str).encode()
+
+
+def _doc(entry: ActivityEntry) -> dict[str, Any]:
     doc: dict[str, Any] = {"time": entry.time, "realm": entry.realm, "downstream": entry.downstream}
     doc["kind"], doc["outcome"] = entry.kind, entry.outcome
     for name in ("subject", "name", "action", "reason"):
@@ -231,16 +251,25 @@ def encode_entry(entry: ActivityEntry) -> bytes:
         ]
     if entry.detail:
         doc["detail"] = entry.detail
-    return json.dumps(doc, separators=(",", ":"), default=str).encode()
+    return doc
 
 
 KINDS: frozenset[str] = frozenset(("user", "group", "circuit", "backfill", "reconcile", "sync"))
 
 
-def decode_entry(raw: bytes) -> ActivityEntry:
-    """An entry read back from the topic; ValueError for anything that is not one. Bounded as encoded,
-    whoever wrote it."""
+def decode_entries(raw: bytes) -> list[ActivityEntry]:
+    """The entries of one record of the activity topic (one entry, or an array of them); ValueError for
+    anything else. Bounded as encoded, whoever wrote it."""
     doc = json.loads(raw)
+    return [_entry(d) for d in doc] if isinstance(doc, list) else [_entry(doc)]
+
+
+def decode_entry(raw: bytes) -> ActivityEntry:
+    """One entry read back (encode_entry's inverse); ValueError for anything that is not one."""
+    return _entry(json.loads(raw))
+
+
+def _entry(doc: object) -> ActivityEntry:
     if not isinstance(doc, dict) or doc.get("kind") not in KINDS:
         raise ValueError("not an activity entry")
     time, realm, downstream, outcome = doc.get("time"), doc.get("realm"), doc.get("downstream"), doc.get("outcome")

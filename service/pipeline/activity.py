@@ -6,14 +6,17 @@
         -> ActivityBook (service.domain.activity: the newest entries and the summary per downstream)
 
 The log is not the source of truth (docs/decisions/0018): an entry may be lost in a crash or dropped
-when Kafka cannot keep up, and nothing downstream depends on it. Entries are keyed by tenant key, so one
-downstream's entries keep their order. This module also turns the pipeline's verdicts into entries.
+when Kafka cannot keep up, and nothing downstream depends on it. Records are keyed by tenant key, so one
+downstream's entries keep their order; a record carries the entries of a downstream that came within
+LINGER_SECONDS (one send and one read for many). This module also turns the pipeline's verdicts into
+entries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -29,8 +32,8 @@ from service.domain.activity import (
     ActivityEntry,
     ActivitySummary,
     SentRequest,
-    decode_entry,
-    encode_entry,
+    decode_entries,
+    encode_entries,
 )
 from service.domain.changes import UserChange
 from service.domain.downstreams import split_tenant_key, tenant_key
@@ -45,8 +48,11 @@ from service.settings import Settings
 log = structlog.get_logger(__name__)
 
 UNSENT_MAX = 10_000  # entries waiting for the producer; more are dropped (and counted)
+LINGER_SECONDS = 0.05  # an entry waits this long for others to share its record (the console does not mind)
+TAKEN = 1_000  # entries taken from the queue at once (grouped by downstream into records)
+RECORD_ENTRIES = 50  # entries per record at most (an entry is at most ~13 kB: 20 requests, answers cut)
 STOP_SECONDS = 2.0  # at shutdown, how long what is waiting may take to reach the producer
-RECORD_MAX_BYTES = 64 * 1024  # a record read back larger than this is not an entry of ours
+RECORD_MAX_BYTES = 1024 * 1024  # a record read back larger than this is not of ours
 
 _ACTIONS = {
     "created": "create",
@@ -75,7 +81,8 @@ class ActivityPublisher:
         self._unsent: deque[ActivityEntry] = deque()
         self._unsent_max = unsent_max
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()  # nothing waits
+        self._idle = asyncio.Event()  # nothing waits, nothing is being handed over
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._published = metrics.activity.labels("published")
         self._dropped = metrics.activity.labels("dropped")
@@ -99,7 +106,7 @@ class ActivityPublisher:
         sends what it holds."""
         if self._task is None:
             return
-        if self._unsent:
+        if not self._idle.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), STOP_SECONDS)
         self._task.cancel()
@@ -110,26 +117,39 @@ class ActivityPublisher:
     async def _send_all(self) -> None:
         while True:
             await self._wake.wait()
+            await asyncio.sleep(LINGER_SECONDS)  # what comes meanwhile joins the same records
             self._wake.clear()
             while self._unsent:
-                entry = self._unsent[0]
-                try:
-                    key = tenant_key(entry.realm, entry.downstream).encode()
-                    delivery = await self._producer.send(self._topic, key=key, value=encode_entry(entry))
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # KafkaError, or an entry that does not encode: dropped
-                    self._dropped.inc()
-                    log.warning("activity.publish.failed", error=str(exc)[:300])
-                else:
-                    delivery.add_done_callback(self._delivered)
-                    self._published.inc()
-                self._unsent.popleft()
+                for key, entries in self._take().items():
+                    await self._send(key, entries)
             self._idle.set()
 
-    def _delivered(self, delivery: asyncio.Future[Any]) -> None:
+    def _take(self) -> dict[str, list[ActivityEntry]]:
+        """What waits now (up to TAKEN), by tenant key in order, each key's in records of RECORD_ENTRIES."""
+        taken: dict[str, list[ActivityEntry]] = {}
+        for _ in range(min(len(self._unsent), TAKEN)):
+            entry = self._unsent.popleft()
+            taken.setdefault(tenant_key(entry.realm, entry.downstream), []).append(entry)
+        return taken
+
+    async def _send(self, key: str, entries: list[ActivityEntry]) -> None:
+        for first in range(0, len(entries), RECORD_ENTRIES):
+            chunk = entries[first : first + RECORD_ENTRIES]
+            try:
+                value = encode_entries(chunk)
+                delivery = await self._producer.send(self._topic, key=key.encode(), value=value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # KafkaError, or an entry that does not encode: dropped
+                self._dropped.inc(len(chunk))
+                log.warning("activity.publish.failed", error=str(exc)[:300], entries=len(chunk))
+            else:
+                delivery.add_done_callback(functools.partial(self._delivered, len(chunk)))
+                self._published.inc(len(chunk))
+
+    def _delivered(self, entries: int, delivery: asyncio.Future[Any]) -> None:
         if not delivery.cancelled() and delivery.exception() is not None:
-            self._dropped.inc()
+            self._dropped.inc(entries)
 
 
 # -- reading back --------------------------------------------------------------------------------------
@@ -225,11 +245,12 @@ class ActivityFollower:
         try:
             if value is None or len(value) > RECORD_MAX_BYTES:
                 raise ValueError("not an activity entry")
-            entry = decode_entry(value)
+            entries = decode_entries(value)
         except (ValueError, TypeError):  # junk on the topic: counted, skipped
             self._unreadable.inc()
             return
-        self._book.add(entry)
+        for entry in entries:
+            self._book.add(entry)
 
 
 # -- entries from what the pipeline did ----------------------------------------------------------------
@@ -242,31 +263,47 @@ def user_entries(
     states: Callable[[str], UserState],
     now: float,
 ) -> list[ActivityEntry]:
-    """One entry per change of a user's run (changes applied together share one write): the requests go
-    with the change that made the write (or, on a failure, the last). Changes of a realm no tenant knows
-    make no entry. `states`: the user's stored state by key (for the username when a change lacks it)."""
-    made = [i for i, v in enumerate(verdicts) if not (isinstance(v, Applied) and v.reason in _SHARED)]
-    writer = made[-1] if made else len(verdicts) - 1
+    """What a user's run of changes did, an entry per write: the changes whose values went out in another
+    one's write (coalesced, superseded), and changes sharing one failure, are counted in its entry
+    (detail `changes`, `attributes`: every name they changed) rather than shown alone; the requests go
+    with the last entry. A realm no tenant knows makes no entry. `states`: the stored state by key (the
+    username, when a change lacks it)."""
+    shown: list[int] = []
+    for i, verdict in enumerate(verdicts):
+        shared = isinstance(verdict, Applied) and verdict.reason in _SHARED
+        if not shared and all(verdicts[j] is not verdict for j in shown):
+            shown.append(i)
+    if not shown:
+        shown = [len(verdicts) - 1]
+    counted: dict[int, list[UserChange]] = {i: [] for i in shown}
+    for i, verdict in enumerate(verdicts):
+        counted[next((j for j in shown if verdicts[j] is verdict), shown[-1])].append(changes[i])
     found = []
-    for i, (change, verdict) in enumerate(zip(changes, verdicts, strict=True)):
-        entry = _user_entry(change, verdict, tuple(sent) if i == writer else (), states, now)
+    for i in shown:
+        entry = _user_entry(verdicts[i], changes[i], counted[i], tuple(sent) if i == shown[-1] else (), states, now)
         if entry is not None:
             found.append(entry)
     return found
 
 
 def _user_entry(
-    change: UserChange, verdict: Verdict, sent: tuple[SentRequest, ...], states: Callable[[str], UserState], now: float
+    verdict: Verdict,
+    change: UserChange,
+    counted: list[UserChange],
+    sent: tuple[SentRequest, ...],
+    states: Callable[[str], UserState],
+    now: float,
 ) -> ActivityEntry | None:
     detail: dict[str, Any] = {"event": change.event_type}
-    if change.attributes:
-        detail["attributes"] = sorted(change.attributes)
+    names = set(change.attributes).union(*(c.attributes for c in counted)) if len(counted) > 1 else change.attributes
+    if len(counted) > 1:
+        detail["changes"] = len(counted)
     if isinstance(verdict, Applied):
         applied = verdict.change
         name = applied.attributes.get("userName") or verdict.state.values.get("userName")
         outcome = "coalesced" if verdict.reason == "coalesced" else str(verdict.result)
-        if applied.attributes:
-            detail["attributes"] = sorted(applied.attributes)
+        if names or applied.attributes:
+            detail["attributes"] = sorted(names or applied.attributes)
         return ActivityEntry(
             now,
             applied.realm,
@@ -282,6 +319,8 @@ def _user_entry(
         )
     if isinstance(verdict, GroupApplied) or verdict.realm is None:
         return None  # no tenant knows the realm: nothing to show
+    if names:
+        detail["attributes"] = sorted(names)
     realm, downstream = split_tenant_key(verdict.realm)
     name = change.attributes.get("userName") or states(change.key).values.get("userName")
     if isinstance(verdict, SetAside):

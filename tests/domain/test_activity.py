@@ -13,7 +13,9 @@ from service.domain.activity import (
     ActivityEntry,
     SentRequest,
     changes_minute,
+    decode_entries,
     decode_entry,
+    encode_entries,
     encode_entry,
     matches_user,
 )
@@ -23,7 +25,7 @@ NOW = 1_800_000_000.0
 USERS = [("u-1", "Alice"), ("u-2", "alicia.b"), ("u-3", "BOB"), ("u-4", None)]
 
 entries = st.builds(
-    lambda time, kind, outcome, user, downstream: ActivityEntry(
+    lambda time, kind, outcome, user, downstream, changes: ActivityEntry(
         time=time,
         realm="acme",
         downstream=downstream,
@@ -31,12 +33,14 @@ entries = st.builds(
         outcome=outcome,
         subject=user[0] if kind in ("user", "sync", "group") else None,
         name=user[1] if kind in ("user", "sync", "group") else None,
+        detail={"changes": changes} if changes > 1 else {},
     ),
     st.floats(NOW - 2 * 3600, NOW).map(lambda t: round(t, 1)),
     st.sampled_from(["user", "group", "circuit", "backfill", "reconcile", "sync"]),
     st.sampled_from(["created", "updated", "parked", "dead_lettered", "skipped", "open", "closed", "done"]),
     st.sampled_from(USERS),
     st.sampled_from(["default", "hr"]),
+    st.integers(1, 4),
 )
 
 
@@ -76,14 +80,15 @@ def _newest(ours: list[ActivityEntry], keep: int) -> list[tuple[float, ActivityE
 @settings(max_examples=examples(500), deadline=None)
 @given(added=st.lists(entries, max_size=80), now=st.floats(NOW, NOW + 3 * 3600))
 def test_changes_last_hour_counts_exactly_the_changes_within_the_hour(added: list[ActivityEntry], now: float) -> None:
-    """changes_last_hour is the number of user and group entries (any outcome) in the 60 minutes up to
-    `now`, to the minute (the current minute included), whatever order they arrived in."""
+    """changes_last_hour is the number of changes of the user and group entries (any outcome; an entry
+    counts its detail `changes`, else 1) in the 60 minutes up to `now`, to the minute (the current minute
+    included), whatever order they arrived in."""
     book = ActivityBook(5)
     for entry in added:
         book.add(entry)
     current = changes_minute(now)
     expected = sum(
-        1
+        e.detail.get("changes", 1)
         for e in added
         if e.downstream == "default"
         and e.kind in ("user", "group")
@@ -134,6 +139,7 @@ def test_an_entry_round_trips_bounded() -> None:
     sent = tuple(SentRequest("POST", "/Users", 201, "x" * 1000) for _ in range(SENT_KEPT + 5))
     entry = _entry(NOW, "user", "created", subject="u-1", name="alice", action="create", sent=sent, detail={"a": 1})
     back = decode_entry(encode_entry(entry))
+    assert decode_entries(encode_entries([entry, entry])) == [back, back]
     assert len(back.sent) == SENT_KEPT and len(back.sent[0].answer) == ANSWER_CHARS
     assert (back.subject, back.name, back.action, back.detail, back.sent[0].status) == (
         "u-1",

@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
-from service.domain.activity import SENT_KEPT, ActivityEntry, SentRequest, decode_entry
+from service.domain.activity import SENT_KEPT, ActivityEntry, SentRequest, decode_entries
 from service.domain.changes import UserChange
 from service.domain.state import UserState
 from service.errors import ScimRejected
 from service.metrics import Metrics
-from service.pipeline.activity import ActivityPublisher, user_entries
+from service.pipeline.activity import RECORD_ENTRIES, ActivityPublisher, user_entries
 from service.pipeline.applier import Applied, SetAside, Skipped
 from service.pipeline.backfill import Backfills
 from service.scim.breaker import BreakerState, CircuitBreaker
@@ -23,6 +24,7 @@ from tests.scim.test_bulk import DS, Scripted, port, user
 from tests.support import wait_until
 
 ENTRY = ActivityEntry(1.0, "acme", "hr", "user", "created", "u-1", "alice")
+OTHER = ActivityEntry(2.0, "acme", "default", "circuit", "open")
 
 
 class Producer:
@@ -54,10 +56,27 @@ async def test_entries_go_to_the_topic_keyed_by_tenant_key() -> None:
     publisher = ActivityPublisher(producer, "activity", metrics)  # type: ignore[arg-type]
     publisher.start()
     publisher.record(ENTRY)
+    publisher.record(OTHER)
     await publisher.stop()
-    [(topic, key, value)] = producer.records
-    assert (topic, key, decode_entry(value)) == ("activity", b"acme/hr", ENTRY)
-    assert counted(metrics, "published") == 1
+    assert [(topic, key, decode_entries(value)) for topic, key, value in producer.records] == [
+        ("activity", b"acme/hr", [ENTRY]),
+        ("activity", b"acme", [OTHER]),
+    ]
+    assert counted(metrics, "published") == 2
+
+
+async def test_entries_coming_together_share_a_record_per_downstream() -> None:
+    """Entries recorded within the linger of the first go out as few records, each holding one
+    downstream's entries in their order (at most RECORD_ENTRIES)."""
+    producer = Producer()
+    publisher = ActivityPublisher(producer, "activity", Metrics())  # type: ignore[arg-type]
+    publisher.start()
+    sent = [replace(ENTRY, time=float(i)) for i in range(RECORD_ENTRIES + 5)]
+    for entry in sent:
+        publisher.record(entry)
+    await publisher.stop()
+    assert [len(decode_entries(value)) for _, _, value in producer.records] == [RECORD_ENTRIES, 5]
+    assert [e for _, _, value in producer.records for e in decode_entries(value)] == sent
 
 
 async def test_record_never_blocks_and_drops_counted_past_the_bound() -> None:
@@ -72,7 +91,7 @@ async def test_record_never_blocks_and_drops_counted_past_the_bound() -> None:
     assert counted(metrics, "dropped") == 7
     hold.set()
     await publisher.stop()
-    assert len(producer.records) == 3
+    assert sum(len(decode_entries(value)) for _, _, value in producer.records) == 3
 
 
 async def test_a_failing_producer_never_reaches_the_caller() -> None:
@@ -91,21 +110,28 @@ def _change(i: int) -> UserChange:
     return UserChange("acme", "u-1", "upsert", i, "UPDATE", attributes={"userName": "alice", "email": f"a{i}@x"})
 
 
-def test_a_run_sharing_one_write_shows_the_requests_on_the_change_that_made_it() -> None:
-    """Changes coalesced into a later one's write show no request; the writer shows them all."""
-    changes = [_change(1), _change(2)]
+def test_a_run_sharing_one_write_is_one_entry_counting_its_changes() -> None:
+    """A user's queued changes that went out in one write (coalesced before it, superseded after it) are
+    one entry: the write's outcome and requests, the number of changes and every attribute they changed."""
+    changes = [_change(1), replace(_change(2), attributes={"givenName": "A"}), _change(3)]
     state = UserState(downstream_id="d-1", values={"userName": "alice"})
     verdicts = [
         Applied(changes[0], Result.UPDATED, "coalesced", state),
         Applied(changes[1], Result.UPDATED, "", state),
+        Applied(changes[2], Result.SKIPPED, "superseded", state),
     ]
     sent = [SentRequest("PATCH", "/Users/d-1", 204)]
-    entries = user_entries(changes, verdicts, sent, lambda key: UserState(), 5.0)
-    assert [(e.outcome, e.action, e.sent) for e in entries] == [
-        ("coalesced", "update", ()),
-        ("updated", "update", tuple(sent)),
-    ]
-    assert entries[1].name == "alice" and entries[1].detail["attributes"] == ["email", "userName"]
+    [entry] = user_entries(changes, verdicts, sent, lambda key: UserState(), 5.0)
+    assert (entry.outcome, entry.action, entry.sent, entry.name) == ("updated", "update", tuple(sent), "alice")
+    assert entry.detail["changes"] == 3 and entry.detail["attributes"] == ["email", "givenName", "userName"]
+
+
+def test_a_failure_shared_by_a_run_is_one_entry() -> None:
+    """The same verdict for every change of a run (parked together) is one entry counting them."""
+    changes = [_change(1), _change(2)]
+    parked = SetAside(True, "circuit_open", ScimRejected(None, "PATCH", "Users/{id}"), "acme", "k", "parked")
+    [entry] = user_entries(changes, [parked, parked], (), lambda key: UserState(), 5.0)
+    assert (entry.outcome, entry.reason, entry.detail["changes"]) == ("parked", "circuit_open", 2)
 
 
 def test_set_aside_and_skipped_changes_of_a_known_tenant_are_entries_others_are_not() -> None:
