@@ -49,7 +49,7 @@ def internal_topics(settings: Settings) -> list[NewTopic]:
 
 
 def activity_configs(settings: Settings) -> dict[str, str]:
-    """The activity log is kept by time and size, never compacted: it is a log, bounded (decision 0018)."""
+    """The activity log is kept by time and size, never compacted: it is a log, bounded (decision 0019)."""
     return {
         "cleanup.policy": "delete",
         "retention.ms": str(int(settings.activity_retention_hours * 3600 * 1000)),

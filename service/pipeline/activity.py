@@ -5,7 +5,7 @@
     the activity topic -> ActivityFollower (an ActivityView: no consumer group, the whole topic)
         -> ActivityBook (service.domain.activity: the newest entries and the summary per downstream)
 
-The log is not the source of truth (docs/decisions/0018): an entry may be lost in a crash or dropped
+The log is not the source of truth (docs/decisions/0019): an entry may be lost in a crash or dropped
 when Kafka cannot keep up, and nothing downstream depends on it. Records are keyed by tenant key, so one
 downstream's entries keep their order; a record carries the entries of a downstream that came within
 LINGER_SECONDS (one send and one read for many). This module also turns the pipeline's verdicts into
