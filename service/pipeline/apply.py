@@ -114,7 +114,10 @@ class ApplyStage(ConsumerRebalanceListener):
         self._to_restore: set[TopicPartition] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._committing = asyncio.Lock()  # one commit at a time: the committer's, a revocation's, the last
         self._stopping = False
+        self._stopped = asyncio.Event()
         self.assigned = asyncio.Event()
 
     async def start(self) -> None:
@@ -132,14 +135,18 @@ class ApplyStage(ConsumerRebalanceListener):
         self._consumer.subscribe([self._settings.changes_topic], listener=self)
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name="apply")
+        self._committer = asyncio.create_task(self._commit_every_interval(), name="apply.commit")
 
     async def stop(self) -> None:
         """Stop intake, let running work finish (bounded), commit what finished, leave the group."""
         self._stopping = True
+        self._stopped.set()
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._committer:  # not cancelled: a commit under way finishes (its sends are not abandoned)
+            await self._committer
         await self._drain()
         await self._commit()
         log.info("apply.revoked", partitions=sorted(tp.partition for tp in self._offsets), stopping=True)
@@ -206,8 +213,9 @@ class ApplyStage(ConsumerRebalanceListener):
     # -- the loop -----------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Poll and hand out; never waits for a commit (the committer task does those), so a slow
+        changelog acknowledgement does not hold back records that are ready."""
         assert self._consumer is not None
-        last_commit = time.monotonic()
         while not self._stopping:
             try:
                 if self._to_restore is not None:
@@ -222,9 +230,6 @@ class ApplyStage(ConsumerRebalanceListener):
                     for record in records:
                         self._accept(record)
                 self._apply_backpressure()
-                if time.monotonic() - last_commit >= COMMIT_INTERVAL_SECONDS:
-                    await self._commit()
-                    last_commit = time.monotonic()
             except KafkaError as exc:
                 log.warning("apply.poll.failed", error=str(exc))
                 await asyncio.sleep(1)
@@ -257,7 +262,22 @@ class ApplyStage(ConsumerRebalanceListener):
         elif self._consumer.paused():
             self._consumer.resume(*assignment)
 
+    async def _commit_every_interval(self) -> None:
+        while not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), COMMIT_INTERVAL_SECONDS)
+            if self._stopped.is_set():
+                return
+            try:
+                await self._commit()
+            except Exception:  # the next interval tries again; offsets must keep being committed
+                log.exception("apply.commit.failed.unexpectedly")
+
     async def _commit(self) -> None:
+        async with self._committing:
+            await self._commit_finished()
+
+    async def _commit_finished(self) -> None:
         if self._consumer is None:
             return
         offsets = {

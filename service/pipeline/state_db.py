@@ -39,7 +39,7 @@ SCHEMA_VERSION = 2  # 1: the key was the table's primary key (such a file is reb
 LOADING_VERSION = 1_000 + SCHEMA_VERSION  # a bulk load is under way: not usable
 MAX_SLOTS = 64
 PAGE_SIZE = 16_384  # for a new file: a fifth less CPU per restored record than SQLite's 4 KB
-WAL_BYTES = 64 * 1024 * 1024  # between checkpoints (each one waits for the disk)
+WAL_BYTES = 64 * 1024 * 1024  # between checkpoints (each one waits for the disk, off the event loop)
 CACHE_KB = 16_384  # SQLite's page cache: the key index of a million users stays mostly in memory
 _GROUP_MARK = GROUP_KEY_MARK.encode()
 _KEY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS state_key ON state (key)"
@@ -148,6 +148,23 @@ class StateDb:
             reader.close()
         counts = dict(rows)
         return int(counts.get(0, 0)), int(counts.get(1, 0))
+
+    def wal_bytes(self) -> int:
+        """The size of the write-ahead log: what the next checkpoint copies into the file."""
+        try:
+            return os.path.getsize(f"{self.path}-wal")
+        except FileNotFoundError:
+            return 0
+
+    def checkpoint_wal(self) -> None:
+        """Copy the committed WAL into the file, on a connection of its own and without waiting for the
+        writer (PASSIVE): it waits for the disk, so call it from a worker thread, one at a time. The next
+        write after it starts the WAL over."""
+        checkpointer = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            checkpointer.close()
 
     def items(self, partition: int) -> list[tuple[bytes, bytes]]:
         """Every (key, value) of `partition`, in key order (for tests and tools: it reads them all)."""
@@ -289,8 +306,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before WAL: the page size of a WAL file is fixed
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
-        # fewer, larger WAL checkpoints; the WAL is cut back after each
-        db.execute(f"PRAGMA wal_autocheckpoint = {WAL_BYTES // PAGE_SIZE}")
+        # no checkpoint inside a commit (the event loop's thread commits): `checkpoint_wal` runs them on a
+        # worker thread; the WAL is cut back after each
+        db.execute("PRAGMA wal_autocheckpoint = 0")
         db.execute(f"PRAGMA journal_size_limit = {WAL_BYTES}")
         db.execute(f"PRAGMA cache_size = -{CACHE_KB}")
         version = db.execute("PRAGMA user_version").fetchone()[0]

@@ -33,7 +33,7 @@ from aiokafka.structs import RecordMetadata
 from service.domain.groups import GroupState
 from service.domain.state import UserState
 from service.metrics import Metrics
-from service.pipeline.state_db import StateDb
+from service.pipeline.state_db import WAL_BYTES, StateDb
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -91,6 +91,7 @@ class UserStateStore:
         self._db: StateDb | None = None
         self._counted_at = 0.0
         self._flushing = asyncio.Lock()  # a flush also waits for the sends a concurrent one took
+        self._checkpointing: asyncio.Task[None] | None = None  # the WAL copied into the file, off the loop
 
     @property
     def db(self) -> StateDb:
@@ -165,6 +166,9 @@ class UserStateStore:
             if acked:
                 checkpoints[partition] = max(acked) + 1
         self.db.commit(checkpoints)
+        if (self._checkpointing is None or self._checkpointing.done()) and self.db.wal_bytes() >= WAL_BYTES:
+            self._checkpointing = asyncio.create_task(asyncio.to_thread(self.db.checkpoint_wal))
+            self._checkpointing.add_done_callback(_log_checkpoint_failure)
         if time.monotonic() - self._counted_at >= COUNT_INTERVAL_SECONDS:
             await self._count()
         if failed:
@@ -297,3 +301,9 @@ class UserStateStore:
         self._metrics.state_entries.labels("user").set(users)
         self._metrics.state_entries.labels("group").set(groups)
         return users, groups
+
+
+def _log_checkpoint_failure(task: asyncio.Task[None]) -> None:
+    """A failed checkpoint loses nothing (the WAL keeps the rows); the next flush tries again."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("state.checkpoint.failed", error=str(error))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from service.pipeline.state_db import StateDb
+from service.pipeline.state_db import WAL_BYTES, StateDb
 
 TOPIC = "outbound-scim.user-state"
 
@@ -45,7 +45,7 @@ def test_a_killed_process_leaves_no_checkpoint_ahead_of_its_data(tmp_path: Path)
         f"""
         import os
         from pathlib import Path
-        from service.pipeline.state_db import StateDb
+        from service.pipeline.state_db import WAL_BYTES, StateDb
         db = StateDb.open(Path({str(tmp_path)!r}), {TOPIC!r})
         db.put(b"acme/u1", 0, b"committed")
         db.commit({{0: 1}})
@@ -169,7 +169,7 @@ def test_a_file_left_by_an_interrupted_load_is_rebuilt(tmp_path: Path) -> None:
         f"""
         import os
         from pathlib import Path
-        from service.pipeline.state_db import StateDb
+        from service.pipeline.state_db import WAL_BYTES, StateDb
         db = StateDb.open(Path({str(tmp_path)!r}), {TOPIC!r})
         db.start_load()
         db.put_records({{0: ([(b"acme/u1", b"v")], 1)}})
@@ -203,4 +203,36 @@ def test_a_file_of_the_previous_layout_is_rebuilt(tmp_path: Path) -> None:
     assert [e["event"] for e in logs] == ["state.store.unreadable"]
     assert db.checkpoint(0) is None
     assert db.get(b"acme/u1") is None
+    db.close()
+
+
+def _wal_frames(path: Path) -> int:
+    """Frames in the WAL now (a PASSIVE checkpoint on a connection of its own reports them)."""
+    probe = sqlite3.connect(path)
+    try:
+        return int(probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+    finally:
+        probe.close()
+
+
+def test_a_commit_never_checkpoints_the_wal_itself(tmp_path: Path) -> None:
+    """The event loop's thread commits: the copy of the WAL into the file (which waits for the disk) is
+    left to checkpoint_wal on a worker thread, however large the WAL grows."""
+    db = StateDb.open(tmp_path, TOPIC)
+    file_bytes = db.path.stat().st_size
+    value = b"x" * 4000
+    batch = 0
+    while db.wal_bytes() < WAL_BYTES * 1.2:  # past any automatic checkpoint: SQLite's (1,000 pages) and ours
+        for i in range(100):
+            db.put(f"acme/u{batch}-{i}".encode(), 0, value)
+        db.commit({0: batch})
+        batch += 1
+    assert db.path.stat().st_size == file_bytes, "rows were copied into the file by a commit"
+
+    db.checkpoint_wal()
+    assert db.path.stat().st_size > WAL_BYTES // 2, "the checkpoint copied the rows into the file"
+    db.put(b"acme/next", 0, value)
+    db.commit({0: batch})
+    assert _wal_frames(db.path) < 10, "the write after a checkpoint starts the WAL over"
+    assert db.get(f"acme/u{batch - 1}-99".encode()) == (0, value)
     db.close()

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from service.domain.groups import GroupState
 from service.domain.state import UserState
+from service.pipeline import user_state
 from service.pipeline.user_state import UserStateStore
 from service.settings import Settings
 
@@ -219,4 +220,22 @@ async def test_a_restore_that_fails_during_its_bulk_load_leaves_a_usable_empty_s
     await states.save("acme/u0", 0, user("newest"))
     await states.flush()
     assert states.db.items(0) == [(b"acme/u0", user("newest").to_json())]
+    states.close()
+
+
+async def test_a_flush_past_the_wal_limit_checkpoints_it_on_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WAL is copied into the file beside the event loop, once it has grown past the limit; the
+    flush does not wait for it."""
+    monkeypatch.setattr(user_state, "WAL_BYTES", 64 * 1024)
+    states = store(tmp_path, Producer())
+    for i in range(50):
+        await states.save(f"acme/u{i}", 0, user(f"user-{i}-" + "x" * 2000))
+    await states.flush()
+    assert states._checkpointing is not None
+    await states._checkpointing
+    grown = states.db.path.stat().st_size
+    assert grown > 64 * 1024, "the rows were copied into the file"
+    assert states.get("acme/u49").values["userName"].startswith("user-49-")
     states.close()
