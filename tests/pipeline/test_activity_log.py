@@ -4,20 +4,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import replace
 from typing import Any
 
 from service.domain.activity import SENT_KEPT, ActivityEntry, SentRequest, decode_entries
 from service.domain.changes import UserChange
 from service.domain.state import UserState
-from service.errors import ScimRejected
+from service.errors import ScimRejected, ScimTransient
 from service.metrics import Metrics
 from service.pipeline.activity import RECORD_ENTRIES, ActivityPublisher, user_entries
 from service.pipeline.applier import Applied, SetAside, Skipped
 from service.pipeline.backfill import Backfills
 from service.scim.breaker import BreakerState, CircuitBreaker
+from service.scim.client import Downstream
 from service.scim.executor import Result
-from service.scim.transport import note_sent, recording
+from service.scim.transport import GatedTransport, Request, note_sent, recording
 from tests.pipeline.test_backfill_listing import Producer as ChangesProducer
 from tests.pipeline.test_backfill_listing import Realm
 from tests.scim.test_bulk import DS, Scripted, port, user
@@ -233,3 +235,25 @@ def _finished(backfills: Backfills) -> Any:
         return progress is not None and progress.finished is not None
 
     return check
+
+
+class Refusing:
+    """A transport whose downstream is unreachable (every request a transient failure)."""
+
+    async def send(self, request: Request) -> Any:
+        raise ScimTransient(None, request.method, request.path, detail="down")
+
+
+async def test_the_gate_reports_each_breaker_transition_with_its_tenant() -> None:
+    """A tenant's breaker opening after `threshold` failures is heard once, with the tenant key."""
+    heard: list[tuple[str, BreakerState]] = []
+    gates = GatedTransport(Refusing(), Metrics(), breaker=CircuitBreaker(threshold=2), on_transition=_append(heard))
+    ds = Downstream("acme/hr", "http://scim.invalid/v2", "t")
+    for _ in range(3):
+        with contextlib.suppress(ScimTransient):
+            await gates.send(Request(ds, "GET", "Users"))
+    assert heard == [("acme/hr", BreakerState.OPEN)]
+
+
+def _append(heard: list[tuple[str, BreakerState]]) -> Any:
+    return lambda key, state: heard.append((key, state))
