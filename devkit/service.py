@@ -37,6 +37,7 @@ def make_settings(bootstrap: str, **overrides: Any) -> Settings:
         "dead_letter_topic": f"t{run}.dead-letter",
         "parking_topic": f"t{run}.parked",
         "replay_cursors_topic": f"t{run}.replay-cursors",
+        "activity_topic": f"t{run}.activity",
         "allow_http_hosts": "127.0.0.1",
         "allow_private_networks": True,
         "group_id": f"t{run}",

@@ -35,6 +35,7 @@ TOPICS = (
     "dead_letter_topic",
     "parking_topic",
     "replay_cursors_topic",
+    "activity_topic",
 )
 
 

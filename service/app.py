@@ -28,6 +28,7 @@ from service.kafka_access import KafkaAccessDenied, denied
 from service.kafka_topics import ensure_topics
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
+from service.pipeline.activity import ActivityFollower, ActivityPublisher, circuit_entry
 from service.pipeline.apply import ApplyStage
 from service.pipeline.backfill import Backfills
 from service.pipeline.reconcile import Reconciler
@@ -35,7 +36,7 @@ from service.pipeline.rekey import RekeyStage
 from service.pipeline.rekey_process import STOP_GRACE_SECONDS, RekeyProcess
 from service.pipeline.set_aside import REASON, HeldTopic
 from service.retry import RetryPolicy
-from service.scim.breaker import CircuitBreaker
+from service.scim.breaker import BreakerState, CircuitBreaker
 from service.scim.client import Downstream, ScimClient
 from service.scim.egress import EgressPolicy, GuardedResolver
 from service.scim.health import BreakerMonitor
@@ -68,6 +69,9 @@ class Service:
         self.scim: ScimClient | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.tenants.observe(self._tenant_updated)
+        # the activity log (settings.activity_enabled): published by this replica, read back from every one
+        self.activity_sink: ActivityPublisher | None = None
+        self.activity: ActivityFollower | None = None
 
     def is_ready(self) -> bool:
         return not self.unready_reasons()
@@ -117,9 +121,15 @@ class Service:
             tenant_concurrency=s.tenant_max_concurrency,
             breaker=CircuitBreaker(s.breaker_threshold, s.breaker_open_seconds, s.breaker_max_open_seconds),
             capabilities_refresh_seconds=s.capabilities_refresh_minutes * 60,
+            on_breaker=self._circuit_moved,
         )
         self._producer = AIOKafkaProducer(**s.kafka_client_options(), acks="all", enable_idempotence=True, linger_ms=5)
         await self._producer.start()
+        if s.activity_enabled:
+            self.activity_sink = ActivityPublisher(self._producer, s.activity_topic, self.metrics)
+            self.activity_sink.start()
+            self.activity = ActivityFollower(s, self.metrics)
+            await self.activity.start()  # reads in the background: readiness does not wait for it
         keycloak = self.keycloak = self._keycloak()
         pages = s.keycloak_page_size
         retry = RetryPolicy(s.retry_attempts, s.retry_base_seconds, s.retry_max_seconds)
@@ -133,13 +143,22 @@ class Service:
                 tenants=self.tenants,
                 downstream=scim,
                 retry=retry,
+                activity=self.activity_sink,
             )
             if keycloak
             else None
         )
         reconciler = (
             Reconciler(
-                keycloak, scim, self._producer, s.changes_topic, self.metrics, pages, retry=retry, scim_groups=scim
+                keycloak,
+                scim,
+                self._producer,
+                s.changes_topic,
+                self.metrics,
+                pages,
+                retry=retry,
+                scim_groups=scim,
+                activity=self.activity_sink,
             )
             if keycloak
             else None
@@ -165,6 +184,8 @@ class Service:
                 event_listeners=s.event_listener_ids,
                 console=self._console(),
                 oidc=self._console_oidc(),
+                activity=self.activity,
+                activity_sink=self.activity_sink,
             )
         )
         self._runner = web.AppRunner(api, access_log=None)
@@ -173,7 +194,14 @@ class Service:
         await site.start()
         self.api_port = self._runner.addresses[0][1]
         self.apply = ApplyStage(
-            s, self.metrics, self.tenants, scim, self._producer, keycloak, authoritative=s.keycloak_authoritative
+            s,
+            self.metrics,
+            self.tenants,
+            scim,
+            self._producer,
+            keycloak,
+            authoritative=s.keycloak_authoritative,
+            activity=self.activity_sink,
         )
         await self.apply.start()
         if s.rekey_process:
@@ -254,6 +282,11 @@ class Service:
                         await reconciler.run(tenant.downstream, dry_run=False, groups=groups)
                     except Exception as exc:  # reported; the next interval tries again
                         log.error("reconcile.failed", tenant=tenant.realm, downstream=tenant.name, error=str(exc)[:300])
+
+    def _circuit_moved(self, key: str, state: BreakerState) -> None:
+        """A breaker of this replica changed state: into the activity log, for every replica's console."""
+        if self.activity_sink is not None:
+            self.activity_sink.record(circuit_entry(key, state, time.time()))
 
     def _downstream_of(self, key: str) -> Downstream | None:
         try:
@@ -336,12 +369,16 @@ class Service:
             await self.apply.stop()
         if self._runner:
             await self._runner.cleanup()
+        if self.activity_sink:
+            await self.activity_sink.stop()  # before the producer: what waits is handed to it
         if self._producer:
             await self._producer.stop()
         if self._http:
             await self._http.close()
         if self._keycloak_http:
             await self._keycloak_http.close()
+        if self.activity:
+            await self.activity.stop()
         await self.tenants.stop()
         log.info("service.stopped")
 

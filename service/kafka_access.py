@@ -81,6 +81,8 @@ def required_acls(settings: Settings) -> list[Acl]:
         s.parking_topic: "changes set aside are written there and read back by replays",
         s.replay_cursors_topic: "replays write and read how far each tenant was replayed",
     }
+    if s.activity_enabled:
+        internal[s.activity_topic] = "every replica writes what it did for each downstream and reads all of it back"
     for topic, why in internal.items():
         acls += [
             Acl(ResourceType.TOPIC, topic, Operation.READ, why),

@@ -35,7 +35,7 @@ CHECKED_CONFIGS = ("cleanup.policy", "retention.ms", "min.insync.replicas")
 def internal_topics(settings: Settings) -> list[NewTopic]:
     """The changes topic and its user-state changelog must be co-partitioned: same count, same key."""
     n, rf = settings.internal_partitions, settings.internal_replication_factor
-    return [
+    topics = [
         NewTopic(settings.changes_topic, n, rf),
         NewTopic(settings.user_state_topic, n, rf, topic_configs=COMPACTED),
         NewTopic(settings.tenants_topic, 1, rf, topic_configs=COMPACTED),
@@ -43,6 +43,18 @@ def internal_topics(settings: Settings) -> list[NewTopic]:
         NewTopic(settings.parking_topic, n, rf),
         NewTopic(settings.replay_cursors_topic, 1, rf, topic_configs=COMPACTED),
     ]
+    if settings.activity_enabled:
+        topics.append(NewTopic(settings.activity_topic, n, rf, topic_configs=activity_configs(settings)))
+    return topics
+
+
+def activity_configs(settings: Settings) -> dict[str, str]:
+    """The activity log is kept by time and size, never compacted: it is a log, bounded (decision 0020)."""
+    return {
+        "cleanup.policy": "delete",
+        "retention.ms": str(int(settings.activity_retention_hours * 3600 * 1000)),
+        "retention.bytes": str(settings.activity_retention_bytes),
+    }
 
 
 # -- what the service needs of its topics (pure) ---------------------------------------------------
@@ -98,6 +110,7 @@ def check_topics(settings: Settings, topics: dict[str, ObservedTopic]) -> list[T
         )
     compacted = {s.user_state_topic: Severity.ERROR, s.tenants_topic: Severity.ERROR, s.replay_cursors_topic: None}
     not_compacted = {s.changes_topic: Severity.ERROR, s.parking_topic: Severity.ERROR, s.dead_letter_topic: None}
+    not_compacted[s.activity_topic] = None  # compacted, it would keep one entry per downstream: a warning
     for topic in topics.values():
         policy = topic.configs.get("cleanup.policy")
         if policy is not None:

@@ -180,3 +180,11 @@ class Metrics:
             registry=r,
         )
         self.commits = Counter("outbound_scim_offset_commits_total", "Offset commits of the apply stage", registry=r)
+        self.activity = Counter(
+            "outbound_scim_activity_entries_total",
+            "Activity log entries (the console's provisioning activity), by what became of them: published "
+            "(handed to Kafka), dropped (more were waiting to be sent than the bound, or Kafka refused one), "
+            "unreadable (read back but not an entry)",
+            ["outcome"],
+            registry=r,
+        )

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from service.api.tenants import Circuit
+from service.domain.activity import ActivitySink
 from service.domain.groups import GroupOptions
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.keycloak_admin.realm_check import RealmWarning, check_realm
@@ -69,7 +70,9 @@ class KeycloakSide:
         backfills: Backfills,
         reconciler: Reconciler,
         listeners: Collection[str],
+        activity: ActivitySink | None = None,
     ) -> None:
+        self._activity = activity  # hears each on-demand sync
         self._keycloak = keycloak
         self._scim = scim
         self._backfills = backfills
@@ -96,4 +99,4 @@ class KeycloakSide:
         return await self._reconciler.run(downstream, dry_run, groups=groups, remove_extra_members=remove_extra_members)
 
     async def sync(self, tenant: Tenant, user_id: str) -> dict[str, Any]:
-        return await provision_now(self._keycloak, self._scim, tenant, user_id)
+        return await provision_now(self._keycloak, self._scim, tenant, user_id, self._activity)

@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from service.api.adapters import HeldTopicRecords, KeycloakSide, ScimDownstreams
-from service.api.errors import ApiError, InvalidRequest, KeycloakNotConfigured, NoBackfill, NotEnabled
+from service.api.errors import ActivityOff, ApiError, InvalidRequest, KeycloakNotConfigured, NoBackfill, NotEnabled
 from service.api.models import Problem
 from service.api.openapi import rendered
 from service.api.routes import OPENAPI, READINESS, REGISTRY, ROUTES, TENANTS, Handler, ReadinessSource
@@ -26,7 +26,7 @@ from service.api.tenants import TenantService
 from service.console.app import PREFIX as CONSOLE_PREFIX
 from service.console.app import ConsoleConfig, console_app
 from service.console.oidc import OidcLogin
-from service.domain.activity import ActivityView
+from service.domain.activity import ActivitySink, ActivityView
 from service.errors import EnableRefused, TenantUnreadable
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
@@ -47,6 +47,7 @@ STATUS_OF: dict[type[ApiError], int] = {
     NotEnabled: 404,
     NoBackfill: 404,
     KeycloakNotConfigured: 409,
+    ActivityOff: 409,
 }
 URL_REFUSALS = frozenset({"invalid_url", "insecure_url", "forbidden_address"})  # the request's fault: 400
 HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
@@ -72,11 +73,14 @@ class ApiDeps:
     activity: ActivityView | None = None  # the activity log as every replica reads it; None: it is off
     console: ConsoleConfig | None = None  # None: no console under /ui/ (console_enabled off)
     oidc: OidcLogin | None = None  # the console's Keycloak sign-in; None: admin token only
+    activity_sink: ActivitySink | None = None  # where an on-demand sync is reported
 
 
 def build_api(deps: ApiDeps) -> web.Application:
     keycloak = (
-        KeycloakSide(deps.keycloak, deps.scim, deps.backfills, deps.reconciler, deps.event_listeners)
+        KeycloakSide(
+            deps.keycloak, deps.scim, deps.backfills, deps.reconciler, deps.event_listeners, deps.activity_sink
+        )
         if deps.keycloak is not None and deps.backfills is not None and deps.reconciler is not None
         else None
     )
@@ -87,6 +91,7 @@ def build_api(deps: ApiDeps) -> web.Application:
         HeldTopicRecords(deps.dead_letters, deps.replay),
         deps.link,
         keycloak,
+        activity=deps.activity,
     )
     console = None
     if deps.console is not None:

@@ -5,7 +5,8 @@ ApiError (code: the `error` of the answer)
 ├── InvalidRequest         the body or a parameter does not validate            -> 400 invalid_request
 ├── NotEnabled             the realm has no tenant                              -> 404 not_enabled
 ├── NoBackfill             no backfill was started for the realm on this replica -> 404 no_backfill
-└── KeycloakNotConfigured  the operation needs OUTBOUND_SCIM_KEYCLOAK_*         -> 409 keycloak_not_configured
+├── KeycloakNotConfigured  the operation needs OUTBOUND_SCIM_KEYCLOAK_*         -> 409 keycloak_not_configured
+└── ActivityOff            the activity log is off (OUTBOUND_SCIM_ACTIVITY_ENABLED) -> 409 activity_off
 From service.errors, raised through the service objects as they are:
   EnableRefused            the downstream failed validation: 400 for a URL the egress policy refuses
                            (invalid_url, insecure_url, forbidden_address), 422 otherwise, `error` = its reason
@@ -52,3 +53,10 @@ class KeycloakNotConfigured(ApiError):
 
     def __init__(self, what: str) -> None:
         super().__init__(f"{what} needs the OUTBOUND_SCIM_KEYCLOAK_* settings")
+
+
+class ActivityOff(ApiError):
+    code = "activity_off"
+
+    def __init__(self) -> None:
+        super().__init__("the activity log is off: set OUTBOUND_SCIM_ACTIVITY_ENABLED=true")

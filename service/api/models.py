@@ -30,6 +30,9 @@ from service.domain.plan import DeletePolicy
 from service.domain.scim import valid_resource_id
 
 __all__ = [
+    "ActivityEntryView",
+    "ActivityList",
+    "ActivitySummaryView",
     "AuthView",
     "BackfillProgressView",
     "BasicAuthRequest",
@@ -55,6 +58,7 @@ __all__ = [
     "ReconcileReport",
     "ReplayAll",
     "Replayed",
+    "SentRequestView",
     "StaleUser",
     "SyncReport",
     "TenantList",
@@ -513,3 +517,54 @@ class SyncReport(Response):
     downstream_id: str | None = None
     error: str | None = Field(default=None, description="why it failed (result failed)")
     steps: list[dict[str, Any]] = Field(description="what Keycloak said, the plan, each request and its answer")
+
+
+# --- the activity log -----------------------------------------------------------------------------------
+
+
+class SentRequestView(Response):
+    method: str
+    path: str = Field(
+        description="from the downstream's base URL, with its query; `(in /Bulk)`: an operation of a bulk request"
+    )
+    status: int | None = Field(description="the downstream's answer (null: none, e.g. unreachable)")
+    answer: str = Field(description="the start of the answer's body (or why there was none); never a header")
+
+
+class ActivityEntryView(Response):
+    time: float = Field(description="when it happened, epoch seconds")
+    kind: Literal["user", "group", "circuit", "backfill", "reconcile", "sync"]
+    outcome: str = Field(
+        description="user / group / sync: created, updated, deactivated, deleted, unchanged, coalesced, parked, "
+        "dead_lettered, skipped, failed ...; circuit: open, half_open, closed; backfill: running, done, failed; "
+        "reconcile: clean, drift"
+    )
+    subject: str | None = Field(default=None, description="the Keycloak user or group id")
+    name: str | None = Field(default=None, description="the username or group name, as last known")
+    action: str | None = Field(default=None, description="what the plan decided: create, update, delete, none ...")
+    reason: str | None = None
+    sent: list[SentRequestView] = Field(default_factory=list, description="what went to the downstream, in order")
+    detail: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="changed attributes (user), backfill progress, reconciliation counts, the error of a failure",
+    )
+
+
+class ActivitySummaryView(Response):
+    last_success: float | None = Field(description="the last user or group change the downstream took")
+    changes_last_hour: int = Field(description="user and group changes (any outcome) in the last 60 minutes")
+    circuit: Literal["open", "half_open", "closed"] | None = Field(
+        description="the last breaker transition any replica reported (null: none in the log)"
+    )
+    last_failure: ActivityEntryView | None = Field(description="the last change parked or dead-lettered")
+    backfill: dict[str, JsonValue] | None = Field(description="the latest backfill progress any replica reported")
+    drift: dict[str, JsonValue] | None = Field(description="the latest reconciliation's counts, with its time")
+
+
+class ActivityList(Response):
+    """A downstream's provisioning activity as every replica reads it from the activity topic."""
+
+    realm: str
+    downstream: str
+    entries: list[ActivityEntryView] = Field(description="newest first")
+    summary: ActivitySummaryView

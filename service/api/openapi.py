@@ -79,6 +79,10 @@ def openapi_document() -> dict[str, Any]:
             "tags": [route.tag],
         }
         parameters = [_path_parameter(name) for name in re.findall(r"{(\w+)}", route.path)]
+        parameters += [
+            {"name": name, "in": "query", "required": False, "description": what, "schema": dict(schema)}
+            for name, (what, schema) in route.query.items()
+        ]
         if parameters:
             operation["parameters"] = parameters
         if route.body is not None:

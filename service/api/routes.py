@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.api.errors import InvalidRequest
 from service.api.models import (
+    ActivityList,
     BackfillProgressView,
     DeadLetterList,
     DisabledTenant,
@@ -78,6 +79,7 @@ class Route:
     body_required: bool = True
     authenticated: bool = True
     tag: str = "tenants"
+    query: Mapping[str, tuple[str, Mapping[str, object]]] = field(default_factory=dict)  # name -> (what, schema)
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -219,6 +221,17 @@ async def sync_user(request: web.Request) -> web.Response:
 async def link_user(request: web.Request) -> web.Response:
     body = await parse(request, LinkUser)
     return _answer(await _tenants(request).link(_key(request), request.match_info["user_id"], body), 202)
+
+
+ACTIVITY_LIMIT = 500
+
+
+async def show_activity(request: web.Request) -> web.Response:
+    raw = request.query.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= ACTIVITY_LIMIT:
+        raise InvalidRequest(f"limit is a whole number from 1 to {ACTIVITY_LIMIT}")
+    user = request.query.get("user", "").strip()[:200] or None
+    return _answer(_tenants(request).activity(_key(request), user, int(raw)))
 
 
 # --- the table ----------------------------------------------------------------------------------------
@@ -424,6 +437,26 @@ REALM_ROUTES: tuple[Route, ...] = (
         (Answer(202, LinkQueued, "queued on the user's partition"),),
         {404: NOT_ENABLED, 409: UNREADABLE},
         body=LinkUser,
+    ),
+    Route(
+        "GET",
+        "/tenants/{realm}/activity",
+        "showActivity",
+        "The realm's recent provisioning activity, newest first, as every replica reads it from the activity "
+        "topic (query `user`: a user id or part of a username, any case; `limit`: 1-500, default 50), with the "
+        "summary the tenants page shows",
+        show_activity,
+        (Answer(200, ActivityList, "the entries and the summary"),),
+        {
+            400: "invalid_request: limit is not a whole number from 1 to 500",
+            404: NOT_ENABLED,
+            409: "activity_off: OUTBOUND_SCIM_ACTIVITY_ENABLED is false; " + UNREADABLE,
+        },
+        tag="activity",
+        query={
+            "user": ("a Keycloak user id, or a part of a username (any case)", {"type": "string"}),
+            "limit": ("the most entries answered", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
+        },
     ),
 )
 

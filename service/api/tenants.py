@@ -16,8 +16,11 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from service.api.errors import KeycloakNotConfigured, NoBackfill, NotEnabled
+from service.api.errors import ActivityOff, KeycloakNotConfigured, NoBackfill, NotEnabled
 from service.api.models import (
+    ActivityEntryView,
+    ActivityList,
+    ActivitySummaryView,
     AuthRequest,
     AuthView,
     BackfillProgressView,
@@ -44,6 +47,7 @@ from service.api.models import (
     TenantView,
     UnreadableTenant,
 )
+from service.domain.activity import ActivityEntry, ActivityView
 from service.domain.capabilities import Overrides, effective
 from service.domain.downstreams import DEFAULT, split_tenant_key
 from service.domain.groups import GroupOptions
@@ -155,7 +159,10 @@ class TenantService:
         link: LinkFn,
         keycloak: KeycloakAccess | None = None,
         clock: Callable[[], datetime] = _now,
+        *,
+        activity: ActivityView | None = None,
     ) -> None:
+        self._activity = activity
         self._records = records
         self._downstreams = downstreams
         self._parked = parked
@@ -277,6 +284,29 @@ class TenantService:
             downstream_id=request.downstream_id,
         )
         return LinkQueued(realm=tenant.realm, user_id=user_id, downstream_id=request.downstream_id)
+
+    def activity(self, key: str, user: str | None, limit: int) -> ActivityList:
+        """A downstream's recent activity (newest first, `user`: that user's) and its summary, as every
+        replica reads them from the activity topic."""
+        if self._activity is None:
+            raise ActivityOff()
+        tenant = self._enabled(key)
+        entries = self._activity.recent(tenant.realm, tenant.name, user=user or None, limit=limit)
+        summary = self._activity.summary(tenant.realm, tenant.name, self._clock().timestamp())
+        failure = summary.last_failure
+        return ActivityList(
+            realm=tenant.realm,
+            downstream=tenant.name,
+            entries=[_entry(e) for e in entries],
+            summary=ActivitySummaryView(
+                last_success=summary.last_success,
+                changes_last_hour=summary.changes_last_hour,
+                circuit=summary.circuit if summary.circuit in ("open", "half_open", "closed") else None,  # type: ignore[arg-type]
+                last_failure=_entry(failure) if failure is not None else None,
+                backfill=summary.backfill,
+                drift=summary.drift,
+            ),
+        )
 
     async def idle(self) -> None:
         """Wait for the replays started in the background (tests, shutdown)."""
@@ -403,6 +433,22 @@ def _credentials(token: str | None, auth: AuthRequest | None) -> tuple[str, Secr
         return auth.token.get_secret_value(), None
     assert token is not None
     return token, None
+
+
+def _entry(entry: ActivityEntry) -> ActivityEntryView:
+    return ActivityEntryView.model_validate(
+        {
+            "time": entry.time,
+            "kind": entry.kind,
+            "outcome": entry.outcome,
+            "subject": entry.subject,
+            "name": entry.name,
+            "action": entry.action,
+            "reason": entry.reason,
+            "sent": [{"method": s.method, "path": s.path, "status": s.status, "answer": s.answer} for s in entry.sent],
+            "detail": entry.detail,
+        }
+    )
 
 
 def _progress(progress: BackfillProgress) -> BackfillProgressView:

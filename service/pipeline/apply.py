@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from service.domain.activity import ActivitySink, SentRequest
 from service.domain.changes import UserChange, decode_change
 from service.domain.downstreams import labels
 from service.domain.groups import GroupChange, is_group_key
@@ -31,6 +32,7 @@ from service.kafka_assignor import partition_assignors
 from service.kafka_protocol import leave_static_group
 from service.keycloak_admin.client import KeycloakAdminClient
 from service.metrics import Metrics
+from service.pipeline.activity import group_entry, user_entries
 from service.pipeline.applier import Applier, GroupApplied, GroupApplier, SetAside, Skipped, Verdict, foldable
 from service.pipeline.offsets import PartitionOffsets
 from service.pipeline.rewind import rewind_to_committed
@@ -40,6 +42,7 @@ from service.pipeline.user_state import UserStateStore
 from service.retry import RetryPolicy
 from service.scim.bulk import BulkPort
 from service.scim.client import ScimClient
+from service.scim.transport import recording
 from service.settings import Settings
 from service.tenants.store import TenantStore
 
@@ -69,7 +72,9 @@ class ApplyStage(ConsumerRebalanceListener):
         keycloak: KeycloakAdminClient | None = None,
         *,
         authoritative: bool = False,
+        activity: ActivitySink | None = None,
     ) -> None:
+        self._activity = activity  # what became of each change, for the activity log
         self._settings = settings
         self._metrics = metrics
         self._tenants = tenants
@@ -322,17 +327,21 @@ class ApplyStage(ConsumerRebalanceListener):
             users = [(w, c) for w, c in decoded if isinstance(c, UserChange)]
             groups = [(w, c) for w, c in decoded if isinstance(c, GroupChange)]
             for run in self._runs(users):
-                if len(run) == 1:
-                    work, user = run[0]
-                    await self._act(work, await self._applier.apply(user, replay=is_replay(work.record)))
-                    continue
-                verdicts = await self._applier.apply_queued([user for _, user in run])
+                with self._recording() as sent:
+                    if len(run) == 1:
+                        work, user = run[0]
+                        verdicts = [await self._applier.apply(user, replay=is_replay(work.record))]
+                    else:
+                        verdicts = await self._applier.apply_queued([user for _, user in run])
                 for (work, _), verdict in zip(run, verdicts, strict=True):
                     await self._act(work, verdict)
+                self._report_users([user for _, user in run], verdicts, sent)
             if groups:
                 replay = any(is_replay(w.record) for w, _ in groups)
-                verdict = await self._group_applier.apply([c for _, c in groups], replay=replay)
+                with self._recording() as sent:
+                    verdict = await self._group_applier.apply([c for _, c in groups], replay=replay)
                 await self._act_on_group([w for w, _ in groups], verdict)
+                self._report_group([c for _, c in groups], verdict, sent)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not stop the consumer; the changes are dead-lettered
@@ -344,6 +353,21 @@ class ApplyStage(ConsumerRebalanceListener):
             for work in works:
                 await self._write_aside(self._settings.dead_letter_topic, set_aside(work.record, "internal_error", exc))
                 self._metrics.dead_letters.labels("internal_error").inc()
+
+    # -- the activity log ----------------------------------------------------------------------------
+
+    def _recording(self) -> contextlib.AbstractContextManager[list[SentRequest] | None]:
+        """Keeps the requests sent for a change, only when the activity log is on (it costs)."""
+        return recording() if self._activity is not None else contextlib.nullcontext()
+
+    def _report_users(self, changes: list[UserChange], verdicts: list[Verdict], sent: list[SentRequest] | None) -> None:
+        if self._activity is not None:
+            for entry in user_entries(changes, verdicts, sent or (), self._states.get, time.time()):
+                self._activity.record(entry)
+
+    def _report_group(self, changes: list[GroupChange], verdict: Verdict, sent: list[SentRequest] | None) -> None:
+        if self._activity is not None and (entry := group_entry(changes, verdict, sent or (), time.time())):
+            self._activity.record(entry)
 
     def _runs(self, users: list[tuple[Work, UserChange]]) -> list[list[tuple[Work, UserChange]]]:
         """A user's queued changes in order, cut into runs that may share one downstream write (foldable,

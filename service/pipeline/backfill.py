@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
+from service.domain.activity import ActivityEntry, ActivitySink
 from service.domain.changes import UserChange, user_attributes_of
 from service.domain.downstreams import DEFAULT, split_tenant_key, tenant_key
 from service.domain.groups import GroupChange
@@ -50,6 +52,7 @@ from service.tenants.models import Tenant
 _log = structlog.get_logger(__name__)
 PAGE_SIZE = 500
 READ_AHEAD_PAGES = 2  # Keycloak pages fetched ahead of the one being published (bounded memory)
+REPORT_SECONDS = 1.0  # progress in the activity log: about once a second, and the end
 T = TypeVar("T")
 
 
@@ -108,7 +111,10 @@ class Backfills:
         tenants: TenantLookup | None = None,
         downstream: DownstreamSnapshots | None = None,
         retry: RetryPolicy | None = None,
+        activity: ActivitySink | None = None,
     ) -> None:
+        self._activity = activity
+        self._reported: dict[str, float] = {}  # tenant key -> when its progress was last reported
         self._keycloak = keycloak
         self._tenants = tenants  # with `downstream`: list the tenant's downstream first (one request per user)
         self._downstream = downstream
@@ -168,7 +174,23 @@ class Backfills:
             log.error("backfill.failed", error=progress.error, done=progress.done)
         finally:
             progress.finished = time.time()
+            self._report(progress, final=True)
         log.info("backfill.finished", **{k: v for k, v in progress.public().items() if k != "downstream"})
+
+    def _report(self, progress: BackfillProgress, *, final: bool = False) -> None:
+        """The progress in the activity log (every replica's console shows it): about once a second while
+        it runs, and its end."""
+        if self._activity is None:
+            return
+        now = time.monotonic()
+        if not final and now - self._reported.get(progress.key, -math.inf) < REPORT_SECONDS:
+            return
+        self._reported[progress.key] = now
+        self._activity.record(
+            ActivityEntry(
+                time.time(), progress.realm, progress.downstream, "backfill", progress.state, detail=progress.public()
+            )
+        )
 
     def _mapping_of(self, key: str) -> AttributeMapping:
         """The downstream's attribute mapping (`key`: its tenant key): whether users are read whole (it maps
@@ -234,6 +256,7 @@ class Backfills:
         await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
         progress.done += 1
         self._metrics.backfilled.labels(progress.realm, progress.downstream).inc()
+        self._report(progress)
 
     async def _publish_groups(self, progress: BackfillProgress) -> None:
         """Every group (an upsert with its name and parent), each followed by its direct memberships."""
@@ -254,6 +277,7 @@ class Backfills:
                 )
                 await self._producer.send(self._topic, key=change.key.encode(), value=change.to_json())
                 progress.groups += 1
+                self._report(progress)
                 await self._publish_members(progress, group["id"])
             _log.info(
                 "backfill.progress",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from service.domain.activity import ANSWER_CHARS, ActivityEntry, ActivitySink, SentRequest
 from service.domain.changes import UserChange, user_attributes_of
 from service.domain.plan import plan_change
 from service.domain.stamps import ChangeSource
@@ -19,10 +20,42 @@ from service.keycloak_admin.mapping import user_attributes
 from service.pipeline.ports import UserReader
 from service.scim.client import ScimClient
 from service.scim.executor import execute
+from service.scim.transport import recording
 from service.tenants.models import Tenant
 
 
-async def provision_now(keycloak: UserReader, scim: ScimClient, tenant: Tenant, user_id: str) -> dict[str, Any]:
+async def provision_now(
+    keycloak: UserReader, scim: ScimClient, tenant: Tenant, user_id: str, activity: ActivitySink | None = None
+) -> dict[str, Any]:
+    """The report of one user provisioned now; `activity` (if set) hears it, with the requests sent."""
+    with recording() as sent:
+        report = await _provision_now(keycloak, scim, tenant, user_id)
+    if activity is not None:
+        activity.record(_sync_entry(tenant, user_id, report, sent))
+    return report
+
+
+def _sync_entry(tenant: Tenant, user_id: str, report: dict[str, Any], sent: list[SentRequest]) -> ActivityEntry:
+    read: dict[str, Any] = next((s for s in report["steps"] if s.get("step") == "read_keycloak"), {})
+    name = (read.get("attributes") or {}).get("userName")
+    plan: dict[str, Any] = next((s for s in report["steps"] if s.get("step") == "plan"), {})
+    detail = {"error": report["error"][:ANSWER_CHARS]} if "error" in report else {}
+    return ActivityEntry(
+        time.time(),
+        tenant.realm,
+        tenant.name,
+        "sync",
+        str(report["result"]),
+        user_id,
+        name if isinstance(name, str) else None,
+        str(plan["action"]) if "action" in plan else None,
+        report.get("reason"),
+        tuple(sent),
+        detail,
+    )
+
+
+async def _provision_now(keycloak: UserReader, scim: ScimClient, tenant: Tenant, user_id: str) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     rep = await keycloak.get_user(tenant.realm, user_id)
     now = int(time.time() * 1000)

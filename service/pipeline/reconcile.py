@@ -32,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from service.domain.activity import ActivityEntry, ActivitySink
 from service.domain.changes import UserChange
 from service.domain.downstreams import split_tenant_key
 from service.domain.drift import GroupDrift, compare, compare_groups, orphan_ids, wanted_members
@@ -70,7 +71,9 @@ class Reconciler:
         retry: RetryPolicy | None = None,
         *,
         scim_groups: DownstreamGroups | None = None,
+        activity: ActivitySink | None = None,
     ) -> None:
+        self._activity = activity
         self._keycloak = keycloak
         self._scim_groups = scim_groups  # lists downstream groups; needed only to reconcile groups
         self._retry = retry or RetryPolicy()  # each downstream page; Keycloak's client retries its own
@@ -180,6 +183,10 @@ class Reconciler:
             orphan_checks=0 if dry_run else len(orphans),
             seconds=report["seconds"],
         )
+        if self._activity is not None:
+            counts = drift_counts(report)
+            outcome = "drift" if any(v for k, v in counts.items() if k in DRIFT_KINDS) else "clean"
+            self._activity.record(ActivityEntry(time.time(), realm, name, "reconcile", outcome, detail=counts))
         return report
 
     async def _groups(
@@ -323,6 +330,21 @@ class Reconciler:
             await self._producer.send(self._topic, key=membership.key.encode(), value=membership.to_json())
         await self._producer.flush()
         return len(forced), len(memberships)
+
+
+DRIFT_KINDS = ("missing", "stale", "extra", *GROUP_KINDS)
+
+
+def drift_counts(report: dict[str, Any]) -> dict[str, Any]:
+    """A reconciliation report's figures without its lists (what the activity log keeps of it)."""
+    counts: dict[str, Any] = {k: report[k] for k in ("dry_run", "keycloak_users", "downstream_users", "fixes_queued")}
+    counts |= {kind: report[kind]["count"] for kind in ("missing", "stale", "extra")}
+    groups = report.get("groups")
+    if groups is not None:
+        counts |= {"keycloak_groups": groups["keycloak_groups"], "downstream_groups": groups["downstream_groups"]}
+        counts |= {f"groups_{kind}": groups[kind]["count"] for kind in ("missing", "stale", "extra")}
+        counts |= {kind: groups[kind]["count"] for kind in ("members_missing", "members_extra")}
+    return counts
 
 
 def _subtree(group_id: str, children: dict[str | None, list[str]]) -> list[str]:

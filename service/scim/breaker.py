@@ -4,12 +4,14 @@
     open   --(open period elapsed)--> half_open: one probe (by the health monitor) decides
     half_open --probe ok--> closed            half_open --probe fails--> open, period doubled (capped)
 
-Pure state machine: the clock is passed in, so tests drive it without sleeping.
+Pure state machine: the clock is passed in, so tests drive it without sleeping. An `observer`, if set,
+hears each transition (the activity log reports them).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 
@@ -28,6 +30,7 @@ class CircuitBreaker:
     failures: int = 0
     opened_at: float = 0.0
     period: float = 0.0
+    observer: Callable[[BreakerState], None] | None = field(default=None, repr=False, compare=False)
 
     def allows(self, now: float) -> bool:
         """Whether a request may go out now. Open and half-open hold traffic; the monitor probes."""
@@ -41,7 +44,7 @@ class CircuitBreaker:
 
     def succeeded(self) -> BreakerState:
         self.failures = 0
-        self.state = BreakerState.CLOSED
+        self._move(BreakerState.CLOSED)
         return self.state
 
     def failed(self, now: float) -> BreakerState:
@@ -53,9 +56,15 @@ class CircuitBreaker:
         return self.state
 
     def start_probe(self) -> None:
-        self.state = BreakerState.HALF_OPEN
+        self._move(BreakerState.HALF_OPEN)
 
     def _open(self, now: float, period: float) -> None:
-        self.state = BreakerState.OPEN
         self.opened_at = now
         self.period = period
+        self._move(BreakerState.OPEN)
+
+    def _move(self, state: BreakerState) -> None:
+        moved = state is not self.state
+        self.state = state
+        if moved and self.observer is not None:
+            self.observer(state)

@@ -32,12 +32,13 @@ from typing import Any
 import structlog
 
 from service.domain import bulk, scim
+from service.domain.activity import SentRequest
 from service.domain.capabilities import UserWrites
 from service.domain.downstreams import labels
 from service.errors import ScimError, ScimRejected, ScimTransient
 from service.metrics import Metrics
 from service.scim.client import ScimClient, checked_id
-from service.scim.transport import Downstream, error_for_status
+from service.scim.transport import Downstream, error_for_status, note_sent, recording_into, sent_record
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +54,7 @@ class _Pending:
     data: dict[str, Any]
     size: int  # bytes of the operation as sent
     answer: asyncio.Future[Any]
+    sent: list[SentRequest] | None = None  # the caller's record of requests sent (activity log), if kept
 
 
 @dataclass
@@ -137,7 +139,7 @@ class BulkPort:
     ) -> Any:
         key = _key(ds)
         sized = bulk.size_of(bulk.operation(method, path, "op-000000", data))
-        item = _Pending(method, path, data, sized, asyncio.get_running_loop().create_future())
+        item = _Pending(method, path, data, sized, asyncio.get_running_loop().create_future(), sent_record())
         batch = self._open.get(key)
         if batch is not None and not batch.fits(item):
             self._flush(key)
@@ -172,10 +174,12 @@ class BulkPort:
 
     async def _send(self, batch: _Batch) -> None:
         try:
-            if len(batch.pending) == 1:
-                await self._alone(batch.ds, batch.pending[0])
-            else:
-                await self._bulk(batch)
+            with recording_into(None):  # not the record of the caller that started it: each operation
+                # is noted in its own caller's (_note, _alone)
+                if len(batch.pending) == 1:
+                    await self._alone(batch.ds, batch.pending[0])
+                else:
+                    await self._bulk(batch)
         except asyncio.CancelledError:
             for item in batch.pending:
                 _settle(item, error=ScimTransient(None, item.method, _shown(item), detail="stopped before an answer"))
@@ -188,11 +192,12 @@ class BulkPort:
     async def _alone(self, ds: Downstream, item: _Pending) -> None:
         """One operation as the plain request it stands for."""
         try:
-            if item.method == "POST":
-                _settle(item, result=await self._client.create_user(ds, item.data))
-            else:
-                await self._client.send_once(ds, "PATCH", item.path, body=item.data)
-                _settle(item, result=None)
+            with recording_into(item.sent):  # noted in its caller's record
+                if item.method == "POST":
+                    _settle(item, result=await self._client.create_user(ds, item.data))
+                else:
+                    await self._client.send_once(ds, "PATCH", item.path, body=item.data)
+                    _settle(item, result=None)
         except Exception as exc:
             _settle(item, error=exc)
 
@@ -213,12 +218,14 @@ class BulkPort:
                 return
             self._count(ds, "transient", len(batch.pending))
             for item in batch.pending:
+                _note(item, "POST", "/Bulk", exc.status, exc.detail)
                 _settle(item, error=exc)
             return
         except ScimRejected as exc:
             if exc.unauthorized:
                 self._count(ds, "refused", len(batch.pending))
                 for item in batch.pending:
+                    _note(item, "POST", "/Bulk", exc.status, exc.detail)
                     _settle(item, error=exc)
                 return
             await self._refused_as_a_whole(batch, f"POST /Bulk answered {exc.status} ({exc.reason})")
@@ -233,11 +240,13 @@ class BulkPort:
         for item, bulk_id in zip(batch.pending, ids, strict=True):
             outcome = answered.get(bulk_id)
             if outcome is None:
+                _note(item, item.method, f"/{item.path} (in /Bulk)", None, "no outcome in the bulk response")
                 self._count(ds, "no_outcome", 1)
                 _settle(
                     item, error=ScimTransient(None, item.method, _shown(item), detail="no outcome in the bulk response")
                 )
                 continue
+            _note(item, item.method, f"/{item.path} (in /Bulk)", outcome.status, outcome.response)
             error = error_for_status(outcome.status, item.method, _shown(item), outcome.response)
             self._count(ds, "ok" if error is None else "failed", 1)
             if error is not None:
@@ -279,6 +288,12 @@ def _created(outcome: bulk.OperationOutcome) -> dict[str, Any]:
     resource = dict(outcome.response) if isinstance(outcome.response, dict) else {}
     resource["id"] = resource_id
     return resource
+
+
+def _note(item: _Pending, method: str, path: str, status: int | None, answer: object) -> None:
+    """The operation's outcome in its caller's record (the activity log's view of the change)."""
+    with recording_into(item.sent):
+        note_sent(method, path, status, answer)
 
 
 def _settle(item: _Pending, *, result: Any = None, error: BaseException | None = None) -> None:

@@ -27,7 +27,7 @@ from service.jsonhttp import JsonHttp
 from service.metrics import Metrics
 from service.retry import RetryPolicy, retrying
 from service.scim.auth import Authenticator
-from service.scim.breaker import CircuitBreaker
+from service.scim.breaker import BreakerState, CircuitBreaker
 from service.scim.egress import EgressPolicy
 from service.scim.transport import (
     Downstream,
@@ -124,8 +124,10 @@ class ScimClient:
         tenant_concurrency: int = 16,
         breaker: CircuitBreaker | None = None,
         capabilities_refresh_seconds: float = 3600.0,
+        on_breaker: Callable[[str, BreakerState], None] | None = None,
     ) -> ScimClient:
-        """The service's stack: JSON over HTTP (egress-checked, capped), gated per tenant."""
+        """The service's stack: JSON over HTTP (egress-checked, capped), gated per tenant; `on_breaker`
+        hears each tenant's breaker transitions."""
         http = JsonHttp(
             session,
             timeout_seconds=timeout_seconds,
@@ -133,7 +135,7 @@ class ScimClient:
             check_host=egress.check_host,
         )
         auth = Authenticator(http, metrics)
-        gates = GatedTransport(HttpTransport(http, metrics, auth), metrics, tenant_concurrency, breaker)
+        gates = GatedTransport(HttpTransport(http, metrics, auth), metrics, tenant_concurrency, breaker, on_breaker)
         return cls(gates, metrics, auth=auth, capabilities_refresh_seconds=capabilities_refresh_seconds)
 
     # -- the gates ----------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
     ScimClient (resources: users, lookups)  ->  Transport.send(Request)
         GatedTransport    per-tenant circuit breaker, rate (token bucket) and concurrency cap
         TracingTransport  records each request and its answer (the step trace of an on-demand sync)
+                          (and, inside `recording()`, HttpTransport notes each exchange for the activity log)
         HttpTransport     JSON over HTTP (service.jsonhttp); statuses -> errors in `error_for_status`;
                           the Authorization header from an Authorizer (service.scim.auth: bearer, basic,
                           OAuth2 with one fresh token after a 401)
@@ -15,12 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from service.domain import scim
+from service.domain.activity import ANSWER_CHARS, PATH_CHARS, SENT_KEPT, SentRequest
 from service.domain.capabilities import NO_OVERRIDES, Overrides
 from service.domain.downstreams import labels
 from service.domain.mapping import DEFAULT_MAPPING, AttributeMapping
@@ -123,6 +129,65 @@ def _redirect_detail(location: str | None) -> str:
     return f"redirect to {host[:100]} not followed" if host else "redirect not followed"
 
 
+# -- what was sent, for the activity log -------------------------------------------------------------
+
+_SENT: ContextVar[list[SentRequest] | None] = ContextVar("scim_requests_sent", default=None)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[SentRequest]]:
+    """Collects each request sent within the block (by this task and the tasks it starts) with its status
+    and a short answer: what the activity log shows of a change. Outside such a block nothing is kept."""
+    sent: list[SentRequest] = []
+    with recording_into(sent):
+        yield sent
+
+
+@contextlib.contextmanager
+def recording_into(sent: list[SentRequest] | None) -> Iterator[None]:
+    """Requests sent within the block go to `sent` (None: nowhere), e.g. the record of the change whose
+    operation a bulk request carried."""
+    token = _SENT.set(sent)
+    try:
+        yield
+    finally:
+        _SENT.reset(token)
+
+
+def sent_record() -> list[SentRequest] | None:
+    """The record being kept here (None: none)."""
+    return _SENT.get()
+
+
+def note_sent(method: str, path: str, status: int | None, answer: object, secret: str = "") -> None:
+    """Adds a request to the block's record, if one is being kept (at most SENT_KEPT): its answer as short
+    text, without `secret` (the credential the request carried, should an answer echo it)."""
+    sent = _SENT.get()
+    if sent is None or len(sent) >= SENT_KEPT:
+        return
+    if isinstance(answer, str):
+        text = answer
+    elif answer is None or answer is NOT_JSON:
+        text = ""
+    else:
+        text = json.dumps(answer, separators=(",", ":"), default=str)
+    text = text[: ANSWER_CHARS + len(secret)]
+    if secret and secret in text:
+        text = text.replace(secret, "[redacted]")
+    sent.append(SentRequest(method, path[:PATH_CHARS], status, text[:ANSWER_CHARS]))
+
+
+def _shown(request: Request) -> str:
+    """The request's path as the activity log shows it: from the base URL, with its query."""
+    path = "/" + request.path.lstrip("/")
+    return f"{path}?{urlencode(request.params)}" if request.params else path
+
+
+def _credential(authorization: str | None) -> str:
+    """The secret part of an Authorization header value (the token, the Basic pair)."""
+    return authorization.partition(" ")[2] if authorization else ""
+
+
 class HttpTransport:
     """SCIM over HTTP: the tenant's credentials, SCIM media type, statuses and transport failures mapped
     to ScimError. A 401 to a request sent with an OAuth2 token is sent once more with a fresh token."""
@@ -174,10 +239,13 @@ class HttpTransport:
                     method, ds.url(path), headers=headers, json_body=request.body, params=request.params
                 )
             except TransportFailure as exc:
+                note_sent(method, _shown(request), None, exc.detail)
                 if exc.kind == "unreachable":
                     raise ScimTransient(None, method, path, detail=exc.detail) from exc
                 raise ScimRejected(None, method, path, detail=exc.detail, reason=exc.kind) from exc
             status_class = f"{answer.status // 100}xx"
+            if _SENT.get() is not None:
+                note_sent(method, _shown(request), answer.status, answer.doc, _credential(headers.get("Authorization")))
             return answer
         finally:
             self._timed_series(method).observe(time.perf_counter() - started)
@@ -215,8 +283,14 @@ class GatedTransport:
     parks), the bucket paces them, the semaphore caps them. Transient failures open the breaker."""
 
     def __init__(
-        self, inner: Transport, metrics: Metrics, tenant_concurrency: int = 16, breaker: CircuitBreaker | None = None
+        self,
+        inner: Transport,
+        metrics: Metrics,
+        tenant_concurrency: int = 16,
+        breaker: CircuitBreaker | None = None,
+        on_transition: Callable[[str, BreakerState], None] | None = None,  # tenant key, new state
     ) -> None:
+        self._on_transition = on_transition
         self._inner = inner
         self._metrics = metrics
         self._tenant_concurrency = tenant_concurrency
@@ -260,6 +334,8 @@ class GatedTransport:
         if gate is None or ds.generation > gate.generation or ds.base_url != gate.base_url:
             t = self._breaker_template
             breaker = CircuitBreaker(t.threshold, t.open_seconds, t.max_open_seconds)
+            if self._on_transition is not None:
+                breaker.observer = functools.partial(self._on_transition, ds.tenant)
             gate = self._gates[ds.tenant] = TenantGate(
                 breaker, asyncio.Semaphore(size), size, generation=ds.generation, base_url=ds.base_url
             )

@@ -575,6 +575,7 @@ def test_keycloak_and_egress_defaults(chart: helm_python.Chart) -> None:
     defaults = Settings.model_fields
     assert env["OUTBOUND_SCIM_PARKING_TOPIC"]["value"] == defaults["parking_topic"].default
     assert env["OUTBOUND_SCIM_REPLAY_CURSORS_TOPIC"]["value"] == defaults["replay_cursors_topic"].default
+    assert env["OUTBOUND_SCIM_ACTIVITY_TOPIC"]["value"] == defaults["activity_topic"].default
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["keycloak"]["authRealm"] == defaults["keycloak_auth_realm"].default
     assert values["keycloak"]["authoritative"] is defaults["keycloak_authoritative"].default
@@ -711,6 +712,7 @@ def test_rendered_env_parses_as_settings(
         "ca_bundle",
         "parking_topic",
         "replay_cursors_topic",
+        "activity_topic",
     ],
 )
 def test_config_refuses_settings_with_chart_values(chart: helm_python.Chart, setting: str) -> None:

@@ -132,7 +132,7 @@ adminToken: set adminToken.existingSecret (recommended) or adminToken.value (e.g
 
 {{/* Settings the chart renders itself; `config` must not set them again. */}}
 {{- define "outbound-scim.managedSettings" -}}
-{{- list "kafka_bootstrap_servers" "kafka_security_protocol" "kafka_sasl_mechanism" "kafka_sasl_username" "kafka_sasl_password" "kafka_ssl_cafile" "events_topic" "admin_events_topic" "changes_topic" "user_state_topic" "state_dir" "tenants_topic" "dead_letter_topic" "parking_topic" "replay_cursors_topic" "internal_partitions" "internal_replication_factor" "group_id" "group_instance_id" "instance_id" "drain_timeout_seconds" "token_key" "admin_token" "keycloak_url" "keycloak_auth_realm" "keycloak_client_id" "keycloak_client_secret" "keycloak_authoritative" "allow_http_hosts" "allow_private_networks" "ca_bundle" "api_host" "api_port" "log_level" | toJson }}
+{{- list "kafka_bootstrap_servers" "kafka_security_protocol" "kafka_sasl_mechanism" "kafka_sasl_username" "kafka_sasl_password" "kafka_ssl_cafile" "events_topic" "admin_events_topic" "changes_topic" "user_state_topic" "state_dir" "tenants_topic" "dead_letter_topic" "parking_topic" "replay_cursors_topic" "activity_topic" "internal_partitions" "internal_replication_factor" "group_id" "group_instance_id" "instance_id" "drain_timeout_seconds" "token_key" "admin_token" "keycloak_url" "keycloak_auth_realm" "keycloak_client_id" "keycloak_client_secret" "keycloak_authoritative" "allow_http_hosts" "allow_private_networks" "ca_bundle" "api_host" "api_port" "log_level" | toJson }}
 {{- end }}
 
 {{/*
