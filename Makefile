@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: deps demo run test unit lint bench docs api-docs screenshots clean
+.PHONY: deps chromium demo run test unit lint bench docs api-docs screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 ## deps: Python packages (pinned in pyproject.toml) and the Kafka broker jars (Maven Central)
 deps: $(STAMP)
 	bash scripts/kafka/kafka.sh fetch
+
+## chromium: Debian's browser, for the console's browser tests (tests/browser), installed when missing
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 ## demo: local Kafka + scim2-server + the service, sample Keycloak events, downstream before / after
 demo: deps
@@ -29,7 +33,7 @@ run: deps
 ## service/ with its floor ([tool.coverage] in pyproject.toml). COVERAGE_PROCESS_START makes coverage's
 ## .pth (installed with coverage in the venv) measure every Python process: the service processes the
 ## tests start too; each writes its own .coverage.* file next to this Makefile, combined at the end.
-test: deps lint
+test: deps lint chromium
 	rm -f .coverage .coverage.*
 	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest
 	$(BIN)/coverage combine --quiet
