@@ -332,13 +332,13 @@ class Reconciler:
         return len(forced), len(memberships)
 
 
-DRIFT_KINDS = ("missing", "stale", "extra", *GROUP_KINDS)
+DRIFT_KINDS = ("missing", "stale", "extra", "duplicates", *GROUP_KINDS)
 
 
 def drift_counts(report: dict[str, Any]) -> dict[str, Any]:
     """A reconciliation report's figures without its lists (what the activity log keeps of it)."""
     counts: dict[str, Any] = {k: report[k] for k in ("dry_run", "keycloak_users", "downstream_users", "fixes_queued")}
-    counts |= {kind: report[kind]["count"] for kind in ("missing", "stale", "extra")}
+    counts |= {kind: report[kind]["count"] for kind in ("missing", "stale", "extra", "duplicates")}
     groups = report.get("groups")
     if groups is not None:
         counts |= {"keycloak_groups": groups["keycloak_groups"], "downstream_groups": groups["downstream_groups"]}
