@@ -25,6 +25,8 @@ from tests import properties  # noqa: F401 - loads the Hypothesis profile (HYPOT
 from tests.django_scim import DjangoScim, start_django_scim
 from tests.support import ScimServer, SecuredListener, start_scim_server, start_secured_broker, stop_broker
 
+pytest_plugins = ["tests.browser.fixtures"]  # the browser fixtures, for tests/browser and tests/keycloak
+
 SCIM_TOKEN = "downstream-token-1"
 SERVER_FIXTURES = frozenset(
     {"kafka_bootstrap", "kafka_broker", "secured_kafka", "scim_server", "keycloak", "django_scim"}

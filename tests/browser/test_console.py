@@ -17,7 +17,7 @@ from playwright.async_api import Page, expect
 from service.app import Service
 from service.settings import Settings
 from tests import events as ev
-from tests.browser.conftest import screenshot
+from tests.browser.fixtures import screenshot
 from tests.faults import FaultProxy
 from tests.support import (
     ADMIN_TOKEN,

@@ -1,5 +1,7 @@
-"""A real headless Chromium (Debian's `chromium`, driven by Playwright from PyPI: nothing is downloaded at run
-time), one per test session, and a fresh browser context (cookies, 1366x768 viewport) per test.
+"""Fixtures of the browser tests, a pytest plugin of tests/conftest.py (tests/browser and tests/keycloak
+share them): a real headless Chromium (Debian's `chromium`, driven by Playwright from PyPI: nothing is
+downloaded at run time), one per test session, and a fresh browser context (cookies, 1366x768 viewport)
+per test.
 
 Screenshots go to OUTBOUND_SCIM_SCREENSHOTS (default build/screenshots); `make screenshots` copies them
 into docs/images/ when the docs' copies should change.
