@@ -92,6 +92,7 @@ def build_api(deps: ApiDeps) -> web.Application:
         deps.link,
         keycloak,
         activity=deps.activity,
+        activity_sink=deps.activity_sink,
     )
     console = None
     if deps.console is not None:

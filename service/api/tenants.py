@@ -47,7 +47,7 @@ from service.api.models import (
     TenantView,
     UnreadableTenant,
 )
-from service.domain.activity import ActivityEntry, ActivityView
+from service.domain.activity import ActivityEntry, ActivitySink, ActivityView
 from service.domain.capabilities import Overrides, effective
 from service.domain.downstreams import DEFAULT, split_tenant_key
 from service.domain.groups import GroupOptions
@@ -161,8 +161,10 @@ class TenantService:
         clock: Callable[[], datetime] = _now,
         *,
         activity: ActivityView | None = None,
+        activity_sink: ActivitySink | None = None,
     ) -> None:
         self._activity = activity
+        self._activity_sink = activity_sink  # enables, rotations and disables go to the activity log
         self._records = records
         self._downstreams = downstreams
         self._parked = parked
@@ -209,6 +211,7 @@ class TenantService:
         log.info(
             "tenant.enabled", tenant=realm, downstream=name, base_url=tenant.base_url, rotated=previous is not None
         )
+        self._record(realm, name, "rotated" if previous is not None else "enabled", {"base_url": tenant.base_url})
         if previous is not None:
             self._in_background(self._parked.replay(key))
         warnings = await self._warnings(realm)  # never blocks: the realm may be set up after the enable
@@ -228,6 +231,7 @@ class TenantService:
         await self._records.remove(key)
         realm, name = split_tenant_key(key)
         log.info("tenant.disabled", tenant=realm, downstream=name)
+        self._record(realm, name, "disabled", {})
         return DisabledTenant(realm=realm, downstream=name)
 
     async def parked(self, key: str) -> ParkedList:
@@ -318,6 +322,11 @@ class TenantService:
         if tenant is None:
             raise NotEnabled(key)
         return tenant
+
+    def _record(self, realm: str, name: str, outcome: str, detail: dict[str, Any]) -> None:
+        if self._activity_sink is not None:
+            when = self._clock().timestamp()
+            self._activity_sink.record(ActivityEntry(when, realm, name, "tenant", outcome, detail=detail))
 
     def _needs_keycloak(self, what: str) -> KeycloakAccess:
         if self._keycloak is None:

@@ -98,7 +98,12 @@ async def _tenants(
 ) -> web.Response:
     console = request.app[CONSOLE]
     listed = console.service.tenants().tenants
-    rows = await asyncio.gather(*(_row(console, t) for t in listed))
+    rows = list(await asyncio.gather(*(_row(console, t) for t in listed)))
+    enabled = {(t.realm, t.downstream) for t in listed}
+    if console.activity is not None:  # disabled within the log's retention: still a row, badge "disabled"
+        gone = [known for known in console.activity.downstreams() if known not in enabled]
+        rows += await asyncio.gather(*(_disabled_row(console, realm, name) for realm, name in gone))
+        rows.sort(key=lambda row: (row.realm, row.downstream))
     done = DONE.get(request.query.get("done", ""))
     return page(
         request,
@@ -120,6 +125,13 @@ async def _row(console: Console, listed: TenantView | UnreadableTenant) -> Row:
     parked = len((await console.service.parked(key)).parked)
     summary = console.activity.summary(listed.realm, listed.downstream, console.clock()) if console.activity else None
     return Row(listed.realm, listed.downstream, listed, None, badges(listed, summary, parked), summary)
+
+
+async def _disabled_row(console: Console, realm: str, name: str) -> Row:
+    assert console.activity is not None
+    parked = len((await console.service.parked(tenant_key(realm, name))).parked)
+    summary = console.activity.summary(realm, name, console.clock())
+    return Row(realm, name, None, None, badges(None, summary, parked), summary)
 
 
 async def enable(request: web.Request) -> web.Response:

@@ -34,7 +34,7 @@ __all__ = [
 
 ANSWER_CHARS = 300  # of a downstream's answer kept in an entry: enough for a SCIM error's detail
 
-Kind = Literal["user", "group", "circuit", "backfill", "reconcile", "sync"]
+Kind = Literal["user", "group", "circuit", "backfill", "reconcile", "sync", "tenant"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,7 @@ class ActivityEntry:
     kind: Kind
     outcome: str  # user/group: created, updated, deactivated, deleted, unchanged, coalesced, parked,
     # dead_lettered, skipped...; circuit: open, half_open, closed; backfill: running, done, failed;
-    # reconcile: clean, drift; sync: the on-demand result
+    # reconcile: clean, drift; sync: the on-demand result; tenant: enabled, rotated, disabled
     subject: str | None = None  # the Keycloak user or group id
     name: str | None = None  # the username or group name, as last known (search matches it too)
     action: str | None = None  # what the plan decided: create, update, deactivate, delete, none...
@@ -75,6 +75,7 @@ class ActivitySummary:
     last_failure: ActivityEntry | None = None  # the last change that was parked or dead-lettered
     backfill: dict[str, Any] | None = None  # the latest backfill progress (BackfillProgress.public())
     drift: dict[str, Any] | None = None  # the latest reconciliation's report summary, with its time
+    tenant: ActivityEntry | None = None  # the last enable, rotation or disable (kind tenant)
 
 
 class ActivitySink(Protocol):
@@ -92,6 +93,10 @@ class ActivityView(Protocol):
         ...
 
     def summary(self, realm: str, downstream: str, now: float) -> ActivitySummary: ...
+
+    def downstreams(self) -> list[tuple[str, str]]:
+        """Every (realm, downstream) the log has entries of, disabled ones included."""
+        ...
 
 
 # -- the fold every replica keeps of the activity topic (pure: time is passed in) ---------------------
@@ -137,6 +142,7 @@ class _Downstream:
     last_failure: ActivityEntry | None = None
     backfill: ActivityEntry | None = None
     drift: ActivityEntry | None = None
+    tenant: ActivityEntry | None = None  # the last enable, rotation or disable
 
 
 def _newer(entry: ActivityEntry, held: ActivityEntry | None) -> bool:
@@ -174,6 +180,8 @@ class ActivityBook:
             book.backfill = entry
         elif entry.kind == "reconcile" and _newer(entry, book.drift):
             book.drift = entry
+        elif entry.kind == "tenant" and _newer(entry, book.tenant):
+            book.tenant = entry
 
     def _count(self, book: _Downstream, entry: ActivityEntry) -> None:
         minute = changes_minute(entry.time)
@@ -202,6 +210,10 @@ class ActivityBook:
                     break
         return found
 
+    def downstreams(self) -> list[tuple[str, str]]:
+        """Every (realm, downstream) with an entry in the book, disabled ones included."""
+        return sorted(self._books)
+
     def summary(self, realm: str, downstream: str, now: float) -> ActivitySummary:
         book = self._books.get((realm, downstream))
         if book is None:
@@ -216,6 +228,7 @@ class ActivityBook:
             last_failure=book.last_failure,
             backfill=dict(book.backfill.detail) if book.backfill is not None else None,
             drift=drift,
+            tenant=book.tenant,
         )
 
 

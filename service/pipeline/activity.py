@@ -181,6 +181,9 @@ class ActivityFollower:
     def summary(self, realm: str, downstream: str, now: float) -> ActivitySummary:
         return self._book.summary(realm, downstream, now)
 
+    def downstreams(self) -> list[tuple[str, str]]:
+        return self._book.downstreams()
+
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
             **self._settings.kafka_client_options(),

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from service.api.errors import KeycloakNotConfigured, NoBackfill, NotEnabled
 from service.api.models import EnableTenant, LinkUser, Reconcile
 from service.api.tenants import TenantService
+from service.domain.activity import ActivityEntry
 from service.domain.capabilities import Overrides
 from service.domain.plan import DeletePolicy
 from service.errors import EnableRefused, TenantUnreadable
@@ -33,6 +34,7 @@ class World:
     dead_letters: FakeHeld = field(default_factory=FakeHeld)
     links: FakeLinks = field(default_factory=FakeLinks)
     keycloak: FakeKeycloak | None = None
+    activity: list[ActivityEntry] = field(default_factory=list)
 
     def service(self) -> TenantService:
         return TenantService(
@@ -43,7 +45,18 @@ class World:
             self.links,
             self.keycloak,
             clock=lambda: NOW,
+            activity_sink=Sink(self.activity),
         )
+
+
+@dataclass
+class Sink:
+    """The activity log's sink: what the service recorded, in order."""
+
+    entries: list[ActivityEntry]
+
+    def record(self, entry: ActivityEntry) -> None:
+        self.entries.append(entry)
 
 
 def enable_request(**fields: object) -> EnableTenant:
@@ -322,3 +335,20 @@ async def test_a_named_downstream_is_a_tenant_of_its_own() -> None:
     disabled = await service.disable("acme/crm")
     assert (disabled.realm, disabled.downstream) == ("acme", "crm")
     assert list(world.records.tenants) == ["acme"]
+
+
+async def test_enables_rotations_and_disables_go_to_the_activity_log() -> None:
+    """The console lists a disabled downstream and shows when it changed hands: each enable, rotation and
+    disable is an activity entry (kind tenant), never with the token."""
+    world = World()
+    service = world.service()
+    await service.enable("acme", enable_request())
+    await service.enable("acme", enable_request())
+    await service.disable("acme")
+    assert [(e.realm, e.downstream, e.kind, e.outcome) for e in world.activity] == [
+        ("acme", "default", "tenant", "enabled"),
+        ("acme", "default", "tenant", "rotated"),
+        ("acme", "default", "tenant", "disabled"),
+    ]
+    assert world.activity[0].time == NOW.timestamp()
+    assert TOKEN not in repr(world.activity)

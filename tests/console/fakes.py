@@ -26,6 +26,9 @@ class FakeActivity:
     def summary(self, realm: str, downstream: str, now: float) -> ActivitySummary:
         return self.summaries.get((realm, downstream), ActivitySummary())
 
+    def downstreams(self) -> list[tuple[str, str]]:
+        return sorted({(e.realm, e.downstream) for e in self.entries} | set(self.summaries))
+
 
 @dataclass
 class FakeOidc:

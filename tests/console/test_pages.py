@@ -174,6 +174,22 @@ async def test_disable_needs_its_confirmation(ui: Ui) -> None:
     assert 'data-badge="disabled"' in page
 
 
+async def test_a_downstream_disabled_within_the_logs_retention_keeps_a_disabled_row(ui: Ui) -> None:
+    """The tenants page lists, besides the enabled downstreams, those the activity log knows but the tenant
+    store does not: disabled, with when, its last success and its changes."""
+    await ui.sign_in()
+    await enable(ui)
+    disabled = ActivityEntry(NOW - 60, "beta", "crm", "tenant", "disabled")
+    ui.activity.summaries[("beta", "crm")] = ActivitySummary(
+        last_success=NOW - 120, changes_last_hour=4, tenant=disabled
+    )
+    _, page, _ = await ui.get("/ui/tenants")
+    assert page.index('data-tenant="acme/default"') < page.index('data-tenant="beta/crm"')
+    row = page.split('data-tenant="beta/crm"')[1].split("</tr>")[0]
+    assert 'data-badge="disabled"' in row and 'data-badge="enabled"' not in row
+    assert "disabled 20" in row and ">4<" in row
+
+
 async def test_rotate_keeps_every_other_setting(ui: Ui) -> None:
     """A rotation sends the new token with the tenant's other settings as they were."""
     await ui.sign_in()

@@ -126,6 +126,19 @@ def test_summary_holds_the_latest_of_each_kind() -> None:
     assert book.summary("acme", "other", NOW).changes_last_hour == 0
 
 
+def test_the_last_enable_rotation_or_disable_is_kept_and_its_downstream_listed() -> None:
+    """A disabled downstream stays known to the book (the console lists it as disabled), with the newest of
+    its tenant entries whatever the arrival order; it does not count as a change."""
+    book = ActivityBook(10)
+    book.add(_entry(NOW - 10, "tenant", "disabled"))
+    book.add(_entry(NOW - 30, "tenant", "enabled"))
+    book.add(ActivityEntry(NOW - 5, "beta", "crm", "user", "created"))
+    summary = book.summary("acme", "default", NOW)
+    assert summary.tenant is not None and summary.tenant.outcome == "disabled"
+    assert summary.changes_last_hour == 0 and summary.last_success is None
+    assert book.downstreams() == [("acme", "default"), ("beta", "crm")]
+
+
 def test_the_number_of_downstreams_is_bounded() -> None:
     """Past `downstreams`, the downstream heard of longest ago is forgotten."""
     book = ActivityBook(3, downstreams=2)

@@ -16,11 +16,11 @@ from playwright.async_api import Page, expect
 from service.console.sessions import SESSION_COOKIE
 from tests.keycloak.conftest import RealKeycloak
 from tests.keycloak.setup_realm import MasterAdmin
+from tests.keycloak.test_console_oidc import PASSWORD, with_password
 from tests.support import free_port, make_settings, running_service
 
 CLIENT = "outbound-scim-console"
 ROLE = "outbound-scim-operator"
-PASSWORD = "Correct-Horse-7"
 
 
 @dataclass(frozen=True)
@@ -53,18 +53,7 @@ async def console(keycloak: RealKeycloak, kafka_bootstrap: str) -> AsyncIterator
         await admin.ok("POST", f"/{realm}/roles", {"name": ROLE})
         role = await admin.ok("GET", f"/{realm}/roles/{ROLE}")
         for username in ("operator", "viewer"):
-            user_id = await admin.create_user(
-                realm,
-                {
-                    "username": username,
-                    "email": f"{username}@example.com",
-                    "firstName": username.title(),
-                    "lastName": "Example",
-                    "emailVerified": True,
-                    "enabled": True,
-                    "credentials": [{"type": "password", "value": PASSWORD, "temporary": False}],
-                },
-            )
+            user_id = await admin.create_user(realm, with_password(username))
             if username == "operator":
                 await admin.ok("POST", f"/{realm}/users/{user_id}/role-mappings/realm", [role])
     settings = make_settings(

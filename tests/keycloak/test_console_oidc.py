@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -34,6 +35,19 @@ FORM_ACTION = re.compile(r'<form[^>]*\bid="kc-form-login"[^>]*\baction="([^"]+)"
 class Realm:
     name: str
     users: dict[str, str]  # username -> user id
+
+
+def with_password(username: str) -> dict[str, Any]:
+    """A user who can sign in on Keycloak's login page with PASSWORD."""
+    return {
+        "username": username,
+        "email": f"{username}@example.com",
+        "firstName": username.title(),
+        "lastName": "Example",
+        "emailVerified": True,
+        "enabled": True,
+        "credentials": [{"type": "password", "value": PASSWORD, "temporary": False}],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -70,18 +84,7 @@ async def realm(keycloak: RealKeycloak, session: aiohttp.ClientSession) -> Realm
 
     users: dict[str, str] = {}
     for username in ("operator", "viewer", "client-operator", "lookalike"):
-        users[username] = await admin.create_user(
-            name,
-            {
-                "username": username,
-                "email": f"{username}@example.com",
-                "firstName": username.title(),
-                "lastName": "Example",
-                "emailVerified": True,
-                "enabled": True,
-                "credentials": [{"type": "password", "value": PASSWORD, "temporary": False}],
-            },
-        )
+        users[username] = await admin.create_user(name, with_password(username))
     await admin.ok("POST", f"/{name}/users/{users['operator']}/role-mappings/realm", [realm_role])
     await admin.ok("POST", f"/{name}/users/{users['lookalike']}/role-mappings/realm", [lookalike_role])
     await admin.ok(
