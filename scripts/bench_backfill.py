@@ -640,7 +640,7 @@ def print_table(
         ("downstream operations per user (inside /Bulk too)", f"{m.operations_per_user:.4f}", ""),
         ("plain paging of the realm, before / after (s)", " / ".join(f"{p:.1f}" for p in paging), ""),
         ("wall time / plain paging time (their mean)", f"{ratio:.2f}", f"<= 1.3  {verdict(ratio <= 1.3)}"),
-        ("peak RSS of the service process (MB)", f"{m.peak_rss_mb:.1f}", ""),
+        ("peak RSS, the service and its stage 1 child (MB)", f"{m.peak_rss_mb:.1f}", ""),
         ("users right downstream, every attribute", f"{m.correct} of {m.users}", ""),
     ]
     print()
