@@ -21,7 +21,7 @@ from tests.support import ADMIN_TOKEN, wait_until
 async def _activity(pipeline: Pipeline, realm: str, query: str = "") -> dict[str, Any]:
     status, body = await pipeline.api.call("GET", f"/tenants/{realm}/activity{query}")
     assert status == 200, body
-    return body
+    return dict(body)
 
 
 async def _created(pipeline: Pipeline, username: str) -> tuple[str, str]:

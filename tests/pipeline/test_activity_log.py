@@ -141,7 +141,7 @@ def test_set_aside_and_skipped_changes_of_a_known_tenant_are_entries_others_are_
     a change of a realm no tenant knows makes no entry."""
     change = UserChange("acme", "u-1", "upsert", 1, "UPDATE")
     error = ScimRejected(400, "PATCH", "Users/{id}", detail="bad value")
-    verdicts = [
+    verdicts: list[SetAside | Skipped] = [
         SetAside(True, "circuit_open", error, "acme/hr", change.key, "parked"),
         SetAside(False, "rejected", error, "acme/hr", change.key, "rejected"),
         Skipped("acme/hr", "no_representation", "no_representation"),
