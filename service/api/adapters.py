@@ -61,6 +61,9 @@ class HeldTopicRecords:
     async def replay(self, tenant: str | None) -> int:
         return await self._replay(self._topic, tenant)
 
+    async def counts(self) -> dict[str, int]:
+        return await self._topic.counts()
+
 
 class KeycloakSide:
     def __init__(

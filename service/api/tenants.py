@@ -114,6 +114,10 @@ class HeldRecords(Protocol):
         """Send them back to the topic they came from; how many were sent."""
         ...
 
+    async def counts(self) -> dict[str, int]:
+        """Not replayed yet, per tenant key (one read, whatever the number of tenants)."""
+        ...
+
 
 class KeycloakAccess(Protocol):
     """What needs the OUTBOUND_SCIM_KEYCLOAK_* settings; the service has none of it without them."""
@@ -236,6 +240,10 @@ class TenantService:
 
     async def parked(self, key: str) -> ParkedList:
         return ParkedList(parked=[_held(r) for r in await self._parked.list(key)])
+
+    async def parked_counts(self) -> dict[str, int]:
+        """Parked changes per tenant key, read once for all of them (the console's tenants page)."""
+        return await self._parked.counts()
 
     async def replay_parked(self, key: str) -> Replayed:
         return Replayed(replayed=await self._parked.replay(key))

@@ -8,7 +8,6 @@ service's own detail under it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -98,11 +97,12 @@ async def _tenants(
 ) -> web.Response:
     console = request.app[CONSOLE]
     listed = console.service.tenants().tenants
-    rows = list(await asyncio.gather(*(_row(console, t) for t in listed)))
+    parked = await console.service.parked_counts()  # one read of the parking topic for every row
+    rows = [_row(console, t, parked) for t in listed]
     enabled = {(t.realm, t.downstream) for t in listed}
     if console.activity is not None:  # disabled within the log's retention: still a row, badge "disabled"
         gone = [known for known in console.activity.downstreams() if known not in enabled]
-        rows += await asyncio.gather(*(_disabled_row(console, realm, name) for realm, name in gone))
+        rows += [_disabled_row(console, realm, name, parked) for realm, name in gone]
         rows.sort(key=lambda row: (row.realm, row.downstream))
     done = DONE.get(request.query.get("done", ""))
     return page(
@@ -117,21 +117,19 @@ async def _tenants(
     )
 
 
-async def _row(console: Console, listed: TenantView | UnreadableTenant) -> Row:
+def _row(console: Console, listed: TenantView | UnreadableTenant, parked: dict[str, int]) -> Row:
     key = tenant_key(listed.realm, listed.downstream)
     if isinstance(listed, UnreadableTenant):
         broken = Badge("unreadable", "unreadable", "bad", listed.detail)
         return Row(listed.realm, listed.downstream, None, listed.detail, [broken], None)
-    parked = len((await console.service.parked(key)).parked)
     summary = console.activity.summary(listed.realm, listed.downstream, console.clock()) if console.activity else None
-    return Row(listed.realm, listed.downstream, listed, None, badges(listed, summary, parked), summary)
+    return Row(listed.realm, listed.downstream, listed, None, badges(listed, summary, parked.get(key, 0)), summary)
 
 
-async def _disabled_row(console: Console, realm: str, name: str) -> Row:
+def _disabled_row(console: Console, realm: str, name: str, parked: dict[str, int]) -> Row:
     assert console.activity is not None
-    parked = len((await console.service.parked(tenant_key(realm, name))).parked)
     summary = console.activity.summary(realm, name, console.clock())
-    return Row(realm, name, None, None, badges(None, summary, parked), summary)
+    return Row(realm, name, None, None, badges(None, summary, parked.get(tenant_key(realm, name), 0)), summary)
 
 
 async def enable(request: web.Request) -> web.Response:

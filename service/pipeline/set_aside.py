@@ -136,6 +136,21 @@ class HeldTopic:
         records, _ = await self._pending(tenant)
         return records[:limit]
 
+    async def counts(self) -> dict[str, int]:
+        """Records not replayed yet, per tenant: one read of the cursors and one of the topic (from the
+        cursor of a replay of every tenant), however many tenants there are."""
+        cursors = await self._cursors()
+        records, _ = await self._read(self.topic, cursors.get(self._cursor_key(None), {}))
+        counted: dict[str, int] = {}
+        for record in records:
+            tenant = record.tenant
+            if tenant is None:
+                continue
+            own = cursors.get(self._cursor_key(tenant), {})  # a replay of this tenant alone went further
+            if record.offset >= own.get(record.partition, 0):
+                counted[tenant] = counted.get(tenant, 0) + 1
+        return counted
+
     async def replay(self, tenant: str | None = None) -> int:
         """Re-publish the pending records in order; returns how many were sent."""
         records, end = await self._pending(tenant)

@@ -91,6 +91,14 @@ class FakeHeld:
         self.listed.append(tenant)
         return [r for r in self.records if tenant is None or r.tenant == tenant]
 
+    async def counts(self) -> dict[str, int]:
+        self.listed.append("*counts*")
+        counted: dict[str, int] = {}
+        for record in self.records:
+            if record.tenant is not None:
+                counted[record.tenant] = counted.get(record.tenant, 0) + 1
+        return counted
+
     async def replay(self, tenant: str | None) -> int:
         self.replayed.append(tenant)
         self.replay_done.set()

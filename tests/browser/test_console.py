@@ -155,9 +155,10 @@ async def test_disable_asks_for_confirmation(page: Page, stack: Stack) -> None:
 
 
 async def test_a_parked_change_is_replayed_from_the_tenant_page(page: Page, stack: Stack) -> None:
-    """The downstream is away for longer than a change's retry budget: a new user is parked and the tenant
-    page shows one parked change. The downstream comes back (nothing replays by itself then): the replay
-    button brings the user downstream and leaves nothing parked."""
+    """The downstream is away for longer than a change's retry budget: a new user is parked, and the
+    tenants page (one read of the parking topic for every row) and the tenant page show one parked change.
+    The downstream comes back (nothing replays by itself then): the replay button brings the user
+    downstream and leaves nothing parked, on either page."""
     realm = stack.realm()
     base = stack.faults.base_url(realm)
     assert (await stack.api.enable(realm, base, TOKEN))[0] == 201
@@ -174,7 +175,10 @@ async def test_a_parked_change_is_replayed_from_the_tenant_page(page: Page, stac
         await wait_until(parked, timeout=30, what="the new user's change parked")
     finally:
         stack.faults.down = False  # the downstream is back; the change stays parked
-    await sign_in(page, stack, f"/ui/tenants/{realm}/default")
+    await sign_in(page, stack)
+    row = page.locator(f'tr[data-tenant="{realm}/default"]')
+    await expect(row.locator('[data-badge="parked"]')).to_have_text("1 parked")
+    await page.goto(f"{stack.url}/ui/tenants/{realm}/default")
     await expect(page.locator('[data-badge="parked"]')).to_have_text("1 parked")
     assert "pat.parked" not in await stack.users(realm)
     await page.get_by_role("button", name="Replay 1 parked").click()
@@ -192,6 +196,8 @@ async def test_a_parked_change_is_replayed_from_the_tenant_page(page: Page, stac
     await wait_until(nothing_parked, timeout=30, what="nothing left parked")
     await page.goto(f"{stack.url}/ui/tenants/{realm}/default")
     await expect(page.locator('[data-badge="parked"]')).to_have_count(0)
+    await page.goto(f"{stack.url}/ui/tenants")
+    await expect(row.locator('[data-badge="parked"]')).to_have_count(0)
 
 
 ENABLE_ORDER = ["realm", "downstream", "base_url", "token", "delete_policy", "max_concurrency", "rate_limit_per_minute"]
