@@ -146,6 +146,9 @@ class Enabled:
     created: bool  # False: a rotation of an enabled realm (or of one whose record this replica cannot read)
 
 
+API_ACTOR = "admin token (API)"  # who enabled or disabled, in the activity log, when not the console
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -194,7 +197,7 @@ class TenantService:
         tenant = self._enabled(key)
         return self._view(tenant, await self._warnings(tenant.realm))
 
-    async def enable(self, key: str, request: EnableTenant) -> Enabled:
+    async def enable(self, key: str, request: EnableTenant, *, actor: str = API_ACTOR) -> Enabled:
         """Enable or rotate. Nothing is stored unless the downstream validates; a rotation then replays
         what was parked (a refused token, say, is what it fixes)."""
         if request.backfill and self._keycloak is None:
@@ -215,7 +218,8 @@ class TenantService:
         log.info(
             "tenant.enabled", tenant=realm, downstream=name, base_url=tenant.base_url, rotated=previous is not None
         )
-        self._record(realm, name, "rotated" if previous is not None else "enabled", {"base_url": tenant.base_url})
+        outcome = "rotated" if previous is not None else "enabled"
+        self._record(realm, name, outcome, {"base_url": tenant.base_url, "by": actor})
         if previous is not None:
             self._in_background(self._parked.replay(key))
         warnings = await self._warnings(realm)  # never blocks: the realm may be set up after the enable
@@ -229,13 +233,13 @@ class TenantService:
         view = self._view(tenant, warnings)
         return Enabled(EnabledTenant(**dict(view), backfill=backfill), created=previous is None)
 
-    async def disable(self, key: str) -> DisabledTenant:
+    async def disable(self, key: str, *, actor: str = API_ACTOR) -> DisabledTenant:
         if self._records.last_generation(key) is None:  # an unreadable record may be disabled too
             raise NotEnabled(key)
         await self._records.remove(key)
         realm, name = split_tenant_key(key)
         log.info("tenant.disabled", tenant=realm, downstream=name)
-        self._record(realm, name, "disabled", {})
+        self._record(realm, name, "disabled", {"by": actor})
         return DisabledTenant(realm=realm, downstream=name)
 
     async def parked(self, key: str) -> ParkedList:

@@ -144,7 +144,9 @@ async def enable(request: web.Request) -> web.Response:
             raise InvalidRequest("realm: the Keycloak realm's name is required")
         if not is_name(name):
             raise InvalidRequest(f"downstream: a name matching {NAME_PATTERN} (default for the realm's first)")
-        enabled = await console.service.enable(tenant_key(realm, name), enable_request(form, backfill=console.keycloak))
+        enabled = await console.service.enable(
+            tenant_key(realm, name), enable_request(form, backfill=console.keycloak), actor=_actor(request)
+        )
     except (EnableRefused, ApiError) as exc:
         status, refused = _refused(request, exc)
         return await _tenants(request, status, refused, kept)
@@ -256,7 +258,7 @@ async def rotate(request: web.Request) -> web.Response:
     form = await request.post()
     try:
         view = await console.service.show(key)
-        await console.service.enable(key, rotate_request(view, form))
+        await console.service.enable(key, rotate_request(view, form), actor=_actor(request))
     except (EnableRefused, ApiError, TenantUnreadable) as exc:
         status, refused = _refused(request, exc)
         return await _tenant(request, status, refused=refused)
@@ -274,7 +276,7 @@ async def disable(request: web.Request) -> web.Response:
     form = await request.post()
     if form.get("confirm") != "yes":
         return see_other(_tenant_url(realm, name) + "/disable")
-    await console.service.disable(key)
+    await console.service.disable(key, actor=_actor(request))
     return see_other("/ui/tenants?done=disabled")
 
 
@@ -336,3 +338,9 @@ def _refused(request: web.Request, exc: Exception) -> tuple[int, Refusal]:
     """The status the API answers `exc` with, and what the page says: the same mapping (one place)."""
     status, problem = request.app[CONSOLE].problem(exc, request, 0)
     return status, Refusal(problem.error, problem.detail)
+
+
+def _actor(request: web.Request) -> str:
+    """Who did it, for the activity log: the signed-in user and how they signed in."""
+    session = request[SESSION]
+    return f"{session.subject} (console, {'Keycloak' if session.via == 'keycloak' else 'admin token'})"

@@ -351,4 +351,5 @@ async def test_enables_rotations_and_disables_go_to_the_activity_log() -> None:
         ("acme", "default", "tenant", "disabled"),
     ]
     assert world.activity[0].time == NOW.timestamp()
+    assert {e.detail["by"] for e in world.activity} == {"admin token (API)"}
     assert TOKEN not in repr(world.activity)

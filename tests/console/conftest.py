@@ -65,7 +65,7 @@ def build(
     config: ConsoleConfig | None = None,
 ) -> tuple[Any, FakeRecords, FakeDownstreams, FakeHeld, FakeHeld]:
     records, downstreams, parked, dead = FakeRecords(), FakeDownstreams(), FakeHeld(), FakeHeld()
-    service = TenantService(records, downstreams, parked, dead, FakeLinks(), keycloak)
+    service = TenantService(records, downstreams, parked, dead, FakeLinks(), keycloak, activity_sink=activity)
     console = console_app(
         service,
         ADMIN_TOKEN,

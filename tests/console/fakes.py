@@ -26,6 +26,10 @@ class FakeActivity:
     def summary(self, realm: str, downstream: str, now: float) -> ActivitySummary:
         return self.summaries.get((realm, downstream), ActivitySummary())
 
+    def record(self, entry: ActivityEntry) -> None:
+        """As the activity log's sink too: what the tenant service records shows at once."""
+        self.entries.append(entry)
+
     def downstreams(self) -> list[tuple[str, str]]:
         return sorted({(e.realm, e.downstream) for e in self.entries} | set(self.summaries))
 

@@ -190,6 +190,19 @@ async def test_a_downstream_disabled_within_the_logs_retention_keeps_a_disabled_
     assert "disabled 20" in row and ">4<" in row
 
 
+async def test_who_enabled_and_disabled_from_the_console_shows_in_the_activity(ui: Ui) -> None:
+    """An enable and a disable made in the console are activity entries naming the signed-in user and
+    how they signed in; the tenant page shows them."""
+    await ui.sign_in()
+    await enable(ui)
+    _, page, _ = await ui.get("/ui/tenants/acme/default/disable")
+    await ui.post("/ui/tenants/acme/default/disable", {"csrf": csrf_of(page), "confirm": "yes"})
+    tenant = [(e.outcome, e.detail["by"]) for e in ui.activity.entries if e.kind == "tenant"]
+    assert tenant == [("enabled", "admin (console, admin token)"), ("disabled", "admin (console, admin token)")]
+    _, page, _ = await ui.get("/ui/tenants/acme/default")
+    assert "by admin (console, admin token)" in page
+
+
 async def test_rotate_keeps_every_other_setting(ui: Ui) -> None:
     """A rotation sends the new token with the tenant's other settings as they were."""
     await ui.sign_in()

@@ -43,7 +43,7 @@ async def test_a_created_user_shows_in_the_activity_with_its_post_and_201(pipeli
         seen.update(await _activity(pipeline, realm, "?user=HOPPER&limit=10"))
         return any(e["subject"] == user_id and e["outcome"] == "created" for e in seen["entries"])
 
-    await wait_until(shown, timeout=15, what=f"{user_id} in the activity log; last seen {seen}")
+    await wait_until(shown, timeout=30, what=f"{user_id} in the activity log; last seen {seen}")
     [entry] = [e for e in seen["entries"] if e["outcome"] == "created"]
     assert (entry["kind"], entry["name"], entry["action"]) == ("user", "grace.hopper", "create")
     assert any(s["method"] == "POST" and s["path"].startswith("/Users") and s["status"] == 201 for s in entry["sent"])
@@ -66,11 +66,11 @@ async def test_every_replica_reads_the_same_entries_also_one_started_afterwards(
         async def in_both() -> bool:
             return all(any(e.subject == user_id for e in f.recent(realm, "default")) for f in (own, other))
 
-        await wait_until(in_both, timeout=15, what="the entry in both followers")
+        await wait_until(in_both, timeout=30, what="the entry in both followers")
         late = ActivityFollower(pipeline.settings, Metrics())
         await late.start()
         try:
-            await wait_until(_loaded(late), timeout=15, what="the late follower caught up")
+            await wait_until(_loaded(late), timeout=30, what="the late follower caught up")
             views = [f.recent(realm, "default", limit=100) for f in (own, other, late)]
             assert views[0] and views[0] == views[1] == views[2]
         finally:
@@ -94,7 +94,7 @@ async def test_the_activity_topic_holds_no_token(pipeline: Pipeline) -> None:
     async def logged() -> bool:
         return bool((await _activity(pipeline, realm))["entries"])
 
-    await wait_until(logged, timeout=15, what="an entry in the activity log")
+    await wait_until(logged, timeout=30, what="an entry in the activity log")
     raw = await _whole_topic(pipeline)
     assert any(user_id.encode() in value for value in raw)
     assert not [value for value in raw if SCIM_TOKEN.encode() in value or ADMIN_TOKEN.encode() in value]
