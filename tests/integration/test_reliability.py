@@ -124,7 +124,14 @@ async def own_proxy(own_scim_server: ScimServer) -> AsyncIterator[FaultProxy]:
 
 @pytest.fixture
 async def breaker_pipeline(kafka_bootstrap: str, own_scim_server: ScimServer) -> AsyncIterator[Pipeline]:
-    overrides = {"breaker_threshold": 3, "breaker_open_seconds": 1.0, "breaker_max_open_seconds": 4.0}
+    # the down tenant fails fast (connections reset); the healthy one gets the default request timeout: with
+    # FAULTY's 1 s, a loaded CI host once timed out three of its lookups in a row and opened ITS breaker
+    overrides = {
+        "breaker_threshold": 3,
+        "breaker_open_seconds": 1.0,
+        "breaker_max_open_seconds": 4.0,
+        "http_timeout_seconds": 10.0,
+    }
     async for pipeline in make_pipeline(kafka_bootstrap, own_scim_server, **overrides):
         yield pipeline
 
