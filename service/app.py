@@ -17,6 +17,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from service import heap
 from service.api.app import ApiDeps, build_api
 from service.console.app import ConsoleConfig
 from service.console.oidc import OidcLogin, oidc_login
@@ -397,6 +398,8 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await service.start()
+    if settings.gc_settle:
+        heap.settle_after_start()
     stopped = asyncio.create_task(stop.wait())
     failed = asyncio.create_task(service.failed())
     await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)

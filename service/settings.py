@@ -136,6 +136,12 @@ class Settings(BaseSettings):
         description="the event loop of `run` and its stage 1 child: uvloop (less CPU per request and "
         "callback) or asyncio (the standard library's)",
     )
+    gc_settle: bool = Field(
+        True,
+        description="once started, freeze the objects made at start out of the garbage collector's scans "
+        "and collect its youngest generation every 50,000 allocations (service.heap): full collections "
+        "of the start-up heap paused the event loop for tens of ms; false: Python's defaults",
+    )
     drain_timeout_seconds: float = Field(
         20.0, gt=0, description="how long a rebalance or SIGTERM waits for running changes"
     )

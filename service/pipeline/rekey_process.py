@@ -37,6 +37,7 @@ from aiokafka import errors as kafka_errors
 from prometheus_client import Counter
 from pydantic import SecretStr
 
+from service import heap
 from service.errors import StageExited
 from service.metrics import Metrics
 from service.pipeline.rekey import RekeyStage
@@ -237,6 +238,8 @@ async def serve_rekey(settings: Settings, report_fd: int) -> None:
             _send(report, {"failed": {"type": type(exc).__name__, "args": [str(a) for a in exc.args]}})
             raise
         _send(report, {"started": True})
+        if settings.gc_settle:
+            heap.settle_after_start()
         await stop.wait()
     finally:
         for task in background:
