@@ -12,6 +12,10 @@ operator to resolve (downstream, or by an explicit link). DELETE and deactivatio
 (with the tenant's user_lookup `userName`: the account holding the userName, unless another user's
 externalId is on it).
 
+Reconciliation's orphan check of a user the state knows deleted (service.domain.plan.orphan_plan) acts on
+every account a verified lookup finds with the user's id as externalId, exactly (`find_users`; a user
+may have several: a request that landed late made one more), and on no other.
+
 A backfill's change may carry what its listing of the downstream saw (service.domain.sighting): the
 plan then says CREATE (nothing there: POST without a lookup, a 409 adopts as above) or ADOPT (the
 userName is held: the adoption rules decide on live lookups, never a blind POST).
@@ -45,6 +49,8 @@ class ScimPort(Protocol):
 
     async def find_user(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None: ...
 
+    async def find_users(self, ds: Downstream, attribute: str, value: str) -> list[dict[str, Any]]: ...
+
     async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]: ...
 
     async def patch_user(self, ds: Downstream, user_id: str, operations: list[dict[str, Any]]) -> None: ...
@@ -76,6 +82,8 @@ class Outcome:
 async def execute(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
     if plan.action is Action.NONE:
         return Outcome(Result.UNCHANGED if plan.reason == "unchanged" else Result.SKIPPED, plan.state, plan.reason)
+    if change.orphan and plan.action in (Action.DELETE, Action.DEACTIVATE):
+        return await _orphans(plan, change, ds, port)
     if plan.action is Action.DELETE:
         return await _delete(plan, change, ds, port)
     if plan.action is Action.LINK:
@@ -151,8 +159,6 @@ async def _link(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) 
 
 async def _delete(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
     gone = _unlinked(plan.state)
-    if change.orphan and ds.user_lookup != "externalId":  # only an account with our externalId is an orphan
-        return Outcome(Result.SKIPPED, plan.state, "orphan_without_external_id_lookup")
     downstream_id = await _resolve(plan.state, change, ds, port)
     if downstream_id is None:
         return Outcome(Result.SKIPPED, gone, "not_in_downstream")
@@ -161,6 +167,49 @@ async def _delete(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort
     except ScimNotFound:
         return Outcome(Result.SKIPPED, gone, "not_in_downstream")
     return Outcome(Result.DELETED, gone)
+
+
+async def _orphans(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
+    """Every account carrying the deleted user's id as externalId (verified again here: the port is not
+    trusted either) is deleted (with the one a stored link names, as a deletion would), or, under
+    `deactivate`, PATCHed active=false unless it shows active=false already. The reason counts them."""
+    if ds.user_lookup != "externalId":  # only an account with our externalId is an orphan
+        return Outcome(Result.SKIPPED, plan.state, "orphan_without_external_id_lookup")
+    found = await port.find_users(ds, "externalId", change.user_id)
+    ours = {
+        account["id"]: account
+        for account in found
+        if scim.matches(account, "externalId", change.user_id) and scim.valid_resource_id(account.get("id"))
+    }
+    if plan.action is Action.DELETE:
+        linked = plan.state.downstream_id
+        targets = [*([linked] if linked is not None and linked not in ours else []), *ours]
+        deleted = [t for t in targets if await _deleted(port, ds, t)]
+        result = Result.DELETED if deleted else Result.SKIPPED
+        return Outcome(result, _unlinked(plan.state), f"orphans: {len(deleted)} deleted of {len(targets)} found")
+    inactive = [i for i, account in ours.items() if account.get("active") is False]
+    deactivated = []
+    for account_id in (i for i in ours if i not in inactive):
+        try:
+            await _update(port, ds, account_id, change.user_id, plan.changed, plan.values)
+        except ScimNotFound:
+            continue  # deleted downstream since the lookup: nothing left to deactivate
+        deactivated.append(account_id)
+    state = plan.state
+    if state.downstream_id in deactivated:
+        state = replace(state, written={**state.written, "active": False})
+    result = Result.DEACTIVATED if deactivated else (Result.UNCHANGED if ours else Result.SKIPPED)
+    reason = f"orphans: {len(deactivated)} deactivated, {len(inactive)} inactive already, of {len(ours)} found"
+    return Outcome(result, state, reason)
+
+
+async def _deleted(port: ScimPort, ds: Downstream, downstream_id: str) -> bool:
+    """DELETE the account; False when it was gone already."""
+    try:
+        await port.delete_user(ds, downstream_id)
+    except ScimNotFound:
+        return False
+    return True
 
 
 async def _resolve(state: UserState, change: UserChange, ds: Downstream, port: ScimPort) -> str | None:
