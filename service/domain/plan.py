@@ -106,15 +106,14 @@ def orphan_plan(state: UserState, policy: DeletePolicy) -> Plan:
     realm sharing the downstream, an account made by hand): the accounts are ours only when the state
     knows this user and its deletion, the newest change. Then the policy says what becomes of every
     account carrying the id (the executor finds them by a verified externalId lookup): `delete` deletes
-    each, `deactivate` PATCHes each still active to active=false (`values`: the user as the deactivation
-    leaves it, for a downstream that takes PUT only), `ignore` leaves them as they are."""
+    each, `deactivate` sets active=false on each still active (nothing else of them changes), `ignore`
+    leaves them as they are."""
     if state.deleted_ms is None or state.deleted_ms < state.newest_ms:
         return Plan(Action.NONE, state, reason="orphan_not_known_deleted")
     if policy is DeletePolicy.DELETE:
         return Plan(Action.DELETE, state, reason="orphan")
     if policy is DeletePolicy.DEACTIVATE:
-        after = desired(state, policy) or {}
-        return Plan(Action.DEACTIVATE, state, after, changed={"active": False}, reason="orphan")
+        return Plan(Action.DEACTIVATE, state, changed={"active": False}, reason="orphan")
     return Plan(Action.NONE, state, reason="orphan_delete_ignored")
 
 

@@ -82,7 +82,7 @@ class Outcome:
 async def execute(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
     if plan.action is Action.NONE:
         return Outcome(Result.UNCHANGED if plan.reason == "unchanged" else Result.SKIPPED, plan.state, plan.reason)
-    if change.orphan and plan.action in (Action.DELETE, Action.DEACTIVATE):
+    if plan.action is Action.DEACTIVATE or (plan.action is Action.DELETE and change.orphan):
         return await _orphans(plan, change, ds, port)
     if plan.action is Action.DELETE:
         return await _delete(plan, change, ds, port)
@@ -171,8 +171,9 @@ async def _delete(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort
 
 async def _orphans(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
     """Every account carrying the deleted user's id as externalId (verified again here: the port is not
-    trusted either) is deleted (with the one a stored link names, as a deletion would), or, under
-    `deactivate`, PATCHed active=false unless it shows active=false already. The reason counts them."""
+    trusted either) is deleted, or, under `deactivate`, set to active=false unless it shows active=false
+    already. No other account is written, not even one a stored link names (the deletion's own change
+    handles that one). The reason counts them."""
     if ds.user_lookup != "externalId":  # only an account with our externalId is an orphan
         return Outcome(Result.SKIPPED, plan.state, "orphan_without_external_id_lookup")
     found = await port.find_users(ds, "externalId", change.user_id)
@@ -182,16 +183,18 @@ async def _orphans(plan: Plan, change: UserChange, ds: Downstream, port: ScimPor
         if scim.matches(account, "externalId", change.user_id) and scim.valid_resource_id(account.get("id"))
     }
     if plan.action is Action.DELETE:
+        deleted = [account_id for account_id in ours if await _deleted(port, ds, account_id)]
         linked = plan.state.downstream_id
-        targets = [*([linked] if linked is not None and linked not in ours else []), *ours]
-        deleted = [t for t in targets if await _deleted(port, ds, t)]
+        state = _unlinked(plan.state) if linked is None or linked in ours else plan.state
         result = Result.DELETED if deleted else Result.SKIPPED
-        return Outcome(result, _unlinked(plan.state), f"orphans: {len(deleted)} deleted of {len(targets)} found")
+        return Outcome(result, state, f"orphans: {len(deleted)} deleted of {len(ours)} found")
     inactive = [i for i, account in ours.items() if account.get("active") is False]
     deactivated = []
-    for account_id in (i for i in ours if i not in inactive):
+    for account_id, account in ours.items():
+        if account_id in inactive:
+            continue
         try:
-            await _update(port, ds, account_id, change.user_id, plan.changed, plan.values)
+            await _deactivate(port, ds, account_id, account)
         except ScimNotFound:
             continue  # deleted downstream since the lookup: nothing left to deactivate
         deactivated.append(account_id)
@@ -201,6 +204,21 @@ async def _orphans(plan: Plan, change: UserChange, ds: Downstream, port: ScimPor
     result = Result.DEACTIVATED if deactivated else (Result.UNCHANGED if ours else Result.SKIPPED)
     reason = f"orphans: {len(deactivated)} deactivated, {len(inactive)} inactive already, of {len(ours)} found"
     return Outcome(result, state, reason)
+
+
+async def _deactivate(port: ScimPort, ds: Downstream, account_id: str, account: dict[str, Any]) -> None:
+    """active=false and nothing else: a PATCH, or where the downstream takes no PATCH, a PUT of the
+    account as the lookup found it (not of the user as last known: an orphan may hold another userName,
+    one the linked account holds now)."""
+    if await port.user_writes(ds) == "patch":
+        try:
+            await port.patch_user(ds, account_id, scim.patch_operations({"active": False}, {}, ds.mapping))
+            return
+        except ScimRejected as exc:
+            if exc.status != 405:
+                raise
+    body = {key: value for key, value in account.items() if key not in ("id", "meta")}
+    await port.replace_user(ds, account_id, {**body, "active": False})
 
 
 async def _deleted(port: ScimPort, ds: Downstream, downstream_id: str) -> bool:
