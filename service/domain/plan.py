@@ -33,6 +33,7 @@ class Action(StrEnum):
     LINK = "link"  # an operator declared the downstream id: take that account, write `values`
     CREATE = "create"  # a backfill's listing saw no such account: POST at once (a 409 goes through adoption)
     ADOPT = "adopt"  # a backfill's listing saw the userName held: the adoption rules decide, never a blind POST
+    DEACTIVATE = "deactivate"  # an orphan check: every account carrying the user's id as externalId ends inactive
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +102,19 @@ def plan_change(
 def orphan_plan(state: UserState, policy: DeletePolicy) -> Plan:
     """An account downstream carries the user's id as externalId, and Keycloak has no such user (a
     request that landed after its client gave up: a POST that timed out, retried, and created a second
-    account after the deletion removed the first). The id alone proves nothing (another realm sharing
-    the downstream, an account made by hand): the account is ours only when the state knows this user
-    and its deletion, the newest change. Then, under the policy `delete`, it goes (the executor finds
-    it by a verified externalId lookup); anything else leaves it as it is."""
-    if policy is DeletePolicy.DELETE and state.deleted_ms is not None and desired(state, policy) is None:
+    account after the deletion removed or deactivated the first). The id alone proves nothing (another
+    realm sharing the downstream, an account made by hand): the accounts are ours only when the state
+    knows this user and its deletion, the newest change. Then the policy says what becomes of every
+    account carrying the id (the executor finds them by a verified externalId lookup): `delete` deletes
+    each, `deactivate` sets active=false on each still active (nothing else of them changes), `ignore`
+    leaves them as they are."""
+    if state.deleted_ms is None or state.deleted_ms < state.newest_ms:
+        return Plan(Action.NONE, state, reason="orphan_not_known_deleted")
+    if policy is DeletePolicy.DELETE:
         return Plan(Action.DELETE, state, reason="orphan")
-    return Plan(Action.NONE, state, reason="orphan_not_known_deleted")
+    if policy is DeletePolicy.DEACTIVATE:
+        return Plan(Action.DEACTIVATE, state, changed={"active": False}, reason="orphan")
+    return Plan(Action.NONE, state, reason="orphan_delete_ignored")
 
 
 def _mapped(values: dict[str, Any] | None, mapped: frozenset[str]) -> dict[str, Any] | None:

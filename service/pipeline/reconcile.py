@@ -7,10 +7,10 @@ user into the keyed pipeline, like a backfill: per-user order with live events h
 the time taken just before the request of the Keycloak page that returned the user: both listings can
 take minutes, and a live change Keycloak applied after that read must win over it (service.domain.state).
 Downstream users without a Keycloak counterpart are reported; those carrying an externalId (tenants
-that look users up by externalId) are also handed to the pipeline as an orphan check: its applier deletes
-the account only if the user's state knows that user deleted and the delete policy is `delete`
-(service.domain.plan.orphan_plan), which catches an account created by a request that landed after its
-client gave up. Any other extra account is never touched.
+that look users up by externalId) are also handed to the pipeline as an orphan check: only if the user's
+state knows that user deleted does its applier delete (policy `delete`) or deactivate (`deactivate`)
+every account carrying the id (service.domain.plan.orphan_plan), which catches an account created by a
+request that landed after its client gave up. Any other extra account is never touched.
 
 With groups (the tenant's group options), the realm's groups and their direct members are read too and
 compared with the downstream's groups and their members (service.domain.drift.compare_groups): groups

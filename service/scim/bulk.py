@@ -90,6 +90,9 @@ class BulkPort:
     async def find_user(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None:
         return await self._client.find_user(ds, attribute, value)
 
+    async def find_users(self, ds: Downstream, attribute: str, value: str) -> list[dict[str, Any]]:
+        return await self._client.find_users(ds, attribute, value)
+
     async def delete_user(self, ds: Downstream, user_id: str) -> None:
         await self._client.delete_user(ds, user_id)
 

@@ -237,6 +237,47 @@ class ScimClient:
         usable = len(found) == 1 and scim.valid_resource_id(found[0].get("id")) is not None
         return self._found(ds, found[0]) if usable else None
 
+    async def find_users(self, ds: Downstream, attribute: str, value: str) -> list[dict[str, Any]]:
+        """Every account whose `attribute` equals `value`, verified as find_user's answer is: each one
+        satisfies the filter here, whatever the downstream answered, and carries an id usable in a path
+        (one without is left out: it cannot be written). For what must reach all of a user's accounts
+        (an orphan check), where find_user's "several match" is no answer.
+
+        A filtered answer is paged to its end (a user may have more accounts than one page shows); a
+        downstream that does not honour the filter is scanned, as find_user's lookups are."""
+        known = await self._lookups_decided(ds)
+        if known.lookups == "filter":
+            wanted = {"filter": scim.eq_filter(attribute, value)}
+            listed = [r async for r in self._listing(ds, "Users", 500, None, wanted)]
+            if scim.verify_lookup({"Resources": listed}, attribute, value).honoured:
+                return self._usable(ds, listed)
+            known.lookups = "scan"
+            self._metrics.lookup_scans.labels(*labels(ds.tenant)).set(1)
+            log.warning(
+                "scim.filter.not_honoured", tenant=ds.tenant, attribute=attribute, hint="lookups list every account"
+            )
+        return self._usable(ds, [r async for r in self.list_users(ds) if scim.matches(r, attribute, value)])
+
+    def _usable(self, ds: Downstream, matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The matches whose id can be put in a path, each once, their versions kept (_found)."""
+        usable: dict[str, dict[str, Any]] = {}
+        for match in matches:
+            resource_id = scim.valid_resource_id(match.get("id"))
+            if resource_id is not None and resource_id not in usable:
+                usable[resource_id] = match
+                self._found(ds, match)
+        return list(usable.values())
+
+    async def _lookups_decided(self, ds: Downstream) -> _Knowledge:
+        """The tenant's knowledge, its lookup mode decided (one ServiceProviderConfig read, however many
+        lookups wait)."""
+        known = self._known(ds)
+        if known.lookups == "unknown":
+            async with known.discovery:
+                if known.lookups == "unknown":
+                    known.lookups = await self._lookup_mode(ds)
+        return known
+
     def _found(self, ds: Downstream, match: dict[str, Any] | None) -> dict[str, Any] | None:
         """A looked-up account, its version kept (where its id is usable): the write that follows
         needs no read of its own."""

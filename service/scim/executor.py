@@ -12,6 +12,10 @@ operator to resolve (downstream, or by an explicit link). DELETE and deactivatio
 (with the tenant's user_lookup `userName`: the account holding the userName, unless another user's
 externalId is on it).
 
+Reconciliation's orphan check of a user the state knows deleted (service.domain.plan.orphan_plan) acts on
+every account a verified lookup finds with the user's id as externalId, exactly (`find_users`; a user
+may have several: a request that landed late made one more), and on no other.
+
 A backfill's change may carry what its listing of the downstream saw (service.domain.sighting): the
 plan then says CREATE (nothing there: POST without a lookup, a 409 adopts as above) or ADOPT (the
 userName is held: the adoption rules decide on live lookups, never a blind POST).
@@ -45,6 +49,8 @@ class ScimPort(Protocol):
 
     async def find_user(self, ds: Downstream, attribute: str, value: str) -> dict[str, Any] | None: ...
 
+    async def find_users(self, ds: Downstream, attribute: str, value: str) -> list[dict[str, Any]]: ...
+
     async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]: ...
 
     async def patch_user(self, ds: Downstream, user_id: str, operations: list[dict[str, Any]]) -> None: ...
@@ -76,6 +82,8 @@ class Outcome:
 async def execute(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
     if plan.action is Action.NONE:
         return Outcome(Result.UNCHANGED if plan.reason == "unchanged" else Result.SKIPPED, plan.state, plan.reason)
+    if plan.action is Action.DEACTIVATE or (plan.action is Action.DELETE and change.orphan):
+        return await _orphans(plan, change, ds, port)
     if plan.action is Action.DELETE:
         return await _delete(plan, change, ds, port)
     if plan.action is Action.LINK:
@@ -151,8 +159,6 @@ async def _link(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) 
 
 async def _delete(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
     gone = _unlinked(plan.state)
-    if change.orphan and ds.user_lookup != "externalId":  # only an account with our externalId is an orphan
-        return Outcome(Result.SKIPPED, plan.state, "orphan_without_external_id_lookup")
     downstream_id = await _resolve(plan.state, change, ds, port)
     if downstream_id is None:
         return Outcome(Result.SKIPPED, gone, "not_in_downstream")
@@ -161,6 +167,67 @@ async def _delete(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort
     except ScimNotFound:
         return Outcome(Result.SKIPPED, gone, "not_in_downstream")
     return Outcome(Result.DELETED, gone)
+
+
+async def _orphans(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
+    """Every account carrying the deleted user's id as externalId (verified again here: the port is not
+    trusted either) is deleted, or, under `deactivate`, set to active=false unless it shows active=false
+    already. No other account is written, not even one a stored link names (the deletion's own change
+    handles that one). The reason counts them."""
+    if ds.user_lookup != "externalId":  # only an account with our externalId is an orphan
+        return Outcome(Result.SKIPPED, plan.state, "orphan_without_external_id_lookup")
+    found = await port.find_users(ds, "externalId", change.user_id)
+    ours = {
+        account["id"]: account
+        for account in found
+        if scim.matches(account, "externalId", change.user_id) and scim.valid_resource_id(account.get("id"))
+    }
+    if plan.action is Action.DELETE:
+        deleted = [account_id for account_id in ours if await _deleted(port, ds, account_id)]
+        linked = plan.state.downstream_id
+        state = _unlinked(plan.state) if linked is None or linked in ours else plan.state
+        result = Result.DELETED if deleted else Result.SKIPPED
+        return Outcome(result, state, f"orphans: {len(deleted)} deleted of {len(ours)} found")
+    inactive = [i for i, account in ours.items() if account.get("active") is False]
+    deactivated = []
+    for account_id, account in ours.items():
+        if account_id in inactive:
+            continue
+        try:
+            await _deactivate(port, ds, account_id, account)
+        except ScimNotFound:
+            continue  # deleted downstream since the lookup: nothing left to deactivate
+        deactivated.append(account_id)
+    state = plan.state
+    if state.downstream_id in deactivated:
+        state = replace(state, written={**state.written, "active": False})
+    result = Result.DEACTIVATED if deactivated else (Result.UNCHANGED if ours else Result.SKIPPED)
+    reason = f"orphans: {len(deactivated)} deactivated, {len(inactive)} inactive already, of {len(ours)} found"
+    return Outcome(result, state, reason)
+
+
+async def _deactivate(port: ScimPort, ds: Downstream, account_id: str, account: dict[str, Any]) -> None:
+    """active=false and nothing else: a PATCH, or where the downstream takes no PATCH, a PUT of the
+    account as the lookup found it (not of the user as last known: an orphan may hold another userName,
+    one the linked account holds now)."""
+    if await port.user_writes(ds) == "patch":
+        try:
+            await port.patch_user(ds, account_id, scim.patch_operations({"active": False}, {}, ds.mapping))
+            return
+        except ScimRejected as exc:
+            if exc.status != 405:
+                raise
+    body = {key: value for key, value in account.items() if key not in ("id", "meta")}
+    await port.replace_user(ds, account_id, {**body, "active": False})
+
+
+async def _deleted(port: ScimPort, ds: Downstream, downstream_id: str) -> bool:
+    """DELETE the account; False when it was gone already."""
+    try:
+        await port.delete_user(ds, downstream_id)
+    except ScimNotFound:
+        return False
+    return True
 
 
 async def _resolve(state: UserState, change: UserChange, ds: Downstream, port: ScimPort) -> str | None:

@@ -14,7 +14,7 @@ switches to PUT, as ScimClient does).
 
 `ignore_filters=True` answers every lookup with every account or group (a server that ignores
 `filter`); the verification a real client does (service.domain.scim.verify_lookup) is applied to that
-answer, as ScimClient.find_user / find_group do. `unique_group_names=True` (the default) answers 409 to
+answer, as ScimClient.find_user / find_users / find_group do. `unique_group_names=True` (the default) answers 409 to
 a group whose displayName another holds, ignoring case, as AWS IAM Identity Center does (scim2-server
 does so only with a schema that declares displayName unique). Every write is recorded, so a test can
 prove which accounts and groups were touched.
@@ -72,6 +72,11 @@ class FakeDownstream:
         if not self.ignore_filters:
             listed = [r for r in listed if scim.matches(r, attribute, value)]
         return scim.verify_lookup({"Resources": copy.deepcopy(listed)}, attribute, value).match
+
+    async def find_users(self, ds: Downstream, attribute: str, value: str) -> list[dict[str, Any]]:
+        listed = [r for r in self.accounts.values() if self.ignore_filters or scim.matches(r, attribute, value)]
+        verified = (r for r in listed if scim.matches(r, attribute, value) and scim.valid_resource_id(r.get("id")))
+        return [copy.deepcopy(r) for r in verified]
 
     async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
         if any(scim.matches(r, "userName", body["userName"]) for r in self.accounts.values()):

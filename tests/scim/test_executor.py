@@ -37,11 +37,13 @@ class FakeScim:
         self,
         *,
         find: dict[tuple[str, str], list[Script]] | None = None,
+        find_all: dict[tuple[str, str], list[dict[str, Any]]] | None = None,
         create: list[Script] | None = None,
         patch: list[Script] | None = None,
         delete: list[Script] | None = None,
     ) -> None:
         self.find = find or {}
+        self.find_all = find_all or {}
         self.create = create or []
         self.patch = patch or []
         self.delete = delete or []
@@ -59,6 +61,11 @@ class FakeScim:
         self.calls.append(("find", attribute, value))
         found: dict[str, Any] | None = self._answer(self.find.get((attribute, value), []), None)
         return found
+
+    async def find_users(self, ds: Downstream, attribute: str, value: str) -> list[dict[str, Any]]:
+        assert ds is DS
+        self.calls.append(("find_all", attribute, value))
+        return list(self.find_all.get((attribute, value), []))
 
     async def create_user(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
         assert ds is DS
@@ -361,7 +368,8 @@ async def test_an_orphan_of_a_deleted_user_is_found_by_external_id_and_deleted()
     state = UserState(None, dict(ALL), dict.fromkeys(ALL, (1, "e-0")), deleted_ms=20)
     orphan = UserChange("acme", UID, "upsert", 30, "RECONCILE", orphan=True)
     plan = plan_change(state, orphan, DeletePolicy.DELETE)
-    client = FakeScim(find={("externalId", UID): [{"id": "d-late", "externalId": UID, "userName": "jdoe"}]})
+    client = FakeScim(find_all={("externalId", UID): [{"id": "d-late", "externalId": UID, "userName": "jdoe"}]})
     outcome = await execute(plan, orphan, DS, client)
-    assert client.calls == [("find", "externalId", UID), ("delete", "d-late")]
+    assert client.calls == [("find_all", "externalId", UID), ("delete", "d-late")]
     assert outcome.result == Result.DELETED and outcome.state.downstream_id is None
+    assert outcome.reason == "orphans: 1 deleted of 1 found"

@@ -1,7 +1,8 @@
 """A create that lands late, as a property over the in-memory downstream (unique userNames, as
 scim2-server): the first POST of a user times out on our side and is delivered after any of the user's
 later changes. Whenever that leaves an account, reconciliation's orphan check removes it exactly when
-the user ends deleted under policy `delete`, and never touches an account carrying an id nobody sent."""
+the user ends deleted under policy `delete` (deactivates it under `deactivate`), and never touches an
+account carrying an id nobody sent."""
 
 from __future__ import annotations
 
@@ -70,8 +71,8 @@ def test_a_late_create_is_left_only_where_the_user_is_not_known_deleted(
     data: st.DataObject, changes: list[UserChange], policy: DeletePolicy
 ) -> None:
     """Any arrival order, the late POST landing between any two changes (or after all): after the orphan
-    checks, a user deleted under policy `delete` has no account, the stranger's account is untouched,
-    and the state's deletion is what the changes say."""
+    checks, a user deleted under policy `delete` has no account, under `deactivate` no active one, the
+    stranger's account is untouched, and the state's deletion is what the changes say."""
     arrivals = data.draw(arrivals_strategy(changes))
     lands_after = data.draw(st.integers(0, len(arrivals)))
     downstream = FirstPostTimesOut()
@@ -93,6 +94,8 @@ def test_a_late_create_is_left_only_where_the_user_is_not_known_deleted(
     assert stranger in downstream.accounts
     if policy is DeletePolicy.DELETE and reference(changes, policy) is None:
         assert downstream.owned_by(UID) == []
+    if policy is DeletePolicy.DEACTIVATE and reference(changes, DeletePolicy.DELETE) is None:
+        assert [account for account in downstream.owned_by(UID) if account.get("active") is not False] == []
     assert state.deleted_ms == reduce(merge, arrivals, UserState()).deleted_ms
 
 
@@ -114,3 +117,32 @@ def test_the_create_that_lands_after_the_deletion_leaves_an_account_until_the_or
     left = run(scenario())
     assert len(left) == 1 and downstream.posts == 2
     assert downstream.owned_by(UID) == []
+
+
+def test_under_deactivate_the_create_that_lands_late_is_deactivated_by_the_orphan_check() -> None:
+    """POST #1 times out, the retry creates, a rename frees the first userName, the deletion deactivates
+    the linked account, POST #1 lands and creates a second, active account; the orphan check deactivates
+    it and leaves the linked one as it is."""
+    create = UserChange("acme", UID, "upsert", 1, "USER_CREATE", "e-1", {"userName": "jdoe", "active": True})
+    rename = UserChange("acme", UID, "upsert", 2, "USER_UPDATE", "e-2", {"userName": "jane.doe"})
+    deletion = UserChange("acme", UID, "delete", 3, "USER_DELETE", "e-3")
+    downstream = FirstPostTimesOut()
+
+    async def scenario() -> tuple[UserState, list[dict[str, Any]], int]:
+        state = UserState()
+        for change in (create, rename, deletion):
+            state = await apply(downstream, state, change, DeletePolicy.DEACTIVATE)
+        await downstream.land()
+        left = [dict(account) for account in downstream.owned_by(UID)]
+        written = len(downstream.writes)
+        return await apply(downstream, state, orphan(UID), DeletePolicy.DEACTIVATE), left, written
+
+    state, left, written = run(scenario())
+    assert sorted((a["userName"], a["active"]) for a in left) == [("jane.doe", False), ("jdoe", True)]
+    assert sorted((a["userName"], a["active"]) for a in downstream.owned_by(UID)) == [
+        ("jane.doe", False),
+        ("jdoe", False),
+    ]
+    late = next(a["id"] for a in left if a["userName"] == "jdoe")
+    assert downstream.writes[written:] == [("PATCH", late)]
+    assert state.downstream_id != late
