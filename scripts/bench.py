@@ -59,6 +59,7 @@ from devkit import events as ev
 from devkit.kafka import Publisher, create_source_topics
 from devkit.local import ROOT, free_port, wait_until
 from devkit.service import Api, make_settings, spawn_service
+from service import eventloop
 from service.domain import scim as scim_schema
 from service.domain.changes import UserChange, change_from_event
 from service.domain.keycloak import parse_record
@@ -1511,13 +1512,13 @@ def _setting(text: str) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_responder:
-        asyncio.run(serve_responder(args.serve_responder, args.latency_ms / 1000))
+        eventloop.run(serve_responder(args.serve_responder, args.latency_ms / 1000), "uvloop")
         return 0
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="outbound-scim-bench-"))
     try:
         with kafka_broker(workdir) as (bootstrap, broker_pid):
-            asyncio.run(bench(args, bootstrap, broker_pid, workdir))
+            eventloop.run(bench(args, bootstrap, broker_pid, workdir), "uvloop")
     except BenchError as exc:
         print(f"bench failed: {exc}\n(work dir: {workdir})", file=sys.stderr)
         return 1
