@@ -150,8 +150,14 @@ def api_app(
         else:
             app.router.add_route(route.method, route.path, route.handler)
     if console is not None:
+        app.router.add_get(CONSOLE_PREFIX, _to_console)  # before the sub-application, which matches /ui too
         app.add_subapp(CONSOLE_PREFIX, console)
     return app
+
+
+async def _to_console(_: web.Request) -> web.Response:
+    """/ui as typed in an address bar: the console lives under /ui/."""
+    return web.Response(status=308, headers={"Location": CONSOLE_PREFIX + "/"})
 
 
 def problem(exc: Exception, request: web.Request, max_body_bytes: int) -> tuple[int, Problem]:

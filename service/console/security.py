@@ -31,7 +31,7 @@ HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-PUBLIC = frozenset({"/ui/login", "/ui/login/keycloak", "/ui/login/callback"})
+PUBLIC = frozenset({"/ui", "/ui/login", "/ui/login/keycloak", "/ui/login/callback"})  # /ui: a redirect to /ui/
 STATIC = "/ui/static/"
 CSRF_FIELD = "csrf"
 SESSION = web.RequestKey("console_session", Session)

@@ -366,3 +366,8 @@ async def test_backfill_progress_comes_from_the_activity_log_first(ui: Ui) -> No
     assert status == 200 and '"done":40' in body and '"total":100' in body
     _, page, _ = await ui.get("/ui/tenants/acme/default")
     assert 'max="100" value="40"' in page and "data-running" in page
+
+
+async def test_the_console_without_its_trailing_slash_is_redirected_to_it(ui: Ui) -> None:
+    status, _, answer = await ui.get("/ui")
+    assert (status, answer.headers["Location"]) == (308, "/ui/")
