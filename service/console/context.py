@@ -18,6 +18,7 @@ from service.api.models import Problem
 from service.api.tenants import TenantService
 from service.console.oidc import Identity, PendingLogin
 from service.console.sessions import SessionSigner
+from service.console.throttle import SignInThrottle
 from service.console.words import refusal, warning
 from service.domain.activity import ActivityView
 
@@ -50,6 +51,7 @@ class Console:
     keycloak: bool = False  # the service has Keycloak admin access (backfill, reconciliation, sync)
     clock: Callable[[], float] = field(default=time.time)
     token_sign_in: bool = True  # the sign-in page takes the admin token
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)  # wrong admin tokens per address
 
     def render(self, template: str, status: int = 200, **values: Any) -> web.Response:
         html = self.templates.get_template(template).render(**values)

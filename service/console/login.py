@@ -10,6 +10,7 @@ callback).
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 
 import structlog
@@ -97,8 +98,20 @@ async def with_token(request: web.Request) -> web.Response:
         return web.Response(status=403, text="the sign-in form is stale: reload the page\n", content_type="text/plain")
     token = form.get("token")
     next_page = _next(form.get("next"))
+    address = request.remote or "unknown"
+    if (wait := console.throttle.wait_seconds(address)) > 0:
+        log.warning("console.sign_in.refused", via="token", reason="too_many_failures", address=address)
+        response = _login_page(
+            request,
+            429,
+            refused=f"Too many wrong tokens from this address: try again in {math.ceil(wait)} s.",
+            next_page=next_page,
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
     if not isinstance(token, str) or not hmac.compare_digest(token.encode(), console.admin_token.encode()):
-        log.info("console.sign_in.refused", via="token")
+        console.throttle.failed(address)
+        log.info("console.sign_in.refused", via="token", address=address)
         return _login_page(request, 401, refused="That is not the service's admin token.", next_page=next_page)
     return _signed_in(request, console, "admin", "token", next_page)
 
