@@ -10,19 +10,23 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.api.errors import InvalidRequest
-from service.api.models import EnableTenant, TenantView
+from service.api.models import AuthView, EnableTenant, TenantView
 from service.domain.mapping import DEFAULT_MAPPING
 
-__all__ = ["enable_request", "rotate_request"]
+__all__ = ["AUTH_TYPES", "enable_request", "rotate_request"]
 
 LIMITS = ("max_concurrency", "rate_limit_per_minute")
 
 
+AUTH_TYPES = ("bearer", "basic", "oauth2_client_credentials")
+
+
 def enable_request(form: Mapping[str, Any], *, backfill: bool = False) -> EnableTenant:
-    """A new downstream from the enable form: base URL, bearer token, delete policy, limits."""
+    """A new downstream from the enable form: base URL, credentials (a bearer token, HTTP Basic, or OAuth2
+    client credentials, as `auth_type` says), delete policy, limits."""
     body: dict[str, Any] = {
         "base_url": _text(form, "base_url"),
-        "token": _text(form, "token") or None,
+        **credentials(form, _text(form, "auth_type") or "bearer"),
         "delete_policy": _text(form, "delete_policy") or "ignore",
         "backfill": backfill and form.get("backfill") == "on",
     }
@@ -31,12 +35,34 @@ def enable_request(form: Mapping[str, Any], *, backfill: bool = False) -> Enable
     return _validated(body)
 
 
+def credentials(form: Mapping[str, Any], auth_type: str, kept: AuthView | None = None) -> dict[str, Any]:
+    """The body's `token` or `auth` from the form's fields for `auth_type`; a rotation's form leaves the
+    names (username, client id, token URL, scope, audience) as `kept` has them unless it gives new ones."""
+    if auth_type == "bearer":
+        return {"token": _text(form, "token") or None}
+    if auth_type == "basic":
+        username = _text(form, "username") or (kept.username if kept else None)
+        return {"auth": {"type": "basic", "username": username, "password": _text(form, "password") or None}}
+    if auth_type == "oauth2_client_credentials":
+        auth: dict[str, Any] = {
+            "type": auth_type,
+            "token_url": _text(form, "token_url") or (kept.endpoint if kept else None),
+            "client_id": _text(form, "client_id") or (kept.client_id if kept else None),
+            "client_secret": _text(form, "client_secret") or None,
+        }
+        for name in ("scope", "audience"):
+            if value := _text(form, name) or (getattr(kept, name) if kept else None):
+                auth[name] = value
+        return {"auth": auth}
+    raise InvalidRequest(f"auth_type: one of {', '.join(AUTH_TYPES)}")
+
+
 def rotate_request(view: TenantView, form: Mapping[str, Any]) -> EnableTenant:
-    """The tenant as it is, with the new token (and base URL): a rotation keeps every other setting."""
+    """The tenant as it is, with the new secret (and base URL): a rotation keeps every other setting."""
     mapping = view.mapping if view.mapping != DEFAULT_MAPPING.public() else None
     body: dict[str, Any] = {
         "base_url": _text(form, "base_url") or view.base_url,
-        "token": _text(form, "token") or None,
+        **credentials(form, view.auth.type, view.auth),
         "delete_policy": view.delete_policy.value,
         "max_concurrency": view.max_concurrency,
         "rate_limit_per_minute": view.rate_limit_per_minute,

@@ -138,7 +138,7 @@ async def enable(request: web.Request) -> web.Response:
     form = await request.post()
     realm = str(form.get("realm", "")).strip()
     name = str(form.get("downstream", "")).strip() or DEFAULT
-    kept = {k: str(form.get(k, "")) for k in ("realm", "downstream", "base_url", "delete_policy", *LIMITS)}
+    kept = {k: str(form.get(k, "")) for k in (*KEPT, *LIMITS)}  # never a secret
     try:
         if not realm:
             raise InvalidRequest("realm: the Keycloak realm's name is required")
@@ -154,6 +154,18 @@ async def enable(request: web.Request) -> web.Response:
 
 
 LIMITS = ("max_concurrency", "rate_limit_per_minute")
+KEPT = (  # what a refused form shows again (never a secret)
+    "realm",
+    "downstream",
+    "base_url",
+    "delete_policy",
+    "auth_type",
+    "username",
+    "token_url",
+    "client_id",
+    "scope",
+    "audience",
+)
 
 
 # --- tenant page --------------------------------------------------------------------------------------

@@ -200,7 +200,23 @@ async def test_a_parked_change_is_replayed_from_the_tenant_page(page: Page, stac
     await expect(row.locator('[data-badge="parked"]')).to_have_count(0)
 
 
-ENABLE_ORDER = ["realm", "downstream", "base_url", "token", "delete_policy", "max_concurrency", "rate_limit_per_minute"]
+ENABLE_ORDER = [
+    "realm",
+    "downstream",
+    "base_url",
+    "auth_type",
+    "token",
+    "username",
+    "password",
+    "token_url",
+    "client_id",
+    "client_secret",
+    "scope",
+    "audience",
+    "delete_policy",
+    "max_concurrency",
+    "rate_limit_per_minute",
+]
 
 
 async def focused(page: Page) -> str:

@@ -13,6 +13,7 @@ from service.domain.activity import ActivityEntry, ActivitySummary, SentRequest
 from service.errors import EnableRefused
 from service.keycloak_admin.realm_check import RealmWarning, WarningCode
 from service.pipeline.set_aside import REPLAY_TO, TENANT, HeldRecord
+from service.scim.credentials import BasicAuth, ClientCredentials
 from tests.console.conftest import NOW, Ui, build, csrf_of
 
 REASONS = {  # every reason EnableRefused can carry, and the API's status for it
@@ -371,3 +372,58 @@ async def test_backfill_progress_comes_from_the_activity_log_first(ui: Ui) -> No
 async def test_the_console_without_its_trailing_slash_is_redirected_to_it(ui: Ui) -> None:
     status, _, answer = await ui.get("/ui")
     assert (status, answer.headers["Location"]) == (308, "/ui/")
+
+
+async def test_enable_with_http_basic_and_rotate_its_password(ui: Ui) -> None:
+    """The form's HTTP Basic fields become the tenant's credentials; a rotation asks for the new password
+    and keeps the username."""
+    await ui.sign_in()
+    status, page, _ = await enable(ui, token="", auth_type="basic", username="svc", password="pw-1")
+    assert status == 303, page
+    auth = ui.records.writes[-1].auth
+    assert isinstance(auth, BasicAuth) and (auth.username, auth.password) == ("svc", "pw-1")
+    _, tenant_page, _ = await ui.get("/ui/tenants/acme/default")
+    assert 'name="password"' in tenant_page and 'value="svc"' in tenant_page
+    csrf = await ui.csrf("/ui/tenants/acme/default")
+    status, _, _ = await ui.post(
+        "/ui/tenants/acme/default/rotate",
+        {"csrf": csrf, "base_url": "https://scim.example/v2", "username": "svc", "password": "pw-2"},
+    )
+    assert status == 303
+    auth = ui.records.writes[-1].auth
+    assert isinstance(auth, BasicAuth) and (auth.username, auth.password) == ("svc", "pw-2")
+
+
+async def test_enable_with_oauth2_client_credentials(ui: Ui) -> None:
+    await ui.sign_in()
+    status, page, _ = await enable(
+        ui,
+        token="",
+        auth_type="oauth2_client_credentials",
+        token_url="https://idp.example/oauth2/token",
+        client_id="outbound",
+        client_secret="cs-1",
+        scope="scim",
+    )
+    assert status == 303, page
+    auth = ui.records.writes[-1].auth
+    assert isinstance(auth, ClientCredentials)
+    assert (auth.token_url, auth.client_id, auth.client_secret, auth.scope) == (
+        "https://idp.example/oauth2/token",
+        "outbound",
+        "cs-1",
+        "scim",
+    )
+
+
+async def test_a_refused_credentials_form_keeps_the_names_typed_never_a_secret(ui: Ui) -> None:
+    """Basic without a password is refused naming the field; the page shows the username again, not the
+    token or client secret typed into the other fields."""
+    await ui.sign_in()
+    status, page, _ = await enable(
+        ui, auth_type="basic", username="svc-user", password="", client_secret="cs-typed", token="tok-typed"
+    )
+    assert status == 400
+    assert "password" in page and 'value="svc-user"' in page
+    assert "cs-typed" not in page and "tok-typed" not in page
+    assert not ui.records.writes
