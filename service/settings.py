@@ -125,14 +125,6 @@ class Settings(BaseSettings):
     group_batch_max_seconds: float = Field(
         3.0, gt=0, description="... or once the first has waited this long (a burst of memberships: few PATCHes)"
     )
-    rekey_transaction_interval_ms: int = Field(
-        0,
-        ge=0,
-        le=1000,
-        description="stage 1 starts a transaction at most this often (records arriving meanwhile join the next "
-        "one, as Kafka Streams' commit.interval.ms under exactly-once): fewer transactions cost the broker "
-        "less; each event may wait up to this long more; 0: a transaction per poll",
-    )
     rekey_process: bool = Field(
         True,
         description="run stage 1 (re-keying the plugin's events) in a child process of its own, beside stage 2 "

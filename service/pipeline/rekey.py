@@ -146,17 +146,11 @@ class RekeyStage(ConsumerRebalanceListener):
 
     async def _run(self) -> None:
         assert self._consumer is not None
-        loop = asyncio.get_running_loop()
-        interval = self._settings.rekey_transaction_interval_ms / 1000
-        began = -interval
         while True:
-            if (rest := began + interval - loop.time()) > 0:
-                await asyncio.sleep(rest)  # records arriving meanwhile wait in the fetcher for the next batch
             generation = self._generation
             batches = await self._consumer.getmany(timeout_ms=500, max_records=MAX_BATCH)
             if not batches:
                 continue
-            began = loop.time()
             async with self._lock:
                 if generation != self._generation:  # fetched across a rebalance: read again from the commits
                     await rewind_to_committed(self._consumer, batches)
