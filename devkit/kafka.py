@@ -121,6 +121,23 @@ class Publisher:
         value = event if isinstance(event, bytes) else json.dumps(event).encode()
         await self._producer.send(topic, value=value, partition=partition)
 
+    async def send_batched(self, records: Iterable[tuple[str, int, bytes]]) -> None:
+        """Records as (topic, partition, value), null keys, appended to one batch per topic partition and
+        handed to the producer as batches: a fraction of `send`'s CPU per record (no future and no
+        accumulator call per record), for the bench's load, where the producer took more of the host's
+        CPU than the service it loaded. Delivery is awaited by `flush`."""
+        batches: dict[tuple[str, int], Any] = {}
+        for topic, partition, value in records:
+            batch = batches.get((topic, partition))
+            if batch is None:
+                batch = batches[(topic, partition)] = self._producer.create_batch()
+            if batch.append(timestamp=None, key=None, value=value) is None:  # full: send it, start another
+                await self._producer.send_batch(batch, topic, partition=partition)
+                batch = batches[(topic, partition)] = self._producer.create_batch()
+                batch.append(timestamp=None, key=None, value=value)
+        for (topic, partition), batch in batches.items():
+            await self._producer.send_batch(batch, topic, partition=partition)
+
     async def send_all(self, topic: str, events: Iterable[dict[str, Any]], partitions: int | None = None) -> None:
         for i, event in enumerate(events):
             await self.send(topic, event, partition=(i % partitions) if partitions else None)
