@@ -70,6 +70,11 @@ def test_template_variables(dashboard: dict[str, Any]) -> None:
     assert tenant["query"].replace(" ", "").endswith(",tenant)")
     assert tenant["includeAll"] is True
     assert tenant["allValue"] == ".*"
+    downstream = found["downstream"]
+    assert label_values_query(downstream["query"]) is not None
+    assert 'tenant=~"$tenant"' in downstream["query"], "a realm's downstreams, for the tenants chosen"
+    assert downstream["query"].replace(" ", "").endswith(",downstream)")
+    assert (downstream["includeAll"], downstream["allValue"]) == (True, ".*")
     for name in FILTERS:
         assert found[name]["type"] == "query"
         assert found[name]["allValue"] == ".*", "All must also match series without the label"
@@ -118,13 +123,15 @@ def test_every_query_reads_only_exported_metrics(dashboard: dict[str, Any]) -> N
 
 
 def test_queries_apply_the_variables(dashboard: dict[str, Any]) -> None:
-    """Every selector filters by namespace and job, and by tenant when the metric has that label."""
+    """Every selector filters by namespace and job, and by tenant and downstream when the metric has those
+    labels (a realm's several downstream apps are told apart)."""
     labels = series_labels()
     for title, expr in queries(dashboard):
         for selector in selectors(expr):
             wanted = dict(FILTERS)
-            if "tenant" in labels[selector.name]:
-                wanted["tenant"] = "$tenant"
+            for label in ("tenant", "downstream"):
+                if label in labels[selector.name]:
+                    wanted[label] = f"${label}"
             for label, variable in wanted.items():
                 assert selector.matcher(label) == ("=~", variable), (
                     f"{title}: {selector.name} lacks {label}=~{variable}"
@@ -147,10 +154,13 @@ def test_every_exported_metric_is_on_the_dashboard(dashboard: dict[str, Any]) ->
         ("histogram_quantile(0.99", "p99 latency"),
         ("sum by (outcome) (rate(outbound_scim_changes_total", "changes by outcome"),
         ("sum by (outcome) (rate(outbound_scim_events_total", "events by outcome"),
-        ("sum by (tenant, status_class) (rate(outbound_scim_scim_requests_total", "SCIM errors by tenant and class"),
+        (
+            "sum by (tenant, downstream, status_class) (rate(outbound_scim_scim_requests_total",
+            "SCIM errors by downstream and class",
+        ),
         ("max by (partition) (outbound_scim_consumer_lag", "lag per partition"),
-        ("max by (tenant) (outbound_scim_circuit_state", "breaker state per tenant"),
-        ("max by (tenant) (outbound_scim_tenant_unauthorized", "unauthorized tenants"),
+        ("max by (tenant, downstream) (outbound_scim_circuit_state", "breaker state per downstream"),
+        ("max by (tenant, downstream) (outbound_scim_tenant_unauthorized", "unauthorized downstreams"),
     ],
 )
 def test_required_views(dashboard: dict[str, Any], needle: str, what: str) -> None:
