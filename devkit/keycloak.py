@@ -4,6 +4,7 @@ client for the service, users, event settings. For the end-to-end tests and the 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,16 @@ class ServiceAccount:
     user_id: str
 
 
+@dataclass(frozen=True)
+class KafkaListener:
+    """A Keycloak's Kafka event listener: the provider id a realm lists to enable it, and the topics it
+    sends user and admin events to (the service's source topics)."""
+
+    provider_id: str
+    events_topic: str
+    admin_events_topic: str
+
+
 class MasterAdmin:
     """Just enough of the Admin API to set up tests. Admin-cli tokens live 60 s: refreshed at 30 s."""
 
@@ -47,6 +58,11 @@ class MasterAdmin:
         self._password = password
         self._token = ""
         self._token_at = 0.0
+
+    @property
+    def url(self) -> str:
+        """The Keycloak this admin administers."""
+        return self._base
 
     async def _headers(self) -> dict[str, str]:
         if time.monotonic() - self._token_at > 30:
@@ -192,3 +208,31 @@ def keycloak_settings(kafka_bootstrap: str, keycloak_url: str, account: ServiceA
         keycloak_client_secret=account.client_secret,
         **overrides,
     )
+
+
+async def realm_with_listener(
+    admin: MasterAdmin,
+    listener: KafkaListener,
+    kafka_bootstrap: str,
+    realm: str,
+    *,
+    account_roles: tuple[str, ...] | None = ("view-users", "query-users"),
+    users: Iterable[dict[str, Any]] = (),
+    **overrides: Any,
+) -> Settings:
+    """Creates `realm` with `listener` enabled (representations included); returns service settings (fresh
+    internal topics) whose source topics are the listener's. With `account_roles`, a service account
+    `outbound-scim` holding them, which the settings read Keycloak as; with None, no account: event-carried
+    mode. `users` are made before the listener is enabled, so none of their creations is an event."""
+    await admin.create_realm(realm)
+    account = None
+    if account_roles is not None:
+        account = await admin.create_service_account(realm, "outbound-scim", account_roles)
+    for user in users:
+        await admin.create_user(realm, user)
+    status, doc = await admin.enable_listener(realm, listener.provider_id)
+    assert status == 204, f"enabling {listener.provider_id} on {realm}: {status} {doc}"
+    topics = {"events_topic": listener.events_topic, "admin_events_topic": listener.admin_events_topic}
+    if account is None:
+        return make_settings(kafka_bootstrap, **topics, **overrides)
+    return keycloak_settings(kafka_bootstrap, admin.url, account, **topics, **overrides)

@@ -2,7 +2,9 @@
 Quarkus distribution from Maven Central, fetched and started by scripts/keycloak/keycloak.sh, with the
 test Kafka event listener (scripts/keycloak/listener, SnuK87's record format, synchronous sends)
 installed and pointed at the session broker, on two topics of this session's own. A realm sends through
-it once it enables the listener (setup_realm.MasterAdmin.enable_listener(realm, LISTENER)).
+it once it enables the listener (setup_realm.MasterAdmin.enable_listener(realm, LISTENER)); a test that
+needs such a realm and a service reading it takes setup_realm.realm_with_listener(admin,
+keycloak.kafka_listener(), ...).
 
 The only reason to skip is that Maven Central cannot be reached and what fetch needs (the distribution,
 the listener's build) is not cached: `fetch` exits 3. Even then the fixture asks `keycloak.sh probe` (a
@@ -27,6 +29,7 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.keycloak.setup_realm import KafkaListener
 from tests.support import ROOT
 
 KEYCLOAK_SCRIPT = ROOT / "scripts" / "keycloak" / "keycloak.sh"
@@ -54,6 +57,12 @@ class RealKeycloak:
     def listener(self) -> str | None:
         """The listener's id when it is installed, else None."""
         return LISTENER if self.listener_jar is not None else None
+
+    def kafka_listener(self) -> KafkaListener:
+        """The installed listener and its topics; skips the test where there is none to point."""
+        if self.listener_jar is None or self.events_topic is None or self.admin_events_topic is None:
+            pytest.skip("KEYCLOAK_URL names a Keycloak of its own: its Kafka event listener is not ours to point")
+        return KafkaListener(LISTENER, self.events_topic, self.admin_events_topic)
 
     def log_lines(self, *needles: str, last: int = 20) -> str:
         """The last log lines mentioning any of `needles`, for failure messages."""

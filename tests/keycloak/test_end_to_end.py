@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaConsumer
 
 from tests.conftest import SCIM_TOKEN
 from tests.keycloak.conftest import LISTENER, RealKeycloak
-from tests.keycloak.setup_realm import MasterAdmin
-from tests.support import Api, ScimServer, by_external_id, downstream_users, make_settings, running_service, wait_until
+from tests.keycloak.setup_realm import MasterAdmin, realm_with_listener
+from tests.support import Api, ScimServer, by_external_id, downstream_users, running_service, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -74,19 +74,12 @@ class EndToEnd:
 
 @pytest.fixture
 async def e2e(keycloak: RealKeycloak, kafka_bootstrap: str, scim_server: ScimServer) -> AsyncIterator[EndToEnd]:
-    if keycloak.listener is None:
-        pytest.skip("KEYCLOAK_URL names a Keycloak of its own: its Kafka event listener is not ours to point")
-    assert keycloak.events_topic and keycloak.admin_events_topic
+    listener = keycloak.kafka_listener()
     async with aiohttp.ClientSession() as session:
         admin = MasterAdmin(session, keycloak.url, keycloak.admin_user, keycloak.admin_password)
         realm = f"e2e-{uuid.uuid4().hex[:8]}"
-        await admin.create_realm(realm)
-        status, doc = await admin.enable_listener(realm, keycloak.listener)
-        assert status == 204, f"enabling {keycloak.listener} on {realm}: {status} {doc}"
         # Event-carried mode: the plugin's topics are the listener's, the internal ones fresh.
-        settings = make_settings(
-            kafka_bootstrap, events_topic=keycloak.events_topic, admin_events_topic=keycloak.admin_events_topic
-        )
+        settings = await realm_with_listener(admin, listener, kafka_bootstrap, realm, account_roles=None)
         async with running_service(settings) as service:
             assert service.api_port is not None
             base_url = scim_server.base_url(realm)

@@ -15,8 +15,8 @@ import pytest
 
 from tests.conftest import SCIM_TOKEN
 from tests.keycloak.conftest import LISTENER, RealKeycloak
-from tests.keycloak.setup_realm import MasterAdmin
-from tests.support import Api, ScimServer, by_external_id, downstream_users, make_settings, running_service, wait_until
+from tests.keycloak.setup_realm import MasterAdmin, realm_with_listener
+from tests.support import Api, ScimServer, by_external_id, downstream_users, running_service, wait_until
 
 BOUND = 10.0  # seconds from an admin call to its effect downstream
 
@@ -54,18 +54,11 @@ class GroupsEndToEnd:
 
 @pytest.fixture
 async def e2e(keycloak: RealKeycloak, kafka_bootstrap: str, scim_server: ScimServer) -> AsyncIterator[GroupsEndToEnd]:
-    if keycloak.listener is None:
-        pytest.skip("KEYCLOAK_URL names a Keycloak of its own: its Kafka event listener is not ours to point")
-    assert keycloak.events_topic and keycloak.admin_events_topic
+    listener = keycloak.kafka_listener()
     async with aiohttp.ClientSession() as session:
         admin = MasterAdmin(session, keycloak.url, keycloak.admin_user, keycloak.admin_password)
         realm = f"e2g-{uuid.uuid4().hex[:8]}"
-        await admin.create_realm(realm)
-        status, doc = await admin.enable_listener(realm, keycloak.listener)
-        assert status == 204, f"enabling {keycloak.listener} on {realm}: {status} {doc}"
-        settings = make_settings(
-            kafka_bootstrap, events_topic=keycloak.events_topic, admin_events_topic=keycloak.admin_events_topic
-        )
+        settings = await realm_with_listener(admin, listener, kafka_bootstrap, realm, account_roles=None)
         async with running_service(settings) as service:
             base_url = scim_server.base_url(realm)
             status, body = await Api(service.api_port or 0).call(

@@ -18,7 +18,7 @@ import pytest
 from service.app import Service
 from tests.conftest import SCIM_TOKEN
 from tests.keycloak.conftest import RealKeycloak
-from tests.keycloak.setup_realm import MasterAdmin, keycloak_settings
+from tests.keycloak.setup_realm import MasterAdmin, realm_with_listener
 from tests.support import (
     Api,
     ScimServer,
@@ -48,22 +48,11 @@ class Setup:
 async def setup(keycloak: RealKeycloak, kafka_bootstrap: str, scim_server: ScimServer) -> AsyncIterator[Setup]:
     """A realm whose events reach the service through Keycloak's listener, and which the service can read
     (reconciliation lists its users); its tenant deactivates deleted users."""
-    if keycloak.listener is None:
-        pytest.skip("KEYCLOAK_URL names a Keycloak of its own: its Kafka event listener is not ours to point")
+    listener = keycloak.kafka_listener()
     async with aiohttp.ClientSession() as session:
         admin = MasterAdmin(session, keycloak.url, keycloak.admin_user, keycloak.admin_password)
         realm = f"ro-{uuid.uuid4().hex[:8]}"
-        await admin.create_realm(realm)
-        status, doc = await admin.enable_listener(realm, keycloak.listener)
-        assert status == 204, f"enabling {keycloak.listener} on {realm}: {status} {doc}"
-        account = await admin.create_service_account(realm, "outbound-scim")
-        settings = keycloak_settings(
-            kafka_bootstrap,
-            keycloak.url,
-            account,
-            events_topic=keycloak.events_topic,
-            admin_events_topic=keycloak.admin_events_topic,
-        )
+        settings = await realm_with_listener(admin, listener, kafka_bootstrap, realm)
         await create_source_topics(settings)
         async with running_service(settings) as service:
             assert service.api_port is not None

@@ -29,13 +29,12 @@ from service.app import Service
 from tests.conftest import SCIM_TOKEN
 from tests.faults import FaultProxy
 from tests.keycloak.conftest import RealKeycloak
-from tests.keycloak.setup_realm import MasterAdmin
+from tests.keycloak.setup_realm import MasterAdmin, realm_with_listener
 from tests.support import (
     Api,
     ScimServer,
     by_external_id,
     downstream_users,
-    make_settings,
     running_service,
     wait_until,
 )
@@ -144,20 +143,13 @@ def _value(user: dict[str, Any], key: str) -> Any:
 
 @pytest.fixture
 async def kc(keycloak: RealKeycloak, kafka_bootstrap: str) -> AsyncIterator[KeycloakDownstream]:
-    if keycloak.listener is None:
-        pytest.skip("KEYCLOAK_URL names a Keycloak of its own: its Kafka event listener is not ours to point")
-    assert keycloak.events_topic and keycloak.admin_events_topic
+    listener = keycloak.kafka_listener()
     run = uuid.uuid4().hex[:8]
     async with aiohttp.ClientSession() as http:
         admin = MasterAdmin(http, keycloak.url, keycloak.admin_user, keycloak.admin_password)
         source = f"src-{run}"
-        await admin.create_realm(source)
-        status, doc = await admin.enable_listener(source, keycloak.listener)
-        assert status == 204, f"enabling {keycloak.listener} on {source}: {status} {doc}"
+        settings = await realm_with_listener(admin, listener, kafka_bootstrap, source, account_roles=None)
         target = await admin.create_scim_downstream(f"scim-{run}", token_lifespan_seconds=TOKEN_LIFESPAN)
-        settings = make_settings(
-            kafka_bootstrap, events_topic=keycloak.events_topic, admin_events_topic=keycloak.admin_events_topic
-        )
         async with running_service(settings) as service:
             assert service.api_port is not None
             yield KeycloakDownstream(keycloak, admin, http, source, target, service, Api(service.api_port))

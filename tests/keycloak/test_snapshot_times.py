@@ -25,7 +25,7 @@ from service.app import Service
 from service.keycloak_admin.client import KeycloakAdminClient, UserPage
 from tests.conftest import SCIM_TOKEN
 from tests.keycloak.conftest import RealKeycloak
-from tests.keycloak.setup_realm import MasterAdmin, keycloak_settings
+from tests.keycloak.setup_realm import MasterAdmin, realm_with_listener
 from tests.support import Api, ScimServer, by_external_id, downstream_users, running_service, wait_until
 
 pytestmark = pytest.mark.integration
@@ -112,37 +112,29 @@ async def setup(
 ) -> AsyncIterator[Setup]:
     """12 enabled users made before the realm enables the test listener (so none of their creations is
     an event), then a service reading the listener's topics, with Keycloak access and pages of 5."""
-    if keycloak.listener is None:
-        pytest.skip("KEYCLOAK_URL names a Keycloak of its own: its Kafka event listener is not ours to point")
-    assert keycloak.events_topic and keycloak.admin_events_topic
+    listener = keycloak.kafka_listener()
+    users = [
+        {
+            "username": f"st{i:02d}",
+            "firstName": f"Given{i}",
+            "lastName": "Test",
+            "email": f"st{i:02d}@example.com",
+            "enabled": True,
+        }
+        for i in range(USERS)
+    ]
     async with aiohttp.ClientSession() as session:
         admin = MasterAdmin(session, keycloak.url, keycloak.admin_user, keycloak.admin_password)
         realm = f"st-{uuid.uuid4().hex[:8]}"
-        await admin.create_realm(realm)
-        account = await admin.create_service_account(
-            realm, "outbound-scim", ("view-users", "query-users", "view-events")
-        )
-        for i in range(USERS):
-            await admin.create_user(
-                realm,
-                {
-                    "username": f"st{i:02d}",
-                    "firstName": f"Given{i}",
-                    "lastName": "Test",
-                    "email": f"st{i:02d}@example.com",
-                    "enabled": True,
-                },
-            )
-        status, doc = await admin.enable_listener(realm, keycloak.listener)
-        assert status == 204, f"enabling {keycloak.listener} on {realm}: {status} {doc}"
-        settings = keycloak_settings(
+        settings = await realm_with_listener(
+            admin,
+            listener,
             kafka_bootstrap,
-            keycloak.url,
-            account,
-            events_topic=keycloak.events_topic,
-            admin_events_topic=keycloak.admin_events_topic,
+            realm,
+            account_roles=("view-users", "query-users", "view-events"),
+            users=users,
             keycloak_page_size=PAGE_SIZE,
-            keycloak_event_listeners=keycloak.listener,
+            keycloak_event_listeners=listener.provider_id,
         )
         async with running_service(settings) as service:
             assert service.keycloak is not None
