@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import re
 import sqlite3
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -194,23 +195,20 @@ class StateDb:
         with self._lock:
             self._begin()
             if self._loading:  # appended, deletes as NULL rows: `finish_load` keeps each key's last row
-                params: list[object] = []
-                for p, (records, _) in batches.items():
-                    for k, v in records:
-                        params += _row(k, p, v)
-                self._loaded_deletes = self._loaded_deletes or None in params[3::4]
-                self._write_rows(_APPEND, params)
+                count = sum(len(records) for records, _ in batches.values())
+                rows = ((k, p, v) for p, (records, _) in batches.items() for k, v in records)
+                self._write_rows(_APPEND, rows, count)
+                self._loaded_deletes = self._loaded_deletes or any(
+                    v is None for records, _ in batches.values() for _, v in records
+                )
             else:
                 latest: dict[bytes, tuple[int, bytes | None]] = {}
                 for partition, (records, _) in batches.items():
                     for key, value in records:  # in offset order: a later record of a key replaces an earlier one
                         latest[key] = (partition, value)
                 # in key order, so neighbouring keys share index pages; one row per key, so the order is free
-                upserts: list[object] = []
-                for k, (p, v) in sorted(latest.items()):
-                    if v is not None:
-                        upserts += _row(k, p, v)
-                self._write_rows(_UPSERT, upserts)
+                upserts = [(k, p, v) for k, (p, v) in sorted(latest.items()) if v is not None]
+                self._write_rows(_UPSERT, iter(upserts), len(upserts))
                 deletes = [(bytearray(k),) for k, (_, v) in latest.items() if v is None]
                 self._db.executemany("DELETE FROM state WHERE key = ?", deletes)
             self._set_checkpoints({partition: next_offset for partition, (_, next_offset) in batches.items()})
@@ -288,16 +286,20 @@ class StateDb:
             self._db.execute("COMMIT")
             self._open = False
 
-    def _write_rows(self, statement: str, params: list[object]) -> None:
-        """`params` holds rows of four (see `Row`), bound many rows per statement: sqlite3 releases the GIL
-        while a statement runs and takes it back after it (`executemany`: after each row), so a restore's
-        writer thread that wrote row by row waited for the busy event loop's thread before each row."""
-        start, rows = 0, len(params) // 4
-        while start < rows:
-            size = min(ROWS_PER_STATEMENT, 1 << ((rows - start).bit_length() - 1))
-            values = ",".join(("(?,?,?,?)",) * size)
-            self._db.execute(statement.format(values=values), params[start * 4 : (start + size) * 4])
-            start += size
+    def _write_rows(self, statement: str, rows: Iterator[tuple[bytes, int, bytes | None]], count: int) -> None:
+        """The next `count` (key, partition, value) of `rows`, bound as `Row`s (converted a statement at a
+        time, so the copies of a batch are never all held), many rows per statement: sqlite3 releases the
+        GIL while a statement runs and takes it back after it (`executemany`: after each row), so a
+        restore's writer thread that wrote row by row waited for the busy event loop's thread before each
+        row."""
+        left = count
+        while left:
+            size = min(ROWS_PER_STATEMENT, 1 << (left.bit_length() - 1))
+            params: list[object] = []
+            for key, partition, value in itertools.islice(rows, size):
+                params += _row(key, partition, value)
+            self._db.execute(statement.format(values=",".join(("(?,?,?,?)",) * size)), params)
+            left -= size
 
     def _set_checkpoints(self, checkpoints: Mapping[int, int]) -> None:
         self._db.executemany(
