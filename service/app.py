@@ -25,6 +25,7 @@ from service.domain.changes import UserChange
 from service.domain.downstreams import labels, split_tenant_key
 from service.domain.stamps import ChangeSource
 from service.errors import StageExited, TenantUnreadable
+from service.jsonhttp import client_session
 from service.kafka_access import KafkaAccessDenied, denied
 from service.kafka_topics import ensure_topics
 from service.keycloak_admin.client import KeycloakAdminClient
@@ -112,7 +113,7 @@ class Service:
             resolver=GuardedResolver(egress),
             ssl=ssl.create_default_context(cafile=s.ca_bundle),  # verified; a custom CA bundle if set
         )
-        self._http = aiohttp.ClientSession(connector=connector)
+        self._http = client_session(connector)
         scim = self.scim = ScimClient.over_http(
             self._http,
             self.metrics,
@@ -230,9 +231,7 @@ class Service:
         if not (s.keycloak_url and s.keycloak_client_id and s.keycloak_client_secret):
             return None
         # Keycloak is the operator's own (often internal) service: not behind the tenants' egress policy.
-        self._keycloak_http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=s.ca_bundle))
-        )
+        self._keycloak_http = client_session(aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=s.ca_bundle)))
         return KeycloakAdminClient(
             self._keycloak_http,
             s.keycloak_url,
@@ -259,8 +258,8 @@ class Service:
         if not (s.console_enabled and s.console_oidc_client_id):
             return None
         if self._keycloak_http is None:
-            self._keycloak_http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=s.ca_bundle))
+            self._keycloak_http = client_session(
+                aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=s.ca_bundle))
             )
         return oidc_login(s, self._keycloak_http)
 

@@ -1,10 +1,10 @@
 """JSON over HTTP: the one way the service talks to a remote (SCIM downstreams, Keycloak's Admin API).
 
 Every request is held to the same hygiene: redirects are never followed (the caller sees the 3xx, so a
-body and its token never go to an address nobody checked), an IP-literal host is checked before
-connecting (aiohttp does not resolve literals, so a resolver-level check never sees them), and bodies
-are read up to a cap. A request either gets an `Answer` (any status; the caller maps statuses to its
-own errors in one function) or raises `TransportFailure` (no answer: unreachable, refused target).
+body and its token never go to an address nobody checked), no cookie is kept or sent, an IP-literal host
+is checked before connecting (aiohttp does not resolve literals, so a resolver-level check never sees
+them), and bodies are read up to a cap. A request either gets an `Answer` (any status; the caller maps
+statuses to its own errors in one function) or raises `TransportFailure` (no answer: unreachable, refused target).
 
 Retrying is not done here: the caller that knows the budget retries, once, at its level
 (service.retry.retrying; the pipeline's applier for changes).
@@ -49,9 +49,17 @@ class ForbiddenAddress(OSError):
     """Raised by a host check (and by the egress resolver): the target's address is not allowed."""
 
 
+def client_session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+    """The session `JsonHttp` sends on. It keeps no cookies: aiohttp's default jar would send a remote's
+    Set-Cookie back with every later request to that host, whichever tenant's request it is (two tenants'
+    downstreams on one host, a realm's several apps), and a session cookie could then stand in for the
+    credentials that request carries."""
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
 class JsonHttp:
-    """Sends JSON requests on a shared aiohttp session. `check_host` (optional) refuses an IP-literal
-    host before any connection (the egress policy's request-time check)."""
+    """Sends JSON requests on a shared aiohttp session (made by `client_session`). `check_host` (optional)
+    refuses an IP-literal host before any connection (the egress policy's request-time check)."""
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from service.domain import scim
 from service.errors import EnableRefused, ScimRejected, ScimTransient
+from service.jsonhttp import client_session
 from service.metrics import Metrics
 from service.scim.client import Downstream, ScimClient
 from service.scim.discovery import validate_downstream
@@ -69,8 +70,11 @@ async def serving(handler: Handler) -> AsyncIterator[LocalServer]:
 
 
 @asynccontextmanager
-async def client(egress: EgressPolicy = LOCAL, timeout: float = 5.0) -> AsyncIterator[ScimClient]:
-    async with aiohttp.ClientSession() as http:
+async def client(
+    egress: EgressPolicy = LOCAL, timeout: float = 5.0, session: aiohttp.ClientSession | None = None
+) -> AsyncIterator[ScimClient]:
+    """A SCIM client on the session the service makes (`client_session`), or on `session`."""
+    async with session or client_session(aiohttp.TCPConnector()) as http:
         yield ScimClient.over_http(
             http, Metrics(CollectorRegistry()), timeout_seconds=timeout, egress=egress, max_response_bytes=CAP
         )
@@ -131,6 +135,40 @@ async def test_discovery_refuses_a_redirecting_base_url() -> None:
                 await validate_downstream(scim_client, downstream(origin), LOCAL)
     assert caught.value.reason == "redirect"
     assert target.requests == []
+
+
+# -- cookies ------------------------------------------------------------------------------------------
+
+
+async def cookies_sent_back(session: aiohttp.ClientSession | None) -> list[str | None]:
+    """Tenant a's downstream sets a session cookie; then a, b (another tenant on the same host) and a again
+    are asked. The Cookie header each of the three later requests carried. The host is a name: aiohttp's
+    default jar keeps no cookie of an IP-literal host, so 127.0.0.1 would hide the leak."""
+    seen: list[str | None] = []
+
+    async def sets_a_cookie(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = await ok(request)
+        if request.path.startswith("/a/"):
+            response.set_cookie("session", "tenant-a-session", path="/")
+        return response
+
+    named = EgressPolicy(frozenset({"localhost"}), allow_private_networks=True)
+    async with serving(sets_a_cookie) as server, client(named, session=session) as scim_client:
+        base = f"http://localhost:{server.port}"
+        tenant_a = Downstream("acme", f"{base}/a", "token-a")
+        tenant_b = Downstream("globex", f"{base}/b", "token-b")
+        for ds in (tenant_a, tenant_a, tenant_b, tenant_a):
+            await scim_client.send_once(ds, "GET", "Users", params={"count": "1"})
+    return seen[1:]
+
+
+async def test_a_cookie_a_downstream_sets_is_never_sent_back() -> None:
+    """No request carries a cookie a downstream set: not its own tenant's next request, and not another
+    tenant's on the same host (where a session cookie could stand in for that tenant's token). The same
+    requests on aiohttp's default session do carry it, so the input is one that would leak."""
+    assert await cookies_sent_back(None) == [None, None, None]
+    assert await cookies_sent_back(aiohttp.ClientSession()) == ["session=tenant-a-session"] * 3
 
 
 # -- IP-literal hosts ---------------------------------------------------------------------------------
