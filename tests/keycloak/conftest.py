@@ -29,13 +29,13 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.keycloak.setup_realm import KafkaListener
+from tests.keycloak.setup_realm import TEST_LISTENER, KafkaListener
 from tests.support import ROOT
 
 KEYCLOAK_SCRIPT = ROOT / "scripts" / "keycloak" / "keycloak.sh"
 SKIP_MARKER = ROOT / "scripts" / "keycloak" / ".cache" / "tests-skipped-maven-central-unreachable"
 UNREACHABLE = 3  # keycloak.sh fetch's exit code for "Maven Central cannot be reached"
-LISTENER = "outbound-scim-test-kafka"  # the listener's provider id, what a realm lists to enable it
+LISTENER = TEST_LISTENER  # the listener's provider id, what a realm lists to enable it
 
 
 @dataclass
