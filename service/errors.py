@@ -139,18 +139,31 @@ class ScimConflict(ScimError):
     pass
 
 
+# a conflict's detail when a POST is answered with a resource that another externalId owns
+ANSWERED_WITH_ANOTHERS = "the POST was answered with a resource that belongs to someone else"
+
+
 class ScimOwnershipConflict(ScimConflict):
     """The downstream resource that blocks a create is owned by another externalId (`owner`): an account
-    holding the userName (`resource` "Users") or a group holding the displayName ("Groups")."""
+    holding the userName (`resource` "Users") or a group holding the displayName ("Groups"), or the
+    account a POST was answered with (`detail` says so)."""
 
-    def __init__(self, downstream_id: str, owner: str, *, resource: str = "Users", look_alike: bool = False) -> None:
+    def __init__(
+        self,
+        downstream_id: str,
+        owner: str,
+        *,
+        resource: str = "Users",
+        look_alike: bool = False,
+        detail: str | None = None,
+    ) -> None:
         if look_alike:
-            detail = "the account holding this userName shows no owner but other email addresses: a look-alike"
+            default = "the account holding this userName shows no owner but other email addresses: a look-alike"
         elif resource == "Users":
-            detail = "the account holding this userName belongs to another user"
+            default = "the account holding this userName belongs to another user"
         else:
-            detail = "the group holding this displayName belongs to another group"
-        super().__init__(409, "POST", resource, "uniqueness", detail)
+            default = "the group holding this displayName belongs to another group"
+        super().__init__(409, "POST", resource, "uniqueness", detail or default)
         self.downstream_id = downstream_id
         self.owner = owner
 

@@ -10,6 +10,8 @@ Modes:
 - `ignore_filters`: `GET /Users?filter=...` is answered as if there were no filter: every account, page
   by page (servers that do not implement filtering do this), while the ServiceProviderConfig still
   claims filter support.
+- `answer_posts_with_holder`: `POST /Users` for a userName that an account already holds is answered
+  201 with that account, unchanged, instead of 409 (servers that "return the existing user" do this).
 
 Adding a mode: write `async def _name(proxy, request) -> web.StreamResponse | None` and register it in
 `MODES`. Return None to forward honestly; `await proxy.forward(request)` gives the real answer when a
@@ -168,9 +170,24 @@ async def _no_groups(proxy: HostileProxy, request: web.Request) -> web.StreamRes
     return web.json_response(body, status=404)
 
 
+async def _answer_posts_with_holder(proxy: HostileProxy, request: web.Request) -> web.StreamResponse | None:
+    if request.method != "POST" or not request.path.endswith("/Users") or proxy._http is None:
+        return None
+    user_name = (await request.json()).get("userName")
+    headers = {k: v for k, v in request.headers.items() if k in PASS_HEADERS}
+    async with proxy._http.get(
+        f"{proxy.upstream}{request.path}", params={"filter": f'userName eq "{user_name}"'}, headers=headers
+    ) as found:
+        held = (await found.json(content_type=None)).get("Resources") or []
+    if len(held) != 1:
+        return None
+    return web.json_response(held[0], status=201, content_type="application/scim+json")
+
+
 MODES: dict[str, Mode] = {
     "honest": _honest,
     "redirect_writes": _redirect_writes,
     "ignore_filters": _ignore_filters,
     "no_groups": _no_groups,
+    "answer_posts_with_holder": _answer_posts_with_holder,
 }

@@ -40,7 +40,7 @@ from service.domain.capabilities import UserWrites
 from service.domain.changes import UserChange
 from service.domain.plan import Action, Plan
 from service.domain.state import UserState
-from service.errors import ScimConflict, ScimNotFound, ScimOwnershipConflict, ScimRejected
+from service.errors import ANSWERED_WITH_ANOTHERS, ScimConflict, ScimNotFound, ScimOwnershipConflict, ScimRejected
 from service.scim.client import Downstream
 
 
@@ -116,15 +116,23 @@ async def _sync(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) 
 
 
 async def _create(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:
-    """POST the user; a 409 (an account holds the userName) goes through the adoption rules."""
+    """POST the user; a 409 (an account holds the userName) goes through the adoption rules. The answer
+    is checked like any account found: a downstream that answers a POST with an account it already held
+    (another owner's, or a look-alike) gets no link, so nothing later is written to it."""
     values = plan.values
     if not ds.mapping.user_name(values):
         return Outcome(Result.SKIPPED, _unlinked(plan.state), "not_in_downstream_without_username")
+    sent = scim.user_resource(change.user_id, values, ds.mapping)
     try:
-        created = await port.create_user(ds, scim.user_resource(change.user_id, values, ds.mapping))
-        return Outcome(Result.CREATED, _written(plan.state, created["id"], values))
+        created = await port.create_user(ds, sent)
     except ScimConflict:
         return await _adopt(plan, change, ds, port)
+    owner = created.get("externalId")
+    if owner not in (None, "", change.user_id):
+        raise ScimOwnershipConflict(created["id"], str(owner), detail=ANSWERED_WITH_ANOTHERS)
+    if owner != change.user_id and scim.look_alike(created, sent):
+        raise ScimOwnershipConflict(created["id"], "", look_alike=True, detail=ANSWERED_WITH_ANOTHERS)
+    return Outcome(Result.CREATED, _written(plan.state, created["id"], values))
 
 
 async def _adopt(plan: Plan, change: UserChange, ds: Downstream, port: ScimPort) -> Outcome:

@@ -5,7 +5,8 @@ provably ours:
 - known by its stored downstream id, or
 - found by a verified lookup of its externalId (the Keycloak group id), or
 - after a 409 on POST, the group holding the displayName when its externalId is empty or ours.
-A group of another externalId is never written: ScimOwnershipConflict, for an operator.
+A group of another externalId is never written, not even one a POST is answered with: ScimOwnershipConflict,
+for an operator.
 
 Members change by delta only: PATCH `add` on `members` and one `remove` per member by a value filter
 (RFC 7644 §3.5.2), at most `per_request` member operations per request, never a replacement of the
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 
 from service.domain import scim
 from service.domain.groups import GroupAction, GroupPlan, GroupState, confirmed_removals
-from service.errors import ScimConflict, ScimNotFound, ScimOwnershipConflict, ScimRejected
+from service.errors import ANSWERED_WITH_ANOTHERS, ScimConflict, ScimNotFound, ScimOwnershipConflict, ScimRejected
 from service.scim.transport import Downstream
 
 
@@ -127,6 +128,9 @@ class _Sync:
             created = await self.port.create_group(self.ds, scim.group_resource(self.group_id, self.name))
         except ScimConflict:
             return await self._adopt(members)
+        owner = created.get("externalId")
+        if owner not in (None, "", self.group_id):  # answered with a group it held already: not ours
+            raise ScimOwnershipConflict(created["id"], str(owner), resource="Groups", detail=ANSWERED_WITH_ANOTHERS)
         await self._members(created["id"], sorted(members), [])
         return self._outcome(GroupResult.CREATED, created["id"], members)
 

@@ -143,3 +143,46 @@ async def test_a_conflict_resolved_downstream_is_created_on_replay(pipeline: Pip
     assert (status, body["replayed"]) == (200, 1)
     created = await pipeline.wait_user(realm, hire, userName="sam", name__familyName="Hire")
     assert created["id"] != leaver["id"]
+
+
+async def test_a_post_answered_with_another_owners_account_never_links_it(
+    pipeline: Pipeline, scim_server: ScimServer
+) -> None:
+    """A downstream that answers POST /Users with the account already holding the userName (another
+    owner's, unchanged) instead of 409: the create is dead-lettered as a conflict naming that account,
+    and neither it nor the user's next change writes to that account (with no link, the update waits for
+    the create's replay)."""
+    proxy = await HostileProxy(f"http://127.0.0.1:{scim_server.port}", mode="answer_posts_with_holder").start()
+    try:
+        realm = pipeline.realm()
+        space = f"{realm}-{uuid.uuid4().hex[:6]}"
+        upstream = proxy.upstream_url(space)
+        leaver = await put_account(upstream, "jdoe", "kc-leaver", family="Leaver")
+        status, body = await pipeline.api.enable(realm, proxy.base_url(space), SCIM_TOKEN, "ignore")
+        assert status == 201, body
+        pipeline.bases[realm] = upstream
+        hire = str(uuid.uuid4())
+        await pipeline.admin(events.create_user(realm, hire, "jdoe", "Jane", "Hire"))
+        await pipeline.admin(events.update_user(realm, hire, lastName="Later"))
+
+        letters: list[dict[str, Any]] = []
+
+        async def conflicted_then_updated() -> bool:
+            status, body = await pipeline.api.call("GET", f"/tenants/{realm}/dead-letters")
+            assert status == 200, body
+            letters[:] = [d for d in body["dead_letters"] if d.get("user_id") == hire]
+            return (
+                bool(letters) and pipeline.counter("outbound_scim_changes_total", tenant=realm, outcome="skipped") > 0
+            )
+
+        await wait_until(conflicted_then_updated, what="the create dead-lettered, then the update applied")
+        assert [(d["reason"], d["downstream_id"], d["owner"]) for d in letters] == [
+            ("conflict", leaver["id"], "kc-leaver")
+        ]
+        assert proxy.misbehaved["answer_posts_with_holder"] == 1
+        assert proxy.seen["PATCH Users"] == proxy.seen["PUT Users"] == proxy.seen["DELETE Users"] == 0
+        assert by_id(await downstream_users(upstream, SCIM_TOKEN)) == by_id([leaver]), (
+            "the leaver's account was written"
+        )
+    finally:
+        await proxy.stop()

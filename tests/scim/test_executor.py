@@ -7,6 +7,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.domain import scim
 from service.domain.capabilities import UserWrites
@@ -373,3 +375,59 @@ async def test_an_orphan_of_a_deleted_user_is_found_by_external_id_and_deleted()
     assert client.calls == [("find_all", "externalId", UID), ("delete", "d-late")]
     assert outcome.result == Result.DELETED and outcome.state.downstream_id is None
     assert outcome.reason == "orphans: 1 deleted of 1 found"
+
+
+# -- the POST's answer ------------------------------------------------------------------------------
+
+OURS_EMAIL = [{"value": "JANE.DOE@example.com", "primary": True}]  # ours, in another case
+OTHER_EMAIL = [{"value": "john.smith@example.com"}]
+
+
+async def test_a_post_answered_with_another_owners_account_is_never_linked() -> None:
+    """A downstream that answers POST with an account it already held (another externalId): a typed
+    conflict naming it, no link, and no write to it."""
+    plan, c = plan_for(ALL)
+    client = FakeScim(create=[{"id": "d-9", "userName": "jdoe", "externalId": "kc-leaver"}])
+    with pytest.raises(ScimOwnershipConflict) as caught:
+        await execute(plan, c, DS, client)
+    assert (caught.value.downstream_id, caught.value.owner) == ("d-9", "kc-leaver")
+    assert "answered" in caught.value.detail
+    assert [call[0] for call in client.calls] == ["find", "create"]
+
+
+async def test_a_post_answered_with_a_look_alike_is_never_linked() -> None:
+    """The answer shows no owner but only another person's email address: a look-alike conflict."""
+    plan, c = plan_for(ALL)
+    client = FakeScim(create=[{"id": "d-9", "userName": "jdoe", "emails": OTHER_EMAIL}])
+    with pytest.raises(ScimOwnershipConflict) as caught:
+        await execute(plan, c, DS, client)
+    assert (caught.value.downstream_id, caught.value.owner) == ("d-9", "")
+    assert [call[0] for call in client.calls] == ["find", "create"]
+
+
+@given(
+    owner=st.sampled_from([None, "", UID, "kc-leaver", UID.upper()]),
+    emails=st.sampled_from([None, [], OURS_EMAIL, OTHER_EMAIL, OURS_EMAIL + OTHER_EMAIL]),
+)
+@settings(max_examples=60, deadline=None)
+async def test_a_post_answer_is_linked_only_when_it_is_ours_or_nobodys(
+    owner: str | None, emails: list[dict[str, Any]] | None
+) -> None:
+    """For every answer a downstream may give a POST: the user is linked to it exactly when it carries
+    our externalId, or no owner and no email address that excludes ours; otherwise a conflict, and
+    nothing is ever written after the POST."""
+    answer: dict[str, Any] = {"id": "d-9", "userName": "jdoe"}
+    if owner is not None:
+        answer["externalId"] = owner
+    if emails is not None:
+        answer["emails"] = emails
+    ours = owner == UID or (not owner and not (emails and all(e in OTHER_EMAIL for e in emails)))
+    plan, c = plan_for(ALL)
+    client = FakeScim(create=[answer])
+    if ours:
+        outcome = await execute(plan, c, DS, client)
+        assert (outcome.result, outcome.state.downstream_id) == (Result.CREATED, "d-9")
+    else:
+        with pytest.raises(ScimOwnershipConflict):
+            await execute(plan, c, DS, client)
+    assert [call[0] for call in client.calls] == ["find", "create"]

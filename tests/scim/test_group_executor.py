@@ -469,3 +469,23 @@ async def test_a_recheck_on_a_server_refusing_the_read_still_removes() -> None:
     gid = down.add_group("Eng", GID, ("d0", "d1"))
     await run(sync(linked(gid, members=frozenset({"d0"})), recheck=("d1", "d2")), down)
     assert down.members_of(gid) == ["d0"]
+
+
+@pytest.mark.parametrize("owner", ["another-group", GID.upper()])
+async def test_a_post_answered_with_another_owners_group_gets_no_members(owner: str) -> None:
+    """A downstream that answers POST /Groups with a group it held already, of another externalId (exact
+    match only): ScimOwnershipConflict naming it, and none of our members is written to it."""
+    down = Recording()
+    theirs = down.add_group("Eng", owner, ("someone-else",))
+    before = dict(down.groups[theirs])
+
+    class AnswersWithTheirs(Recording):
+        async def create_group(self, ds: Downstream, body: dict[str, Any]) -> dict[str, Any]:
+            self.calls.append(("create", body))
+            return dict(before)
+
+    answering = AnswersWithTheirs()
+    with pytest.raises(ScimOwnershipConflict) as raised:
+        await run(sync(add=("u-1",)), answering)
+    assert (raised.value.downstream_id, raised.value.owner) == (theirs, owner)
+    assert [call[0] for call in answering.calls] == ["find", "create"]
