@@ -247,7 +247,7 @@ def test_oci_labels(dockerfile: Dockerfile) -> None:
     }
     assert set(oci) >= OCI_LABELS
     assert oci["title"] == PYPROJECT["project"]["name"]
-    assert oci["licenses"] == PYPROJECT["project"]["license"]["text"]
+    assert oci["licenses"] == PYPROJECT["project"]["license"]
     assert oci["description"] == PYPROJECT["project"]["description"]
     assert oci["version"] == "${VERSION}"
     [version_arg] = [a for a in dockerfile.final.all("ARG") if a.args.startswith("VERSION=")]
