@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -1307,7 +1308,8 @@ def _methods(requests: dict[str, int]) -> str:
 
 @contextmanager
 def kafka_broker(workdir: Path) -> Iterator[tuple[str, int | None]]:
-    """KAFKA_BOOTSTRAP_SERVERS if set; else a broker of our own from scripts/kafka/kafka.sh, stopped at exit."""
+    """KAFKA_BOOTSTRAP_SERVERS if set; else a broker of our own from scripts/kafka/kafka.sh, stopped at exit
+    and its data deleted (hundreds of MB for the big runs, which filled this machine's disk when kept)."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"], None
         return
@@ -1322,6 +1324,7 @@ def kafka_broker(workdir: Path) -> Iterator[tuple[str, int | None]]:
         yield started.stdout.strip().splitlines()[-1], int((state / "kafka.pid").read_text())
     finally:
         subprocess.run(["bash", str(KAFKA), "stop", str(state)], check=False)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @asynccontextmanager
